@@ -1,0 +1,292 @@
+"""Tests for the project store: schema, label history, undo semantics, batches, rounds."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from activekd_core.store import (
+    SCHEMA_VERSION,
+    ImageRecord,
+    SchemaVersionError,
+    Store,
+    StoreError,
+    validate_class_names,
+)
+
+
+def make_store(tmp_path: Path, n: int = 6) -> Store:
+    store = Store.create(tmp_path / "project.db")
+    recs = [ImageRecord(f"img{i}.png", i, f"/x/img{i}.png", 8, 8, True, None) for i in range(n)]
+    recs.append(ImageRecord("bad.png", None, "/x/bad.png", None, None, False, "empty file (0 bytes)"))
+    store.add_images(recs)
+    store.set_classes([("cat", "a photo of a cat"), ("dog", "a photo of a dog"), ("fox", "")])
+    return store
+
+
+def test_pragmas_and_schema(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    assert store.query("PRAGMA journal_mode")[0][0] == "wal"
+    assert store.query("PRAGMA foreign_keys")[0][0] == 1
+    assert store.query("PRAGMA synchronous")[0][0] == 2  # FULL
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.integrity_check() == "ok"
+    assert [r.id for r in store.skipped_images()] == ["bad.png"]
+    assert store.skipped_images()[0].reason == "empty file (0 bytes)"
+    assert store.image_ids() == [f"img{i}.png" for i in range(6)]
+
+
+def test_create_refuses_existing(tmp_path: Path) -> None:
+    make_store(tmp_path).close()
+    with pytest.raises(StoreError, match="already exists"):
+        Store.create(tmp_path / "project.db")
+
+
+def test_open_missing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="project database not found"):
+        Store.open(tmp_path / "nope.db")
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_newer_schema_refused_and_unchanged(tmp_path: Path) -> None:
+    db = tmp_path / "project.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE images(id TEXT)")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 5}")
+    conn.commit()
+    conn.close()
+    before = _digest(tmp_path)
+    with pytest.raises(SchemaVersionError, match=r"newer ActiveKD Studio \(schema version 6\).*Nothing was changed"):
+        Store.open(db)
+    assert _digest(tmp_path) == before  # no -wal/-shm created, bytes identical
+
+
+def test_foreign_db_refused(tmp_path: Path) -> None:
+    db = tmp_path / "other.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t(x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaVersionError, match="not an ActiveKD Studio project"):
+        Store.open(db)
+    (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="junk.db"):
+        Store.open(tmp_path / "junk.db")
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ([], "no classes"),
+        (["only"], "only one class"),
+        (["a", " "], "blank class name"),
+        (["a", "b", "A "], "duplicate class name"),
+    ],
+)
+def test_class_validation(names: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=message):
+        validate_class_names(names)
+    store = Store.create(tmp_path / "p.db")
+    with pytest.raises(StoreError, match=message):
+        store.set_classes([(n, "") for n in names])
+    assert store.classes() == []
+
+
+def test_classes_frozen_after_labels(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    assert store.class_names() == ["cat", "dog", "fox"]
+    assert store.classes()[0].prompt == "a photo of a cat"
+    store.label("img0.png", "cat")
+    with pytest.raises(StoreError, match="once labels exist"):
+        store.set_classes([("x", ""), ("y", "")])
+
+
+def test_label_events_and_current(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    e1 = store.label("img0.png", "cat", annotator="ann", session="s1")
+    e2 = store.skip("img1.png", annotator="ann")
+    e3 = store.unsure("img2.png", annotator="ann")
+    e4 = store.label("img0.png", "DOG", annotator="bob")  # class match is case-insensitive, stored canonical
+    assert e1 < e2 < e3 < e4
+    cur = store.current()
+    assert cur["img0.png"].class_name == "dog" and cur["img0.png"].annotator == "bob"
+    assert cur["img1.png"].event == "skip" and cur["img2.png"].event == "unsure"
+    assert store.current_labels() == {"img0.png": "dog"}
+    assert store.class_counts() == {"cat": 0, "dog": 1, "fox": 0}
+    hist = store.events("img0.png")
+    assert [(e.event, e.class_name, e.annotator) for e in hist] == [("label", "cat", "ann"), ("label", "dog", "bob")]
+    assert hist[0].session == "s1" and hist[0].round == 0
+    assert store.event_ids() == {e1, e2, e3, e4}
+
+
+def test_label_rejects_bad_input(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    with pytest.raises(StoreError, match="unknown or unreadable image id 'nope.png'"):
+        store.label("nope.png", "cat")
+    with pytest.raises(StoreError, match="unreadable"):
+        store.label("bad.png", "cat")
+    with pytest.raises(StoreError, match="unknown class 'horse'"):
+        store.label("img0.png", "horse")
+    with pytest.raises(StoreError, match="needs a class"):
+        store.add_event("img0.png", "label")
+    with pytest.raises(StoreError, match="undo has its own method"):
+        store.add_event("img0.png", "undo")
+    with pytest.raises(StoreError, match="annotator"):
+        store.label("img0.png", "cat", annotator=" ")
+    assert store.events() == []
+
+
+def test_history_is_append_only(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.label("img0.png", "cat")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.execute("UPDATE label_events SET class_name = 'dog'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.execute("DELETE FROM label_events")
+    assert store.current_labels() == {"img0.png": "cat"}
+
+
+def test_undo_walks_back_own_history(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.label("img0.png", "cat", annotator="a")
+    store.label("img0.png", "dog", annotator="a")
+    store.label("img1.png", "fox", annotator="a")
+    undone = store.undo("a")
+    assert undone is not None and undone.image_id == "img1.png"
+    assert "img1.png" not in store.current()
+    assert store.undo("a").class_name == "dog"  # type: ignore[union-attr]
+    assert store.current_labels() == {"img0.png": "cat"}
+    assert store.undo("a").class_name == "cat"  # type: ignore[union-attr]
+    assert store.current() == {}
+    assert store.undo("a") is None
+    kinds = [e.event for e in store.events()]
+    assert kinds == ["label", "label", "label", "undo", "undo", "undo"]
+    assert [e.undoes for e in store.events() if e.event == "undo"] == [3, 2, 1]
+
+
+def test_undo_is_per_annotator_and_per_image(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.label("img0.png", "cat", annotator="a")
+    store.label("img0.png", "dog", annotator="b")  # b overwrites a: last write wins
+    store.label("img1.png", "fox", annotator="a")
+    # a undoes its label on img0 specifically: b's later label stays current.
+    assert store.undo("a", "img0.png").class_name == "cat"  # type: ignore[union-attr]
+    assert store.current_labels() == {"img0.png": "dog", "img1.png": "fox"}
+    # b undoes: img0 falls back to nothing (a's label was already undone).
+    assert store.undo("b").class_name == "dog"  # type: ignore[union-attr]
+    assert store.current_labels() == {"img1.png": "fox"}
+    assert store.undo("b") is None
+
+
+def test_undo_reverts_to_previous_state(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.label("img0.png", "cat", annotator="a")
+    store.skip("img0.png", annotator="b")
+    store.label("img0.png", "fox", annotator="a")
+    store.undo("a")
+    state = store.current_state("img0.png")
+    assert state is not None and state.event == "skip" and state.annotator == "b"
+
+
+def test_add_labels_all_or_nothing(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    with pytest.raises(StoreError, match="nothing imported.*nope.png.*horse"):
+        store.add_labels([("img0.png", "cat"), ("nope.png", "dog"), ("img1.png", "horse")], annotator="csv")
+    assert store.events() == []
+    assert store.add_labels([("img0.png", "Cat"), ("img1.png", "dog")], annotator="csv") == 2
+    assert store.current_labels() == {"img0.png": "cat", "img1.png": "dog"}
+    assert {e.strategy for e in store.events()} == {"import"}
+
+
+def test_batches_and_strategy_attribution(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    assert store.open_batch_current() is None
+    b1 = store.open_batch(0, "pcoreset", "teacher", [("img3.png", 0.9), ("img1.png", 0.5)])
+    assert [i.image_id for i in b1.items] == ["img3.png", "img1.png"]
+    assert [i.score for i in b1.items] == [0.9, 0.5]
+    store.label("img3.png", "cat")
+    assert store.events()[0].strategy == "pcoreset"
+    b2 = store.open_batch(0, "random", "teacher", [("img4.png", None)])
+    assert store.batch(b1.id).closed and not b2.closed  # type: ignore[union-attr]
+    assert store.open_batch_current().id == b2.id  # type: ignore[union-attr]
+    assert len(store.batches(round=0)) == 2
+    store.close_batches()
+    assert store.open_batch_current() is None
+
+
+def test_rounds_lifecycle(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    r1 = store.start_round("pcoreset", "teacher", picks=[["img0.png", 0.3]], teacher={"kind": "standin"}, n_labeled=3)
+    assert r1 == 1 and store.latest_done_round() is None
+    store.finish_round(r1, "done", metrics={"loss": 0.5}, checkpoint="checkpoints/round_1.safetensors")
+    with pytest.raises(StoreError, match="not running"):
+        store.finish_round(r1, "failed")
+    r2 = store.start_round("pcoreset", "student", picks=[], teacher={}, n_labeled=5)
+    store.finish_round(r2, "failed", error="boom")
+    r3 = store.start_round("pcoreset", "student", picks=[], teacher={}, n_labeled=5)
+    assert store.mark_stale_rounds() == 1
+    assert [r.status for r in store.rounds()] == ["done", "failed", "interrupted"]
+    latest = store.latest_done_round()
+    assert latest is not None and latest.id == r1 and latest.metrics == {"loss": 0.5}
+    assert store.round(r2).error == "boom"  # type: ignore[union-attr]
+    assert store.round(r3).status == "interrupted"  # type: ignore[union-attr]
+    store.label("img0.png", "cat")
+    assert store.events()[0].round == 1  # labeled while round 1's model was active
+
+
+def test_audit_set_and_settings(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.set_audit_set(["img5.png", "img2.png"])
+    assert store.audit_ids() == ["img5.png", "img2.png"]
+    with pytest.raises(StoreError, match="already exists"):
+        store.set_audit_set(["img1.png"])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.execute("INSERT INTO audit_set(image_id, position, created) VALUES ('nope.png', 9, 'x')")
+    store.set_setting("teacher", {"kind": "standin", "seed": 1})
+    assert store.get_setting("teacher") == {"kind": "standin", "seed": 1}
+    assert store.get_setting("missing", 7) == 7
+    assert store.settings() == {"teacher": {"kind": "standin", "seed": 1}}
+
+
+def test_reopen_keeps_everything(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.label("img0.png", "cat")
+    store.close()
+    again = Store.open(tmp_path / "project.db")
+    assert again.current_labels() == {"img0.png": "cat"}
+    assert again.integrity_check() == "ok"
+
+
+def test_threads_share_one_store(tmp_path: Path) -> None:
+    store = make_store(tmp_path, n=20)
+    errors: list[BaseException] = []
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        try:
+            for i in range(20):
+                eid = store.label(f"img{i}.png", ["cat", "dog", "fox"][k], annotator=f"t{k}")
+                with lock:
+                    ids.append(eid)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(ids) == 60 and store.event_ids() == set(ids)
+    last = {}
+    for e in store.events():
+        last[e.image_id] = e.class_name
+    assert store.current_labels() == last
