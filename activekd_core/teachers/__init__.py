@@ -1,0 +1,136 @@
+"""Teachers: soft labels for every pool image behind one interface.
+
+Kinds (``describe()["kind"]`` and the ``kind`` of a spec):
+
+- ``clip_zero_shot``: :class:`ClipZeroShotTeacher` (open_clip, cached image features);
+- ``clip_few_shot``: :class:`ClipFewShotTeacher` (CLAP prototypes on those features);
+- ``precomputed``: :class:`PrecomputedTeacher` (probabilities/logits from a file);
+- ``standin``: :class:`StandInTeacher`, the offline stand-in (not CLIP).
+
+:func:`make_teacher` builds any of them from a JSON-able spec; every teacher's
+``describe()["spec"]`` is such a spec, so a project can store it and rebuild the teacher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from activekd_core.teachers.base import (
+    Cancelled,
+    FittableTeacher,
+    ProgressFn,
+    Teacher,
+    TeacherDataError,
+    TeacherUnavailable,
+    softmax_rows,
+)
+from activekd_core.teachers.clip_few_shot import ClapConfig, ClipFewShotTeacher, fit_clap_prototypes
+from activekd_core.teachers.clip_zero_shot import ClipZeroShotTeacher, probs_from_features, resolve_device
+from activekd_core.teachers.precomputed import PrecomputedTeacher
+from activekd_core.teachers.standin import STANDIN_LABEL, StandInTeacher, standin_features
+
+KINDS = ("clip_zero_shot", "clip_few_shot", "precomputed", "standin")
+
+_CLIP_KEYS = {
+    "model_name",
+    "pretrained",
+    "class_prompts",
+    "templates",
+    "logit_scale",
+    "feature_dtype",
+    "seed",
+    "device",
+    "batch_size",
+    "num_workers",
+    "hf_cache_dir",
+}
+
+
+def make_teacher(
+    spec: Mapping[str, Any],
+    *,
+    classes: Sequence[str] | None = None,
+    cache_dir: Path | str | None = None,
+    device: str | None = None,
+) -> Teacher:
+    """Build a teacher from a JSON-able spec.
+
+    Args:
+        spec: ``{"kind": ..., ...}``; the other keys are the teacher's keyword arguments
+            (``clip_few_shot`` also takes ``"clap": {...}`` for :class:`ClapConfig`;
+            ``precomputed`` takes ``path``, ``value_kind``, ``ids_path``, ``tolerance``,
+            ``temperature``).
+        classes: Class names; override/complete ``spec["classes"]``.
+        cache_dir: Feature cache root for CLIP teachers (e.g. inside the project folder).
+        device: Override the device for CLIP teachers.
+
+    Returns:
+        The teacher (CLIP models load lazily, on first use or ``.load()``).
+
+    Raises:
+        ValueError: Unknown kind, unknown keys, or no classes.
+        TeacherDataError: For ``precomputed``, problems with the file.
+    """
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind not in KINDS:
+        raise ValueError(f"unknown teacher kind {kind!r}; choose one of {KINDS}")
+    cls_names = list(classes) if classes is not None else spec.get("classes")
+    spec.pop("classes", None)
+    if kind == "precomputed":
+        allowed = {"path", "value_kind", "ids_path", "tolerance", "temperature"}
+        _check_keys(kind, spec, allowed)
+        if "path" not in spec:
+            raise ValueError("a precomputed teacher needs 'path'")
+        return PrecomputedTeacher(
+            spec["path"],
+            cls_names,
+            kind=spec.get("value_kind", "probs"),
+            ids_path=spec.get("ids_path"),
+            tolerance=spec.get("tolerance", 1e-3),
+            temperature=spec.get("temperature", 1.0),
+        )
+    if not cls_names:
+        raise ValueError(f"a {kind} teacher needs classes")
+    if kind == "standin":
+        _check_keys(kind, spec, {"temperature", "image_size", "n_components", "C", "smoothing", "seed"})
+        return StandInTeacher(cls_names, **spec)
+    clap = spec.pop("clap", None) if kind == "clip_few_shot" else None
+    _check_keys(kind, spec, _CLIP_KEYS)
+    if device is not None:
+        spec["device"] = device
+    zero_shot = ClipZeroShotTeacher(cls_names, cache_dir=cache_dir, **spec)
+    if kind == "clip_zero_shot":
+        return zero_shot
+    return ClipFewShotTeacher(zero_shot, ClapConfig(**(clap or {})))
+
+
+def _check_keys(kind: str, spec: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} for a {kind} teacher; allowed: {sorted(allowed)}")
+
+
+__all__ = [
+    "KINDS",
+    "STANDIN_LABEL",
+    "Cancelled",
+    "ClapConfig",
+    "ClipFewShotTeacher",
+    "ClipZeroShotTeacher",
+    "FittableTeacher",
+    "PrecomputedTeacher",
+    "ProgressFn",
+    "StandInTeacher",
+    "Teacher",
+    "TeacherDataError",
+    "TeacherUnavailable",
+    "fit_clap_prototypes",
+    "make_teacher",
+    "probs_from_features",
+    "resolve_device",
+    "softmax_rows",
+    "standin_features",
+]

@@ -1,0 +1,107 @@
+"""The teacher interface shared by every teacher, and small numeric helpers.
+
+A teacher turns an :class:`~activekd_core.images.ImagePool` into soft labels: a float32
+matrix with one row per pool image (pool order) and one column per class, each row a
+probability vector. Every teacher also reports its full provenance through
+``describe()`` (a JSON-serialisable dict with at least ``"kind"``, ``"display_name"``
+and ``"spec"``; ``spec`` rebuilds the teacher through
+:func:`activekd_core.teachers.make_teacher`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from activekd_core.images import ImagePool
+
+ProgressFn = Callable[[int, int, str], None]
+"""``progress(done, total, message)``; may raise to interrupt the work."""
+
+
+class TeacherUnavailable(RuntimeError):
+    """The teacher cannot run here (e.g. weights missing offline); the message says how to fix it."""
+
+
+class TeacherDataError(ValueError):
+    """A teacher input file or array is invalid; the message names the file and the problem."""
+
+
+class Cancelled(RuntimeError):
+    """Long teacher work stopped because its cancel flag was set; finished work is kept."""
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """What every teacher provides.
+
+    Attributes:
+        classes: Class names; column ``j`` of ``predict_proba`` is ``classes[j]``.
+    """
+
+    classes: list[str]
+
+    def predict_proba(self, pool: ImagePool, progress: ProgressFn | None = None) -> np.ndarray:
+        """Soft labels for every pool image: float32 ``(len(pool), len(classes))``, rows sum to 1."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Full provenance, JSON-serialisable, with keys ``kind``, ``display_name`` and ``spec``."""
+        ...
+
+
+@runtime_checkable
+class FittableTeacher(Teacher, Protocol):
+    """A teacher that learns from the project's labels (few-shot CLIP, stand-in probe)."""
+
+    def fit(self, pool: ImagePool, labeled: np.ndarray, y: np.ndarray) -> None:
+        """Refit from scratch on all labels: ``labeled`` int64 pool rows, ``y`` int64 class indices."""
+        ...
+
+
+def softmax_rows(logits: npt.ArrayLike, temperature: float = 1.0) -> np.ndarray:
+    """Numerically stable row softmax in float32.
+
+    Args:
+        logits: ``(N, C)`` scores.
+        temperature: Divides the logits first; > 1 gives softer rows.
+
+    Returns:
+        float32 ``(N, C)`` with rows summing to 1.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def check_labels(labeled: npt.ArrayLike, y: npt.ArrayLike, n_pool: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the ``fit`` arguments and return them as int64 arrays.
+
+    Raises:
+        ValueError: On length mismatch, out-of-range rows or class indices, or duplicate rows.
+    """
+    labeled = np.asarray(labeled, dtype=np.int64).reshape(-1)
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    if labeled.shape != y.shape:
+        raise ValueError(f"labeled has {labeled.size} rows but y has {y.size} labels")
+    if labeled.size and (labeled.min() < 0 or labeled.max() >= n_pool):
+        raise ValueError(f"labeled pool rows must be in [0, {n_pool}); got min {labeled.min()}, max {labeled.max()}")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"class indices must be in [0, {n_classes}); got min {y.min()}, max {y.max()}")
+    if np.unique(labeled).size != labeled.size:
+        raise ValueError("labeled contains duplicate pool rows")
+    return labeled, y
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Raise :class:`Cancelled` if ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("teacher work cancelled; completed rows are kept and will be resumed")

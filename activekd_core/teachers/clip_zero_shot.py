@@ -1,0 +1,743 @@
+"""CLIP zero-shot teacher through open_clip, with a resumable on-disk image-feature cache.
+
+Logits are ``logit_scale * cos(image, class prototype)`` with ``logit_scale = 100`` by
+default (the CLIP papers' and PCoreSet's value; a trained CLIP's learned scale is
+``exp(4.6052) = 100`` as well). Pass ``logit_scale=None`` to use the loaded model's own
+``logit_scale.exp()`` instead (e.g. about 14.3 for a randomly initialised model).
+
+Weights can be given as
+
+- ``model_name`` + a pretrained *tag* (``"ViT-B-32"``, ``"laion2b_s34b_b79k"``): taken from
+  the Hugging Face cache when present, downloaded when online; offline and not cached
+  it fails at once with :class:`TeacherUnavailable` (no ~46 s of retries);
+- ``model_name`` + ``pretrained="/path/to/open_clip_pytorch_model.bin"`` (or
+  ``.safetensors``/``.pt``): a local checkpoint file for that architecture;
+- ``model_name="local-dir:/path/to/folder"``: a folder holding ``open_clip_config.json``
+  and the weights (the layout of open_clip's Hugging Face repos);
+- ``pretrained=None``: random weights, seeded (for tests and benchmarks only; never a
+  useful teacher, and ``describe()`` says so).
+
+Image features are L2-normalised ``encode_image`` outputs, computed once per (model,
+weights, preprocessing, pool content) in batches through a DataLoader and appended to a
+memmap as they go (see :mod:`.feature_cache`), so changing prompts costs a text pass only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import numpy.typing as npt
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from activekd_core.images import ImageLoadError, ImagePool, load_rgb
+from activekd_core.teachers.base import Cancelled, ProgressFn, TeacherUnavailable, check_cancel
+from activekd_core.teachers.feature_cache import FeatureCache, cache_key, default_cache_root
+from activekd_core.teachers.prompts import ClassPrompts, build_class_texts, prompts_key, resolve_templates
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+open_clip.add_model_config(CONFIG_DIR)  # registers "akd-tiny-clip" (tests and benches)
+
+RANDOM_WEIGHTS = ("random", "none", "")
+
+
+# --------------------------------------------------------------------------- device
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _hub_online(timeout: float = 2.0) -> bool:
+    """False when offline mode is set or the hub host cannot be reached within ``timeout`` s."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    result: list[bool] = []
+
+    def probe() -> None:  # DNS lookups ignore socket timeouts, hence the thread
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def file_identity(path: Path | str) -> dict[str, Any]:
+    """Identity of a weights file: size, mtime and a SHA-256 of its first and last MiB.
+
+    The partial hash keeps multi-GB checkpoints cheap to identify while still telling
+    different files of equal size apart.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        if stat.st_size > 2 << 20:
+            handle.seek(-(1 << 20), os.SEEK_END)
+            digest.update(handle.read(1 << 20))
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_head_tail": digest.hexdigest()[:24]}
+
+
+def _how_to_supply(model_name: str, pretrained: str | None, cfg: Mapping[str, Any] | None) -> str:
+    where = ""
+    if cfg:
+        if cfg.get("hf_hub"):
+            repo = cfg["hf_hub"].rstrip("/")
+            where = f" (it is published at https://huggingface.co/{repo.rsplit('/', 1)[0] if repo.count('/') > 1 else repo})"
+        elif cfg.get("url"):
+            where = f" (it is published at {cfg['url']})"
+    return (
+        f"To use CLIP without internet, supply the weights locally: download the checkpoint for "
+        f"model {model_name!r} tag {pretrained!r}{where} on a machine with internet, copy it here, then either "
+        f"(a) keep model {model_name!r} and set pretrained to the file path, e.g. "
+        f"pretrained='/models/open_clip_pytorch_model.bin' (.bin/.pt/.safetensors), or "
+        f"(b) put open_clip_config.json and the weights in one folder and set model to 'local-dir:/models/folder', or "
+        f"(c) copy a Hugging Face cache that holds it and point HF_HOME at it. "
+        f"Without CLIP weights, use the offline stand-in teacher (kind 'standin') or precomputed probabilities."
+    )
+
+
+@contextlib.contextmanager
+def _quiet_open_clip_logging() -> Any:
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def resolve_weights(
+    model_name: str, pretrained: str | None, *, hf_cache_dir: str | None = None, online: bool | None = None
+) -> dict[str, Any]:
+    """Decide where the weights come from without downloading anything; fail fast when they cannot be had.
+
+    Args:
+        model_name: An open_clip model name, ``hf-hub:org/repo`` or ``local-dir:/folder``.
+        pretrained: A tag, a checkpoint file path, or None/"random" for random weights.
+        hf_cache_dir: Hugging Face cache folder (default: the hub's default).
+        online: Override the network check (tests).
+
+    Returns:
+        A dict with ``type`` (``tag``/``file``/``local-dir``/``hf-hub``/``random``), the
+        arguments for open_clip (``create_name``, ``create_pretrained``, ``force``), and an
+        ``identity`` used in cache keys.
+
+    Raises:
+        TeacherUnavailable: Unknown model or tag, missing file, or weights that would
+            need a download while offline. The message says how to supply a checkpoint.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(repo: str, filename: str) -> str | None:
+        hit = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir)
+        return hit if isinstance(hit, str) and os.path.isfile(hit) else None
+
+    if model_name.startswith("local-dir:"):
+        folder = Path(model_name[len("local-dir:") :]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise TeacherUnavailable(
+                f"local CLIP folder {folder} has no open_clip_config.json. " + _how_to_supply(model_name, pretrained, None)
+            )
+        ckpt = open_clip.factory._find_checkpoint_in_dir(folder)
+        if ckpt is None:
+            raise TeacherUnavailable(
+                f"local CLIP folder {folder} holds no weights (*.safetensors, *.bin or *.pth); "
+                "the model would be random. " + _how_to_supply(model_name, pretrained, None)
+            )
+        config_hash = hashlib.sha256((folder / "open_clip_config.json").read_bytes()).hexdigest()[:16]
+        return {
+            "type": "local-dir",
+            "create_name": f"local-dir:{folder.resolve()}",
+            "create_pretrained": None,
+            "force": {},
+            "identity": {"type": "local-dir", "config_sha256": config_hash, **file_identity(ckpt)},
+        }
+    if model_name.startswith("hf-hub:"):
+        repo = model_name[len("hf-hub:") :]
+        if cached(repo, "open_clip_config.json") is None and not (online if online is not None else _hub_online()):
+            raise TeacherUnavailable(
+                f"CLIP model {model_name!r} is not in the local Hugging Face cache and the hub cannot be reached "
+                "(offline or HF_HUB_OFFLINE=1). " + _how_to_supply(model_name, pretrained, None)
+            )
+        return {
+            "type": "hf-hub",
+            "create_name": model_name,
+            "create_pretrained": None,
+            "force": {},
+            "identity": {"type": "hf-hub", "repo": repo},
+        }
+
+    known = open_clip.list_models()
+    if model_name.replace("/", "-") not in known:
+        raise TeacherUnavailable(
+            f"unknown open_clip model {model_name!r}; known names include {known[:8]} ... "
+            "(see open_clip.list_models()), or use 'local-dir:/folder'."
+        )
+    if pretrained is None or str(pretrained).strip().lower() in RANDOM_WEIGHTS:
+        return {
+            "type": "random",
+            "create_name": model_name,
+            "create_pretrained": None,
+            "force": {},
+            "identity": {"type": "random"},
+        }
+    cfg = open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained)
+    if not cfg:
+        path = Path(pretrained).expanduser()
+        if path.is_file():
+            return {
+                "type": "file",
+                "create_name": model_name,
+                "create_pretrained": str(path.resolve()),
+                "force": {},
+                "identity": {"type": "file", **file_identity(path)},
+            }
+        tags = open_clip.list_pretrained_tags_by_model(model_name.replace("/", "-"))
+        looks_like_path = os.sep in str(pretrained) or Path(str(pretrained)).suffix in (".bin", ".pt", ".pth", ".safetensors")
+        what = f"checkpoint file {path} does not exist" if looks_like_path else f"{pretrained!r} is not a known tag for {model_name!r} (tags: {tags})"
+        raise TeacherUnavailable(f"CLIP weights not found: {what}. " + _how_to_supply(model_name, pretrained, None))
+
+    # A known tag: look in the local caches first.
+    force = {
+        "force_quick_gelu": bool(cfg.get("quick_gelu", False)),
+        "force_preprocess_cfg": {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg},
+    }
+    local: str | None = None
+    if cfg.get("file") and os.path.isfile(cfg["file"]):
+        local = cfg["file"]
+    if local is None and cfg.get("hf_hub"):
+        repo, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or "open_clip_pytorch_model.bin"
+        names = [filename]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
+        if filename == "open_clip_pytorch_model.bin":
+            names.insert(0, "open_clip_model.safetensors")
+        for name in names:
+            local = cached(repo, name)
+            if local:
+                break
+    if local is None and cfg.get("url"):
+        candidate = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(urlparse(cfg["url"]).path)
+        if candidate.is_file():
+            local = str(candidate)
+    identity = {"type": "tag", "tag": pretrained}
+    if local is not None:
+        return {"type": "tag", "create_name": model_name, "create_pretrained": local, "force": force, "identity": identity}
+    if not (online if online is not None else _hub_online()):
+        raise TeacherUnavailable(
+            f"CLIP weights for model {model_name!r} tag {pretrained!r} are not in the local cache and cannot be "
+            "downloaded here (no internet, or HF_HUB_OFFLINE=1). " + _how_to_supply(model_name, pretrained, cfg)
+        )
+    return {"type": "tag", "create_name": model_name, "create_pretrained": pretrained, "force": {}, "identity": identity}
+
+
+def load_clip(
+    model_name: str,
+    pretrained: str | None,
+    *,
+    device: torch.device,
+    seed: int = 0,
+    hf_cache_dir: str | None = None,
+) -> tuple[torch.nn.Module, Callable[[Any], torch.Tensor], Callable[[list[str]], torch.Tensor], dict[str, Any]]:
+    """Build an open_clip model, its eval transform and tokenizer.
+
+    Returns:
+        ``(model, preprocess, tokenizer, weights_info)``; ``weights_info`` is the
+        :func:`resolve_weights` result.
+
+    Raises:
+        TeacherUnavailable: See :func:`resolve_weights`; also when the checkpoint does
+            not fit the architecture (the message names the file).
+    """
+    info = resolve_weights(model_name, pretrained, hf_cache_dir=hf_cache_dir)
+    try:
+        with _quiet_open_clip_logging(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                info["create_name"], pretrained=info["create_pretrained"], device=device, cache_dir=hf_cache_dir, **info["force"]
+            )
+    except TeacherUnavailable:
+        raise
+    except Exception as exc:  # open_clip raises RuntimeError/ValueError/KeyError for bad files
+        source = info["create_pretrained"] or info["create_name"]
+        raise TeacherUnavailable(
+            f"could not load CLIP model {model_name!r} with weights {source}: {type(exc).__name__}: {exc}. "
+            "Check that the checkpoint belongs to this architecture. " + _how_to_supply(model_name, pretrained, None)
+        ) from exc
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(info["create_name"])
+    return model, preprocess, tokenizer, info
+
+
+# --------------------------------------------------------------------------- re-prompting
+
+
+def probs_from_features(
+    features: npt.ArrayLike,
+    prototypes: npt.ArrayLike,
+    scale: float = 100.0,
+    *,
+    chunk_rows: int = 2048,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Softmax of ``scale * features @ prototypes.T``, computed in float32 row chunks.
+
+    Works on memmaps (float16 or float32) without loading them whole; the output can be a
+    memmap too. Both inputs are expected to be L2-normalised (rows), so the logits are
+    scaled cosines.
+
+    Args:
+        features: ``(N, D)`` image features.
+        prototypes: ``(C, D)`` class prototypes.
+        scale: Logit scale (100 for CLIP).
+        chunk_rows: Rows per chunk (bounded temporary memory).
+        out: Optional float32 ``(N, C)`` destination.
+
+    Returns:
+        float32 ``(N, C)`` probabilities (``out`` when given).
+    """
+    n = len(features)  # type: ignore[arg-type]
+    w = torch.from_numpy(np.ascontiguousarray(np.asarray(prototypes, dtype=np.float32)).T.copy())
+    c = w.shape[1]
+    if features.shape[1] != w.shape[0]:  # type: ignore[union-attr]
+        raise ValueError(f"features have dim {features.shape[1]} but prototypes have dim {w.shape[0]}")  # type: ignore[union-attr]
+    if out is None:
+        out = np.empty((n, c), dtype=np.float32)
+    elif out.shape != (n, c) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {(n, c)}, got {out.dtype} {out.shape}")
+    w.mul_(float(scale))
+    with torch.inference_mode():
+        for start in range(0, n, chunk_rows):
+            stop = min(n, start + chunk_rows)
+            f = torch.from_numpy(np.array(features[start:stop], dtype=np.float32, order="C", copy=True))  # type: ignore[index]
+            if isinstance(out, np.memmap) or not out.flags.c_contiguous:
+                block = torch.softmax(f @ w, dim=1)
+                out[start:stop] = block.numpy()
+            else:
+                o = torch.from_numpy(out[start:stop])
+                torch.mm(f, w, out=o)
+                o.sub_(o.amax(dim=1, keepdim=True)).exp_()
+                o.div_(o.sum(dim=1, keepdim=True))
+    return out
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+class _PoolImages(Dataset):
+    """Pool rows ``[start, stop)`` as preprocessed tensors; unreadable images become zeros plus a reason."""
+
+    def __init__(self, pool: ImagePool, transform: Callable[[Any], torch.Tensor], start: int, stop: int, size: int) -> None:
+        self.root, self.ids = pool.root, pool.ids
+        self.transform, self.start, self.stop, self.size = transform, start, stop, size
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, str]:
+        row = self.start + k
+        try:
+            return self.transform(load_rgb(self.root / self.ids[row])), row, ""
+        except ImageLoadError as exc:
+            return torch.zeros(3, self.size, self.size), row, exc.reason or "unreadable"
+        except Exception as exc:  # a transform failure must not stop the batch either
+            return torch.zeros(3, self.size, self.size), row, f"{type(exc).__name__}: {exc}"
+
+
+def auto_workers(n_images: int, batch_size: int) -> int:
+    """DataLoader workers: none for tiny jobs, else up to 8 leaving one core to the model."""
+    if n_images < 2 * batch_size:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def extract_features(
+    model: torch.nn.Module,
+    preprocess: Callable[[Any], torch.Tensor],
+    pool: ImagePool,
+    cache: FeatureCache,
+    *,
+    image_size: int,
+    dim: int,
+    dtype: str = "float32",
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.memmap:
+    """Encode every pool image once into ``cache`` (resuming a partial entry) and return the memmap.
+
+    Rows are written in pool order after each batch; progress is saved after each write,
+    so an exception, a cancel or a killed process loses at most the batch in flight.
+
+    Args:
+        model: open_clip model in eval mode on ``device``.
+        preprocess: The model's eval transform (PIL -> tensor).
+        pool: Images to encode.
+        cache: The entry to fill.
+        image_size: Side of the model input (for zero rows of unreadable images).
+        dim: Embedding width.
+        dtype: Storage dtype, ``float32`` or ``float16``.
+        device: Where to run the model.
+        batch_size: Images per batch.
+        num_workers: DataLoader worker processes (None: :func:`auto_workers`).
+        progress: ``progress(done, total, message)``, message with images/s.
+        cancel: Set to stop after the current batch (raises :class:`Cancelled`).
+        on_batch: Called with the batch size before each ``encode_image`` (tests, benches).
+
+    Returns:
+        The finished read-only ``(N, dim)`` memmap.
+    """
+    with cache.lock():
+        if cache.complete:
+            return cache.load()
+        n = len(pool)
+        writer = cache.open_writer(n, dim, dtype)
+        start = writer.done
+        total = n
+        if progress is not None:
+            progress(start, total, f"Encoding images with CLIP: {start:,}/{total:,} (resuming)" if start else "Encoding images with CLIP")
+        if start < n:
+            workers = auto_workers(n - start, batch_size) if num_workers is None else num_workers
+            loader = DataLoader(
+                _PoolImages(pool, preprocess, start, n, image_size),
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
+                prefetch_factor=4 if workers else None,
+            )
+            autocast = (
+                torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+            )
+            t0 = time.perf_counter()
+            encoded = 0
+            np_dtype = np.float16 if dtype == "float16" else np.float32
+            for images, rows, reasons in loader:
+                check_cancel(cancel)
+                if on_batch is not None:
+                    on_batch(len(images))
+                with torch.inference_mode(), autocast:
+                    feats = model.encode_image(images.to(device, non_blocking=True))
+                feats = F.normalize(feats.float(), dim=-1)
+                bad = [i for i, r in enumerate(reasons) if r]
+                if bad:
+                    feats[bad] = 0.0
+                failed = [[int(rows[i]), pool.ids[int(rows[i])], reasons[i]] for i in bad]
+                writer.write(int(rows[0]), feats.cpu().numpy().astype(np_dtype, copy=False), failed)
+                encoded += len(images)
+                if progress is not None:
+                    rate = encoded / max(time.perf_counter() - t0, 1e-9)
+                    progress(
+                        writer.done,
+                        total,
+                        f"Encoding images with CLIP: {writer.done:,}/{total:,} ({rate:,.1f} images/s)",
+                    )
+        return writer.finalize({"device": device.type, "batch_size": batch_size, "resumed_from": writer.resumed_from})
+
+
+# --------------------------------------------------------------------------- teacher
+
+
+class ClipZeroShotTeacher:
+    """CLIP zero-shot classifier over a pool, with cached image features.
+
+    Args:
+        classes: Class names (column order).
+        model_name: open_clip model name, ``hf-hub:org/repo`` or ``local-dir:/folder``.
+        pretrained: Tag, local checkpoint file, or None for seeded random weights.
+        class_prompts: Extra prompts per class name (string or list; ``{}`` = class name).
+        templates: Template set name (``single``, ``simple``, ``openai``) or a list of templates.
+        logit_scale: Multiplier of the cosine similarities; None uses the model's own.
+        cache_dir: Root of the feature cache (default :func:`default_cache_root`).
+        device: ``auto`` (cuda, mps, cpu) or a torch device string.
+        batch_size: Images per encode batch.
+        num_workers: DataLoader workers (None: automatic).
+        feature_dtype: ``float32`` or ``float16`` storage for cached features.
+        seed: Seed for random weights (``pretrained=None``).
+        hf_cache_dir: Hugging Face cache folder (default: the hub's default).
+
+    Attributes:
+        images_encoded: Images passed through ``encode_image`` by this object (tests use it
+            to check cache reuse).
+        text_passes: Text-tower passes run (one per new prompt set).
+    """
+
+    kind = "clip_zero_shot"
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        *,
+        model_name: str = "ViT-B-32",
+        pretrained: str | None = "openai",
+        class_prompts: ClassPrompts | None = None,
+        templates: str | Sequence[str] | None = None,
+        logit_scale: float | None = 100.0,
+        cache_dir: Path | str | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        feature_dtype: str = "float32",
+        seed: int = 0,
+        hf_cache_dir: str | None = None,
+    ) -> None:
+        if len(classes) < 2:
+            raise ValueError(f"a teacher needs at least 2 classes, got {list(classes)}")
+        self.classes = [str(c) for c in classes]
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.logit_scale_arg = logit_scale
+        self.cache_root = Path(cache_dir) if cache_dir is not None else default_cache_root()
+        self.device_arg = device
+        self.batch_size = int(batch_size)
+        self.num_workers = num_workers
+        self.feature_dtype = feature_dtype
+        self.seed = int(seed)
+        self.hf_cache_dir = hf_cache_dir
+        self.images_encoded = 0
+        self.text_passes = 0
+        self._model: torch.nn.Module | None = None
+        self._text_cache: dict[str, np.ndarray] = {}
+        self._last_features: dict[str, Any] | None = None
+        self.set_prompts(class_prompts, templates)
+
+    # ---- configuration
+
+    def set_prompts(self, class_prompts: ClassPrompts | None = None, templates: str | Sequence[str] | None = None) -> None:
+        """Change prompts; the next prediction reuses the cached image features and reruns the text tower only."""
+        self.class_texts = build_class_texts(self.classes, class_prompts, templates)
+        self.class_prompts = {k: (list(v) if not isinstance(v, str) else v) for k, v in dict(class_prompts or {}).items()}
+        self.templates = templates if isinstance(templates, str) or templates is None else list(templates)
+        resolve_templates(templates)
+
+    def load(self) -> None:
+        """Load the model now (otherwise done on first use).
+
+        Raises:
+            TeacherUnavailable: Weights missing offline, unknown model/tag, bad checkpoint.
+        """
+        if self._model is not None:
+            return
+        self.device = resolve_device(self.device_arg)
+        model, preprocess, tokenizer, info = load_clip(
+            self.model_name, self.pretrained, device=self.device, seed=self.seed, hf_cache_dir=self.hf_cache_dir
+        )
+        self._model, self._preprocess, self._tokenizer, self.weights_info = model, preprocess, tokenizer, info
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg.get("size", 224)
+        self.image_size = int(size if isinstance(size, int) else size[0])
+        self.preprocess_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+        self.embed_dim = self._probe_dim()
+        self.model_logit_scale = float(model.logit_scale.exp().item())
+
+    def _probe_dim(self) -> int:
+        with torch.inference_mode():
+            return int(self._model.encode_text(self._tokenizer(["a"]).to(self.device)).shape[-1])  # type: ignore[union-attr]
+
+    @property
+    def scale(self) -> float:
+        """The logit scale in use."""
+        if self.logit_scale_arg is not None:
+            return float(self.logit_scale_arg)
+        self.load()
+        return self.model_logit_scale
+
+    # ---- features
+
+    def feature_cache(self, pool: ImagePool) -> FeatureCache:
+        """The cache entry for this model, weights, preprocessing and pool content."""
+        self.load()
+        fields = {
+            "what": "clip-image-features-l2norm",
+            "model": self.model_name,
+            "weights": self._weights_key(),
+            "preprocess": self.preprocess_cfg,
+            "pool": pool.fingerprint(),
+            "n": len(pool),
+            "dtype": self.feature_dtype,
+        }
+        return FeatureCache(self.cache_root, fields)
+
+    def _weights_key(self) -> dict[str, Any]:
+        ident = dict(self.weights_info["identity"])
+        ident.pop("path", None)  # a moved/copied file keeps its cache
+        ident.pop("mtime_ns", None)
+        if ident.get("type") == "random":
+            ident["seed"] = self.seed
+        return ident
+
+    def image_features(
+        self, pool: ImagePool, progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> np.memmap:
+        """L2-normalised image features ``(N, D)`` (memmap), computed once per pool and cached on disk."""
+        cache = self.feature_cache(pool)
+        if not cache.complete:
+            def count(k: int) -> None:
+                self.images_encoded += k
+
+            extract_features(
+                self._model,  # type: ignore[arg-type]
+                self._preprocess,
+                pool,
+                cache,
+                image_size=self.image_size,
+                dim=self.embed_dim,
+                dtype=self.feature_dtype,
+                device=self.device,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                progress=progress,
+                cancel=cancel,
+                on_batch=count,
+            )
+        meta = cache.meta()
+        self._last_features = {"cache_key": cache.key, "cache_dir": str(cache.dir), "n": meta["n_rows"], "failed": meta["failed"]}
+        return cache.load()
+
+    # ---- text
+
+    def text_prototypes(self) -> np.ndarray:
+        """Class prototypes ``(C, D)`` float32: per class, the renormalised mean of normalised text embeddings.
+
+        Cached in memory and on disk by (model, weights, texts).
+        """
+        self.load()
+        key = cache_key({"model": self.model_name, "weights": self._weights_key(), "texts": prompts_key(self.class_texts)})
+        if key in self._text_cache:
+            return self._text_cache[key]
+        path = self.cache_root / "text" / f"{key}.npy"
+        if path.is_file():
+            protos = np.load(path)
+        else:
+            protos = self._encode_texts()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
+            np.save(tmp, protos)
+            os.replace(tmp, path)
+        self._text_cache[key] = protos
+        return protos
+
+    def _encode_texts(self, batch: int = 256) -> np.ndarray:
+        flat = [t for texts in self.class_texts for t in texts]
+        owners = np.repeat(np.arange(len(self.class_texts)), [len(t) for t in self.class_texts])
+        chunks = []
+        with torch.inference_mode():
+            for s in range(0, len(flat), batch):
+                tokens = self._tokenizer(flat[s : s + batch]).to(self.device)
+                chunks.append(F.normalize(self._model.encode_text(tokens).float(), dim=-1).cpu())  # type: ignore[union-attr]
+        emb = torch.cat(chunks)
+        protos = torch.zeros(len(self.class_texts), emb.shape[1])
+        protos.index_add_(0, torch.from_numpy(owners), emb)
+        protos /= torch.from_numpy(np.bincount(owners)).float().unsqueeze(1)
+        self.text_passes += 1
+        return F.normalize(protos, dim=-1).numpy().astype(np.float32)
+
+    # ---- teacher interface
+
+    def predict_proba(
+        self,
+        pool: ImagePool,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Zero-shot probabilities float32 ``(N, C)``; image features come from the cache when present.
+
+        Raises:
+            TeacherUnavailable: The model cannot be loaded (message says how to fix).
+            Cancelled: ``cancel`` was set; finished rows stay cached for the next call.
+        """
+        feats = self.image_features(pool, progress=progress, cancel=cancel)
+        return probs_from_features(feats, self.text_prototypes(), self.scale, out=out)
+
+    def display_name(self) -> str:
+        """Short human-readable name."""
+        weights = {"random": "random weights, not a trained CLIP"}.get(self.weights_info["type"], None) if self._model else None
+        tag = weights or (Path(self.pretrained).name if self.pretrained and os.sep in str(self.pretrained) else self.pretrained or "random weights")
+        return f"CLIP zero-shot ({self.model_name}, {tag})"
+
+    def spec(self) -> dict[str, Any]:
+        """JSON spec that rebuilds this teacher through ``make_teacher``."""
+        return {
+            "kind": self.kind,
+            "classes": self.classes,
+            "model_name": self.model_name,
+            "pretrained": self.pretrained,
+            "class_prompts": self.class_prompts,
+            "templates": self.templates,
+            "logit_scale": self.logit_scale_arg,
+            "feature_dtype": self.feature_dtype,
+            "seed": self.seed,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: model, weights identity, prompts (every text), scale, device, feature cache."""
+        self.load()
+        return {
+            "kind": self.kind,
+            "display_name": self.display_name(),
+            "spec": self.spec(),
+            "model_name": self.model_name,
+            "weights": {k: v for k, v in self.weights_info.items() if k in ("type", "identity")},
+            "random_weights": self.weights_info["type"] == "random",
+            "open_clip_version": open_clip.__version__,
+            "preprocess": self.preprocess_cfg,
+            "class_texts": self.class_texts,
+            "prompts_key": prompts_key(self.class_texts),
+            "logit_scale": self.scale,
+            "logit_scale_source": "fixed" if self.logit_scale_arg is not None else "model",
+            "device": str(self.device),
+            "feature_cache": self._last_features,
+        }
+
+
+__all__ = [
+    "Cancelled",
+    "ClipZeroShotTeacher",
+    "extract_features",
+    "file_identity",
+    "load_clip",
+    "probs_from_features",
+    "resolve_device",
+    "resolve_weights",
+]
