@@ -317,7 +317,12 @@ class Store:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: project database not found")
-        version, n_tables = _peek_version(path)
+        header = _header_version(path)
+        n_tables = -1
+        if header is None or header < 1:  # empty header (all in the WAL) or not ours: ask SQLite
+            version, n_tables = _peek_version(path)
+        else:
+            version = header
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{path}: written by a newer ActiveKD Studio (schema version {version}); this version reads up to "
@@ -329,6 +334,12 @@ class Store:
                 "Nothing was changed."
             )
         conn = _connect(path)
+        live = int(conn.execute("PRAGMA user_version").fetchone()[0])  # the WAL may hold a newer page 1
+        if not 1 <= live <= SCHEMA_VERSION:
+            conn.close()
+            raise SchemaVersionError(
+                f"{path}: schema version {live} (this version reads 1 to {SCHEMA_VERSION}); nothing was changed"
+            )
         conn.execute("PRAGMA journal_mode=WAL")
         return cls(path, conn)
 
@@ -748,6 +759,24 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
+
+
+def _header_version(path: Path) -> int | None:
+    """``user_version`` read straight from the file header (bytes 60-63), touching nothing.
+
+    Opening a WAL database through SQLite, even read-only, creates ``-wal``/``-shm``
+    files; reading the header first lets a newer project be refused with no trace.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot be read: {exc}") from exc
+    if len(head) < 100 and Path(str(path) + "-wal").exists():
+        return None  # a database created and never checkpointed: its pages are in the WAL
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        raise StoreError(f"{path}: not a SQLite database (bad header). Nothing was changed.")
+    return int.from_bytes(head[60:64], "big", signed=True)
 
 
 def _peek_version(path: Path) -> tuple[int, int]:

@@ -1,0 +1,961 @@
+"""A labeling project: a folder holding the store, caches, checkpoints and exports.
+
+Layout of a project folder::
+
+    project.db                      the store (see activekd_core.store)
+    cache/teacher/probs_<key>.npy   teacher probabilities, key = teacher provenance + pool
+                                    fingerprint (+ the labels it was fitted on, for
+                                    teachers that learn from labels)
+    cache/pixels/                   decoded pool pixels (activekd_core.pixel_cache)
+    cache/features/                 CLIP image features (teachers' feature cache)
+    cache/student/round_NNNN_*.npy  each round's student probabilities and features
+    checkpoints/round_NNNN.safetensors
+    exports/, logs/
+
+Rounds. Round ``k`` trains a fresh student on every label present when it starts
+(audit images excluded) and, when it succeeds, becomes the active model; batches are
+then queried with it. Labels made while round ``k``'s model was active carry
+``round = k`` (0 = teacher only). A round that fails, is cancelled or whose process is
+killed never becomes active: its status says so, its files are removed (or were
+never renamed into place), the labels and the previous model stay as they were.
+
+Selection space. A strategy that needs probabilities gets the active student's
+combined probabilities (PCoreSet's space), or the teacher's before any student exists;
+one that needs features gets the student's pooled features, or — before any student —
+the teacher's probabilities as a stand-in feature space (recorded as the batch's
+``space``). Images that are labeled seed the selection; skipped/unsure images and the
+audit set are removed from the candidate pool (they are never queried again unless
+their state is undone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from activekd_core import audit as audit_mod
+from activekd_core import export as export_mod
+from activekd_core.images import ImagePool, scan_images
+from activekd_core.store import (
+    ImageRecord,
+    LabelEvent,
+    QueryBatch,
+    RoundRecord,
+    Store,
+    StoreError,
+    utc_now,
+    validate_class_names,
+)
+
+DB_NAME = "project.db"
+PROJECT_FORMAT = 1
+DEFAULT_STRATEGY = "pcoreset"
+DEMO_BATCH_SIZE = {"textile": 10, "digits": 20}
+ProgressFn = Callable[[int, int, str], None]
+
+
+class ProjectError(Exception):
+    """A project operation was refused; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class ScanReport:
+    """What scanning the image folder found.
+
+    Attributes:
+        root: The image root.
+        n_images: Usable images.
+        skipped: ``(id, reason)`` for files that look like images but cannot be used.
+    """
+
+    root: Path
+    n_images: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class BatchView:
+    """The open query batch joined with each image's current state.
+
+    Attributes:
+        batch: The stored batch (ids in pick order, scores).
+        states: Image id -> current event (label/skip/unsure) or None if not done yet.
+    """
+
+    batch: QueryBatch
+    states: dict[str, LabelEvent | None]
+
+    @property
+    def done(self) -> int:
+        """Images of the batch that have a state (labeled, skipped or unsure)."""
+        return sum(1 for s in self.states.values() if s is not None)
+
+    @property
+    def total(self) -> int:
+        """Images in the batch."""
+        return len(self.batch.items)
+
+    @property
+    def complete(self) -> bool:
+        """True when every image of the batch has a state."""
+        return self.done == self.total
+
+
+# ---- hooks to sibling modules (imported lazily: torch/open_clip only when needed) ----------
+
+
+def _make_teacher(spec: dict[str, Any]) -> Any:
+    from activekd_core.teachers import make_teacher
+
+    return make_teacher(spec)
+
+
+def _strategy_needs(name: str) -> set[str]:
+    from activekd_core.selection import STRATEGIES
+
+    return set(STRATEGIES[name].needs)
+
+
+def _strategy_names() -> list[str] | None:
+    try:
+        from activekd_core.selection import STRATEGIES
+    except ImportError:
+        return None
+    return list(STRATEGIES)
+
+
+def _select(name: str, **kw: Any) -> Any:
+    from activekd_core.selection import select
+
+    return select(name, **kw)
+
+
+def _arches() -> tuple[str, ...]:
+    from activekd_core.student import ARCHES
+
+    return tuple(ARCHES)
+
+
+# ---- the project ---------------------------------------------------------------------------
+
+
+class Project:
+    """One labeling project. Use :meth:`create`, :meth:`open` or :func:`open_demo`.
+
+    Attributes:
+        folder: The project folder.
+        store: Its database.
+        config: The project settings (image root, teacher spec, student, batch size,
+            strategy, seed, training overrides).
+    """
+
+    def __init__(self, folder: Path, store: Store) -> None:
+        self.folder = folder
+        self.store = store
+        self.config: dict[str, Any] = store.get_setting("project") or {}
+        if not self.config:
+            raise ProjectError(f"{store.path}: the database has no project settings")
+        self.image_root = Path(self.config["image_root"])
+        self._teacher: Any = None
+        self._teacher_base: dict[str, Any] | None = None
+        self._lock = threading.RLock()
+        self._pool: ImagePool | None = None
+
+    # ---- creating and opening ----------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        folder: Path | str,
+        image_root: Path | str,
+        classes: Sequence[tuple[str, str]],
+        teacher_spec: dict[str, Any],
+        student_arch: str = "small_cnn",
+        batch_size: int = 10,
+        strategy: str = DEFAULT_STRATEGY,
+        *,
+        seed: int = 0,
+        train: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Project:
+        """Validate everything, then create the project folder and database.
+
+        Nothing is written when a check fails.
+
+        Args:
+            folder: Project folder (new, or existing without a ``project.db``).
+            image_root: Folder of images (scanned recursively).
+            classes: ``(name, prompt)`` pairs in display order; at least two, no blank or
+                duplicate (case-insensitive) names.
+            teacher_spec: Teacher settings for ``teachers.make_teacher`` (needs ``kind``);
+                the project's ``classes`` and prompts are added when missing.
+            student_arch: Student backbone (``small_cnn``, ``resnet18``, ``mobilenet_v3_small``).
+            batch_size: Images per query batch.
+            strategy: Selection strategy name (``pcoreset`` by default).
+            seed: Seed for selection, audit sampling and training.
+            train: Overrides of :class:`activekd_core.training.TrainConfig` fields.
+            name: Display name (default: the folder name).
+
+        Returns:
+            The open project.
+
+        Raises:
+            ProjectError: With every configuration problem found.
+        """
+        folder = Path(folder).expanduser()
+        problems: list[str] = []
+        if (folder / DB_NAME).exists():
+            problems.append(f"{folder}: already holds a project ({DB_NAME}); open it instead")
+        elif folder.exists() and not folder.is_dir():
+            problems.append(f"{folder}: exists and is not a folder")
+        try:
+            names = validate_class_names([c[0] if isinstance(c, (tuple, list)) else c for c in classes])
+        except StoreError as exc:
+            problems.append(f"classes: {exc}")
+            names = []
+        if not isinstance(teacher_spec, dict) or not isinstance(teacher_spec.get("kind"), str):
+            problems.append(f"teacher: the spec must be a dict with a 'kind', got {teacher_spec!r}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            problems.append(f"batch size must be a whole number >= 1, got {batch_size!r}")
+        try:
+            arches = _arches()
+            if student_arch not in arches:
+                problems.append(f"student backbone {student_arch!r} unknown; choose one of {list(arches)}")
+        except ImportError:
+            pass
+        known = _strategy_names()
+        if known is not None and strategy not in known:
+            problems.append(f"strategy {strategy!r} unknown; choose one of {known}")
+        train = dict(train or {})
+        _check_train_overrides(train, problems)
+        root = Path(image_root).expanduser()
+        pool = None
+        if not root.exists():
+            problems.append(f"image folder not found: {root}")
+        elif not root.is_dir():
+            problems.append(f"image folder is not a folder: {root}")
+        else:
+            pool = scan_images(root)
+            if len(pool) == 0:
+                found = f"{len(pool.problems)} file(s) skipped, e.g. " + "; ".join(
+                    f"{p.id}: {p.reason}" for p in pool.problems[:3]) if pool.problems else "no image files at all"
+                problems.append(f"image folder has no usable images: {root} ({found})")
+            elif _inside(root.resolve(), folder.resolve()):
+                problems.append(f"the project folder {folder} must not lie inside the image folder {root} "
+                                "(its caches and exports would be scanned as images)")
+        if problems:
+            raise ProjectError("cannot create project: " + "; ".join(problems))
+        assert pool is not None
+        prompts = [str(c[1]) if isinstance(c, (tuple, list)) and len(c) > 1 and c[1] else "" for c in classes]
+
+        created_folder = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        db = folder / DB_NAME
+        store = None
+        try:
+            store = Store.create(db)
+            store.add_images(_image_records(pool))
+            store.set_classes(list(zip(names, prompts)))
+            store.set_setting(
+                "project",
+                {
+                    "format": PROJECT_FORMAT,
+                    "name": name or folder.name,
+                    "image_root": str(pool.root),
+                    "teacher_spec": teacher_spec,
+                    "student_arch": student_arch,
+                    "batch_size": batch_size,
+                    "strategy": strategy,
+                    "seed": int(seed),
+                    "train": train,
+                    "created": utc_now(),
+                },
+            )
+            store.set_setting("scan", {"root": str(pool.root), "n_images": len(pool), "n_skipped": len(pool.problems),
+                                       "fingerprint": pool.fingerprint(), "time": utc_now()})
+        except BaseException:
+            if store is not None:
+                store.close()
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            if created_folder:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        project = cls(folder, store)
+        project._pool = pool
+        return project
+
+    @classmethod
+    def open(cls, folder: Path | str) -> Project:
+        """Open an existing project (checking its schema version first).
+
+        Rounds left 'running' by a process that no longer runs are marked interrupted.
+
+        Raises:
+            ProjectError: If the folder holds no project.
+            activekd_core.store.SchemaVersionError: If it was written by a newer version.
+        """
+        folder = Path(folder).expanduser()
+        db = folder / DB_NAME
+        if not db.is_file():
+            raise ProjectError(f"{folder}: no project here ({DB_NAME} not found)")
+        store = Store.open(db)
+        try:
+            project = cls(folder, store)
+        except BaseException:
+            store.close()
+            raise
+        project.recover()
+        return project
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.store.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def recover(self) -> int:
+        """Mark rounds whose training process is gone as interrupted; returns how many."""
+        from activekd_core.jobs import JobRunner
+
+        if JobRunner(self.store).running("train") is not None:
+            return 0
+        return self.store.mark_stale_rounds()
+
+    # ---- basic facts -------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """Display name."""
+        return str(self.config.get("name") or self.folder.name)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in display order (column order of every probability matrix)."""
+        return self.store.class_names()
+
+    @property
+    def strategy(self) -> str:
+        """The selection strategy's name."""
+        return str(self.config["strategy"])
+
+    @property
+    def batch_size(self) -> int:
+        """Images per query batch."""
+        return int(self.config["batch_size"])
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the project folder."""
+        return self.folder.joinpath(*parts)
+
+    def update_config(self, **changes: Any) -> None:
+        """Change project settings (batch_size, strategy, train, teacher_spec, name), validated."""
+        allowed = {"batch_size", "strategy", "train", "teacher_spec", "name"}
+        bad = set(changes) - allowed
+        if bad:
+            raise ProjectError(f"cannot change {sorted(bad)}; changeable: {sorted(allowed)}")
+        problems: list[str] = []
+        if "batch_size" in changes and (not isinstance(changes["batch_size"], int) or changes["batch_size"] < 1):
+            problems.append(f"batch size must be a whole number >= 1, got {changes['batch_size']!r}")
+        known = _strategy_names()
+        if "strategy" in changes and known is not None and changes["strategy"] not in known:
+            problems.append(f"strategy {changes['strategy']!r} unknown; choose one of {known}")
+        if "train" in changes:
+            _check_train_overrides(dict(changes["train"]), problems)
+        if "teacher_spec" in changes and not isinstance(changes["teacher_spec"], dict):
+            problems.append("teacher spec must be a dict with a 'kind'")
+        if problems:
+            raise ProjectError("; ".join(problems))
+        self.config.update(changes)
+        self.store.set_setting("project", self.config)
+        if "teacher_spec" in changes:
+            with self._lock:
+                self._teacher = None
+                self._teacher_base = None
+
+    def pool(self) -> ImagePool:
+        """The usable images in pool order (from the store; no rescan)."""
+        if self._pool is None:
+            self._pool = ImagePool(root=self.image_root, ids=self.store.image_ids())
+        return self._pool
+
+    def scan_report(self) -> ScanReport:
+        """Images found at creation and the files skipped, with reasons."""
+        return ScanReport(self.image_root, len(self.pool()), [(r.id, r.reason or "") for r in self.store.skipped_images()])
+
+    def row_of(self) -> dict[str, int]:
+        """Image id -> pool row."""
+        return {i: r for r, i in enumerate(self.pool().ids)}
+
+    # ---- labels ------------------------------------------------------------------------
+
+    def _label_kw(self, image_id: str, annotator: str, session: str | None) -> dict[str, Any]:
+        kw: dict[str, Any] = {"annotator": annotator, "session": session}
+        if image_id in set(self.store.audit_ids()):
+            kw["strategy"] = "audit"
+        return kw
+
+    def label(self, image_id: str, class_name: str, *, annotator: str = "expert", session: str | None = None) -> int:
+        """Label an image (committed before returning); returns the event id."""
+        return self.store.label(image_id, class_name, **self._label_kw(image_id, annotator, session))
+
+    def skip(self, image_id: str, *, annotator: str = "expert", session: str | None = None) -> int:
+        """Skip an image (it leaves the candidate pool until undone)."""
+        return self.store.skip(image_id, **self._label_kw(image_id, annotator, session))
+
+    def unsure(self, image_id: str, *, annotator: str = "expert", session: str | None = None) -> int:
+        """Mark an image as unsure (kept out of training and selection until changed)."""
+        return self.store.unsure(image_id, **self._label_kw(image_id, annotator, session))
+
+    def undo(self, *, annotator: str = "expert", image_id: str | None = None, session: str | None = None) -> LabelEvent | None:
+        """Undo the annotator's latest event (see :mod:`activekd_core.store` for the exact rule)."""
+        return self.store.undo(annotator, image_id, session=session)
+
+    def training_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pool rows and class indices of labeled images, audit set excluded."""
+        row_of = self.row_of()
+        cls_index = {c: i for i, c in enumerate(self.classes)}
+        audit = set(self.store.audit_ids())
+        pairs = sorted((row_of[i], cls_index[c]) for i, c in self.store.current_labels().items() if i not in audit)
+        if not pairs:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        rows, y = zip(*pairs)
+        return np.asarray(rows, dtype=np.int64), np.asarray(y, dtype=np.int64)
+
+    def counts(self) -> dict[str, Any]:
+        """Overall progress: per-class label counts, skipped, unsure, unlabeled, audit."""
+        current = self.store.current()
+        states = [e.event for e in current.values()]
+        return {
+            "per_class": self.store.class_counts(),
+            "labeled": states.count("label"),
+            "skipped": states.count("skip"),
+            "unsure": states.count("unsure"),
+            "unlabeled": len(self.pool()) - len(current),
+            "audit": len(self.store.audit_ids()),
+            "total": len(self.pool()),
+        }
+
+    def import_labels_csv(self, path: Path | str, *, annotator: str = "import") -> Any:
+        """Import labels from a CSV (``id``/``path``/``filename`` + ``label``/``class`` columns).
+
+        Returns:
+            The :class:`activekd_core.labels_import.LabelImport` (labels written and
+            problems found). Rows with problems are skipped; the rest is written in one
+            transaction.
+        """
+        from activekd_core.labels_import import labels_from_csv
+
+        result = labels_from_csv(path, self.pool(), self.classes)
+        self.store.add_labels(list(result.labels.items()), annotator=annotator, strategy="import")
+        return result
+
+    def import_labels_subfolders(self, *, annotator: str = "import") -> tuple[int, dict[str, int]]:
+        """Label images by their first folder name when it matches a class (case-insensitive).
+
+        Returns:
+            ``(number imported, {folder name not matching a class: image count})``.
+        """
+        from activekd_core.labels_import import labels_from_subfolders
+
+        names = {c.casefold(): c for c in self.classes}
+        found = labels_from_subfolders(self.pool())
+        good = [(i, names[f.casefold()]) for i, f in found.items() if f.casefold() in names]
+        unknown: dict[str, int] = {}
+        for f in found.values():
+            if f.casefold() not in names:
+                unknown[f] = unknown.get(f, 0) + 1
+        self.store.add_labels(good, annotator=annotator, strategy="import")
+        return len(good), unknown
+
+    # ---- teacher -----------------------------------------------------------------------
+
+    def teacher_spec(self) -> dict[str, Any]:
+        """The teacher spec with the project's classes (and prompts for CLIP teachers) filled in."""
+        spec = dict(self.config["teacher_spec"])
+        classes = self.store.classes()
+        spec.setdefault("classes", [c.name for c in classes])
+        if str(spec.get("kind", "")).startswith("clip"):
+            spec.setdefault("class_prompts", {c.name: c.prompt for c in classes if c.prompt})
+            spec.setdefault("cache_dir", str(self.path("cache", "features")))
+        return spec
+
+    def teacher(self) -> Any:
+        """The teacher object (built once per Project)."""
+        with self._lock:
+            if self._teacher is None:
+                teacher = _make_teacher(self.teacher_spec())
+                if list(teacher.classes) != self.classes:
+                    raise ProjectError(f"teacher classes {list(teacher.classes)} differ from the project's {self.classes}")
+                self._teacher_base = json.loads(json.dumps(teacher.describe(), default=str))
+                self._teacher = teacher
+            return self._teacher
+
+    def teacher_cache_key(self, labeled: np.ndarray | None = None, y: np.ndarray | None = None) -> str:
+        """Cache key of the teacher's probabilities: provenance + pool (+ labels for fittable teachers)."""
+        teacher = self.teacher()
+        digest = hashlib.sha256()
+        digest.update(json.dumps(self._teacher_base, sort_keys=True, default=str).encode())
+        digest.update(self.pool().fingerprint().encode())
+        if hasattr(teacher, "fit") and labeled is not None and y is not None and labeled.size:
+            digest.update(np.asarray(labeled, dtype=np.int64).tobytes() + b"|" + np.asarray(y, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:20]
+
+    def teacher_probs(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+                      *, fit: bool = True) -> np.ndarray:
+        """Teacher probabilities ``(N, C)`` for the pool, from the disk cache when possible.
+
+        A teacher that learns from labels (few-shot, stand-in) is refit on the current
+        training labels first (audit images excluded); its cache key includes them.
+        """
+        with self._lock:
+            teacher = self.teacher()
+            labeled, y = self.training_labels() if fit else (None, None)
+            fittable = hasattr(teacher, "fit") and labeled is not None and labeled.size > 0
+            key = self.teacher_cache_key(labeled, y) if fittable else self.teacher_cache_key()
+            path = self.path("cache", "teacher", f"probs_{key}.npy")
+            if path.is_file():
+                probs = np.load(path)
+                if probs.shape == (len(self.pool()), len(self.classes)):
+                    return probs
+            if fittable:
+                teacher.fit(self.pool(), labeled, y)
+            probs = np.asarray(teacher.predict_proba(self.pool(), progress), dtype=np.float32)
+            n, c = len(self.pool()), len(self.classes)
+            if probs.shape != (n, c) or not np.isfinite(probs).all():
+                raise ProjectError(f"teacher returned probabilities of shape {probs.shape} (need {(n, c)}) "
+                                   "or non-finite values")
+            _atomic_save_npy(path, probs)
+            _atomic_write_json(path.with_suffix(".json"), {"describe": self._teacher_base, "fitted_on": int(labeled.size) if fittable else 0,
+                                                          "pool": self.pool().fingerprint(), "time": utc_now()})
+            return probs
+
+    # ---- rounds and the active student -------------------------------------------------
+
+    def active_round(self) -> RoundRecord | None:
+        """The newest successful round (its student is the active model)."""
+        return self.store.latest_done_round()
+
+    def student_outputs(self, round_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored ``(probs, features)`` of a round's student for the whole pool."""
+        base = self.path("cache", "student", f"round_{round_id:04d}")
+        try:
+            return np.load(f"{base}_probs.npy"), np.load(f"{base}_features.npy")
+        except FileNotFoundError as exc:
+            raise ProjectError(f"round {round_id}: stored predictions missing ({exc.filename})") from exc
+
+    def checkpoint_path(self, round_id: int | None = None) -> Path | None:
+        """Absolute checkpoint of a round (default: the active one), or None."""
+        rec = self.active_round() if round_id is None else self.store.round(round_id)
+        if rec is None or not rec.checkpoint or rec.status != "done":
+            return None
+        return self.path(rec.checkpoint)
+
+    def train_config(self) -> Any:
+        """The :class:`activekd_core.training.TrainConfig` of the next round."""
+        from activekd_core.training import TrainConfig
+
+        overrides = dict(self.config.get("train") or {})
+        overrides.setdefault("arch", self.config["student_arch"])
+        overrides.setdefault("seed", int(self.config.get("seed", 0)))
+        if "weights" in overrides and overrides["weights"]:
+            overrides["weights"] = Path(overrides["weights"])
+        return TrainConfig(**overrides)
+
+    def retrain(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> RoundRecord:
+        """Train one round on all current labels; on success it becomes the active model.
+
+        Steps: teacher probabilities (cached), decoded pixels (cached), ``train_round``,
+        checkpoint written atomically, predictions for the whole pool stored, audit
+        scores, round marked done and open batches closed (the next batch uses the new
+        student). On any failure or cancel, the round is marked failed/cancelled with
+        the error, its files are removed, and the exception is re-raised; labels and the
+        previous model are untouched.
+
+        Raises:
+            ProjectError: If nothing is labeled yet.
+        """
+        from activekd_core.pixel_cache import decode_pool
+        from activekd_core.student import save_student
+        from activekd_core.training import predict_student, train_round
+
+        labeled, y = self.training_labels()
+        if labeled.size == 0:
+            raise ProjectError("label at least one image (outside the audit set) before training")
+        config = self.train_config()
+        active = self.active_round()
+        prev = active.id if active else 0
+        picks = [[it.image_id, it.score, b.id] for b in self.store.batches(round=prev) for it in b.items]
+        space = "student" if active else "teacher"
+        tprobs = self.teacher_probs(_phase(progress, "teacher"), cancel) if config.kd else None
+        teacher_info = self._teacher_base or {"kind": self.config["teacher_spec"].get("kind")}
+        round_id = self.store.start_round(self.strategy, space, picks=picks, teacher=teacher_info, n_labeled=int(labeled.size))
+        ckpt_rel = f"checkpoints/round_{round_id:04d}.safetensors"
+        out_base = self.path("cache", "student", f"round_{round_id:04d}")
+        written: list[Path] = []
+        try:
+            pixels = decode_pool(self.pool(), config.image_size, cache_dir=self.path("cache", "pixels"),
+                                 progress=_phase(progress, "decode"), cancel=cancel)
+            result = train_round(pixels, labeled, y, tprobs, config, progress=_phase(progress, "train"), cancel=cancel)
+            if cancel is not None and cancel.is_set():
+                raise InterruptedError("training cancelled")
+            metrics = dict(result.metrics)
+            metrics["device"] = result.device
+            ckpt = self.path(ckpt_rel)
+            written.append(ckpt)
+            save_student(result.model, ckpt, extra={"round": round_id, "classes": self.classes})
+            probs, feats = predict_student(result.model, pixels)
+            for suffix, arr in (("probs", probs), ("features", feats)):
+                target = Path(f"{out_base}_{suffix}.npy")
+                written.append(target)
+                _atomic_save_npy(target, arr)
+            metrics["audit"] = self._audit_metrics(round_id, probs, tprobs)
+            metrics = json.loads(json.dumps(metrics, default=str))
+            self.store.finish_round(round_id, "done", metrics=metrics, checkpoint=ckpt_rel)
+        except BaseException as exc:
+            cancelled = (cancel is not None and cancel.is_set()) or type(exc).__name__ in (
+                "TrainingCancelled", "Cancelled", "JobCancelled", "InterruptedError")
+            for f in written:
+                f.unlink(missing_ok=True)
+            try:
+                self.store.finish_round(round_id, "cancelled" if cancelled else "failed", error=f"{type(exc).__name__}: {exc}")
+            except StoreError:
+                pass
+            raise
+        self.store.close_batches()
+        rec = self.store.round(round_id)
+        assert rec is not None
+        return rec
+
+    def start_retrain(self, *, process: bool = True, env: dict[str, str] | None = None) -> int:
+        """Start :meth:`retrain` as a background job; a second call while it runs raises JobBusy.
+
+        Args:
+            process: Run in a worker process (default; see :mod:`activekd_core.jobs`) or a thread.
+            env: Environment of the worker process.
+
+        Returns:
+            The job id (poll it with ``self.jobs().status(id)``).
+        """
+        runner = self.jobs()
+        if process:
+            return runner.start_process("train", "activekd_core.project:retrain_job", {"folder": str(self.folder)}, env=env)
+        return runner.start_thread("train", lambda progress, cancel: _round_summary(self.retrain(progress, cancel)))
+
+    def jobs(self) -> Any:
+        """A :class:`activekd_core.jobs.JobRunner` for this project."""
+        from activekd_core.jobs import JobRunner
+
+        return JobRunner(self.store, log_dir=self.path("logs"))
+
+    # ---- query batches -----------------------------------------------------------------
+
+    def current_batch(self) -> BatchView | None:
+        """The open batch with each image's current state, or None if there is none."""
+        batch = self.store.open_batch_current()
+        if batch is None:
+            return None
+        current = self.store.current()
+        return BatchView(batch, {it.image_id: current.get(it.image_id) for it in batch.items})
+
+    def ensure_batch(self, progress: ProgressFn | None = None) -> BatchView:
+        """The open batch, selecting a new one when none is open or the open one is complete."""
+        view = self.current_batch()
+        if view is None or view.complete:
+            self.next_batch(progress)
+            view = self.current_batch()
+        assert view is not None
+        return view
+
+    def candidate_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(labeled rows, candidate rows)``: labeled images seed selection; candidates have no state."""
+        row_of = self.row_of()
+        current = self.store.current()
+        audit = set(self.store.audit_ids())
+        labeled = sorted(row_of[i] for i, e in current.items() if e.event == "label" and i not in audit)
+        blocked = set(current) | audit
+        candidates = [r for r, i in enumerate(self.pool().ids) if i not in blocked]
+        return np.asarray(labeled, dtype=np.int64), np.asarray(candidates, dtype=np.int64)
+
+    def selection_space(self, needs: set[str]) -> tuple[str, np.ndarray | None, np.ndarray | None, int]:
+        """The arrays a strategy runs on: ``(space name, probs, features, model round)``."""
+        active = self.active_round()
+        if active is not None:
+            probs, feats = self.student_outputs(active.id)
+            return "student", probs, feats, active.id
+        if not needs:
+            return "none", None, None, 0
+        probs = self.teacher_probs()
+        if "features" in needs:
+            return "teacher-probs", probs, probs, 0
+        return "teacher", probs, None, 0
+
+    def next_batch(self, progress: ProgressFn | None = None, *, k: int | None = None) -> BatchView:
+        """Select the next batch with the project's strategy and store it (closing the open one).
+
+        Raises:
+            ProjectError: If no unlabeled image is left to query.
+        """
+        labeled, candidates = self.candidate_rows()
+        if candidates.size == 0:
+            raise ProjectError("no image left to query: every image is labeled, skipped, unsure or in the audit set")
+        k = min(int(k or self.batch_size), int(candidates.size))
+        needs = _strategy_needs(self.strategy)
+        space, probs, feats, model_round = self.selection_space(needs)
+        subset = np.sort(np.concatenate([labeled, candidates]))
+        pos = np.searchsorted(subset, labeled)
+        n_batches = len(self.store.batches())
+        rng = np.random.default_rng([int(self.config.get("seed", 0)), n_batches])
+        sel = _select(
+            self.strategy,
+            probs=None if probs is None else probs[subset],
+            features=None if feats is None else feats[subset],
+            labeled=pos,
+            k=k,
+            rng=rng,
+        )
+        picked = subset[np.asarray(sel.indices, dtype=np.int64)]
+        if np.isin(picked, labeled).any():
+            raise ProjectError(f"strategy {self.strategy!r} picked an already-labeled image")
+        ids = self.pool().ids
+        scores = np.asarray(sel.scores, dtype=np.float64) if sel.scores is not None else np.full(len(picked), np.nan)
+        picks = [(ids[int(r)], None if not np.isfinite(s) else float(s)) for r, s in zip(picked, scores)]
+        self.store.open_batch(model_round, self.strategy, space, picks)
+        view = self.current_batch()
+        assert view is not None
+        return view
+
+    # ---- audit set ---------------------------------------------------------------------
+
+    def create_audit_set(self, size: int | None = None, *, seed: int | None = None) -> list[str]:
+        """Sample the audit set uniformly from images that have no state and are not in the open batch.
+
+        Raises:
+            ProjectError: If an audit set exists or ``size`` is out of range.
+        """
+        if self.store.audit_ids():
+            raise ProjectError("an audit set already exists")
+        current = self.store.current()
+        open_b = self.store.open_batch_current()
+        in_batch = {it.image_id for it in open_b.items} if open_b else set()
+        candidates = [i for i in self.pool().ids if i not in current and i not in in_batch]
+        if not candidates:
+            raise ProjectError("no unlabeled images left to sample an audit set from")
+        size = size or audit_mod.default_audit_size(len(self.pool()), len(self.classes))
+        try:
+            ids = audit_mod.sample_audit_set(candidates, min(size, len(candidates)), self.config.get("seed", 0) if seed is None else seed)
+        except ValueError as exc:
+            raise ProjectError(str(exc)) from exc
+        self.store.set_audit_set(ids)
+        return ids
+
+    def audit_progress(self) -> tuple[int, int]:
+        """``(labeled audit images, audit set size)``."""
+        ids = self.store.audit_ids()
+        labels = self.store.current_labels()
+        return sum(1 for i in ids if i in labels), len(ids)
+
+    def _audit_metrics(self, round_id: int, student_probs: np.ndarray, teacher_probs: np.ndarray | None) -> dict:
+        rows, y = audit_mod.audit_rows(self.store.audit_ids(), self.store.current_labels(), self.row_of(),
+                                       {c: i for i, c in enumerate(self.classes)})
+        out = {"student": audit_mod.audit_accuracy(student_probs, rows, y, model="student", round=round_id).as_dict()}
+        if teacher_probs is not None:
+            out["teacher"] = audit_mod.audit_accuracy(teacher_probs, rows, y, model="teacher", round=round_id).as_dict()
+        return out
+
+    def audit_report(self, *, include_teacher: bool = True) -> list[audit_mod.AuditScore]:
+        """Accuracy ± Wilson interval on the currently labeled audit images.
+
+        One entry for the teacher (round 0, zero-shot/unfitted predictions from the cache)
+        and one per successful round's student (from its stored predictions).
+        """
+        rows, y = audit_mod.audit_rows(self.store.audit_ids(), self.store.current_labels(), self.row_of(),
+                                       {c: i for i, c in enumerate(self.classes)})
+        scores = []
+        if include_teacher:
+            scores.append(audit_mod.audit_accuracy(self.teacher_probs(fit=False), rows, y, model="teacher", round=0))
+        for rec in self.store.rounds():
+            if rec.status == "done":
+                probs, _ = self.student_outputs(rec.id)
+                scores.append(audit_mod.audit_accuracy(probs, rows, y, model="student", round=rec.id))
+        return scores
+
+    # ---- export ------------------------------------------------------------------------
+
+    def export_labels(self, fmt: str = "csv", dest: Path | str | None = None, **kw: Any) -> export_mod.ExportReport:
+        """Export current labels as ``csv`` or ``json`` (default: ``exports/labels.<fmt>``)."""
+        if fmt not in ("csv", "json"):
+            raise ProjectError(f"unknown label export format {fmt!r}: use 'csv' or 'json'")
+        dest = Path(dest) if dest else self.path("exports", f"labels.{fmt}")
+        fn = export_mod.export_labels_csv if fmt == "csv" else export_mod.export_labels_json
+        return fn(self.store, self.image_root, dest, **kw)
+
+    def export_imagefolder(self, dest: Path | str | None = None, *, mode: str = "copy",
+                           include_audit: bool = True) -> export_mod.ExportReport:
+        """Export labeled images as an ImageFolder tree (default: ``exports/imagefolder``)."""
+        dest = Path(dest) if dest else self.path("exports", "imagefolder")
+        exclude = () if include_audit else tuple(self.store.audit_ids())
+        return export_mod.export_imagefolder(self.store, self.image_root, dest, mode=mode, exclude=exclude)
+
+    def export_student(self, dest: Path | str | None = None, *, round_id: int | None = None) -> export_mod.ExportReport:
+        """Export the active (or a given round's) student: safetensors + TorchScript (+ ONNX)."""
+        ckpt = self.checkpoint_path(round_id)
+        if ckpt is None:
+            raise ProjectError("no trained student yet: retrain first" if round_id is None
+                               else f"round {round_id} has no finished checkpoint")
+        rid = round_id or self.active_round().id  # type: ignore[union-attr]
+        dest = Path(dest) if dest else self.path("exports", f"student_round_{rid:04d}")
+        return export_mod.export_student(ckpt, dest, self.classes)
+
+
+# ---- module functions ----------------------------------------------------------------------
+
+
+def open_demo(
+    name: str = "textile",
+    base_dir: Path | str = ".activekd",
+    *,
+    teacher_spec: dict[str, Any] | None = None,
+    per_class: int | None = None,
+    limit: int | None = None,
+    prepare: bool = True,
+    progress: ProgressFn | None = None,
+) -> Project:
+    """Open (creating on first use) a ready-to-label demo project.
+
+    The images are written by :func:`activekd_core.demo_data.materialize_demo` under
+    ``base_dir/data/<name>``; the project lives in ``base_dir/projects/<name>``.
+
+    Args:
+        name: ``"textile"`` (3 classes, the default) or ``"digits"`` (10 classes).
+        base_dir: Folder for demo data and projects.
+        teacher_spec: Teacher (default: the offline stand-in, which needs no weights).
+        per_class: Keep only this many images per class (smaller demos, tests).
+        limit: Keep at most this many images.
+        prepare: Also select the first query batch, so the project opens ready to label.
+        progress: ``progress(done, total, message)``.
+    """
+    from activekd_core.demo_data import materialize_demo
+
+    base = Path(base_dir).expanduser()
+    folder = base / "projects" / name
+    if (folder / DB_NAME).is_file():
+        project = Project.open(folder)
+    else:
+        ds = materialize_demo(name, base / "data", per_class=per_class, limit=limit, progress=progress)
+        project = Project.create(
+            folder,
+            ds.root,
+            [(c, ds.prompts.get(c, "")) for c in ds.classes],
+            teacher_spec or {"kind": "standin"},
+            "small_cnn",
+            DEMO_BATCH_SIZE.get(name, 10),
+            DEFAULT_STRATEGY,
+            name=f"Demo: {name}",
+        )
+        project.store.set_setting("demo", {"name": name, "root": str(ds.root), "description": ds.description})
+    if prepare:
+        try:
+            project.ensure_batch(progress)
+        except ProjectError:
+            pass  # nothing left to query: the project is still usable
+    return project
+
+
+def retrain_job(*, progress: ProgressFn, cancel: threading.Event, folder: str) -> dict[str, Any]:
+    """Job entry point (worker process): open the project and run one training round."""
+    project = Project.open(folder)
+    try:
+        return _round_summary(project.retrain(progress, cancel))
+    finally:
+        project.close()
+
+
+def _round_summary(rec: RoundRecord) -> dict[str, Any]:
+    return {"round": rec.id, "status": rec.status, "checkpoint": rec.checkpoint, "n_labeled": rec.n_labeled,
+            "metrics": rec.metrics}
+
+
+def _phase(progress: ProgressFn | None, phase: str) -> ProgressFn | None:
+    if progress is None:
+        return None
+
+    def report(done: int, total: int, message: str = "") -> None:
+        progress(done, total, f"{phase}: {message}" if message else phase)
+
+    return report
+
+
+def _check_train_overrides(train: dict[str, Any], problems: list[str]) -> None:
+    try:
+        from activekd_core.training import TrainConfig
+    except ImportError:
+        return
+    names = {f.name for f in fields(TrainConfig)}
+    bad = sorted(set(train) - names)
+    if bad:
+        problems.append(f"unknown training settings {bad}")
+
+
+def _image_records(pool: ImagePool) -> list[ImageRecord]:
+    records = []
+    for row, image_id in enumerate(pool.ids):
+        path = pool.root / image_id
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except Exception:  # scanned as readable a moment ago; size is informative only
+            width = height = None
+        records.append(ImageRecord(image_id, row, str(path), width, height, True, None))
+    for p in pool.problems:
+        records.append(ImageRecord(p.id, None, str(p.path), None, None, False, p.reason))
+    return records
+
+
+def _inside(parent: Path, child: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,404 @@
+"""Tests for projects: validation, scan report, teacher cache, batches, rounds, audit, imports.
+
+Local fakes (say so in the report): the teacher is a small deterministic fake (CLIP
+weights are not available offline, and ``teachers.make_teacher`` may not exist yet);
+when ``activekd_core.selection`` is not importable, a fake farthest-first selection with
+the same contract stands in for it. Training is the real ``training.train_round`` with a
+handful of steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import activekd_core.project as project_mod
+from activekd_core.jobs import JobBusy
+from activekd_core.project import Project, ProjectError
+from activekd_core.store import SchemaVersionError
+
+CLASSES = [("red", "a red square"), ("green", "a green square"), ("blue", "")]
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+TRAIN = {"steps": 4, "batch_labeled": 8, "batch_unlabeled": 8, "image_size": 16, "device": "cpu", "width": 8}
+
+
+def make_images(root: Path, per_class: int = 8, bad: bool = True) -> dict[str, str]:
+    """Coloured noisy squares in class sub-folders (plus a 0-byte file); returns id -> class."""
+    rng = np.random.default_rng(0)
+    truth = {}
+    for name, color in COLORS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = np.clip(np.array(color) + rng.normal(0, 25, (20, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+            truth[f"{name}/{i}.png"] = name
+    if bad:
+        (root / "broken.png").write_bytes(b"")
+    return truth
+
+
+class FakeTeacher:
+    """Deterministic teacher: probabilities from each image's mean colour (plus a bias)."""
+
+    calls = 0
+    fits = 0
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.classes = list(spec["classes"])
+
+    def predict_proba(self, pool, progress=None) -> np.ndarray:
+        type(self).calls += 1
+        out = np.zeros((len(pool), len(self.classes)), dtype=np.float32)
+        for r in range(len(pool)):
+            mean = np.asarray(Image.open(pool.path(r)).convert("RGB"), dtype=np.float32).mean(axis=(0, 1))
+            logits = mean / 40.0 + np.array([0.5, 0.0, 0.0])  # slight bias towards "red"
+            e = np.exp(logits - logits.max())
+            out[r] = e / e.sum()
+            if progress:
+                progress(r + 1, len(pool), "fake teacher")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "fake", "display_name": "Fake colour teacher", "spec": self.spec}
+
+
+def fake_select(name: str, *, probs=None, features=None, labeled, k, rng, **kw):
+    """Same contract as activekd_core.selection.select: farthest-first on probs, unique, no labeled."""
+    from types import SimpleNamespace
+
+    x = probs if probs is not None else features
+    n = x.shape[0]
+    lab = set(int(i) for i in labeled)
+    picks, scores = [], []
+    mind = np.full(n, np.inf)
+    for i in lab:
+        mind = np.minimum(mind, np.linalg.norm(x - x[i], axis=1))
+    for _ in range(min(k, n - len(lab))):
+        d = np.where(np.isinf(mind), 1e9, mind)
+        d[list(lab | set(picks))] = -1
+        j = int(np.argmax(d))
+        picks.append(j)
+        scores.append(float(d[j]))
+        mind = np.minimum(mind, np.linalg.norm(x - x[j], axis=1))
+    return SimpleNamespace(indices=np.array(picks, dtype=np.int64), scores=np.array(scores), strategy=name)
+
+
+@pytest.fixture(autouse=True)
+def siblings(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeTeacher.calls = 0
+    monkeypatch.setattr(project_mod, "_make_teacher", FakeTeacher)
+    try:
+        import activekd_core.selection  # noqa: F401
+    except ImportError:
+        monkeypatch.setattr(project_mod, "_select", fake_select)
+        monkeypatch.setattr(project_mod, "_strategy_needs", lambda name: {"probs"})
+        monkeypatch.setattr(project_mod, "_strategy_names", lambda: ["pcoreset", "random"])
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    root = tmp_path / "images"
+    return root, make_images(root)
+
+
+def new_project(tmp_path: Path, root: Path, **kw: Any) -> Project:
+    args = dict(teacher_spec={"kind": "fake"}, student_arch="small_cnn", batch_size=4, strategy="pcoreset", train=TRAIN)
+    args.update(kw)
+    return Project.create(tmp_path / "proj", root, CLASSES, **args)
+
+
+# ---- bad configuration ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a, t: a.update(image_root=t / "missing"), "image folder not found"),
+        (lambda a, t: (t / "empty").mkdir() or a.update(image_root=t / "empty"), "no usable images.*no image files"),
+        (lambda a, t: a.update(classes=[]), "no classes"),
+        (lambda a, t: a.update(classes=[("only", "")]), "only one class"),
+        (lambda a, t: a.update(classes=[("a", ""), ("A", "")]), "duplicate class name"),
+        (lambda a, t: a.update(classes=[("a", ""), ("  ", "")]), "blank class name"),
+        (lambda a, t: a.update(batch_size=0), "batch size"),
+        (lambda a, t: a.update(student_arch="vgg99"), "student backbone 'vgg99' unknown"),
+        (lambda a, t: a.update(strategy="nope"), "strategy 'nope' unknown"),
+        (lambda a, t: a.update(teacher_spec={}), "teacher: the spec must be a dict with a 'kind'"),
+        (lambda a, t: a.update(train={"stepz": 3}), "unknown training settings"),
+    ],
+)
+def test_bad_configuration_creates_nothing(tmp_path: Path, images, mutate, message: str) -> None:
+    root, _ = images
+    args: dict[str, Any] = dict(image_root=root, classes=CLASSES, teacher_spec={"kind": "fake"}, batch_size=4)
+    mutate(args, tmp_path)
+    with pytest.raises(ProjectError, match=message):
+        Project.create(tmp_path / "proj", **args)
+    assert not (tmp_path / "proj").exists()
+
+
+def test_only_bad_files_is_reported(tmp_path: Path) -> None:
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / "a.png").write_bytes(b"")
+    (root / "b.jpg").write_text("not an image")
+    with pytest.raises(ProjectError, match=r"no usable images.*2 file\(s\) skipped.*a.png: empty file"):
+        Project.create(tmp_path / "proj", root, CLASSES, {"kind": "fake"})
+    assert not (tmp_path / "proj").exists()
+
+
+def test_existing_project_and_folder_inside_images(tmp_path: Path, images) -> None:
+    root, _ = images
+    new_project(tmp_path, root).close()
+    before = (tmp_path / "proj" / "project.db").read_bytes()
+    with pytest.raises(ProjectError, match="already holds a project"):
+        new_project(tmp_path, root)
+    assert (tmp_path / "proj" / "project.db").read_bytes() == before
+    with pytest.raises(ProjectError, match="must not lie inside the image folder"):
+        Project.create(root / "proj", root, CLASSES, {"kind": "fake"})
+    assert not (root / "proj").exists()
+
+
+def test_open_missing_and_newer_schema(tmp_path: Path, images) -> None:
+    with pytest.raises(ProjectError, match="no project here"):
+        Project.open(tmp_path / "nothing")
+    root, _ = images
+    new_project(tmp_path, root).close()
+    db = tmp_path / "proj" / "project.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version=42")
+    conn.commit()
+    conn.close()
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "proj").iterdir() if p.is_file()}
+    with pytest.raises(SchemaVersionError, match="schema version 42"):
+        Project.open(tmp_path / "proj")
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "proj").iterdir() if p.is_file()}
+    assert after == digest
+
+
+# ---- creation, scan report, teacher cache ------------------------------------------------------
+
+
+def test_create_open_and_scan_report(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    assert p.classes == ["red", "green", "blue"]
+    assert [c.prompt for c in p.store.classes()] == ["a red square", "a green square", ""]
+    report = p.scan_report()
+    assert report.n_images == len(truth) and report.skipped == [("broken.png", "empty file (0 bytes)")]
+    rec = p.store.images()[0]
+    assert (rec.width, rec.height) == (24, 20) and rec.readable
+    p.close()
+    q = Project.open(tmp_path / "proj")
+    assert q.pool().ids == sorted(truth) and q.batch_size == 4 and q.strategy == "pcoreset"
+    assert q.teacher_spec()["classes"] == ["red", "green", "blue"]
+
+
+def test_teacher_probs_cached_on_disk(tmp_path: Path, images) -> None:
+    root, _ = images
+    p = new_project(tmp_path, root)
+    probs = p.teacher_probs()
+    assert probs.shape == (24, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert FakeTeacher.calls == 1
+    files = list((tmp_path / "proj" / "cache" / "teacher").glob("probs_*.npy"))
+    assert len(files) == 1
+    p.close()
+    q = Project.open(tmp_path / "proj")
+    assert np.array_equal(q.teacher_probs(), probs)
+    assert FakeTeacher.calls == 1  # reopened project read the cache
+    q.update_config(teacher_spec={"kind": "fake", "variant": 2})  # provenance changes -> new key
+    q.teacher_probs()
+    assert FakeTeacher.calls == 2
+
+
+# ---- batches and labels ----------------------------------------------------------------------
+
+
+def test_batches_labels_and_exclusions(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    assert p.current_batch() is None
+    view = p.ensure_batch()
+    ids = [it.image_id for it in view.batch.items]
+    assert len(ids) == 4 == len(set(ids)) and view.done == 0 and view.batch.space == "teacher"
+    assert all(it.score is not None for it in view.batch.items)
+    p.label(ids[0], truth[ids[0]], annotator="ann")
+    p.skip(ids[1], annotator="ann")
+    p.unsure(ids[2], annotator="ann")
+    assert p.current_batch().done == 3  # type: ignore[union-attr]
+    ev = p.store.events()[0]
+    assert (ev.strategy, ev.round, ev.annotator) == ("pcoreset", 0, "ann")
+    p.undo(annotator="ann")  # reverts the unsure
+    assert p.current_batch().done == 2  # type: ignore[union-attr]
+    assert p.ensure_batch().batch.id == view.batch.id  # not complete: same batch
+    p.label(ids[2], truth[ids[2]], annotator="ann")
+    p.label(ids[3], truth[ids[3]], annotator="ann")
+    nxt = p.ensure_batch()
+    assert nxt.batch.id != view.batch.id
+    new_ids = {it.image_id for it in nxt.batch.items}
+    assert not new_ids & set(ids)  # labeled and skipped images are not queried again
+    counts = p.counts()
+    assert counts["labeled"] == 3 and counts["skipped"] == 1 and counts["unlabeled"] == 20
+
+
+def test_next_batch_until_pool_exhausted(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root, batch_size=10)
+    seen: set[str] = set()
+    while True:
+        try:
+            view = p.ensure_batch()
+        except ProjectError as exc:
+            assert "no image left to query" in str(exc)
+            break
+        for it in view.batch.items:
+            assert it.image_id not in seen
+            seen.add(it.image_id)
+            p.label(it.image_id, truth[it.image_id])
+    assert seen == set(truth)
+
+
+# ---- audit ---------------------------------------------------------------------------------
+
+
+def test_audit_set_held_out(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root, batch_size=3)
+    view = p.ensure_batch()
+    first = view.batch.items[0].image_id
+    p.label(first, truth[first])
+    audit = p.create_audit_set(6, seed=1)
+    assert len(audit) == 6 and first not in audit
+    assert not set(audit) & {it.image_id for it in view.batch.items}
+    with pytest.raises(ProjectError, match="already exists"):
+        p.create_audit_set(2)
+    for i in audit[:4]:
+        p.label(i, truth[i])
+    assert p.store.events()[-1].strategy == "audit"
+    assert p.audit_progress() == (4, 6)
+    rows, _ = p.training_labels()
+    assert set(np.asarray(p.pool().ids)[rows]) == {first}  # audit labels never train
+    for _ in range(5):
+        try:
+            b = p.next_batch()
+        except ProjectError:
+            break
+        assert not {it.image_id for it in b.batch.items} & set(audit)
+        for it in b.batch.items:
+            p.label(it.image_id, truth[it.image_id])
+    report = p.audit_report()
+    teacher = report[0]
+    probs = p.teacher_probs(fit=False)
+    row_of = p.row_of()
+    names = p.classes
+    correct = sum(int(names[int(np.argmax(probs[row_of[i]]))] == truth[i]) for i in audit[:4])
+    assert (teacher.model, teacher.n, teacher.correct) == ("teacher", 4, correct)
+    assert teacher.low <= teacher.accuracy <= teacher.high
+
+
+# ---- imports -------------------------------------------------------------------------------
+
+
+def test_import_labels(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    n, unknown = p.import_labels_subfolders()
+    assert n == len(truth) and unknown == {}
+    assert p.store.current_labels() == truth
+    q = Project.create(tmp_path / "proj2", root, [("red", ""), ("green", "")], {"kind": "fake"})
+    n2, unknown2 = q.import_labels_subfolders()
+    assert n2 == 16 and unknown2 == {"blue": 8}
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("id,label\nblue/0.png,green\nnope.png,red\n")
+    q2 = Project.create(tmp_path / "proj3", root, CLASSES, {"kind": "fake"})
+    result = q2.import_labels_csv(csv_path)
+    assert q2.store.current_labels() == {"blue/0.png": "green"}
+    assert any("nope.png" in str(pr) for pr in result.problems)
+
+
+# ---- training rounds -------------------------------------------------------------------------
+
+
+def label_some(p: Project, truth: dict[str, str], n: int = 9) -> None:
+    for i, image_id in enumerate(sorted(truth)[::2][:n]):
+        p.label(image_id, truth[image_id])
+
+
+def test_retrain_round_becomes_active(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    with pytest.raises(ProjectError, match="label at least one image"):
+        p.retrain()
+    first = p.ensure_batch()
+    for it in first.batch.items:
+        p.label(it.image_id, truth[it.image_id])
+    label_some(p, truth)
+    messages: list[str] = []
+    rec = p.retrain(progress=lambda d, t, m: messages.append(m))
+    assert rec.status == "done" and rec.id == 1 and rec.space == "teacher"
+    assert rec.checkpoint == "checkpoints/round_0001.safetensors"
+    assert (tmp_path / "proj" / rec.checkpoint).is_file()
+    assert [pk[0] for pk in rec.picks] == [it.image_id for it in first.batch.items]
+    assert rec.metrics["audit"]["student"]["n"] == 0
+    assert any(m.startswith("train:") for m in messages)
+    probs, feats = p.student_outputs(1)
+    assert probs.shape == (24, 3) and feats.shape[0] == 24
+    assert p.current_batch() is None  # batches closed: the next one uses the new student
+    view = p.ensure_batch()
+    assert view.batch.space == "student" and view.batch.round == 1
+    p.label(view.batch.items[0].image_id, "red")
+    assert p.store.events()[-1].round == 1
+
+
+def test_failed_or_cancelled_round_changes_nothing(tmp_path: Path, images, monkeypatch) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    label_some(p, truth)
+    good = p.retrain()
+    ckpt = tmp_path / "proj" / good.checkpoint  # type: ignore[operator]
+    ckpt_bytes = ckpt.read_bytes()
+    labels_before = p.store.current_labels()
+    events_before = len(p.store.events())
+
+    import activekd_core.training as training
+
+    def boom(*a, **k):
+        raise RuntimeError("GPU on fire")
+
+    monkeypatch.setattr(training, "train_round", boom)
+    with pytest.raises(RuntimeError, match="GPU on fire"):
+        p.retrain()
+    monkeypatch.undo()
+    monkeypatch.setattr(project_mod, "_make_teacher", FakeTeacher)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Exception):
+        p.retrain(cancel=cancel)
+    statuses = [r.status for r in p.store.rounds()]
+    assert statuses == ["done", "failed", "cancelled"]
+    assert "GPU on fire" in (p.store.round(2).error or "")  # type: ignore[union-attr]
+    assert p.active_round().id == 1  # type: ignore[union-attr]
+    assert ckpt.read_bytes() == ckpt_bytes
+    assert not (tmp_path / "proj" / "checkpoints" / "round_0002.safetensors").exists()
+    assert not (tmp_path / "proj" / "checkpoints" / "round_0003.safetensors").exists()
+    assert p.store.current_labels() == labels_before and len(p.store.events()) == events_before
+
+
+def test_retrain_started_twice_runs_once(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root, train={**TRAIN, "steps": 60})
+    label_some(p, truth)
+    job = p.start_retrain(process=False)
+    with pytest.raises(JobBusy):
+        p.start_retrain(process=False)
+    st = p.jobs().wait(job, timeout=120)
+    assert st.state == "done", st.error
+    assert st.result["round"] == 1 and [r.status for r in p.store.rounds()] == ["done"]
+    assert json.dumps(st.result)
