@@ -230,7 +230,7 @@ def load_rgb(
             if draft_size and img.format in _JPEG_FORMATS:
                 img.draft("RGB", _draft_request(width, height, draft_size))
             img.load()
-            img = ImageOps.exif_transpose(img)
+            img = _upright(img)
             return _to_rgb(img, path)
     except ImageLoadError:
         raise
@@ -244,6 +244,16 @@ def load_rgb(
         raise ImageLoadError(path, f"corrupt or truncated image: {exc}") from exc
     except (SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
         raise ImageLoadError(path, f"corrupt image: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a hostile file must never escape as another error
+        raise ImageLoadError(path, f"corrupt image (decoder error {type(exc).__name__}: {exc})") from exc
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block leaves the image as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - malformed EXIF must not make the pixels unusable
+        return img
 
 
 
@@ -413,6 +423,8 @@ def _content_problem(path: Path, max_pixels: int, full_decode: bool) -> str | No
         return f"corrupt or truncated image: {exc}"
     except (SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
         return f"corrupt image: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one hostile file must never stop a scan
+        return f"corrupt image (decoder error {type(exc).__name__}: {exc})"
     return None
 
 

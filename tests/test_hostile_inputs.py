@@ -410,3 +410,66 @@ def test_path_safety_on_hostile_tree(zoo: tuple[Path, dict[str, dict[str, str]]]
         resolve_inside(root, "sub/up_out/zoo_outside/secret.png")
     assert resolve_inside(root, "sub/link_inside.png") == (root / "inside_target.png").resolve()
 
+
+
+def test_pool_built_without_scan_still_decodes_every_row(zoo: tuple[Path, dict[str, dict[str, str]]]) -> None:
+    """Bad files handed straight to decode_pool (no pre-scan) become zero rows with
+    reasons; the good rows around them are decoded."""
+    root, expect = zoo
+    ids = sorted(expect["good"]) + sorted(expect["bad"])
+    pool = images.ImagePool(root=root.resolve(), ids=ids)
+    result = decode_pool_with_report(pool, 8, workers=2)
+    failed = {pool.ids[row] for row in result.failures}
+    # escape.png is a readable image: refusing links out of the root is the scan's job.
+    assert failed == set(expect["bad"]) - {"escape.png"}
+    for row, message in result.failures.items():
+        assert display_id(pool.ids[row]) in message
+        assert not result.pixels[row].any()
+    good_rows = [i for i, image_id in enumerate(ids) if image_id in expect["good"]]
+    assert (result.pixels[good_rows].reshape(len(good_rows), -1).max(axis=1) > 0).all()
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning", "ignore::UserWarning")  # Pillow grumbles about the corrupt files
+def test_fuzzed_files_never_escape_as_other_errors(tmp_path: Path) -> None:
+    """Randomly corrupted copies of valid files in every format: a scan never raises,
+    and load_rgb either returns RGB pixels or raises ImageLoadError."""
+    rng = np.random.default_rng(1234)
+    seeds: dict[str, bytes] = {}
+    base = noise(24, 16, seed=5)
+    for suffix, fmt, kw in (
+        (".jpg", "JPEG", {"quality": 80}),
+        (".png", "PNG", {}),
+        (".gif", "GIF", {}),
+        (".bmp", "BMP", {}),
+        (".tif", "TIFF", {}),
+        (".webp", "WEBP", {}),
+    ):
+        buf = io.BytesIO()
+        base.save(buf, fmt, **kw)
+        seeds[suffix] = buf.getvalue()
+    root = tmp_path / "fuzz"
+    root.mkdir()
+    count = 0
+    for suffix, data in seeds.items():
+        for k in range(25):
+            blob = bytearray(data)
+            mode = k % 3
+            if mode == 0:  # flip bytes, mostly in the header
+                for pos in rng.integers(0, min(len(blob), 64), size=3):
+                    blob[pos] = int(rng.integers(0, 256))
+            elif mode == 1:  # flip bytes anywhere
+                for pos in rng.integers(0, len(blob), size=8):
+                    blob[pos] = int(rng.integers(0, 256))
+            else:  # cut
+                blob = blob[: int(rng.integers(1, len(blob)))]
+            (root / f"f{count:03d}{suffix}").write_bytes(bytes(blob))
+            count += 1
+    pool = scan_with_timeout(root)
+    assert len(pool) + len(pool.problems) == count
+    for i in range(len(pool)):
+        try:
+            assert load_rgb(pool.path(i)).mode == "RGB"
+        except ImageLoadError as exc:
+            assert exc.reason
+    for problem in pool.problems:
+        assert problem.reason

@@ -143,3 +143,44 @@ def test_empty_pool_and_bad_size(tmp_path: Path) -> None:
     assert decode_pool(pool, 8, cache_dir=tmp_path / "c").shape == (0, 8, 8, 3)
     with pytest.raises(ValueError, match="positive"):
         decode_pool(pool, 0)
+
+
+def test_sigkill_mid_decode_never_leaves_a_usable_half_cache(tmp_path: Path) -> None:
+    """Fault injection: a real process decoding to the cache is SIGKILLed mid-pool; the
+    next call resumes from the last flushed chunk and the result equals a clean decode."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pool = make_pool(tmp_path / "imgs", 60)
+    cache = tmp_path / "cache"
+    script = f"""
+import time
+from activekd_core import pixel_cache
+from activekd_core.images import scan_images
+pixel_cache.CHUNK_ROWS = 5
+pool = scan_images({str(pool.root)!r})
+pixel_cache.decode_pool(pool, 6, cache_dir={str(cache)!r}, progress=lambda d, t, m: time.sleep(0.2))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+    final = cache_file(pool, 6, cache)
+    state = final.with_name(final.stem + ".partial.json")
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if state.exists() and json.loads(state.read_text() or "{}").get("done", 0) >= 10:
+                break
+            assert proc.poll() is None, "decoder exited before it could be killed"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not final.exists()
+    done_before = json.loads(state.read_text())["done"]
+    assert 10 <= done_before < 60
+    result = decode_pool_with_report(pool, 6, cache_dir=cache)
+    assert not result.from_cache and result.failures == {}
+    assert np.array_equal(np.asarray(result.pixels), decode_pool(pool, 6))
