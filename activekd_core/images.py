@@ -18,11 +18,15 @@ Design decisions (documented here because callers depend on them):
   never set here), and callers such as ``pixel_cache.decode_pool`` record it per row.
   ``scan_images(full_decode=True)`` decodes every file at scan time instead.
 * **File names that are not valid UTF-8.** On POSIX, names are bytes. Python decodes
-  them with ``surrogateescape``; such an id contains lone surrogates (``\\udcXX``). The id
-  is kept and stays usable for file access (``pool.path(i)``, ``root / id``, ``open``), but
-  it cannot be encoded as UTF-8 as is: use :func:`id_to_bytes` / :func:`id_from_bytes`
-  to store it losslessly and :func:`display_id` to show it (undecodable bytes as
-  ``\\xNN``). :func:`is_portable_id` tells whether an id is plain UTF-8.
+  them with ``surrogateescape``, so such an id contains lone surrogates (``\\udcXX``) and
+  cannot be encoded as UTF-8: SQLite and UTF-8 text files refuse it. By default
+  (``non_utf8_names="skip"``) the scan therefore reports such a file as a problem asking
+  for a rename. With ``non_utf8_names="keep"`` it is kept: the id stays usable for file
+  access (``pool.path(i)``, ``root / id``, ``open``), :func:`id_to_bytes` /
+  :func:`id_from_bytes` store it losslessly, and :func:`display_id` shows it (undecodable
+  bytes as ``\\xNN``). :func:`is_portable_id` tells the two kinds apart.
+  ``ImageProblem.id`` and ``.path`` are always in the printable :func:`display_id` form:
+  a problem is a report to store and show, not a key to open the file with.
 * **Links.** Symlinked folders are not followed (no loops). A file symlink is used only
   when it resolves to a regular file inside the root; loops, dangling links and links
   leading out of the root are reported.
@@ -76,8 +80,9 @@ class ImageProblem:
     """A file that looked like an image but could not be used.
 
     Attributes:
-        id: The file's id (POSIX path relative to the root; may contain surrogates).
-        path: The file's absolute path.
+        id: The file's id (POSIX path relative to the root), in its printable
+            :func:`display_id` form so that it can be stored and shown anywhere.
+        path: The file's absolute path (printable form, like ``id``).
         reason: A short human-readable reason.
     """
 
@@ -301,6 +306,7 @@ def scan_images(
     full_decode: bool = False,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    non_utf8_names: str = "skip",
 ) -> ImagePool:
     """Find every image under ``root`` recursively, in sorted id order.
 
@@ -312,6 +318,8 @@ def scan_images(
         full_decode: Decode every image completely at scan time (slow, exhaustive).
         progress: ``progress(done, total, message)`` called while files are checked.
         cancel: When set, the scan stops early and raises ``InterruptedError``.
+        non_utf8_names: ``"skip"`` (report files whose path is not valid UTF-8) or
+            ``"keep"`` (use them, with surrogate-escaped ids; see the module docstring).
 
     Returns:
         The pool of usable images, with skipped files listed in ``problems``.
@@ -320,6 +328,8 @@ def scan_images(
         FileNotFoundError: If ``root`` does not exist or is not a folder.
         InterruptedError: If ``cancel`` was set.
     """
+    if non_utf8_names not in ("skip", "keep"):
+        raise ValueError(f"non_utf8_names must be 'skip' or 'keep', got {non_utf8_names!r}")
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found or not a folder: {root}")
@@ -333,13 +343,16 @@ def scan_images(
             raise InterruptedError(f"scan of {root} cancelled")
         image_id = path.relative_to(root).as_posix()
         reason, entry = _file_problem(root, path)
+        if reason is None and non_utf8_names == "skip" and not is_portable_id(image_id):
+            reason = "file or folder name is not valid UTF-8 text; rename it to use this image"
         if reason is None and verify:
             reason = _content_problem(path, max_pixels, full_decode)
         if reason is None:
             ids.append(image_id)
             stats[image_id] = entry
         else:
-            problems.append(ImageProblem(image_id, path, reason))
+            shown = display_id(image_id)
+            problems.append(ImageProblem(shown, root / shown if shown != image_id else path, reason))
         if progress is not None and (done % 500 == 0 or done == total):
             progress(done, total, f"checked {done}/{total} files")
     ids.sort()

@@ -124,7 +124,8 @@ def build_zoo(root: Path) -> dict[str, object]:
 
     with open(os.fsencode(root) + b"/" + NON_UTF8_NAME, "wb") as fh:
         fh.write(png_bytes(Image.new("RGB", (7, 7), RED)))
-    good[id_from_bytes(NON_UTF8_NAME)] = "red"
+    # Skipped by default (ids must be storable as UTF-8 text), kept with non_utf8_names="keep".
+    bad[display_id(id_from_bytes(NON_UTF8_NAME))] = "not valid UTF-8"
 
     original = noise(32, 24, seed=1)
     write("dup_a.png", png_bytes(original))
@@ -229,7 +230,9 @@ def test_scan_lists_good_and_bad(zoo: tuple[Path, dict[str, dict[str, str]]]) ->
         assert words.lower() in reasons[image_id].lower(), (image_id, reasons[image_id])
     for problem in pool.problems:
         assert problem.path == root.resolve() / problem.id
-        assert display_id(problem.id) in str(problem)
+        assert problem.id in str(problem)
+        problem.id.encode("utf-8")  # storable in SQLite / shown in the UI as is
+        str(problem.path).encode("utf-8")
     assert "notes.txt" not in pool.ids
 
 
@@ -279,7 +282,7 @@ def test_every_good_image_loads_with_correct_pixels(zoo: tuple[Path, dict[str, d
 def test_every_bad_file_raises_clear_error_on_load(zoo: tuple[Path, dict[str, dict[str, str]]]) -> None:
     root, expect = zoo
     for image_id, words in expect["bad"].items():
-        if image_id in ("pipe.jpg", "escape.png"):
+        if image_id in ("pipe.jpg", "escape.png") or "UTF-8" in words:
             # pipe: checked below; escape.png is a readable image -- refusing links out
             # of the root is the scan's and resolve_inside's job, load_rgb has no root.
             continue
@@ -308,10 +311,12 @@ def test_rest_of_pool_decodes_and_duplicates_found(zoo: tuple[Path, dict[str, di
     assert len(groups) == 2
 
 
-def test_non_utf8_id_is_usable(zoo: tuple[Path, dict[str, dict[str, str]]]) -> None:
-    root, _ = zoo
-    pool = scan_with_timeout(root)
+def test_non_utf8_id_is_usable_when_kept(zoo: tuple[Path, dict[str, dict[str, str]]]) -> None:
+    root, expect = zoo
+    pool = scan_with_timeout(root, non_utf8_names="keep")
     odd = id_from_bytes(NON_UTF8_NAME)
+    assert sorted(pool.ids) == sorted([*expect["good"], odd])
+    assert all(is_portable_id(p.id) and is_portable_id(str(p.path)) for p in pool.problems)
     i = pool.ids.index(odd)
     assert not is_portable_id(odd)
     assert is_portable_id("sub/façade 東京 ünïcödé.webp")
@@ -416,16 +421,18 @@ def test_pool_built_without_scan_still_decodes_every_row(zoo: tuple[Path, dict[s
     """Bad files handed straight to decode_pool (no pre-scan) become zero rows with
     reasons; the good rows around them are decoded."""
     root, expect = zoo
-    ids = sorted(expect["good"]) + sorted(expect["bad"])
+    odd = id_from_bytes(NON_UTF8_NAME)
+    bad = [i for i in expect["bad"] if "UTF-8" not in expect["bad"][i]]
+    ids = sorted(expect["good"]) + [odd] + sorted(bad)
     pool = images.ImagePool(root=root.resolve(), ids=ids)
     result = decode_pool_with_report(pool, 8, workers=2)
     failed = {pool.ids[row] for row in result.failures}
     # escape.png is a readable image: refusing links out of the root is the scan's job.
-    assert failed == set(expect["bad"]) - {"escape.png"}
+    assert failed == set(bad) - {"escape.png"}
     for row, message in result.failures.items():
         assert display_id(pool.ids[row]) in message
         assert not result.pixels[row].any()
-    good_rows = [i for i, image_id in enumerate(ids) if image_id in expect["good"]]
+    good_rows = [i for i, image_id in enumerate(ids) if image_id in expect["good"] or image_id == odd]
     assert (result.pixels[good_rows].reshape(len(good_rows), -1).max(axis=1) > 0).all()
 
 
