@@ -402,3 +402,52 @@ def test_retrain_started_twice_runs_once(tmp_path: Path, images) -> None:
     assert st.state == "done", st.error
     assert st.result["round"] == 1 and [r.status for r in p.store.rounds()] == ["done"]
     assert json.dumps(st.result)
+
+
+# ---- audit intervals on hand-made counts ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("correct", "n", "low", "high"),
+    [
+        # Wilson 95% intervals computed by hand: (p + z^2/2n +- z*sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+        (8, 10, 0.4901625, 0.9433178),
+        (0, 10, 0.0, 0.2775328),
+        (10, 10, 0.7224672, 1.0),
+        (45, 60, 0.6276793, 0.8422348),
+    ],
+)
+def test_wilson_interval_hand_counts(correct: int, n: int, low: float, high: float) -> None:
+    from scipy.stats import binomtest
+
+    from activekd_core.audit import score_counts
+
+    s = score_counts("student", 2, correct, n)
+    assert s.accuracy == pytest.approx(correct / n)
+    assert (s.low, s.high) == pytest.approx((low, high), abs=1e-6)
+    ci = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")  # independent check
+    assert (s.low, s.high) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert s.text().endswith(f"n={n})")
+
+
+def test_audit_accuracy_and_sampling() -> None:
+    from activekd_core.audit import audit_accuracy, audit_rows, default_audit_size, sample_audit_set, score_counts
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    s = audit_accuracy(probs, [0, 1, 2], [0, 1, 1], model="teacher", round=0)
+    assert (s.n, s.correct) == (3, 2)
+    empty = score_counts("student", 1, 0, 0)
+    assert empty.n == 0 and np.isnan(empty.accuracy) and (empty.low, empty.high) == (0.0, 1.0)
+    assert empty.as_dict()["accuracy"] is None and "no labeled audit" in empty.text()
+    with pytest.raises(ValueError, match="2 rows but 1 labels"):
+        audit_accuracy(probs, [0, 1], [0], model="teacher", round=0)
+    with pytest.raises(ValueError, match="out of range"):
+        audit_accuracy(probs, [7], [0], model="teacher", round=0)
+    ids = [f"i{k}" for k in range(50)]
+    a = sample_audit_set(ids, 10, seed=3)
+    assert len(set(a)) == 10 and a == sample_audit_set(ids, 10, seed=3) and a != sample_audit_set(ids, 10, seed=4)
+    with pytest.raises(ValueError, match="between 1 and 50"):
+        sample_audit_set(ids, 51)
+    assert default_audit_size(2000, 3) == 30 and default_audit_size(100, 10) == 10 and default_audit_size(5, 3) == 1
+    rows, y = audit_rows(["a", "b", "c"], {"a": "x", "c": "y"}, {"a": 4, "b": 5, "c": 6}, {"x": 0, "y": 1})
+    assert rows.tolist() == [4, 6] and y.tolist() == [0, 1]

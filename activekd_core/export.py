@@ -1,0 +1,281 @@
+"""Exports of a project: labels as CSV/JSON, an ImageFolder tree, and the trained student.
+
+Every file is written to a temporary name in its destination folder and renamed into
+place, so a crash never leaves a half-written export that looks complete.
+
+* Labels: one row per image whose current state is a label, with ``id, path, label,
+  annotator, time, round`` (plus ``strategy`` and ``event_id``); ``path`` is the absolute
+  path of the image file at export time. Optional: skipped/unsure images too (empty
+  ``label``, ``state`` column says which).
+* ImageFolder: ``<dest>/<class>/<file>`` where ``<file>`` is the image id with ``/``
+  replaced by ``__`` (unique because ids are unique); copies or hard links.
+* Student: the safetensors checkpoint, a TorchScript module taking uint8 images
+  ``(N, S, S, 3)`` and returning class probabilities ``(N, C)``, ONNX of the same when
+  the ``onnx`` package is installed, and ``model.json`` describing inputs and classes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from activekd_core.paths import resolve_inside
+from activekd_core.store import Store
+
+LABEL_FIELDS = ("id", "path", "label", "annotator", "time", "round", "strategy", "state", "event_id")
+
+
+class ExportError(Exception):
+    """An export was refused; the message names the destination and the problem."""
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote.
+
+    Attributes:
+        dest: The file or folder written.
+        count: Number of label rows or image files.
+        files: Files written (student export).
+        skipped: ``(id, reason)`` for images that could not be exported.
+    """
+
+    dest: Path
+    count: int
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def label_rows(store: Store, image_root: Path | str, *, include_states: Sequence[str] = ("label",)) -> list[dict[str, Any]]:
+    """The current state of every labeled image as export rows, in pool order.
+
+    Args:
+        store: The project store.
+        image_root: The project's image root (for absolute paths).
+        include_states: Which current states to export: ``"label"``, ``"skip"``, ``"unsure"``.
+    """
+    root = Path(image_root)
+    current = store.current()
+    rows = []
+    for image_id in store.image_ids():
+        ev = current.get(image_id)
+        if ev is None or ev.event not in include_states:
+            continue
+        rows.append(
+            {
+                "id": image_id,
+                "path": str(root / image_id),
+                "label": ev.class_name or "",
+                "annotator": ev.annotator,
+                "time": ev.time,
+                "round": ev.round,
+                "strategy": ev.strategy or "",
+                "state": ev.event,
+                "event_id": ev.id,
+            }
+        )
+    return rows
+
+
+def export_labels_csv(store: Store, image_root: Path | str, dest: Path | str, **kw: Any) -> ExportReport:
+    """Write the current labels as CSV (header: :data:`LABEL_FIELDS`)."""
+    rows = label_rows(store, image_root, **kw)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(LABEL_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    dest = Path(dest)
+    _atomic_write(dest, buf.getvalue().encode("utf-8"))
+    return ExportReport(dest, len(rows), [dest])
+
+
+def export_labels_json(store: Store, image_root: Path | str, dest: Path | str, **kw: Any) -> ExportReport:
+    """Write the current labels as JSON: ``{"classes": [...], "labels": [row, ...]}``."""
+    rows = label_rows(store, image_root, **kw)
+    payload = {"classes": store.class_names(), "labels": rows}
+    dest = Path(dest)
+    _atomic_write(dest, json.dumps(payload, indent=1, ensure_ascii=False).encode("utf-8"))
+    return ExportReport(dest, len(rows), [dest])
+
+
+def safe_folder_name(name: str) -> str:
+    """A class name usable as one folder name on any OS (separators and control chars replaced)."""
+    cleaned = re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip().strip(".")
+    return cleaned or "_"
+
+
+def export_imagefolder(
+    store: Store, image_root: Path | str, dest: Path | str, *, mode: str = "copy", exclude: Sequence[str] = ()
+) -> ExportReport:
+    """Write labeled images as an ImageFolder tree ``dest/<class>/<file>``.
+
+    Args:
+        store: The project store.
+        image_root: Where the images live; every source path is checked to stay inside it.
+        dest: A new or empty folder.
+        mode: ``"copy"`` or ``"hardlink"`` (falls back to a copy across file systems).
+        exclude: Image ids to leave out (e.g. the audit set).
+
+    Raises:
+        ExportError: If ``dest`` is a non-empty folder or a file, or ``mode`` is unknown.
+    """
+    if mode not in ("copy", "hardlink"):
+        raise ExportError(f"unknown ImageFolder mode {mode!r}: use 'copy' or 'hardlink'")
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ExportError(f"{dest}: export folder must be new or empty")
+    folders = {n: safe_folder_name(n) for n in store.class_names()}
+    if len(set(f.casefold() for f in folders.values())) != len(folders):
+        raise ExportError(f"{dest}: class names {sorted(folders)} collide once made safe as folder names")
+    skip = set(exclude)
+    staging = Path(tempfile.mkdtemp(prefix=".imagefolder-", dir=str(dest.parent if dest.parent.exists() else _mk(dest.parent))))
+    count = 0
+    skipped: list[tuple[str, str]] = []
+    try:
+        for folder in folders.values():
+            (staging / folder).mkdir()
+        for image_id, name in store.current_labels().items():
+            if image_id in skip:
+                continue
+            try:
+                src = resolve_inside(image_root, image_id, must_exist=True)
+            except (ValueError, FileNotFoundError) as exc:
+                skipped.append((image_id, str(exc)))
+                continue
+            target = staging / folders[name] / image_id.replace("/", "__")
+            if mode == "hardlink":
+                try:
+                    os.link(src, target)
+                except OSError:
+                    shutil.copy2(src, target)
+            else:
+                shutil.copy2(src, target)
+            count += 1
+        if dest.exists():
+            dest.rmdir()
+        os.replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportReport(dest, count, skipped=skipped)
+
+
+def export_student(
+    checkpoint: Path | str, dest_dir: Path | str, classes: Sequence[str], *, image_size: int | None = None,
+    onnx: bool | None = None,
+) -> ExportReport:
+    """Export a trained student: safetensors copy, TorchScript, optional ONNX, and ``model.json``.
+
+    The TorchScript/ONNX module takes uint8 ``(N, S, S, 3)`` RGB images (``S`` =
+    ``image_size``, the size it was trained at) and returns ``(N, C)`` probabilities,
+    normalisation included.
+
+    Args:
+        checkpoint: The student's ``.safetensors`` checkpoint.
+        dest_dir: Folder to write into (created).
+        classes: Class names (column order).
+        image_size: Input side (default: from the checkpoint header).
+        onnx: Write ONNX (default: when the ``onnx`` package is importable).
+
+    Raises:
+        ExportError: If the checkpoint is missing or does not match ``classes``.
+    """
+    import torch
+
+    from activekd_core.student import CheckpointError, load_student, prepare_batch
+
+    checkpoint = Path(checkpoint)
+    try:
+        model, header = load_student(checkpoint, num_classes=len(classes))
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
+    size = int(image_size or header.get("image_size") or 32)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+
+    class ProbsModule(torch.nn.Module):
+        def __init__(self, student: torch.nn.Module) -> None:
+            super().__init__()
+            self.student = student
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return self.student.predict_proba(prepare_batch(pixels))
+
+    wrapper = ProbsModule(model).eval()
+    example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+    files: list[Path] = []
+    st_path = dest_dir / "student.safetensors"
+    _atomic_copy(checkpoint, st_path)
+    files.append(st_path)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Shape checks and normalisation constants are fixed at trace time, as intended.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(wrapper, example, check_trace=False)
+    ts_path = dest_dir / "student_torchscript.pt"
+    _atomic_with(ts_path, lambda tmp: traced.save(str(tmp)))
+    files.append(ts_path)
+    if onnx is None:
+        try:
+            import onnx as _onnx  # noqa: F401
+
+            onnx = True
+        except ImportError:
+            onnx = False
+    if onnx:
+        onnx_path = dest_dir / "student.onnx"
+        _atomic_with(onnx_path, lambda tmp: torch.onnx.export(
+            wrapper, (example,), str(tmp), input_names=["pixels"], output_names=["probs"],
+            dynamic_axes={"pixels": {0: "batch"}, "probs": {0: "batch"}}))
+        files.append(onnx_path)
+    info = {
+        "classes": list(classes),
+        "arch": header.get("arch"),
+        "input": {"dtype": "uint8", "shape": ["N", size, size, 3], "layout": "NHWC RGB"},
+        "output": {"dtype": "float32", "shape": ["N", len(classes)], "meaning": "class probabilities"},
+        "alpha": header.get("alpha"),
+        "beta": header.get("beta"),
+        "source_checkpoint": str(checkpoint),
+        "files": [f.name for f in files],
+    }
+    info_path = dest_dir / "model.json"
+    _atomic_write(info_path, json.dumps(info, indent=1).encode())
+    files.append(info_path)
+    return ExportReport(dest_dir, len(files), files)
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _atomic_with(dest: Path, write: Any) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=str(dest.parent))
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write(dest: Path, data: bytes) -> None:
+    _atomic_with(dest, lambda tmp: tmp.write_bytes(data))
+
+
+def _atomic_copy(src: Path, dest: Path) -> None:
+    _atomic_with(dest, lambda tmp: shutil.copyfile(src, tmp))
