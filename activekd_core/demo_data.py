@@ -118,7 +118,7 @@ def _digits_items() -> dict[str, list[_Item]]:
 def _digit_writer(image: np.ndarray) -> Callable[[Path], None]:
     def write(dst: Path) -> None:
         light = np.clip(255.0 - image * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
-        big = Image.fromarray(light, mode="L").resize((DIGITS_SIZE, DIGITS_SIZE), Image.Resampling.BILINEAR)
+        big = Image.fromarray(light).resize((DIGITS_SIZE, DIGITS_SIZE), Image.Resampling.BILINEAR)
         big.save(dst, format="PNG")
 
     return write

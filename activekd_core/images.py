@@ -261,7 +261,6 @@ def _upright(img: Image.Image) -> Image.Image:
         return img
 
 
-
 def _too_large(width: int, height: int, max_pixels: int) -> str:
     return f"too large: {width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}"
 
@@ -277,11 +276,11 @@ def _draft_request(width: int, height: int, target: int) -> tuple[int, int]:
 def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
     mode = img.mode
     if mode.startswith("I") or mode == "F":
-        arr = np.asarray(img).astype(np.float64)
+        arr = np.asarray(img).astype(np.float32)
         arr = np.where(np.isfinite(arr), arr, 0.0)
         lo, hi = float(arr.min()), float(arr.max())
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        img = Image.fromarray(np.clip((arr - lo) * scale + 0.5, 0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(np.clip((arr - lo) * scale + 0.5, 0, 255).astype(np.uint8))  # 2-D uint8 -> "L"
     elif mode in ("P", "PA"):
         img = img.convert("RGBA")
     elif mode in ("La", "RGBa"):
@@ -472,7 +471,10 @@ def find_duplicates(pool: ImagePool, *, progress: ProgressFn | None = None) -> l
     """
     by_size: dict[int, list[int]] = {}
     for i, image_id in enumerate(pool.ids):
-        size = pool._stats.get(image_id, _stat_entry(pool.path(i)))[0]
+        entry = pool._stats.get(image_id)
+        if entry is None:
+            entry = pool._stats[image_id] = _stat_entry(pool.path(i))
+        size = entry[0]
         if size >= 0:
             by_size.setdefault(size, []).append(i)
     candidates = [rows for rows in by_size.values() if len(rows) > 1]

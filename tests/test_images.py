@@ -78,7 +78,7 @@ def test_modes_convert_to_rgb(tmp_path: Path, mode: str, value: object, expected
 def test_float_tiff_with_nan_is_stretched(tmp_path: Path) -> None:
     arr = np.linspace(-1.0, 1.0, 16, dtype=np.float32).reshape(4, 4)
     arr[0, 0] = np.nan
-    path = save(tmp_path / "f.tif", Image.fromarray(arr, mode="F"))
+    path = save(tmp_path / "f.tif", Image.fromarray(arr))
     out = np.asarray(load_rgb(path))[..., 0]
     assert out.max() == 255
     assert out[3, 3] == 255 and out[0, 1] == 0
