@@ -1,0 +1,95 @@
+"""Training losses of the DHO student.
+
+DHO loss (as used by PCoreSet), per step with a labeled batch ``x_l`` and an
+unlabeled batch ``x_u``::
+
+    loss = 0.5 * CE(ce_head(x_l), y) + 0.5 * (KD(x_l) + KD(x_u))
+    KD(x) = T^2 * KL( softmax(t(x) / T) || softmax(kd_head(x) / T) ),  T = 2, batchmean
+
+**Teacher given as probabilities.** Teachers here return probabilities ``p`` (rows
+sum to 1), not logits. We use ``t = log p`` as the teacher logits. This is exact,
+not an approximation: if the teacher's logits were ``z`` with ``p = softmax(z)``, then
+``log p = z - logsumexp(z)``, which differs from ``z`` by a per-row constant, and
+softmax is invariant to that, so ``softmax(log p / T) == softmax(z / T)`` for every
+``T``. Probabilities are clamped at ``1e-8`` before the log so that a hard zero
+stays finite.
+
+**CE-only mode** (the "no distillation" baseline): ``ce_loss`` trains only the CE
+head on the labeled batch; the KD head receives no gradient and stays at its random
+initialisation. Such a student therefore predicts with the CE head alone
+(``alpha = 1`` in :func:`activekd_core.student.combine_probs`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEFAULT_TEMPERATURE = 2.0
+_PROB_FLOOR = 1e-8
+
+
+def teacher_logits_from_probs(teacher_probs: Tensor) -> Tensor:
+    """Teacher logits ``log(clamp(p, 1e-8))`` from probabilities (see the module notes)."""
+    return torch.log(teacher_probs.float().clamp_min(_PROB_FLOOR))
+
+
+def kd_loss(student_kd_logits: Tensor, teacher_probs: Tensor, temperature: float = DEFAULT_TEMPERATURE) -> Tensor:
+    """``T^2 * KL(softmax(t / T) || softmax(s / T))`` averaged over the batch (batchmean).
+
+    Args:
+        student_kd_logits: KD-head logits ``(B, C)``.
+        teacher_probs: Teacher probabilities ``(B, C)``; ``t = log p``.
+        temperature: Distillation temperature ``T`` (> 0).
+
+    Returns:
+        A scalar tensor (float32).
+    """
+    if temperature <= 0:
+        raise ValueError(f"kd_loss: temperature must be > 0, got {temperature}")
+    if student_kd_logits.shape != teacher_probs.shape:
+        raise ValueError(
+            f"kd_loss: student logits {tuple(student_kd_logits.shape)} and teacher probabilities "
+            f"{tuple(teacher_probs.shape)} differ in shape"
+        )
+    t = teacher_logits_from_probs(teacher_probs)
+    log_q = F.log_softmax(student_kd_logits.float() / temperature, dim=-1)
+    log_p = F.log_softmax(t / temperature, dim=-1)
+    kl = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+    return kl * (temperature**2)
+
+
+def ce_loss(ce_logits_labeled: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy of the CE head on the labeled batch (mean over the batch)."""
+    return F.cross_entropy(ce_logits_labeled.float(), y.long())
+
+
+def dho_loss(
+    ce_logits_l: Tensor,
+    kd_logits_l: Tensor,
+    kd_logits_u: Tensor,
+    y: Tensor,
+    teacher_probs_l: Tensor,
+    teacher_probs_u: Tensor,
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The DHO loss ``0.5 * CE(x_l) + 0.5 * (KD(x_l) + KD(x_u))``.
+
+    Args:
+        ce_logits_l: CE-head logits on the labeled batch ``(Bl, C)``.
+        kd_logits_l: KD-head logits on the labeled batch ``(Bl, C)``.
+        kd_logits_u: KD-head logits on the unlabeled batch ``(Bu, C)``.
+        y: Class indices of the labeled batch ``(Bl,)``.
+        teacher_probs_l: Teacher probabilities for the labeled batch ``(Bl, C)``.
+        teacher_probs_u: Teacher probabilities for the unlabeled batch ``(Bu, C)``.
+        temperature: ``T`` (2 in DHO/PCoreSet).
+
+    Returns:
+        ``(loss, parts)`` with ``parts`` holding detached ``ce``, ``kd_l`` and ``kd_u``.
+    """
+    ce = ce_loss(ce_logits_l, y)
+    kd_l = kd_loss(kd_logits_l, teacher_probs_l, temperature)
+    kd_u = kd_loss(kd_logits_u, teacher_probs_u, temperature)
+    loss = 0.5 * ce + 0.5 * (kd_l + kd_u)
+    return loss, {"ce": ce.detach(), "kd_l": kd_l.detach(), "kd_u": kd_u.detach()}

@@ -1,0 +1,152 @@
+"""train_round / predict_student on tiny CPU problems."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from activekd_core.student import build_student, load_student
+from activekd_core.training import (
+    TrainConfig,
+    TrainingCancelled,
+    derive_steps,
+    lr_factor,
+    predict_student,
+    train_round,
+)
+
+torch.set_num_threads(1)
+
+COLOURS = np.array([[220, 30, 30], [30, 200, 40], [40, 50, 230]], dtype=np.float64)
+
+
+def _separable(n_per_class: int = 20, size: int = 16, seed: int = 0):
+    """Three classes of noisy solid-colour images; teacher is right with 0.8 confidence."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), n_per_class)
+    base = COLOURS[y][:, None, None, :]
+    px = np.clip(base + rng.normal(0, 25, (len(y), size, size, 3)), 0, 255).astype(np.uint8)
+    teacher = np.full((len(y), 3), 0.1, np.float32)
+    teacher[np.arange(len(y)), y] = 0.8
+    return px, y, teacher
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(image_size=16, steps=30, batch_labeled=16, batch_unlabeled=16, width=8, device="cpu", flip=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_reduces_loss_and_learns_separable_classes(tmp_path):
+    px, y, teacher = _separable()
+    labeled = np.array([0, 1, 20, 21, 40, 41])
+    seen = []
+    res = train_round(px, labeled, y[labeled], teacher, _cfg(steps=60), progress=lambda d, t, m: seen.append((d, t, m)),
+                      checkpoint_path=tmp_path / "round.safetensors")
+    m = res.metrics
+    assert m["steps"] == 60 and m["final_loss"] < 0.6 * m["first_loss"]
+    assert m["device"] == "cpu" and m["images_per_second"] > 0 and m["kd"] is True
+    probs, feats = predict_student(res.model, px)
+    assert probs.shape == (60, 3) and feats.shape == (60, 32)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (probs.argmax(1) == y).mean() > 0.9
+    assert seen[-1][0] == 60 and seen[-1][1] == 60 and "loss" in seen[-1][2] and "ETA" in seen[-1][2]
+    loaded, header = load_student(tmp_path / "round.safetensors", arch="small_cnn")
+    assert header["extra"]["metrics"]["steps"] == 60
+    p2, _ = predict_student(loaded, px)
+    np.testing.assert_allclose(p2, probs, atol=1e-5)
+
+
+def test_training_is_seed_deterministic_on_cpu():
+    px, y, teacher = _separable()
+    labeled = np.array([0, 20, 40])
+    a = train_round(px, labeled, y[labeled], teacher, _cfg(steps=8, seed=3)).model.state_dict()
+    b = train_round(px, labeled, y[labeled], teacher, _cfg(steps=8, seed=3)).model.state_dict()
+    c = train_round(px, labeled, y[labeled], teacher, _cfg(steps=8, seed=4)).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_data_loader_workers_do_not_change_the_result():
+    px, y, teacher = _separable(n_per_class=8)
+    labeled = np.array([0, 8, 16])
+    a = train_round(px, labeled, y[labeled], teacher, _cfg(steps=4, seed=1)).model.state_dict()
+    b = train_round(px, labeled, y[labeled], teacher, _cfg(steps=4, seed=1, num_workers=2)).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ce_only_mode_trains_only_the_ce_head_and_predicts_with_it():
+    px, y, _ = _separable()
+    labeled = np.array([0, 1, 20, 21, 40, 41])
+    res = train_round(px, labeled, y[labeled], None, _cfg(kd=False, steps=40, seed=5, num_classes=3))
+    torch.manual_seed(5)
+    fresh, _ = build_student("small_cnn", 3, width=8)
+    assert torch.equal(res.model.kd_head.weight, fresh.kd_head.weight)
+    assert not torch.equal(res.model.ce_head.weight, fresh.ce_head.weight)
+    assert res.model.alpha == 1.0 and res.metrics["kd"] is False and res.metrics["final_kd_unlabeled"] is None
+    probs, _ = predict_student(res.model, px)
+    x = torch.from_numpy(px)
+    from activekd_core.student import prepare_batch
+
+    with torch.no_grad():
+        ce, _ = res.model(prepare_batch(x))
+    np.testing.assert_allclose(probs, torch.softmax(ce, -1).numpy(), atol=1e-5)
+    assert (probs.argmax(1) == y).mean() > 0.9
+
+
+def test_cancel_raises_and_leaves_previous_checkpoint_untouched(tmp_path):
+    px, y, teacher = _separable(n_per_class=8)
+    labeled = np.array([0, 8, 16])
+    ckpt = tmp_path / "student.safetensors"
+    train_round(px, labeled, y[labeled], teacher, _cfg(steps=3), checkpoint_path=ckpt)
+    before = ckpt.read_bytes()
+    cancel = threading.Event()
+
+    def progress(done, total, msg):
+        if done >= 2:
+            cancel.set()
+
+    with pytest.raises(TrainingCancelled) as info:
+        train_round(px, labeled, y[labeled], teacher, _cfg(steps=50, log_every=1, seed=9), progress=progress,
+                    cancel=cancel, checkpoint_path=ckpt)
+    assert info.value.step == 2 and info.value.total == 50
+    assert ckpt.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["student.safetensors"]
+
+
+def test_pixels_of_another_size_are_resized_to_image_size():
+    px, y, teacher = _separable(n_per_class=6, size=24)
+    res = train_round(px, np.array([0, 6, 12]), np.array([0, 1, 2]), teacher, _cfg(steps=3, image_size=16))
+    assert res.model.image_size == 16
+    probs, feats = predict_student(res.model, px)
+    assert probs.shape == (18, 3)
+
+
+def test_schedule_and_derived_steps():
+    assert lr_factor(0, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 0.1) == pytest.approx(0.5)
+    assert lr_factor(99, 100, 0.1) == pytest.approx(1 / 90)
+    cfg = TrainConfig()
+    assert derive_steps(cfg, 1400) == 110
+    assert derive_steps(cfg, 10) == cfg.min_steps
+    assert derive_steps(cfg, 10_000_000) == cfg.max_steps
+    assert derive_steps(TrainConfig(steps=7), 10) == 7
+
+
+def test_bad_inputs_are_clear_errors():
+    px, y, teacher = _separable(n_per_class=4)
+    with pytest.raises(ValueError, match="uint8"):
+        train_round(px.astype(np.float32), [0], [0], teacher, _cfg())
+    with pytest.raises(ValueError, match="teacher_probs"):
+        train_round(px, [0], [0], None, _cfg())
+    with pytest.raises(ValueError, match="duplicates"):
+        train_round(px, [0, 0], [0, 0], teacher, _cfg())
+    with pytest.raises(ValueError, match=r"\(N=12, C\)"):
+        train_round(px, [0], [0], teacher[:5], _cfg())
+    with pytest.raises(ValueError, match="out of range"):
+        train_round(px, [0], [7], teacher, _cfg())
