@@ -1,0 +1,647 @@
+"""Plotly figure builders for the Explore and Teacher-bias pages (no Streamlit here).
+
+Every point trace carries ``customdata`` = pool row index (1-D int array) so that a page can map
+a click, box or lasso selection back to images with ``selected_indices``. Colours per class are
+fixed by class index (``class_colors``) so all figures agree; unlabeled points are grey.
+
+Scatter encodings (shared by the UMAP/PCA pair and the ternary pair):
+
+* colour: the human label (unlabeled grey), or the teacher's / student's predicted class;
+* overlays: open circles for images picked in each round (one trace per round, darker = later),
+  an open diamond for the current query batch, and any extra named overlay (e.g. the next batch
+  each strategy would pick, or PCoreSet's greedy steps);
+* hover: id, human label, top-3 probabilities of teacher and student.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative, sample_colorscale
+from plotly.subplots import make_subplots
+
+from activekd_core.bias import ClassificationReport, TeacherComparison
+from activekd_core.coverage import GreedyTrace
+
+__all__ = [
+    "Overlay",
+    "UNLABELED",
+    "UNLABELED_COLOR",
+    "class_colors",
+    "round_overlays",
+    "hover_texts",
+    "point_categories",
+    "scatter_pair",
+    "ternary_pair",
+    "selected_indices",
+    "confusion_heatmap",
+    "reliability_figure",
+    "priors_figure",
+    "entropy_histogram_figure",
+    "confidence_correctness_figure",
+    "coverage_figure",
+    "greedy_trace_figure",
+    "comparison_figure",
+]
+
+UNLABELED = "unlabeled"
+UNLABELED_COLOR = "#c4c4c4"
+GL_THRESHOLD = 3000
+ColorBy = Literal["human", "teacher", "student"]
+
+
+def class_colors(classes: Sequence[str]) -> dict[str, str]:
+    """Fixed colour per class (by index), plus grey for ``"unlabeled"``."""
+    palette = list(qualitative.Plotly) if len(classes) <= 10 else list(qualitative.Alphabet) + list(qualitative.Dark24)
+    colors = {str(c): palette[i % len(palette)] for i, c in enumerate(classes)}
+    colors[UNLABELED] = UNLABELED_COLOR
+    return colors
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A highlighted set of points drawn on top of the base scatter.
+
+    Attributes:
+        name: Legend name (e.g. ``"round 2 picks"``).
+        indices: Pool rows to highlight.
+        symbol: Plotly marker symbol.
+        color: Marker (outline) colour.
+        size: Marker size.
+        text: Optional per-point extra hover line (same length as ``indices``), e.g. a score.
+    """
+
+    name: str
+    indices: np.ndarray
+    symbol: str = "circle-open"
+    color: str = "#222222"
+    size: int = 12
+    text: tuple[str, ...] | None = None
+
+
+def round_overlays(
+    picked_rounds: Mapping[int, npt.ArrayLike] | Sequence[npt.ArrayLike] | None,
+    query: npt.ArrayLike | None = None,
+) -> list[Overlay]:
+    """Overlays for images picked in each round (open circles, darker = later) and the current query.
+
+    Args:
+        picked_rounds: Round number -> pool rows picked in that round (a sequence means rounds
+            1, 2, ...).
+        query: Pool rows of the current query batch (open diamonds).
+
+    Returns:
+        Overlays in drawing order.
+    """
+    out: list[Overlay] = []
+    items: list[tuple[int, npt.ArrayLike]] = []
+    if isinstance(picked_rounds, Mapping):
+        items = sorted(picked_rounds.items())
+    elif picked_rounds is not None:
+        items = [(r + 1, idx) for r, idx in enumerate(picked_rounds)]
+    if items:
+        shades = sample_colorscale("Greys", np.linspace(0.45, 1.0, len(items)).tolist())
+        for (r, idx), col in zip(items, shades):
+            out.append(Overlay(f"round {r} picks", _idx(idx), "circle-open", col, 11))
+    if query is not None and np.asarray(query).size:
+        out.append(Overlay("current query", _idx(query), "diamond-open", "#d62728", 14))
+    return out
+
+
+def _idx(a: npt.ArrayLike | None) -> np.ndarray:
+    if a is None:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(a, dtype=np.int64).reshape(-1)
+
+
+def _top_k(probs: np.ndarray, classes: Sequence[str], k: int = 3) -> list[str]:
+    k = min(k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    vals = np.take_along_axis(probs, order, axis=1)
+    return [", ".join(f"{classes[c]} {v:.2f}" for c, v in zip(o, vv)) for o, vv in zip(order, vals)]
+
+
+def hover_texts(
+    indices: npt.ArrayLike,
+    classes: Sequence[str],
+    *,
+    ids: Sequence[str] | None = None,
+    human: Sequence[str] | None = None,
+    teacher_probs: npt.ArrayLike | None = None,
+    student_probs: npt.ArrayLike | None = None,
+) -> list[str]:
+    """Hover text per point: id, human label, top-3 probabilities of teacher and student.
+
+    Args:
+        indices: Pool rows to describe.
+        classes: Class names.
+        ids: Image id per pool row (default: the row number).
+        human: Human label name per pool row (``"unlabeled"`` where none).
+        teacher_probs: ``(N, C)`` teacher probabilities.
+        student_probs: ``(N, C)`` student probabilities.
+
+    Returns:
+        One HTML string per index.
+    """
+    idx = _idx(indices)
+    lines = [[f"<b>{ids[i] if ids is not None else f'#{i}'}</b>"] for i in idx]
+    if human is not None:
+        for li, i in zip(lines, idx):
+            li.append(f"human: {human[i]}")
+    for name, probs in (("teacher", teacher_probs), ("student", student_probs)):
+        if probs is None:
+            continue
+        p = np.asarray(probs)[idx]
+        for li, t in zip(lines, _top_k(p, classes)):
+            li.append(f"{name}: {t}")
+    return ["<br>".join(li) for li in lines]
+
+
+def point_categories(
+    n: int,
+    classes: Sequence[str],
+    *,
+    color_by: ColorBy = "human",
+    labeled: npt.ArrayLike | None = None,
+    y: npt.ArrayLike | None = None,
+    teacher_probs: npt.ArrayLike | None = None,
+    student_probs: npt.ArrayLike | None = None,
+) -> np.ndarray:
+    """Colour category (a class name or ``"unlabeled"``) per pool row.
+
+    Args:
+        n: Pool size.
+        classes: Class names.
+        color_by: ``"human"`` (unlabeled grey), ``"teacher"`` or ``"student"`` (predicted class).
+        labeled: Labeled pool rows (for ``"human"``).
+        y: Class index per labeled row.
+        teacher_probs: Needed for ``color_by="teacher"``.
+        student_probs: Needed for ``color_by="student"``.
+
+    Returns:
+        ``(n,)`` object array of category names.
+    """
+    names = np.asarray([str(c) for c in classes] + [UNLABELED], dtype=object)
+    if color_by == "human":
+        cat = np.full(n, len(classes), dtype=np.int64)
+        lab, yy = _idx(labeled), _idx(y)
+        if lab.size != yy.size:
+            raise ValueError(f"figures: labeled has {lab.size} rows but y has {yy.size}")
+        cat[lab] = yy
+        return names[cat]
+    probs = teacher_probs if color_by == "teacher" else student_probs if color_by == "student" else None
+    if color_by not in ("teacher", "student"):
+        raise ValueError(f"figures: color_by must be 'human', 'teacher' or 'student', got {color_by!r}")
+    if probs is None:
+        raise ValueError(f"figures: color_by={color_by!r} needs {color_by}_probs")
+    p = np.asarray(probs)
+    if p.shape[0] != n:
+        raise ValueError(f"figures: {color_by}_probs has {p.shape[0]} rows for a pool of {n}")
+    return names[p.argmax(axis=1)]
+
+
+def _human_names(n: int, classes: Sequence[str], labeled: Any, y: Any) -> np.ndarray:
+    return point_categories(n, classes, color_by="human", labeled=labeled, y=y)
+
+
+@dataclass
+class _Panel:
+    kind: Literal["xy", "ternary"]
+    coords: np.ndarray  # (N, 2) for xy, (N, 3) for ternary
+
+
+def _trace(panel: _Panel, idx: np.ndarray, gl: bool, **kw: Any) -> go.BaseTraceType:
+    if panel.kind == "ternary":
+        c = panel.coords[idx]
+        return go.Scatterternary(a=c[:, 0], b=c[:, 1], c=c[:, 2], mode="markers", **kw)
+    cls = go.Scattergl if gl else go.Scatter
+    return cls(x=panel.coords[idx, 0], y=panel.coords[idx, 1], mode="markers", **kw)
+
+
+def _pair_figure(
+    panels: Sequence[_Panel],
+    titles: Sequence[str],
+    classes: Sequence[str],
+    *,
+    n: int,
+    color_by: ColorBy,
+    labeled: Any,
+    y: Any,
+    teacher_probs: Any,
+    student_probs: Any,
+    overlays: Sequence[Overlay],
+    ids: Sequence[str] | None,
+    indices: npt.ArrayLike | None,
+    gl: bool | None,
+    marker_size: int,
+) -> go.Figure:
+    shown = np.arange(n, dtype=np.int64) if indices is None else _idx(indices)
+    if shown.size and (shown.min() < 0 or shown.max() >= n):
+        raise ValueError(f"figures: indices out of range [0, {n})")
+    for ov in overlays:
+        if ov.indices.size and (ov.indices.min() < 0 or ov.indices.max() >= n):
+            raise ValueError(f"figures: overlay {ov.name!r} has indices out of range [0, {n})")
+    use_gl = (shown.size > GL_THRESHOLD) if gl is None else gl
+    cats = point_categories(
+        n, classes, color_by=color_by, labeled=labeled, y=y, teacher_probs=teacher_probs, student_probs=student_probs
+    )
+    human = _human_names(n, classes, labeled, y)
+    colors = class_colors(classes)
+    order = [str(c) for c in classes] + [UNLABELED]
+    need = np.unique(np.concatenate([shown, *[ov.indices for ov in overlays]]))  # hover text only where drawn
+    texts = np.empty(n, dtype=object)
+    texts[need] = hover_texts(need, classes, ids=ids, human=human, teacher_probs=teacher_probs,
+                              student_probs=student_probs)
+    kind = panels[0].kind
+    spec = {"type": "ternary"} if kind == "ternary" else {"type": "xy"}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(titles), specs=[[spec] * len(panels)],
+                        horizontal_spacing=0.08)
+    for col, panel in enumerate(panels, start=1):
+        for cat in order:
+            sel = shown[cats[shown] == cat]
+            if sel.size == 0:
+                continue
+            fig.add_trace(
+                _trace(
+                    panel, sel, use_gl,
+                    name=cat, legendgroup=cat, showlegend=col == 1,
+                    marker={"color": colors[cat], "size": marker_size, "opacity": 0.5 if cat == UNLABELED else 0.85},
+                    customdata=sel, hovertext=texts[sel], hoverinfo="text",
+                    meta={"role": "points", "category": cat, "panel": col - 1},
+                ),
+                row=1, col=col,
+            )
+        for ov in overlays:
+            extra = texts[ov.indices]
+            if ov.text is not None:
+                extra = np.asarray([f"{t}<br>{e}" for t, e in zip(extra, ov.text)], dtype=object)
+            fig.add_trace(
+                _trace(
+                    panel, ov.indices, use_gl,
+                    name=ov.name, legendgroup=ov.name, showlegend=col == 1,
+                    marker={"symbol": ov.symbol, "size": ov.size, "color": ov.color, "line": {"width": 2, "color": ov.color}},
+                    customdata=ov.indices, hovertext=extra, hoverinfo="text",
+                    meta={"role": "overlay", "category": ov.name, "panel": col - 1},
+                ),
+                row=1, col=col,
+            )
+    fig.update_layout(
+        dragmode="lasso" if kind == "xy" else "pan",
+        legend={"itemsizing": "constant"},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        clickmode="event+select",
+    )
+    if kind == "xy":
+        fig.update_xaxes(showticklabels=False, zeroline=False)
+        fig.update_yaxes(showticklabels=False, zeroline=False)
+    else:
+        axes = {f"ternary{'' if i == 0 else i + 1}": {
+            "aaxis": {"title": {"text": str(classes[0])}},
+            "baxis": {"title": {"text": str(classes[1])}},
+            "caxis": {"title": {"text": str(classes[2])}},
+        } for i in range(len(panels))}
+        fig.update_layout(**axes)
+    return fig
+
+
+def scatter_pair(
+    teacher_xy: npt.ArrayLike,
+    student_xy: npt.ArrayLike | None,
+    classes: Sequence[str],
+    *,
+    color_by: ColorBy = "human",
+    labeled: npt.ArrayLike | None = None,
+    y: npt.ArrayLike | None = None,
+    teacher_probs: npt.ArrayLike | None = None,
+    student_probs: npt.ArrayLike | None = None,
+    picked_rounds: Mapping[int, npt.ArrayLike] | Sequence[npt.ArrayLike] | None = None,
+    query: npt.ArrayLike | None = None,
+    overlays: Sequence[Overlay] = (),
+    ids: Sequence[str] | None = None,
+    indices: npt.ArrayLike | None = None,
+    titles: Sequence[str] = ("Teacher", "Student"),
+    gl: bool | None = None,
+    marker_size: int = 6,
+) -> go.Figure:
+    """Side-by-side 2-D layouts (teacher | student) with shared encodings.
+
+    Args:
+        teacher_xy: ``(N, 2)`` teacher layout (``Layout.coords``).
+        student_xy: ``(N, 2)`` student layout, or None for the teacher panel alone.
+        classes: Class names.
+        color_by: ``"human"``, ``"teacher"`` or ``"student"``.
+        labeled: Labeled pool rows.
+        y: Class index per labeled row.
+        teacher_probs: ``(N, C)`` for hover and ``color_by="teacher"``.
+        student_probs: ``(N, C)`` for hover and ``color_by="student"``.
+        picked_rounds: Pool rows picked per round (see ``round_overlays``).
+        query: Current query batch.
+        overlays: Extra overlays (strategy previews, greedy steps).
+        ids: Image id per pool row.
+        indices: Pool rows to draw (``display_subset(...).indices``); overlays are always drawn.
+        titles: Panel titles.
+        gl: Force WebGL traces on/off (default: on above 3,000 points).
+        marker_size: Base marker size.
+
+    Returns:
+        A figure with one trace per colour category and overlay per panel; every trace's
+        ``customdata`` holds pool rows.
+    """
+    t = np.asarray(teacher_xy, dtype=np.float64)
+    if t.ndim != 2 or t.shape[1] != 2:
+        raise ValueError(f"figures: teacher_xy must be (N, 2), got {t.shape}")
+    panels = [_Panel("xy", t)]
+    if student_xy is not None:
+        s = np.asarray(student_xy, dtype=np.float64)
+        if s.shape != t.shape:
+            raise ValueError(f"figures: student_xy {s.shape} and teacher_xy {t.shape} differ in shape")
+        panels.append(_Panel("xy", s))
+    return _pair_figure(
+        panels, list(titles)[: len(panels)], classes, n=t.shape[0], color_by=color_by, labeled=labeled, y=y,
+        teacher_probs=teacher_probs, student_probs=student_probs,
+        overlays=[*round_overlays(picked_rounds, query), *overlays], ids=ids, indices=indices, gl=gl,
+        marker_size=marker_size,
+    )
+
+
+def ternary_pair(
+    teacher_probs: npt.ArrayLike,
+    student_probs: npt.ArrayLike | None,
+    classes: Sequence[str],
+    *,
+    color_by: ColorBy = "human",
+    labeled: npt.ArrayLike | None = None,
+    y: npt.ArrayLike | None = None,
+    picked_rounds: Mapping[int, npt.ArrayLike] | Sequence[npt.ArrayLike] | None = None,
+    query: npt.ArrayLike | None = None,
+    overlays: Sequence[Overlay] = (),
+    ids: Sequence[str] | None = None,
+    indices: npt.ArrayLike | None = None,
+    titles: Sequence[str] = ("Teacher simplex", "Student simplex"),
+    marker_size: int = 6,
+) -> go.Figure:
+    """The 3-class probability simplex itself (no projection), teacher | student.
+
+    Axis a = class 0, b = class 1, c = class 2. Same encodings and ``customdata`` as
+    ``scatter_pair``.
+
+    Args:
+        teacher_probs: ``(N, 3)`` teacher probabilities.
+        student_probs: ``(N, 3)`` student probabilities or None.
+        classes: The 3 class names.
+        color_by: See ``scatter_pair``.
+        labeled: Labeled pool rows.
+        y: Class index per labeled row.
+        picked_rounds: Pool rows picked per round.
+        query: Current query batch.
+        overlays: Extra overlays.
+        ids: Image id per pool row.
+        indices: Pool rows to draw.
+        titles: Panel titles.
+        marker_size: Base marker size.
+
+    Returns:
+        A figure with ternary subplots.
+    """
+    t = np.asarray(teacher_probs, dtype=np.float64)
+    if t.ndim != 2 or t.shape[1] != 3 or len(classes) != 3:
+        raise ValueError(f"figures: the ternary view needs exactly 3 classes, got probs {t.shape}, {len(classes)} names")
+    panels = [_Panel("ternary", t)]
+    s = None
+    if student_probs is not None:
+        s = np.asarray(student_probs, dtype=np.float64)
+        if s.shape != t.shape:
+            raise ValueError(f"figures: student_probs {s.shape} and teacher_probs {t.shape} differ in shape")
+        panels.append(_Panel("ternary", s))
+    return _pair_figure(
+        panels, list(titles)[: len(panels)], classes, n=t.shape[0], color_by=color_by, labeled=labeled, y=y,
+        teacher_probs=t, student_probs=s, overlays=[*round_overlays(picked_rounds, query), *overlays], ids=ids,
+        indices=indices, gl=False, marker_size=marker_size,
+    )
+
+
+def selected_indices(selection: Any) -> np.ndarray:
+    """Pool rows from a plot selection event.
+
+    Accepts Streamlit's ``st.plotly_chart(..., on_select="rerun")`` return value (attribute or
+    dict access, ``selection.points``), a plotly ``{"points": [...]}`` dict, or a list of point
+    dicts. Each point's ``customdata`` (a scalar or a 1-element list) is the pool row.
+
+    Returns:
+        Sorted unique int64 pool rows (empty when nothing is selected).
+    """
+    if selection is None:
+        return np.zeros(0, dtype=np.int64)
+    sel = selection
+    for key in ("selection",):
+        if isinstance(sel, Mapping) and key in sel:
+            sel = sel[key]
+        elif hasattr(sel, key) and not isinstance(sel, (list, tuple)):
+            sel = getattr(sel, key)
+    points: Iterable[Any]
+    if isinstance(sel, Mapping):
+        points = sel.get("points", [])
+    elif hasattr(sel, "points"):
+        points = sel.points
+    else:
+        points = sel
+    rows = []
+    for pt in points or []:
+        cd = pt.get("customdata") if isinstance(pt, Mapping) else getattr(pt, "customdata", None)
+        if cd is None:
+            continue
+        if isinstance(cd, (list, tuple, np.ndarray)):
+            if len(cd) == 0:
+                continue
+            cd = cd[0]
+        rows.append(int(cd))
+    return np.unique(np.asarray(rows, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Teacher-bias figures
+# ---------------------------------------------------------------------------------------------
+
+
+def confusion_heatmap(report: ClassificationReport, *, normalized: bool = True, title: str | None = None) -> go.Figure:
+    """Confusion heatmap: rows = human label, columns = prediction; cells show counts and row shares.
+
+    Args:
+        report: Output of ``bias.classification_report``.
+        normalized: Colour by row share (else by count).
+        title: Figure title.
+    """
+    cm, cmn = report.confusion, report.confusion_normalized
+    text = [[f"{cm[i, j]}<br>{cmn[i, j]:.0%}" for j in range(cm.shape[1])] for i in range(cm.shape[0])]
+    fig = go.Figure(
+        go.Heatmap(
+            z=cmn if normalized else cm,
+            x=report.classes,
+            y=report.classes,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=1 if normalized else None,
+            hovertemplate="human %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title or f"Accuracy {report.accuracy:.1%} on {report.n} labeled images",
+        xaxis_title="predicted",
+        yaxis_title="human label",
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def reliability_figure(bins: pd.DataFrame, *, ece: float | None = None, title: str = "Reliability") -> go.Figure:
+    """Reliability diagram: accuracy per confidence bin vs the diagonal, counts in hover.
+
+    Args:
+        bins: Output of ``bias.reliability_bins``.
+        ece: Expected calibration error for the title.
+        title: Figure title prefix.
+    """
+    centres = (bins["bin_lower"] + bins["bin_upper"]) / 2
+    width = float((bins["bin_upper"] - bins["bin_lower"]).iloc[0]) if len(bins) else 0.1
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=centres, y=bins["accuracy"], width=width * 0.95, name="accuracy",
+            customdata=np.stack([bins["count"], bins["confidence"]], axis=1),
+            hovertemplate="confidence bin %{x:.2f}<br>accuracy %{y:.2f}<br>mean conf %{customdata[1]:.2f}"
+            "<br>%{customdata[0]} images<extra></extra>",
+        )
+    )
+    fig.add_trace(go.Scatter(x=centres, y=bins["confidence"], mode="markers", name="mean confidence"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dash"}))
+    fig.update_layout(
+        title=title if ece is None else f"{title} (ECE {ece:.3f})",
+        xaxis={"title": "confidence", "range": [0, 1]},
+        yaxis={"title": "accuracy", "range": [0, 1]},
+    )
+    return fig
+
+
+def priors_figure(priors: pd.DataFrame, *, title: str = "Predicted vs human class shares") -> go.Figure:
+    """Grouped bars: the model's predicted-class share over the pool vs the human label share.
+
+    Args:
+        priors: Output of ``bias.priors``.
+        title: Figure title.
+    """
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=priors["class"], y=priors["predicted_share"], name="predicted (whole pool)",
+                         customdata=priors["predicted_count"], hovertemplate="%{x}: %{y:.1%} (%{customdata})<extra></extra>"))
+    fig.add_trace(go.Bar(x=priors["class"], y=priors["human_share"], name="human labels",
+                         customdata=priors["human_count"], hovertemplate="%{x}: %{y:.1%} (%{customdata})<extra></extra>"))
+    fig.update_layout(barmode="group", title=title, yaxis={"title": "share", "tickformat": ".0%"})
+    return fig
+
+
+def entropy_histogram_figure(hist: pd.DataFrame, *, title: str = "Teacher entropy (normalised)") -> go.Figure:
+    """Histogram of normalised entropy over the pool, with labeled correct/wrong counts if present.
+
+    Args:
+        hist: Output of ``bias.entropy_histogram``.
+        title: Figure title.
+    """
+    centres = (hist["bin_lower"] + hist["bin_upper"]) / 2
+    width = float((hist["bin_upper"] - hist["bin_lower"]).iloc[0]) if len(hist) else 0.05
+    fig = go.Figure(go.Bar(x=centres, y=hist["count"], width=width, name="pool", marker_color="#9ecae1"))
+    for col, colour in (("labeled_correct", "#2ca02c"), ("labeled_wrong", "#d62728")):
+        if col in hist:
+            fig.add_trace(go.Bar(x=centres, y=hist[col], width=width * 0.5, name=col.replace("_", " "), marker_color=colour))
+    fig.update_layout(barmode="overlay", title=title, xaxis={"title": "entropy / log C", "range": [0, 1]},
+                      yaxis_title="images")
+    return fig
+
+
+def confidence_correctness_figure(df: pd.DataFrame, *, title: str = "Confidence vs correctness") -> go.Figure:
+    """Box plots with all points of confidence for correct and wrong labeled predictions.
+
+    Args:
+        df: Output of ``bias.confidence_vs_correctness``; ``customdata`` = pool rows.
+        title: Figure title.
+    """
+    fig = go.Figure()
+    for ok, name, colour in ((True, "correct", "#2ca02c"), (False, "wrong", "#d62728")):
+        part = df[df["correct"] == ok]
+        fig.add_trace(
+            go.Box(
+                y=part["confidence"], name=name, boxpoints="all", jitter=0.4, pointpos=0, marker_color=colour,
+                customdata=part["index"].to_numpy(), hovertext=[f"#{i}: human {h}, predicted {p}" for i, h, p in
+                                                                zip(part["index"], part["human"], part["predicted"])],
+            )
+        )
+    fig.update_layout(title=title, yaxis={"title": "confidence", "range": [0, 1.02]}, showlegend=False)
+    return fig
+
+
+def coverage_figure(curve: pd.DataFrame, *, show_max: bool = True, title: str = "Coverage of the probability space") -> go.Figure:
+    """Mean (solid) and max (dashed) distance to the nearest labeled image per round, per space.
+
+    Args:
+        curve: Output of ``coverage.coverage_curve``.
+        show_max: Also draw the max distance.
+        title: Figure title.
+    """
+    fig = go.Figure()
+    palette = list(qualitative.D3)
+    for i, (space, part) in enumerate(curve.groupby("space", sort=False)):
+        col = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=part["round"], y=part["mean_distance"], mode="lines+markers", name=f"{space} mean",
+                                 line={"color": col}, customdata=part["n_labeled"],
+                                 hovertemplate="round %{x}<br>mean %{y:.3f}<br>%{customdata} labeled<extra></extra>"))
+        if show_max:
+            fig.add_trace(go.Scatter(x=part["round"], y=part["max_distance"], mode="lines+markers", name=f"{space} max",
+                                     line={"color": col, "dash": "dash"}))
+    fig.update_layout(title=title, xaxis={"title": "round", "dtick": 1}, yaxis_title="L2 distance to nearest labeled")
+    return fig
+
+
+def greedy_trace_figure(trace: GreedyTrace, *, upto: int | None = None, title: str = "PCoreSet greedy picks") -> go.Figure:
+    """Per-pick distance to the nearest labeled or already-picked point (bars) and pool max after it.
+
+    Args:
+        trace: Output of ``coverage.greedy_trace``.
+        upto: Show only the first ``upto`` steps (for step-through).
+        title: Figure title.
+    """
+    m = trace.indices.size if upto is None else max(0, min(int(upto), trace.indices.size))
+    steps = np.arange(1, m + 1)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=steps, y=trace.distances[:m], name="distance at pick", customdata=trace.indices[:m],
+                         hovertemplate="step %{x}: #%{customdata}<br>distance %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=steps, y=trace.max_after[:m], mode="lines+markers", name="max distance after"))
+    fig.add_trace(go.Scatter(x=steps, y=trace.mean_after[:m], mode="lines+markers", name="mean distance after"))
+    fig.update_layout(title=title, xaxis={"title": "step", "dtick": 1}, yaxis_title="L2 distance")
+    return fig
+
+
+def comparison_figure(cmp: TeacherComparison, *, metric: str = "recall", title: str | None = None) -> go.Figure:
+    """Per-class before/after bars of a teacher change (prompt workshop).
+
+    Args:
+        cmp: Output of ``bias.compare_teachers``.
+        metric: ``"precision"``, ``"recall"``, ``"f1"`` or ``"predicted_share"``.
+        title: Figure title.
+    """
+    if f"{metric}_before" not in cmp.per_class:
+        raise ValueError(f"figures: unknown comparison metric {metric!r}")
+    pc = cmp.per_class
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=pc["class"], y=pc[f"{metric}_before"], name="before"))
+    fig.add_trace(go.Bar(x=pc["class"], y=pc[f"{metric}_after"], name="after"))
+    if metric == "predicted_share":
+        fig.add_trace(go.Scatter(x=pc["class"], y=pc["human_share"], mode="markers", name="human share",
+                                 marker={"symbol": "line-ew-open", "size": 24, "line": {"width": 3}}))
+    fig.update_layout(barmode="group", title=title or f"{metric} per class, before vs after")
+    return fig
