@@ -115,10 +115,10 @@ class BatchView:
 # ---- hooks to sibling modules (imported lazily: torch/open_clip only when needed) ----------
 
 
-def _make_teacher(spec: dict[str, Any]) -> Any:
+def _make_teacher(spec: dict[str, Any], cache_dir: Path | None = None) -> Any:
     from activekd_core.teachers import make_teacher
 
-    return make_teacher(spec)
+    return make_teacher(spec, cache_dir=cache_dir)
 
 
 def _strategy_needs(name: str) -> set[str]:
@@ -254,10 +254,14 @@ class Project:
             elif _inside(root.resolve(), folder.resolve()):
                 problems.append(f"the project folder {folder} must not lie inside the image folder {root} "
                                 "(its caches and exports would be scanned as images)")
+        prompts = [str(c[1]) if isinstance(c, (tuple, list)) and len(c) > 1 and c[1] else "" for c in classes]
+        if not problems and pool is not None:
+            problem = _check_teacher(teacher_spec, names, prompts, pool)
+            if problem:
+                problems.append(f"teacher: {problem}")
         if problems:
             raise ProjectError("cannot create project: " + "; ".join(problems))
         assert pool is not None
-        prompts = [str(c[1]) if isinstance(c, (tuple, list)) and len(c) > 1 and c[1] else "" for c in classes]
 
         created_folder = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
@@ -492,14 +496,13 @@ class Project:
         spec.setdefault("classes", [c.name for c in classes])
         if str(spec.get("kind", "")).startswith("clip"):
             spec.setdefault("class_prompts", {c.name: c.prompt for c in classes if c.prompt})
-            spec.setdefault("cache_dir", str(self.path("cache", "features")))
         return spec
 
     def teacher(self) -> Any:
         """The teacher object (built once per Project)."""
         with self._lock:
             if self._teacher is None:
-                teacher = _make_teacher(self.teacher_spec())
+                teacher = _make_teacher(self.teacher_spec(), self.path("cache", "features"))
                 if list(teacher.classes) != self.classes:
                     raise ProjectError(f"teacher classes {list(teacher.classes)} differ from the project's {self.classes}")
                 self._teacher_base = json.loads(json.dumps(teacher.describe(), default=str))
@@ -698,9 +701,7 @@ class Project:
         if active is not None:
             probs, feats = self.student_outputs(active.id)
             return "student", probs, feats, active.id
-        if not needs:
-            return "none", None, None, 0
-        probs = self.teacher_probs()
+        probs = self.teacher_probs()  # always passed: it also tells "random" the pool size
         if "features" in needs:
             return "teacher-probs", probs, probs, 0
         return "teacher", probs, None, 0
@@ -717,12 +718,17 @@ class Project:
         k = min(int(k or self.batch_size), int(candidates.size))
         needs = _strategy_needs(self.strategy)
         space, probs, feats, model_round = self.selection_space(needs)
+        strategy = self.strategy
+        if _uninformative(probs if "probs" in needs else feats):
+            # e.g. a stand-in teacher before any label gives uniform rows: every distance
+            # is 0, so farthest-first would just take pool order. Start at random instead.
+            strategy, space, feats = "random", f"{space} (uninformative: random start)", None
         subset = np.sort(np.concatenate([labeled, candidates]))
         pos = np.searchsorted(subset, labeled)
         n_batches = len(self.store.batches())
         rng = np.random.default_rng([int(self.config.get("seed", 0)), n_batches])
         sel = _select(
-            self.strategy,
+            strategy,
             probs=None if probs is None else probs[subset],
             features=None if feats is None else feats[subset],
             labeled=pos,
@@ -735,7 +741,7 @@ class Project:
         ids = self.pool().ids
         scores = np.asarray(sel.scores, dtype=np.float64) if sel.scores is not None else np.full(len(picked), np.nan)
         picks = [(ids[int(r)], None if not np.isfinite(s) else float(s)) for r, s in zip(picked, scores)]
-        self.store.open_batch(model_round, self.strategy, space, picks)
+        self.store.open_batch(model_round, strategy, space, picks)
         view = self.current_batch()
         assert view is not None
         return view
@@ -901,6 +907,29 @@ def _phase(progress: ProgressFn | None, phase: str) -> ProgressFn | None:
     return report
 
 
+def _check_teacher(spec: dict[str, Any], names: list[str], prompts: list[str], pool: ImagePool) -> str | None:
+    """Build the teacher once to check its spec (CLIP weights load lazily, so this is cheap).
+
+    A precomputed teacher is also read against the pool, so a file with the wrong shape,
+    missing ids, NaN or negative values is refused before anything is created.
+    """
+    full = dict(spec)
+    full.setdefault("classes", names)
+    if str(full.get("kind", "")).startswith("clip"):
+        full.setdefault("class_prompts", {n: p for n, p in zip(names, prompts) if p})
+    try:
+        teacher = _make_teacher(full, None)
+        if list(teacher.classes) != names:
+            return f"teacher classes {list(teacher.classes)} differ from the project's {names}"
+        if full.get("kind") == "precomputed":
+            teacher.predict_proba(pool)
+    except ImportError:
+        return None
+    except Exception as exc:  # ValueError / TeacherDataError with the file and the problem
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _check_train_overrides(train: dict[str, Any], problems: list[str]) -> None:
     try:
         from activekd_core.training import TrainConfig
@@ -910,6 +939,11 @@ def _check_train_overrides(train: dict[str, Any], problems: list[str]) -> None:
     bad = sorted(set(train) - names)
     if bad:
         problems.append(f"unknown training settings {bad}")
+
+
+def _uninformative(x: np.ndarray | None) -> bool:
+    """True when every row is the same (no information to select on)."""
+    return x is not None and x.shape[0] > 1 and float(np.ptp(x, axis=0).max()) < 1e-6
 
 
 def _image_records(pool: ImagePool) -> list[ImageRecord]:

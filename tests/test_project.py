@@ -21,6 +21,8 @@ import pytest
 from PIL import Image
 
 import activekd_core.project as project_mod
+
+REAL_MAKE_TEACHER = project_mod._make_teacher
 from activekd_core.jobs import JobBusy
 from activekd_core.project import Project, ProjectError
 from activekd_core.store import SchemaVersionError
@@ -51,7 +53,7 @@ class FakeTeacher:
     calls = 0
     fits = 0
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], cache_dir: Path | None = None) -> None:
         self.spec = spec
         self.classes = list(spec["classes"])
 
@@ -78,6 +80,10 @@ def fake_select(name: str, *, probs=None, features=None, labeled, k, rng, **kw):
     x = probs if probs is not None else features
     n = x.shape[0]
     lab = set(int(i) for i in labeled)
+    if name == "random":
+        free = np.array(sorted(set(range(n)) - lab), dtype=np.int64)
+        picks = rng.choice(free, size=min(k, free.size), replace=False)
+        return SimpleNamespace(indices=picks, scores=np.zeros(len(picks)), strategy=name)
     picks, scores = [], []
     mind = np.full(n, np.inf)
     for i in lab:
@@ -451,3 +457,64 @@ def test_audit_accuracy_and_sampling() -> None:
     assert default_audit_size(2000, 3) == 30 and default_audit_size(100, 10) == 10 and default_audit_size(5, 3) == 1
     rows, y = audit_rows(["a", "b", "c"], {"a": "x", "c": "y"}, {"a": 4, "b": 5, "c": 6}, {"x": 0, "y": 1})
     assert rows.tolist() == [4, 6] and y.tolist() == [0, 1]
+
+
+# ---- real teachers: precomputed file checks, stand-in, demo ------------------------------------
+
+
+def test_precomputed_teacher_checked_at_creation(tmp_path: Path, images, monkeypatch) -> None:
+    monkeypatch.setattr(project_mod, "_make_teacher", REAL_MAKE_TEACHER)
+    root, truth = images
+    ids = sorted(truth)
+    bad_shape = tmp_path / "t.csv"
+    bad_shape.write_text("id,red,green\n" + "".join(f"{i},0.5,0.5\n" for i in ids))
+    with pytest.raises(ProjectError, match="teacher: .*t.csv"):
+        Project.create(tmp_path / "p1", root, CLASSES, {"kind": "precomputed", "path": str(bad_shape)})
+    missing = tmp_path / "m.csv"
+    missing.write_text("id,red,green,blue\n" + "".join(f"{i},0.2,0.3,0.5\n" for i in ids[:-2]))
+    with pytest.raises(ProjectError, match="teacher: .*m.csv"):
+        Project.create(tmp_path / "p2", root, CLASSES, {"kind": "precomputed", "path": str(missing)})
+    nan = tmp_path / "n.csv"
+    nan.write_text("id,red,green,blue\n" + "".join(f"{i},nan,0.5,0.5\n" for i in ids))
+    with pytest.raises(ProjectError, match="teacher: .*n.csv"):
+        Project.create(tmp_path / "p3", root, CLASSES, {"kind": "precomputed", "path": str(nan)})
+    with pytest.raises(ProjectError, match="teacher: .*unknown teacher kind"):
+        Project.create(tmp_path / "p4", root, CLASSES, {"kind": "oracle"})
+    assert not any((tmp_path / f"p{k}").exists() for k in range(1, 5))
+    good = tmp_path / "g.csv"
+    good.write_text("id,red,green,blue\n" + "".join(f"{i},0.2,0.3,0.5\n" for i in ids))
+    p = Project.create(tmp_path / "p5", root, CLASSES, {"kind": "precomputed", "path": str(good)}, batch_size=3)
+    assert np.allclose(p.teacher_probs(), [0.2, 0.3, 0.5], atol=1e-6)
+    view = p.ensure_batch()  # identical rows: uninformative -> random start
+    assert view.batch.strategy == "random" and "random start" in view.batch.space
+    assert len(view.batch.items) == 3
+
+
+def test_standin_teacher_project(tmp_path: Path, images, monkeypatch) -> None:
+    monkeypatch.setattr(project_mod, "_make_teacher", REAL_MAKE_TEACHER)
+    root, truth = images
+    p = new_project(tmp_path, root, teacher_spec={"kind": "standin"})
+    first = p.ensure_batch()
+    assert first.batch.strategy == "random"  # stand-in is uniform before any label
+    for k, i in enumerate(sorted(truth)[::3]):
+        p.label(i, truth[i])
+    probs = p.teacher_probs()  # refit on the labels: informative now
+    assert float(np.ptp(probs, axis=0).max()) > 0.05
+    acc = np.mean([p.classes[int(np.argmax(probs[r]))] == truth[i] for r, i in enumerate(p.pool().ids)])
+    assert acc > 0.6
+    p.store.close_batches()
+    assert p.ensure_batch().batch.strategy == "pcoreset"
+
+
+def test_open_demo_ready_to_label(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(project_mod, "_make_teacher", REAL_MAKE_TEACHER)
+    from activekd_core.project import open_demo
+
+    p = open_demo("textile", tmp_path / "demo", per_class=4)
+    assert p.classes[:1] and len(p.classes) == 3 and len(p.pool()) == 12
+    view = p.current_batch()
+    assert view is not None and view.total == min(10, 12) and view.done == 0
+    assert p.store.get_setting("demo")["name"] == "textile"
+    p.close()
+    again = open_demo("textile", tmp_path / "demo", per_class=4)
+    assert again.current_batch().batch.id == view.batch.id  # type: ignore[union-attr]
