@@ -1,0 +1,224 @@
+"""Shared page helpers: which project is open, cached resources, who is labeling.
+
+Every page imports from here (``from pages._session import current_project``) so that
+all pages of a browser session work on the same :class:`activekd_core.project.Project`.
+
+Which project is open, in order of precedence:
+
+1. ``ACTIVEKD_PROJECT`` (a project folder) when set in the environment: the server is
+   pinned to that project and the Project page cannot switch away from it.
+2. The project chosen on the Project page (kept in ``st.session_state``).
+3. The built-in textile demo, created on first use under ``$ACTIVEKD_HOME``
+   (default ``~/.activekd``) with :func:`activekd_core.project.open_demo`.
+   ``ACTIVEKD_DEMO_PER_CLASS`` keeps only that many images per class (tests, quick looks).
+
+Projects are cached with ``st.cache_resource`` (one open :class:`Project` per folder,
+shared by all sessions of this server process; the store and project guard their own
+state with locks, so sharing across the script threads is safe). Nothing here computes
+anything heavy on a rerun: thumbnails are cached by file identity.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import streamlit as st
+
+from activekd_core.paths import resolve_inside
+from activekd_core.project import Project, ProjectError, open_demo
+
+DEMOS = ("textile", "digits")
+DEFAULT_DEMO = "textile"
+_OPEN_LOCK = threading.Lock()
+
+# session_state keys (kept in one place so pages do not invent their own spellings)
+KEY_FOLDER = "akd_project_folder"
+KEY_DEMO = "akd_demo"
+KEY_ANNOTATOR = "akd_annotator"
+KEY_SESSION = "akd_session_id"
+
+
+def activekd_home() -> Path:
+    """Base folder for demo data and demo projects (``$ACTIVEKD_HOME`` or ``~/.activekd``)."""
+    return Path(os.environ.get("ACTIVEKD_HOME") or "~/.activekd").expanduser()
+
+
+def demo_per_class() -> int | None:
+    """Images per class for demo projects (``$ACTIVEKD_DEMO_PER_CLASS``), or None for all.
+
+    Raises:
+        ValueError: If the variable is set but is not a positive whole number.
+    """
+    raw = os.environ.get("ACTIVEKD_DEMO_PER_CLASS", "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"ACTIVEKD_DEMO_PER_CLASS must be a positive whole number, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"ACTIVEKD_DEMO_PER_CLASS must be a positive whole number, got {raw!r}")
+    return value
+
+
+def pinned_folder() -> Path | None:
+    """The project folder fixed by ``$ACTIVEKD_PROJECT``, or None."""
+    raw = os.environ.get("ACTIVEKD_PROJECT", "").strip()
+    return Path(raw).expanduser() if raw else None
+
+
+def demo_folder(name: str) -> Path:
+    """Where the demo project ``name`` lives (the layout of :func:`open_demo`)."""
+    return activekd_home() / "projects" / name
+
+
+def current_demo() -> str | None:
+    """The demo name when the open project is a demo, else None."""
+    if pinned_folder() is not None:
+        return None
+    if st.session_state.get(KEY_FOLDER):
+        return None
+    return st.session_state.get(KEY_DEMO) or DEFAULT_DEMO
+
+
+def project_folder() -> Path:
+    """The folder of the project this session works on (see the module docstring)."""
+    pinned = pinned_folder()
+    if pinned is not None:
+        return pinned
+    chosen = st.session_state.get(KEY_FOLDER)
+    if chosen:
+        return Path(chosen)
+    return demo_folder(st.session_state.get(KEY_DEMO) or DEFAULT_DEMO)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _open_folder(folder: str) -> Project:
+    with _OPEN_LOCK:
+        return Project.open(folder)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _open_demo(name: str, home: str, per_class: int | None) -> Project:
+    with _OPEN_LOCK:
+        return open_demo(name, base_dir=home, per_class=per_class)
+
+
+def current_project() -> Project:
+    """The open project of this session (cached per folder, shared across sessions).
+
+    Raises:
+        ProjectError: If the chosen folder holds no project.
+        activekd_core.store.SchemaVersionError: If it was written by a newer version.
+    """
+    demo = current_demo()
+    if demo is not None:
+        if not (demo_folder(demo) / "project.db").is_file():
+            with st.spinner(f"Preparing the {demo} demo project (first start only)..."):
+                return _open_demo(demo, str(activekd_home()), demo_per_class())
+        return _open_demo(demo, str(activekd_home()), demo_per_class())
+    return _open_folder(str(project_folder().resolve()))
+
+
+def open_project_folder(folder: Path | str) -> Project:
+    """Open an existing project folder and make it this session's project.
+
+    Raises:
+        ProjectError: If ``$ACTIVEKD_PROJECT`` pins the server to another project, or the
+            folder holds no project.
+    """
+    folder = Path(folder).expanduser()
+    if pinned_folder() is not None:
+        raise ProjectError(f"this server is pinned to {pinned_folder()} by ACTIVEKD_PROJECT; "
+                           "restart it without that variable to switch projects")
+    project = _open_folder(str(folder.resolve()))
+    st.session_state[KEY_FOLDER] = str(folder.resolve())
+    st.session_state.pop(KEY_DEMO, None)
+    forget_page_state()
+    return project
+
+
+def open_demo_project(name: str) -> Project:
+    """Switch this session to the built-in demo ``name`` (created on first use).
+
+    Raises:
+        ProjectError: If ``$ACTIVEKD_PROJECT`` pins the server, or ``name`` is unknown.
+    """
+    if name not in DEMOS:
+        raise ProjectError(f"unknown demo {name!r}; choose one of {list(DEMOS)}")
+    if pinned_folder() is not None:
+        raise ProjectError(f"this server is pinned to {pinned_folder()} by ACTIVEKD_PROJECT; "
+                           "restart it without that variable to switch projects")
+    st.session_state.pop(KEY_FOLDER, None)
+    st.session_state[KEY_DEMO] = name
+    forget_page_state()
+    return current_project()
+
+
+def forget_page_state() -> None:
+    """Drop per-project page state (focus, zoom, ...) after switching projects."""
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and key.startswith("lbl_"):
+            del st.session_state[key]
+
+
+def annotator() -> str:
+    """Who is labeling (recorded with every event); set on the Project page."""
+    name = st.session_state.get(KEY_ANNOTATOR) or os.environ.get("ACTIVEKD_ANNOTATOR") or "expert"
+    return str(name)
+
+
+def session_id() -> str:
+    """A stable id for this browser session (recorded with events; scopes undo)."""
+    if KEY_SESSION not in st.session_state:
+        st.session_state[KEY_SESSION] = uuid.uuid4().hex[:12]
+    return str(st.session_state[KEY_SESSION])
+
+
+def image_path(project: Project, image_id: str) -> Path:
+    """The file of ``image_id``, refused unless it lies inside the project's image root.
+
+    Raises:
+        activekd_core.paths.PathOutsideRoot: If the id escapes the image root.
+        FileNotFoundError: If the file is gone.
+    """
+    return resolve_inside(project.image_root, image_id, must_exist=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _thumbnail_png(path: str, mtime_ns: int, size: int, box: int) -> bytes:
+    from activekd_core.images import load_rgb
+
+    img = load_rgb(Path(path))
+    if box > 0:
+        # Upscale small images with NEAREST (digits are 8x8: keep the pixels crisp).
+        w, h = img.size
+        scale = box / max(w, h)
+        if scale >= 1:
+            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample=0)
+        else:
+            img.thumbnail((box, box))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
+    """PNG bytes of ``image_id`` fitted into ``box`` pixels (0 = full resolution), cached.
+
+    The cache key is the resolved path, its modification time and size, so a changed
+    file is re-read and an unchanged one never is.
+    """
+    path = image_path(project, image_id)
+    stat = path.stat()
+    return _thumbnail_png(str(path), stat.st_mtime_ns, stat.st_size, box)
+
+
+def show_project_error(exc: BaseException) -> None:
+    """Show why the project could not be opened, with a pointer to the Project page."""
+    st.error(f"Cannot open the project: {exc}")
+    st.info("Choose or create a project on the **Project** page.")
