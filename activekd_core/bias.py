@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -666,6 +666,7 @@ class BiasReport:
         disagreements: Output of ``disagreement_table``, when given.
         disagreement_counts: Output of ``disagreement_summary``, when given.
         most_disagreeing: Output of ``top_disagreements`` over the pool, when given.
+        n_bins: Calibration bins used.
     """
 
     teacher: ClassificationReport
@@ -681,7 +682,6 @@ class BiasReport:
     disagreement_counts: dict[str, int] | None = None
     most_disagreeing: pd.DataFrame | None = None
     n_bins: int = 10
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def bias_report(

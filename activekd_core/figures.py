@@ -35,6 +35,7 @@ __all__ = [
     "UNLABELED_COLOR",
     "class_colors",
     "round_overlays",
+    "strategy_overlays",
     "hover_texts",
     "point_categories",
     "scatter_pair",
@@ -111,6 +112,36 @@ def round_overlays(
             out.append(Overlay(f"round {r} picks", _idx(idx), "circle-open", col, 11))
     if query is not None and np.asarray(query).size:
         out.append(Overlay("current query", _idx(query), "diamond-open", "#d62728", 14))
+    return out
+
+
+STRATEGY_SYMBOLS = ("x-thin-open", "cross-thin-open", "star-triangle-up-open", "hexagram-open", "asterisk-open")
+
+
+def strategy_overlays(
+    picks: Mapping[str, npt.ArrayLike], scores: Mapping[str, npt.ArrayLike] | None = None
+) -> list[Overlay]:
+    """Overlays for the next batch each strategy would pick (selection demo).
+
+    Args:
+        picks: Strategy name -> pool rows it would pick (e.g. ``Selection.indices``).
+        scores: Optional strategy name -> per-pick score (``Selection.scores``), shown in hover.
+
+    Returns:
+        One overlay per strategy, each with its own symbol and colour.
+    """
+    palette = list(qualitative.Dark2)
+    out = []
+    for i, (name, idx) in enumerate(picks.items()):
+        arr = _idx(idx)
+        text = None
+        if scores is not None and name in scores:
+            sc = np.asarray(scores[name], dtype=np.float64).reshape(-1)
+            if sc.size != arr.size:
+                raise ValueError(f"figures: strategy {name!r} has {arr.size} picks but {sc.size} scores")
+            text = tuple(f"{name} pick {j + 1}, score {v:.3g}" for j, v in enumerate(sc))
+        out.append(Overlay(f"{name} next", arr, STRATEGY_SYMBOLS[i % len(STRATEGY_SYMBOLS)],
+                           palette[i % len(palette)], 12, text))
     return out
 
 

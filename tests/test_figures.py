@@ -160,3 +160,15 @@ def test_coverage_and_greedy_figures():
     g = figures.greedy_trace_figure(tr, upto=2)
     assert list(g.data[0].customdata) == [4, 2]
     np.testing.assert_allclose(g.data[0].y, [11, 2])
+
+
+def test_strategy_overlays(pool):
+    t, s, labeled, y, ids = pool
+    ovs = figures.strategy_overlays({"pcoreset": [1, 2], "random": [3, 4, 50]}, scores={"pcoreset": [0.5, 0.25]})
+    assert [o.name for o in ovs] == ["pcoreset next", "random next"]
+    assert ovs[0].symbol != ovs[1].symbol and ovs[0].text[1] == "pcoreset pick 2, score 0.25"
+    fig = figures.scatter_pair(projection.pca_layout(t), None, CLASSES, labeled=labeled, y=y, overlays=ovs)
+    drawn = {tr.name: list(tr.customdata) for tr in fig.data if tr.meta["role"] == "overlay"}
+    assert drawn == {"pcoreset next": [1, 2], "random next": [3, 4, 50]}
+    with pytest.raises(ValueError, match="2 picks but 1 scores"):
+        figures.strategy_overlays({"entropy": [1, 2]}, scores={"entropy": [0.1]})
