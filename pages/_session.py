@@ -222,3 +222,47 @@ def show_project_error(exc: BaseException) -> None:
     """Show why the project could not be opened, with a pointer to the Project page."""
     st.error(f"Cannot open the project: {exc}")
     st.info("Choose or create a project on the **Project** page.")
+
+
+@st.cache_resource(show_spinner=False)
+def _locks() -> dict[str, threading.Lock]:
+    return {}
+
+
+def batch_lock(folder: str) -> threading.Lock:
+    """A lock per project folder, shared by all sessions of this server process.
+
+    Held while a new query batch is selected, so two sessions finishing the same
+    batch select one new batch, not two.
+    """
+    locks = _locks()
+    with _OPEN_LOCK:
+        return locks.setdefault(folder, threading.Lock())
+
+
+def strategy_score_label(name: str) -> str:
+    """What a strategy's per-pick score means (e.g. "distance to nearest labeled"), or "score"."""
+    try:
+        from activekd_core.selection import STRATEGIES
+
+        return str(getattr(STRATEGIES[name], "score_label", "") or "score")
+    except (ImportError, KeyError):
+        return "score"
+
+
+@st.cache_data(show_spinner="Computing the teacher's suggestions...", max_entries=64)
+def _teacher_top(_project: Project, folder: str, batch_key: str, ids: tuple[str, ...]) -> dict[str, tuple[str, float]]:
+    probs = _project.teacher_probs()
+    row_of = _project.row_of()
+    classes = _project.classes
+    out = {}
+    for image_id in ids:
+        row = probs[row_of[image_id]]
+        k = int(row.argmax())
+        out[image_id] = (classes[k], float(row[k]))
+    return out
+
+
+def teacher_suggestions(project: Project, batch_key: str, ids: tuple[str, ...]) -> dict[str, tuple[str, float]]:
+    """Image id -> (teacher's top class, its probability), computed once per batch and cached."""
+    return _teacher_top(project, str(project.folder), batch_key, ids)

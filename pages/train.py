@@ -1,0 +1,180 @@
+"""Train page: retrain the student in the background, watch it, read the round history.
+
+Training runs as a job of :mod:`activekd_core.jobs` (a worker process by default that
+never calls Streamlit); this page only starts it, polls its row in the project database
+with a fragment that reruns every second while it runs, and can cancel it. At most one
+training job runs per project (the jobs table enforces it), so "Retrain" clicked in two
+sessions starts one round. A failed or cancelled round leaves the labels and the
+previous model untouched (see :meth:`activekd_core.project.Project.retrain`); its error
+is shown here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import streamlit as st
+
+from activekd_core.jobs import JobBusy
+from activekd_core.project import Project, ProjectError
+from pages._session import current_project, show_project_error
+
+POLL_SECONDS = 1.0
+K_NOTICE = "trn_notice"
+
+
+def _use_process() -> bool:
+    """Worker process (default) or a thread (``ACTIVEKD_TRAIN_IN_THREAD=1``, e.g. tests)."""
+    return os.environ.get("ACTIVEKD_TRAIN_IN_THREAD", "").strip() not in ("1", "true", "yes")
+
+
+def _start(project: Project) -> None:
+    try:
+        job_id = project.start_retrain(process=_use_process())
+        st.session_state[K_NOTICE] = ("info", f"Training started (job {job_id}).")
+    except JobBusy as exc:
+        st.session_state[K_NOTICE] = ("warning", f"Already training: {exc}")
+    except Exception as exc:
+        st.session_state[K_NOTICE] = ("error", f"Could not start training: {exc}")
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(round(s))
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _device_guess() -> str:
+    """The device the next round will use (the training config's ``auto`` choice)."""
+    try:
+        from activekd_core.devices import device_name, pick_device
+
+        return device_name(pick_device("auto"))
+    except Exception as exc:  # torch missing or broken: say so instead of failing the page
+        return f"unknown ({exc})"
+
+
+@st.cache_data(show_spinner=False)
+def _cached_device() -> str:
+    return _device_guess()
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _live(folder: str) -> None:
+    """Progress of the running (or latest) training job, redrawn every second."""
+    project = current_project()
+    jobs = project.jobs()
+    running = jobs.running("train")
+    latest = running or jobs.latest("train")
+    if running is not None:
+        st.progress(running.fraction, text=running.message or "starting...")
+        a, b, c = st.columns(3)
+        a.metric("Step", f"{running.step}/{running.total}" if running.total else "—")
+        b.metric("Elapsed", _fmt_seconds(running.elapsed))
+        c.metric("ETA", _fmt_seconds(running.eta))
+        if running.cancel_requested:
+            st.info("Cancel requested: stopping at the next step...")
+        elif st.button("Cancel training", key="trn_cancel", icon=":material/stop:"):
+            jobs.cancel(running.id)
+            st.rerun(scope="fragment")
+        st.session_state["trn_was_running"] = True
+        return
+    if st.session_state.pop("trn_was_running", False):
+        st.rerun()  # the job ended: redraw the whole page (history, buttons)
+    if latest is None:
+        st.caption("No training run yet.")
+        return
+    if latest.state == "done":
+        result = latest.result or {}
+        st.success(f"Last run (job {latest.id}) finished in {_fmt_seconds(latest.elapsed)}: "
+                   f"round {result.get('round', '?')} is the active model.")
+    elif latest.state in ("failed", "cancelled", "interrupted"):
+        st.error(f"Last run (job {latest.id}) {latest.state}: {latest.error or 'no message'}. "
+                 "Labels and the previous model are unchanged.")
+
+
+def _history(project: Project) -> None:
+    rounds = project.store.rounds()
+    if not rounds:
+        st.caption("No rounds yet: label a few images, then retrain.")
+        return
+    audit = {}
+    if project.store.audit_ids():
+        try:
+            for score in project.audit_report():
+                audit[(score.model, score.round)] = score.text()
+        except Exception as exc:
+            st.warning(f"Audit accuracy unavailable: {exc}")
+    rows = []
+    for r in rounds:
+        m = r.metrics or {}
+        rows.append({
+            "round": r.id,
+            "status": r.status,
+            "labels": r.n_labeled,
+            "strategy": r.strategy,
+            "space": r.space,
+            "training time": _fmt_seconds(m.get("train_seconds") or m.get("seconds") or m.get("time")),
+            "device": m.get("device_name") or m.get("device", ""),
+            "final loss": m.get("final_loss", m.get("loss")),
+            "student audit acc": audit.get(("student", r.id), "—"),
+            "teacher audit acc": audit.get(("teacher", 0), "—"),
+            "started": r.started,
+            "error": r.error or "",
+        })
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def _audit_controls(project: Project) -> None:
+    ids = project.store.audit_ids()
+    if ids:
+        done, total = project.audit_progress()
+        st.caption(f"Audit set: {done}/{total} labeled (label it on the Label page, 'audit set'). "
+                   "Audit images are never used for training or selection.")
+        return
+    from activekd_core.audit import default_audit_size
+
+    default = default_audit_size(len(project.pool()), len(project.classes))
+    with st.form("trn_audit"):
+        st.write("No audit set yet. An audit set is a random sample you label only to measure accuracy.")
+        size = st.number_input("Audit set size", min_value=1, max_value=max(1, len(project.pool())), value=default)
+        if st.form_submit_button("Create audit set"):
+            try:
+                made = project.create_audit_set(int(size))
+                st.session_state[K_NOTICE] = ("info", f"Audit set of {len(made)} images created.")
+                st.rerun()
+            except ProjectError as exc:
+                st.error(str(exc))
+
+
+def main() -> None:
+    """Draw the Train page."""
+    st.title("Train")
+    try:
+        project = current_project()
+    except Exception as exc:
+        show_project_error(exc)
+        return
+    note = st.session_state.pop(K_NOTICE, None)
+    if note:
+        getattr(st, note[0])(note[1])
+    labeled, _ = project.training_labels()
+    running = project.jobs().running("train")
+    cfg = project.config
+    st.caption(f"Student **{cfg.get('student_arch')}** · strategy **{project.strategy}** · "
+               f"{labeled.size} training labels · device: **{_cached_device()}**")
+    st.button("Retrain student", key="trn_start", type="primary", icon=":material/model_training:",
+              disabled=running is not None or labeled.size == 0, on_click=_start, args=(project,),
+              help="Train a fresh student on every current label (audit set excluded) in the background.")
+    if labeled.size == 0:
+        st.info("Label at least one image (outside the audit set) before training.")
+    _live(str(project.folder))
+    st.subheader("Rounds")
+    _history(project)
+    st.subheader("Audit set")
+    _audit_controls(project)
+
+
+main()
