@@ -333,4 +333,5 @@ def _counts(project: Project) -> None:
                + (f", audit set {counts['audit']}" if counts["audit"] else ""))
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs pages as __main__; tests may import them
+    main()

@@ -329,4 +329,5 @@ def main() -> None:
         _export_section(project)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs pages as __main__; tests may import them
+    main()

@@ -177,4 +177,5 @@ def main() -> None:
     _audit_controls(project)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs pages as __main__; tests may import them
+    main()

@@ -1,0 +1,272 @@
+"""Page wiring with streamlit.testing.v1.AppTest on a small textile demo project.
+
+Each test gets its own ``ACTIVEKD_HOME`` (a temp folder) and a demo with 4 images per
+class (12 images, batches of 10). The database is checked through a separate
+connection (:class:`activekd_core.store.Store`), i.e. what was committed, not what a
+page shows.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from browser_support import ensure_selection  # noqa: E402
+
+ensure_selection()
+
+import streamlit as st  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from activekd_core.paths import PathOutsideRoot  # noqa: E402
+from activekd_core.project import Project, open_demo  # noqa: E402
+from activekd_core.store import Store  # noqa: E402
+
+APP = str(ROOT / "app.py")
+TRAIN_FAST = {"steps": 4, "batch_labeled": 8, "batch_unlabeled": 8, "image_size": 16, "augment": False}
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    """A fresh ACTIVEKD_HOME holding a prepared 12-image textile demo with fast training."""
+    monkeypatch.setenv("ACTIVEKD_HOME", str(tmp_path))
+    monkeypatch.setenv("ACTIVEKD_DEMO_PER_CLASS", "4")
+    monkeypatch.setenv("ACTIVEKD_TRAIN_IN_THREAD", "1")
+    monkeypatch.delenv("ACTIVEKD_PROJECT", raising=False)
+    monkeypatch.delenv("ACTIVEKD_ANNOTATOR", raising=False)
+    with open_demo("textile", base_dir=tmp_path, per_class=4) as project:
+        project.update_config(train=TRAIN_FAST)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path
+    st.cache_resource.clear()  # closes nothing; the next test uses another folder
+
+
+def _db(home: Path) -> Store:
+    return Store.open(home / "projects" / "textile" / "project.db")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def _card_ids(at: AppTest) -> list[str]:
+    """Image ids shown in the grid, in order (from the cards' captions)."""
+    return [c.value.split("`")[1] for c in at.caption if c.value.startswith("`")]
+
+
+def _batch_key(at: AppTest) -> str:
+    keys = [b.key for b in at.button if b.key and b.key.startswith("lbl_batch-")]
+    return keys[0].rsplit("_", 2)[0]
+
+
+def test_label_page_renders_the_open_batch(home):
+    at = _app()
+    with _db(home) as db:
+        batch = db.open_batch_current()
+        classes = db.class_names()
+    assert batch is not None and len(batch.items) == 10
+    assert _card_ids(at) == [it.image_id for it in batch.items]
+    assert any("0/10 done" in (p.proto.text or "") for p in at.get("progress"))
+    # one class button per class and card, plus the keyboard bar with shortcuts
+    key = _batch_key(at)
+    assert [at.button(key=f"{key}_0_c{k}").label for k in range(3)] == classes
+    assert at.button(key="lbl_key_c0").proto.shortcut == "1"
+    assert at.button(key="lbl_key_undo").proto.shortcut.lower() == "z"
+
+
+def test_click_records_exactly_that_label_then_undo(home):
+    at = _app()
+    ids = _card_ids(at)
+    key = _batch_key(at)
+    at.button(key=f"{key}_3_c2").click().run()
+    assert not at.exception
+    with _db(home) as db:
+        classes = db.class_names()
+        assert db.current_labels() == {ids[3]: classes[2]}
+        ev = db.current()[ids[3]]
+        assert ev.annotator == "expert" and ev.session  # the session id is recorded
+    assert any(f"labeled **{classes[2]}**" in c.value for c in at.caption)
+    assert any("1/10 done" in (p.proto.text or "") for p in at.get("progress"))
+
+    at.button(key=f"{key}_5_skip").click().run()
+    at.button(key=f"{key}_6_unsure").click().run()
+    with _db(home) as db:
+        assert {i: e.event for i, e in db.current().items()} == {ids[3]: "label", ids[5]: "skip", ids[6]: "unsure"}
+
+    at.button(key="lbl_key_undo").click().run()  # undoes the latest event: unsure on #7
+    at.button(key="lbl_key_undo").click().run()  # then the skip on #6
+    with _db(home) as db:
+        assert {i: e.event for i, e in db.current().items()} == {ids[3]: "label"}
+        kinds = [e.event for e in db.events()]
+        assert kinds == ["label", "skip", "unsure", "undo", "undo"]  # history is append-only
+
+
+def test_keyboard_bar_labels_the_focused_image_and_moves_focus(home):
+    at = _app()
+    ids = _card_ids(at)
+    with _db(home) as db:
+        classes = db.class_names()
+    at.button(key="lbl_key_c1").click().run()  # focus starts on #1
+    at.button(key="lbl_key_next").click().run()  # focus had advanced to #2; now #3
+    at.button(key="lbl_key_c0").click().run()
+    at.button(key="lbl_key_k").click().run()  # back to #3 (focus advanced to #4 after the label)
+    at.button(key="lbl_key_skip").click().run()  # replaces #3's label by a skip
+    with _db(home) as db:
+        assert db.current_labels() == {ids[0]: classes[1]}
+        assert {i: e.event for i, e in db.current().items()} == {ids[0]: "label", ids[2]: "skip"}
+        assert [(e.image_id, e.event) for e in db.events()] == [(ids[0], "label"), (ids[2], "label"), (ids[2], "skip")]
+
+
+def test_completing_a_batch_selects_the_next_one(home):
+    at = _app()
+    first = _card_ids(at)
+    key = _batch_key(at)
+    for pos in range(10):
+        at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
+        assert not at.exception, [e.message for e in at.exception]
+    second = _card_ids(at)
+    assert len(second) == 2 and not set(second) & set(first)
+    with _db(home) as db:
+        assert len(db.current_labels()) == 10
+        assert len(db.batches()) == 2 and db.open_batch_current().id == 2
+
+
+def test_focus_mode_and_teacher_toggle(home):
+    at = _app()
+    ids = _card_ids(at)
+    key = _batch_key(at)
+    at.button(key=f"{key}_1_c0").click().run()
+    at.toggle(key="lbl_show_teacher").set_value(True).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert sum("Teacher suggests" in c.value for c in at.caption) == 10
+    at.button(key=f"{key}_4_zoom").click().run()
+    assert not at.exception
+    assert any(c.value.startswith(f"`{ids[4]}` ·") and "px" in c.value for c in at.caption)
+    at.select_slider(key="lbl_zoom").set_value(2.0).run()
+    assert not at.exception
+    at.button(key="lbl_fm_back").click().run()
+    assert len(_card_ids(at)) == 10
+
+
+def test_two_sessions_label_the_same_image_last_write_wins(home):
+    a, b = _app(), _app()
+    ids = _card_ids(a)
+    assert _card_ids(b) == ids
+    key = _batch_key(a)
+    a.button(key=f"{key}_0_c0").click().run()
+    b.button(key=f"{key}_0_c2").click().run()
+    a.run()
+    with _db(home) as db:
+        classes = db.class_names()
+        events = [(e.image_id, e.class_name) for e in db.events()]
+        assert events == [(ids[0], classes[0]), (ids[0], classes[2])]
+        assert db.current_labels() == {ids[0]: classes[2]}
+    assert any(f"labeled **{classes[2]}**" in c.value for c in a.caption)  # visible to both
+
+
+def test_train_page_runs_a_round_and_a_second_start_is_refused(home):
+    at = _app()
+    key = _batch_key(at)
+    for pos in range(4):
+        at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("No rounds yet" in c.value for c in at.caption)
+    other = AppTest.from_file(APP, default_timeout=60).run()
+    other.switch_page("pages/train.py").run()
+    at.button(key="trn_start").click().run()
+    other.button(key="trn_start").click().run()  # the page was drawn before the first start
+    assert not at.exception and not other.exception
+    folder = home / "projects" / "textile"
+    with Project.open(folder) as project:
+        jobs = project.jobs().history("train")
+        assert len(jobs) == 1  # started twice, runs once
+        final = project.jobs().wait(jobs[0].id, timeout=120)
+        assert final.state == "done", final.error
+        assert [r.status for r in project.store.rounds()] == ["done"]
+    assert any("Already training" in w.value for w in other.warning)
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["status"]) == ["done"] and list(table["labels"]) == [4]
+    assert any("finished" in s.value for s in at.success)
+    # audit set: offered, then created
+    at.number_input[0].set_value(2)
+    submit = [b for b in at.button if b.label == "Create audit set"]
+    submit[0].click().run()
+    with _db(home) as db:
+        assert len(db.audit_ids()) == 2
+
+
+def test_failed_round_shows_the_error_and_keeps_labels(home, monkeypatch):
+    at = _app()
+    key = _batch_key(at)
+    at.button(key=f"{key}_0_c0").click().run()
+    with Project.open(home / "projects" / "textile") as project:
+        project.update_config(train={**TRAIN_FAST, "arch": "no_such_arch"})
+    st.cache_resource.clear()
+    at.switch_page("pages/train.py").run()
+    at.button(key="trn_start").click().run()
+    with Project.open(home / "projects" / "textile") as project:
+        job = project.jobs().history("train")[0]
+        final = project.jobs().wait(job.id, timeout=60)
+        assert final.state == "failed"
+        assert project.active_round() is None
+    at.run()
+    assert any("failed" in e.value and "unchanged" in e.value for e in at.error)
+    with _db(home) as db:
+        assert len(db.current_labels()) == 1
+
+
+def test_project_page_validates_and_switches_to_digits(home, tmp_path):
+    at = _app()
+    at.switch_page("pages/project.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    at.text_input(key="prj_new_images").input(str(tmp_path / "missing")).run()
+    assert any("Image folder not found" in e.value for e in at.error)
+    at.text_input(key="prj_new_folder").input(str(tmp_path / "newproj")).run()
+    at.button(key="prj_create").click().run()
+    errors = " ".join(e.value for e in at.error)
+    assert "Not created" in errors and "no classes given" in errors
+    assert not (tmp_path / "newproj").exists()  # nothing written
+    # the demo switch: one click
+    at.button(key="prj_demo_digits").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert (home / "projects" / "digits" / "project.db").is_file()
+    at.switch_page("pages/label.py").run()
+    assert not at.exception
+    assert at.button(key="lbl_key_c9").proto.shortcut == "0"  # ten classes: 1..9 and 0
+
+
+def test_class_table_rules():
+    sys.modules.pop("pages.project", None)
+    from pages.project import class_table_problems
+
+    ok, problems = class_table_problems(pd.DataFrame({"name": ["a", "b", None], "prompt": ["x", "", None]}))
+    assert ok == [("a", "x"), ("b", "")] and problems == []
+    _, problems = class_table_problems(pd.DataFrame({"name": ["scratch", "Scratch"], "prompt": ["", ""]}))
+    assert any("duplicate" in p for p in problems)
+    _, problems = class_table_problems(pd.DataFrame({"name": ["a", " ", "b"], "prompt": ["", "a hole", ""]}))
+    assert any("blank" in p and "row 2" in p for p in problems)
+
+
+def test_images_are_served_only_from_inside_the_root(home):
+    from pages._session import image_path, thumbnail
+
+    with Project.open(home / "projects" / "textile") as project:
+        some = project.pool().ids[0]
+        assert image_path(project, some).is_file()
+        assert thumbnail(project, some, 64)[:8] == b"\x89PNG\r\n\x1a\n"
+        for bad in ("../projects/textile/project.db", "/etc/passwd", "x/../../y"):
+            with pytest.raises(PathOutsideRoot):
+                image_path(project, bad)
