@@ -1,0 +1,458 @@
+"""Explore: the teacher's and the student's probability spaces, side by side.
+
+What the page shows (all numbers come from :mod:`activekd_core`; this script only wires
+widgets to it):
+
+* 2-D layouts (UMAP or PCA, :mod:`activekd_core.projection`) of the teacher's probability
+  vectors and of the latest student's, over the whole pool, with the same encodings in both
+  (:mod:`activekd_core.figures`): colour by human label (unlabeled grey) or by predicted
+  class, open circles for images picked in each round, open diamonds for the current query.
+  UMAP runs in a warm background worker (``LayoutJob``) and is cached on disk; PCA is shown
+  at once while it computes, and a small fragment polls until the layout is ready.
+* For 3 classes, the probability simplex itself (ternary plot) for teacher and student.
+* A selection demo: the next batch each strategy would pick, and PCoreSet's greedy picks
+  one at a time with each pick's distance to the nearest labeled/already-picked point.
+* Box/lasso/click selection on any plot: the selected images as a grid, which can be sent
+  to the labeling queue.
+* Coverage per round: mean/max distance from pool images to their nearest labeled image in
+  teacher and student probability space (:mod:`activekd_core.coverage`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from activekd_core import coverage as cov
+from activekd_core import figures as figs
+from activekd_core import projection as pj
+from activekd_core.project import Project, ProjectError
+from pages._session import current_project, show_project_error, thumbnail
+
+MAX_GRID = 60  # most images shown in the selection grid
+DEMO_STRATEGIES = ("pcoreset", "entropy", "random", "coreset")
+KEY_PREFIX = "exp_"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the project (no computation beyond indexing)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PoolState:
+    """Everything the page draws, as arrays in pool row order.
+
+    Attributes:
+        ids: Image id per pool row.
+        classes: Class names (column order of every probability matrix).
+        teacher: ``(N, C)`` teacher probabilities.
+        student: ``(N, C)`` probabilities of the active student, or None before round 1.
+        student_round: Id of the active round, or None.
+        student_features: The active student's pooled features (CoreSet's space), or None.
+        human_rows: Pool rows with a human label (audit images included).
+        human_y: Class index per ``human_rows``.
+        seed_rows: Labeled rows that seed selection (audit excluded).
+        candidates: Rows a strategy may pick (no state, not in the audit set).
+        picked_rounds: Model round -> rows picked in a batch of that round and labeled since.
+        query: Rows of the open query batch.
+        rounds: Ids of finished rounds in order, with their student probabilities.
+        label_round: Per seed row, the model round active when it was labeled.
+    """
+
+    ids: list[str]
+    classes: list[str]
+    teacher: np.ndarray
+    student: np.ndarray | None
+    student_round: int | None
+    student_features: np.ndarray | None
+    human_rows: np.ndarray
+    human_y: np.ndarray
+    seed_rows: np.ndarray
+    candidates: np.ndarray
+    picked_rounds: dict[int, np.ndarray]
+    query: np.ndarray
+    rounds: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    label_round: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def n(self) -> int:
+        """Pool size."""
+        return len(self.ids)
+
+    def human_names(self) -> list[str]:
+        """Human label name per pool row (``"unlabeled"`` where none)."""
+        names = [figs.UNLABELED] * self.n
+        for r, c in zip(self.human_rows, self.human_y):
+            names[int(r)] = self.classes[int(c)]
+        return names
+
+
+def read_pool_state(project: Project) -> PoolState:
+    """Collect the arrays the page needs from the project (teacher probs come from its cache)."""
+    ids = project.pool().ids
+    row_of = project.row_of()
+    classes = project.classes
+    cls_index = {c: i for i, c in enumerate(classes)}
+    current = project.store.current()
+    audit = set(project.store.audit_ids())
+    human = sorted((row_of[i], cls_index[e.class_name]) for i, e in current.items()
+                   if e.event == "label" and e.class_name in cls_index and i in row_of)
+    human_rows = np.asarray([h[0] for h in human], dtype=np.int64)
+    human_y = np.asarray([h[1] for h in human], dtype=np.int64)
+    seed_rows, candidates = project.candidate_rows()
+    label_round = np.asarray([int(current[ids[r]].round or 0) for r in seed_rows], dtype=np.int64)
+
+    teacher = np.asarray(project.teacher_probs(), dtype=np.float32)
+    active = project.active_round()
+    student = feats = None
+    rounds: list[tuple[int, np.ndarray]] = []
+    for rec in project.store.rounds():
+        if rec.status != "done":
+            continue
+        try:
+            probs, f = project.student_outputs(rec.id)
+        except ProjectError:
+            continue
+        rounds.append((rec.id, np.asarray(probs, dtype=np.float32)))
+        if active is not None and rec.id == active.id:
+            student, feats = np.asarray(probs, dtype=np.float32), f
+    open_batch = project.store.open_batch_current()
+    query = np.asarray([row_of[it.image_id] for it in open_batch.items if it.image_id in row_of]
+                       if open_batch else [], dtype=np.int64)
+    picked: dict[int, list[int]] = {}
+    for batch in project.store.batches():
+        if open_batch is not None and batch.id == open_batch.id:
+            continue
+        for it in batch.items:
+            ev = current.get(it.image_id)
+            if ev is not None and ev.event == "label" and it.image_id in row_of:
+                picked.setdefault(int(batch.round), []).append(row_of[it.image_id])
+    return PoolState(
+        ids=ids, classes=classes, teacher=teacher, student=student,
+        student_round=active.id if (active is not None and student is not None) else None,
+        student_features=feats, human_rows=human_rows, human_y=human_y, seed_rows=seed_rows,
+        candidates=candidates,
+        picked_rounds={r: np.unique(np.asarray(v, dtype=np.int64)) for r, v in sorted(picked.items())},
+        query=query, rounds=rounds, label_round=label_round,
+    )
+
+
+def preview_batch(project: Project, state: PoolState, strategy: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch ``strategy`` would pick next, without storing it (pool rows, scores).
+
+    Runs :func:`activekd_core.selection.select` on the same arrays and the same
+    labeled/candidate split as :meth:`Project.next_batch` (the selection space of the
+    active student, or the teacher before any student).
+    """
+    from activekd_core.selection import STRATEGIES, select
+
+    needs = set(STRATEGIES[strategy].needs)
+    _, probs, feats, _ = project.selection_space(needs)
+    subset = np.sort(np.concatenate([state.seed_rows, state.candidates]))
+    pos = np.searchsorted(subset, state.seed_rows)
+    k = min(int(k), int(state.candidates.size))
+    sel = select(strategy, probs=None if probs is None else probs[subset],
+                 features=None if feats is None else feats[subset], labeled=pos, k=k,
+                 rng=np.random.default_rng(0))
+    rows = subset[np.asarray(sel.indices, dtype=np.int64)]
+    scores = np.asarray(sel.scores if sel.scores is not None else np.full(rows.size, np.nan), dtype=np.float64)
+    return rows, scores
+
+
+def selection_space_probs(state: PoolState) -> tuple[str, np.ndarray]:
+    """PCoreSet's space: the active student's probabilities, or the teacher's before round 1."""
+    if state.student is not None:
+        return f"student (round {state.student_round})", state.student
+    return "teacher", state.teacher
+
+
+def greedy_steps(state: PoolState, k: int) -> cov.GreedyTrace:
+    """PCoreSet's greedy picks over the candidate pool (labeled rows seed it), in pool rows."""
+    _, points = selection_space_probs(state)
+    subset = np.sort(np.concatenate([state.seed_rows, state.candidates]))
+    pos = np.searchsorted(subset, state.seed_rows)
+    trace = cov.greedy_trace(points[subset], pos, k)
+    trace.indices = subset[trace.indices]
+    return trace
+
+
+def coverage_inputs(state: PoolState) -> tuple[list[np.ndarray], dict[str, Any], list[str]]:
+    """Labeled rows and spaces per round for :func:`coverage.coverage_curve`.
+
+    Round 0 is the teacher-only phase; round ``r`` uses the labels made while model ``r``
+    (or an earlier one) was active, i.e. the picks that model's queries produced.
+    """
+    round_ids = [0] + [rid for rid, _ in state.rounds]
+    labeled = [state.seed_rows[state.label_round <= rid] for rid in round_ids]
+    student = [None] + [p for _, p in state.rounds]
+    names = ["teacher only"] + [f"round {rid}" for rid in round_ids[1:]]
+    spaces: dict[str, Any] = {"teacher": state.teacher}
+    if state.rounds:
+        spaces["student"] = student
+    keep = [i for i, lab in enumerate(labeled) if lab.size > 0]
+    return [labeled[i] for i in keep], {k: (v if isinstance(v, np.ndarray) else [v[i] for i in keep])
+                                         for k, v in spaces.items()}, [names[i] for i in keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts (UMAP in a warm background worker)
+# ---------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def layout_job(cache_dir: str) -> pj.LayoutJob:
+    """One warm UMAP worker per project layout cache, shared by every session of the server."""
+    return pj.LayoutJob(cache_dir, warm_metrics=("euclidean",), threads=1, start=True)
+
+
+def get_layouts(project: Project, state: PoolState, params: pj.LayoutParams) -> tuple[pj.Layout, pj.Layout | None]:
+    """Teacher and student layouts: at once for PCA; cached or pending (PCA stand-in) for UMAP."""
+    if params.method == "pca":
+        t = pj.compute_layout(state.teacher, params)
+        s = pj.compute_layout(state.student, params) if state.student is not None else None
+        return t, s
+    job = layout_job(str(project.path("cache", "layouts")))
+    s = None
+    if state.student is not None:
+        s = job.cache.load(pj.layout_key(state.student, params))
+        if s is None and len(state.rounds) >= 2:
+            # Place the new student on last round's map right away (fast, faithfulness shown),
+            # while the refit below computes; only possible while the worker holds that fit.
+            prev = job.cache.load(pj.layout_key(state.rounds[-2][1], params))
+            if prev is not None and prev.method_used == "umap":
+                tr = job.request_transform(state.student, prev, group="student-transform")
+                if not tr.pending:
+                    s = tr
+    t = job.request(state.teacher, params, group="teacher")
+    if state.student is not None:
+        fit = job.request(state.student, params, group="student")
+        if s is None or not fit.pending:
+            s = fit
+    return t, s
+
+
+def poll_layouts(cache_dir: str, keys: tuple[str, ...]) -> None:
+    """Rerun the page once every pending layout is on disk (or failed); runs every 2 s."""
+    job = layout_job(cache_dir)
+    waiting = []
+    for key in keys:
+        if job.cache.load(key) is not None:
+            continue
+        st_ = job.status(key)
+        if st_ is not None and st_.state in ("failed", "superseded"):
+            continue
+        waiting.append(st_)
+    if not waiting:
+        st.rerun()
+    elapsed = max((w.elapsed() for w in waiting if w is not None), default=0.0)
+    warm = "" if job.is_warm else " (the worker compiles UMAP once per server start: about a minute)"
+    st.info(f"UMAP computing... {elapsed:.0f} s{warm}. PCA is shown meanwhile; the page updates by itself.",
+            icon=":material/hourglass_top:")
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------------
+
+
+def _controls(n_classes: int) -> dict[str, Any]:
+    with st.expander("View settings", expanded=True):
+        c1, c2, c3, c4 = st.columns(4)
+        method = c1.radio("Layout", ["UMAP", "PCA"], key=KEY_PREFIX + "method", horizontal=True,
+                          help="PCA is instant; UMAP is computed in the background and cached on disk.")
+        metric = c1.selectbox("Metric", ["euclidean", "hellinger"], key=KEY_PREFIX + "metric",
+                              help="Hellinger is the natural distance between probability vectors.")
+        n_neighbors = c2.slider("UMAP n_neighbors", 2, 100, 15, key=KEY_PREFIX + "nn", disabled=method == "PCA")
+        min_dist = c2.slider("UMAP min_dist", 0.0, 0.99, 0.1, 0.01, key=KEY_PREFIX + "md", disabled=method == "PCA")
+        color_by = c3.radio("Colour by", ["human label", "teacher prediction", "student prediction"],
+                            key=KEY_PREFIX + "color")
+        max_points = c4.number_input("Max points drawn", 500, 100_000, 5000, 500, key=KEY_PREFIX + "maxpts",
+                                     help="Larger pools are subsampled for drawing (labeled and picked "
+                                          "images are always drawn); layouts use every image.")
+        ternary = c4.checkbox("Ternary simplex", value=n_classes == 3, disabled=n_classes != 3,
+                              key=KEY_PREFIX + "ternary", help="Only for exactly 3 classes.")
+    return {
+        "params": pj.LayoutParams(method="umap" if method == "UMAP" else "pca", metric=metric,
+                                  n_neighbors=int(n_neighbors), min_dist=float(min_dist)),
+        "color_by": {"human label": "human", "teacher prediction": "teacher",
+                     "student prediction": "student"}[color_by],
+        "max_points": int(max_points),
+        "ternary": bool(ternary) and n_classes == 3,
+    }
+
+
+def _demo_controls(project: Project, state: PoolState) -> tuple[list[figs.Overlay], cov.GreedyTrace | None, int]:
+    """Selection demo widgets; returns overlays for the plots, the greedy trace and the step."""
+    overlays: list[figs.Overlay] = []
+    with st.expander("Selection demo: what each strategy would pick next", expanded=False):
+        try:
+            from activekd_core.selection import STRATEGIES
+        except ImportError:
+            st.warning("The selection strategies (activekd_core.selection) are not installed in this build.")
+            return overlays, None, 0
+        available = [s for s in DEMO_STRATEGIES if s in STRATEGIES]
+        if state.candidates.size == 0:
+            st.info("No unlabeled image left to pick.")
+            return overlays, None, 0
+        c1, c2 = st.columns([3, 1])
+        chosen = c1.multiselect("Overlay the next batch of", available, default=[], key=KEY_PREFIX + "demo_strats")
+        k = int(c2.number_input("Batch size", 1, max(1, int(state.candidates.size)),
+                                min(project.batch_size, int(state.candidates.size)), key=KEY_PREFIX + "demo_k"))
+        picks: dict[str, np.ndarray] = {}
+        scores: dict[str, np.ndarray] = {}
+        for name in chosen:
+            try:
+                picks[name], scores[name] = preview_batch(project, state, name, k)
+            except Exception as exc:  # a strategy that cannot run here (e.g. no features yet)
+                st.warning(f"{name}: {type(exc).__name__}: {exc}")
+        overlays.extend(figs.strategy_overlays(picks, scores))
+        trace = None
+        step = 0
+        if state.seed_rows.size == 0:
+            st.caption("Step-through needs at least one labeled image (PCoreSet seeds from the labeled set).")
+        elif st.checkbox("Step through PCoreSet's greedy picks", key=KEY_PREFIX + "demo_steps"):
+            space, _ = selection_space_probs(state)
+            trace = greedy_steps(state, k)
+            if trace.indices.size:
+                step = st.slider("Pick", 1, int(trace.indices.size), 1, key=KEY_PREFIX + "demo_step")
+                st.caption(f"Space: {space} probabilities. Each pick is the image farthest (L2) from every "
+                           "labeled and already-picked image; its distance is the bar height.")
+                upto = trace.indices[:step]
+                overlays.append(figs.Overlay(
+                    "PCoreSet picks so far", upto[:-1], "star-open", "#9467bd", 14,
+                    tuple(f"step {i + 1}: distance {d:.3f}" for i, d in enumerate(trace.distances[:step - 1]))))
+                overlays.append(figs.Overlay(
+                    f"PCoreSet pick {step}", upto[-1:], "star", "#d62728", 18,
+                    (f"step {step}: distance {trace.distances[step - 1]:.3f}",)))
+    return overlays, trace, step
+
+
+def _image_grid(project: Project, state: PoolState, rows: np.ndarray, *, key: str) -> None:
+    """Selected images as a grid, and a button that sends the unlabeled ones to the labeling queue."""
+    human = state.human_names()
+    t_top = state.teacher.argmax(axis=1)
+    s_top = state.student.argmax(axis=1) if state.student is not None else None
+    shown = rows[:MAX_GRID]
+    st.markdown(f"**{rows.size} image(s) selected**" + (f" (first {MAX_GRID} shown)" if rows.size > MAX_GRID else ""))
+    cols = st.columns(6)
+    for j, r in enumerate(shown):
+        r = int(r)
+        cap = [state.ids[r], f"human: {human[r]}", f"teacher: {state.classes[int(t_top[r])]} {state.teacher[r].max():.2f}"]
+        if s_top is not None:
+            cap.append(f"student: {state.classes[int(s_top[r])]} {state.student[r].max():.2f}")  # type: ignore[index]
+        with cols[j % 6]:
+            try:
+                st.image(thumbnail(project, state.ids[r], 160), caption=" · ".join(cap))
+            except Exception as exc:  # a file removed since the scan: say so, keep the grid
+                st.warning(f"{state.ids[r]}: {exc}")
+    queueable = np.intersect1d(rows, state.candidates)
+    if queueable.size == 0:
+        st.caption("None of the selected images can be queued (all are labeled, skipped, unsure or audit images).")
+        return
+    if st.button(f"Send {queueable.size} unlabeled image(s) to the labeling queue", key=key,
+                 help="Replaces the open query batch; the Label page shows these images next."):
+        active = project.active_round()
+        project.store.open_batch(active.id if active else 0, "manual", "explore selection",
+                                 [(state.ids[int(r)], None) for r in queueable])
+        st.success(f"Queued {queueable.size} image(s); open the Label page to label them.")
+
+
+def render(project: Project) -> None:
+    """Draw the Explore page for ``project``."""
+    st.title("Explore the probability spaces")
+    with st.spinner("Reading teacher and student predictions..."):
+        state = read_pool_state(project)
+    if state.n == 0:
+        st.info("The project has no images.")
+        return
+    opts = _controls(len(state.classes))
+    if opts["color_by"] == "student" and state.student is None:
+        st.caption("No student yet (train a round first): colouring by human label.")
+        opts["color_by"] = "human"
+    if float(np.ptp(state.teacher, axis=0).max()) < 1e-6:
+        st.warning("The teacher gives every image the same probabilities (e.g. the offline stand-in before "
+                   "any label): its map is a single point until it has labels.")
+
+    overlays, trace, step = _demo_controls(project, state)
+
+    params: pj.LayoutParams = opts["params"]
+    t0 = time.perf_counter()
+    t_layout, s_layout = get_layouts(project, state, params)
+    layout_s = time.perf_counter() - t0
+    pending = [lay.key for lay in (t_layout, s_layout) if lay is not None and lay.pending]
+    if pending:
+        cache_dir = str(project.path("cache", "layouts"))
+        st.fragment(run_every=2)(poll_layouts)(cache_dir, tuple(pending))
+    for name, lay in (("Teacher", t_layout), ("Student", s_layout)):
+        if lay is not None and lay.note and not lay.pending:
+            st.caption(f"{name}: {lay.note}")
+
+    keep = np.unique(np.concatenate([state.human_rows, state.query, *state.picked_rounds.values(),
+                                     *[ov.indices for ov in overlays]]).astype(np.int64))
+    subset = pj.display_subset(state.n, opts["max_points"], keep=keep)
+    st.caption(f"{subset.caption()} · layouts ready in {layout_s:.2f} s"
+               + (" · **subsampled for display**" if subset.subsampled else ""))
+
+    def title(who: str, lay: pj.Layout | None) -> str:
+        if lay is None:
+            return f"{who}: no student yet"
+        how = "PCA (UMAP computing...)" if lay.pending else {"umap-transform": "UMAP (placed on last map)"}.get(
+            lay.method_used, lay.method_used.upper())
+        return f"{who} — {how}"
+
+    common = dict(color_by=opts["color_by"], labeled=state.human_rows, y=state.human_y,
+                  picked_rounds=state.picked_rounds, query=state.query, overlays=overlays, ids=state.ids,
+                  indices=subset.indices)
+    student_title = f"Student round {state.student_round}" if state.student_round else "Student"
+    fig = figs.scatter_pair(t_layout.coords, None if s_layout is None else s_layout.coords, state.classes,
+                            teacher_probs=state.teacher, student_probs=state.student,
+                            titles=(title("Teacher", t_layout), title(student_title, s_layout)), **common)
+    fig.update_layout(height=520)
+    ev = st.plotly_chart(fig, key=KEY_PREFIX + "scatter", on_select="rerun",
+                         selection_mode=("points", "box", "lasso"))
+    selected = [figs.selected_indices(ev)]
+    if opts["ternary"]:
+        st.subheader("The probability simplex (no projection)")
+        st.caption("Selection happens in this space: PCoreSet covers it with farthest-first picks.")
+        tfig = figs.ternary_pair(state.teacher, state.student, state.classes, **common)
+        tfig.update_layout(height=460)
+        tev = st.plotly_chart(tfig, key=KEY_PREFIX + "ternary_chart", on_select="rerun",
+                              selection_mode=("points", "box", "lasso"))
+        selected.append(figs.selected_indices(tev))
+
+    if trace is not None and step:
+        st.plotly_chart(figs.greedy_trace_figure(trace, upto=step), key=KEY_PREFIX + "greedy")
+        frame = trace.to_frame().head(step)
+        frame.insert(2, "image", [state.ids[int(i)] for i in frame["index"]])
+        st.dataframe(frame, hide_index=True, key=KEY_PREFIX + "greedy_table")
+
+    rows = np.unique(np.concatenate(selected)) if selected else np.zeros(0, dtype=np.int64)
+    st.subheader("Selected images")
+    if rows.size:
+        _image_grid(project, state, rows, key=KEY_PREFIX + "queue")
+    else:
+        st.caption("Click a point, or use box/lasso select on any plot above, to see the images here.")
+
+    st.subheader("Coverage per round")
+    labeled, spaces, names = coverage_inputs(state)
+    if not labeled:
+        st.caption("Coverage needs at least one labeled image (outside the audit set).")
+    else:
+        curve = cov.coverage_curve(labeled, spaces)
+        st.plotly_chart(figs.coverage_figure(curve), key=KEY_PREFIX + "coverage")
+        st.caption("Mean (solid) and max (dashed) L2 distance from every pool image to its nearest labeled "
+                   "image; PCoreSet drives the max down in the student's space. Rounds: " + ", ".join(names))
+
+
+try:
+    _project = current_project()
+except Exception as exc:  # no project open: the Project page fixes it
+    show_project_error(exc)
+else:
+    render(_project)

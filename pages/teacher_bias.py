@@ -1,0 +1,400 @@
+"""Teacher bias: can the teacher be trusted, and where is it wrong?
+
+Every metric is computed by :mod:`activekd_core.bias` (scikit-learn where it has them) and
+drawn by :mod:`activekd_core.figures`; this script only wires widgets to them.
+
+* Accuracy: on human-labeled images, the teacher's confusion matrix (counts and
+  row-normalised), per-class precision/recall/F1 and accuracy with a Wilson interval; the
+  same for the latest student, and where the two disagree.
+* Priors: the teacher's predicted-class distribution over the whole pool next to the human
+  label distribution.
+* Calibration: reliability diagram with ECE, teacher entropy histogram, confidence vs
+  correctness.
+* Galleries: the teacher's most confident mistakes; the images where teacher and student
+  disagree most.
+* Prompt workshop (CLIP teachers): edit class prompts or the template set, re-score the cached
+  image features with the new text prototypes (a text pass only), compare every metric before
+  vs after (:func:`activekd_core.bias.compare_teachers`), keep (recorded as new teacher
+  provenance) or discard.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from activekd_core import bias
+from activekd_core import figures as figs
+from activekd_core.project import Project, ProjectError
+from activekd_core.store import utc_now
+from pages._session import current_project, show_project_error, thumbnail
+
+KEY_PREFIX = "tb_"
+KEY_CANDIDATE = KEY_PREFIX + "candidate"
+KEY_TEACHER_OBJ = KEY_PREFIX + "workshop_teacher"
+HISTORY_SETTING = "teacher_history"
+GALLERY = 12
+LABEL_SETS = {
+    "all": "all human labels",
+    "audit": "audit set only (random sample: unbiased)",
+    "train": "training labels only (picked by active learning)",
+}
+TEMPLATE_CHOICES = ("single", "simple", "openai", "custom")
+
+
+@dataclass
+class Labels:
+    """Human labels to evaluate on.
+
+    Attributes:
+        rows: Pool rows.
+        y: Class index per row.
+        which: Key of ``LABEL_SETS``.
+    """
+
+    rows: np.ndarray
+    y: np.ndarray
+    which: str
+
+
+def human_labels(project: Project, which: str) -> Labels:
+    """Current human labels (``all``, ``audit`` set only, or ``train`` = audit excluded), as pool rows."""
+    row_of = project.row_of()
+    cls_index = {c: i for i, c in enumerate(project.classes)}
+    audit = set(project.store.audit_ids())
+    pairs = []
+    for image_id, name in project.store.current_labels().items():
+        if image_id not in row_of or name not in cls_index:
+            continue
+        in_audit = image_id in audit
+        if (which == "audit" and not in_audit) or (which == "train" and in_audit):
+            continue
+        pairs.append((row_of[image_id], cls_index[name]))
+    pairs.sort()
+    return Labels(np.asarray([p[0] for p in pairs], dtype=np.int64),
+                  np.asarray([p[1] for p in pairs], dtype=np.int64), which)
+
+
+def student_probs(project: Project) -> tuple[int | None, np.ndarray | None]:
+    """The active round's id and its student probabilities (None before round 1)."""
+    active = project.active_round()
+    if active is None:
+        return None, None
+    try:
+        return active.id, np.asarray(project.student_outputs(active.id)[0], dtype=np.float32)
+    except ProjectError as exc:
+        st.warning(str(exc))
+        return None, None
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{x:.1%}"  # NaN check without numpy
+
+
+def _accuracy_metric(col: Any, who: str, rep: bias.ClassificationReport) -> None:
+    lo, hi = rep.accuracy_interval
+    col.metric(f"{who} accuracy", _pct(rep.accuracy),
+               help=f"{rep.correct} of {rep.n} labeled images; {rep.confidence:.0%} Wilson interval "
+                    f"[{_pct(lo)}, {_pct(hi)}]")
+    col.caption(f"{rep.correct}/{rep.n} correct · {rep.confidence:.0%} interval [{_pct(lo)}, {_pct(hi)}] · "
+                f"macro F1 {rep.macro_f1:.3f}" if rep.n else "no labeled image")
+
+
+def _gallery(project: Project, ids: list[str], df: pd.DataFrame, caption: Any, key: str) -> None:
+    if df is None or df.empty:
+        st.caption("Nothing to show.")
+        return
+    cols = st.columns(6)
+    for j, row in enumerate(df.head(GALLERY).itertuples(index=False)):
+        image_id = ids[int(row.index)]
+        with cols[j % 6]:
+            try:
+                st.image(thumbnail(project, image_id, 160), caption=f"{image_id} · {caption(row)}")
+            except Exception as exc:  # a file removed since the scan
+                st.warning(f"{image_id}: {exc}")
+    st.dataframe(df.assign(image=[ids[int(i)] for i in df["index"]]), hide_index=True, key=key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+def accuracy_section(project: Project, rep: bias.BiasReport, ids: list[str]) -> None:
+    """Confusion matrices, per-class scores and teacher/student disagreement."""
+    c1, c2, c3 = st.columns(3)
+    _accuracy_metric(c1, "Teacher", rep.teacher)
+    if rep.student is not None:
+        _accuracy_metric(c2, "Student", rep.student)
+    c3.metric("Teacher ECE", "n/a" if rep.ece != rep.ece else f"{rep.ece:.3f}",
+              help="Expected calibration error of the teacher on the labeled images.")
+    models = [("Teacher", rep.teacher)] + ([("Student", rep.student)] if rep.student is not None else [])
+    for who, r in models:
+        st.markdown(f"#### {who}")
+        a, b = st.columns(2)
+        a.plotly_chart(figs.confusion_heatmap(r, normalized=False, title=f"{who}: counts"), key=f"{KEY_PREFIX}cm_{who}")
+        b.plotly_chart(figs.confusion_heatmap(r, normalized=True, title=f"{who}: row-normalised (recall per class)"),
+                       key=f"{KEY_PREFIX}cmn_{who}")
+        st.dataframe(r.per_class, hide_index=True, key=f"{KEY_PREFIX}pc_{who}",
+                     column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                    for c in ("precision", "recall", "f1")})
+    if rep.disagreement_counts is not None:
+        st.markdown("#### Where teacher and student disagree (labeled images)")
+        d = rep.disagreement_counts
+        cols = st.columns(5)
+        for col, (k, label) in zip(cols, [("both_right", "both right"), ("only_teacher_right", "only teacher right"),
+                                          ("only_student_right", "only student right"),
+                                          ("both_wrong_same", "both wrong, same class"),
+                                          ("both_wrong_different", "both wrong, different")]):
+            col.metric(label, d[k])
+        if rep.disagreements is not None and not rep.disagreements.empty:
+            st.dataframe(rep.disagreements.assign(image=[ids[int(i)] for i in rep.disagreements["index"]]),
+                         hide_index=True, key=KEY_PREFIX + "disagree_table")
+
+
+def priors_section(rep: bias.BiasReport) -> None:
+    """Predicted-class shares over the pool vs human label shares."""
+    st.plotly_chart(figs.priors_figure(rep.priors), key=KEY_PREFIX + "priors")
+    pr = rep.priors
+    if int(pr["human_count"].sum()) > 0:
+        over = pr.loc[pr["difference"].idxmax()]
+        under = pr.loc[pr["difference"].idxmin()]
+        st.caption(f"The teacher over-predicts **{over['class']}** most ({over['difference']:+.1%} of the pool vs "
+                   f"the human share) and under-predicts **{under['class']}** most ({under['difference']:+.1%}). "
+                   "Human shares come from the chosen labels (actively picked labels are not a random sample; "
+                   "the audit set is).")
+    st.dataframe(pr, hide_index=True, key=KEY_PREFIX + "priors_table")
+
+
+def calibration_section(rep: bias.BiasReport, teacher: np.ndarray, labels: Labels, classes: list[str]) -> None:
+    """Reliability diagram, entropy histogram, confidence vs correctness."""
+    a, b = st.columns(2)
+    a.plotly_chart(figs.reliability_figure(rep.reliability, ece=rep.ece, title="Teacher reliability"),
+                   key=KEY_PREFIX + "reliability")
+    b.plotly_chart(figs.entropy_histogram_figure(rep.entropy), key=KEY_PREFIX + "entropy")
+    if rep.student_ece is not None:
+        st.caption(f"Student ECE on the same images: {rep.student_ece:.3f}. Mean normalised teacher entropy over "
+                   f"the pool: {rep.mean_entropy:.3f}.")
+    if labels.rows.size:
+        cvc = bias.confidence_vs_correctness(teacher, labels.y, labels.rows, classes)
+        st.plotly_chart(figs.confidence_correctness_figure(cvc), key=KEY_PREFIX + "confidence")
+
+
+def galleries_section(project: Project, rep: bias.BiasReport, ids: list[str]) -> None:
+    """Most confident teacher mistakes; largest teacher/student disagreement."""
+    st.markdown("#### The teacher's most confident mistakes")
+    _gallery(project, ids, rep.mistakes,
+             lambda r: f"human {r.human} · teacher {r.predicted} {r.confidence:.2f}", KEY_PREFIX + "mistakes")
+    st.markdown("#### Largest teacher/student disagreement (whole pool, total variation)")
+    if rep.most_disagreeing is None:
+        st.caption("No student yet: train a round first.")
+    else:
+        _gallery(project, ids, rep.most_disagreeing,
+                 lambda r: f"teacher {r.teacher} {r.teacher_confidence:.2f} · student {r.student} "
+                           f"{r.student_confidence:.2f} · TV {r.score:.2f}", KEY_PREFIX + "disagreeing")
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt workshop
+# ---------------------------------------------------------------------------------------------
+
+
+def _clip_part(teacher: Any) -> Any | None:
+    """The zero-shot CLIP teacher inside ``teacher`` (itself, or a few-shot teacher's), or None."""
+    kind = getattr(teacher, "kind", "")
+    if kind == "clip_zero_shot":
+        return teacher
+    if kind == "clip_few_shot":
+        return getattr(teacher, "zero_shot", None)
+    return None
+
+
+def _prompt_lines(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else "\n".join(str(v) for v in value)
+
+
+def _workshop_teacher(project: Project) -> Any:
+    """A second teacher object for candidate prompts (model loaded once per session and project).
+
+    Built with :func:`activekd_core.teachers.make_teacher` from the project's spec, sharing the
+    project's feature cache, so a new prompt set costs one text pass.
+    """
+    from activekd_core.teachers import make_teacher
+
+    spec = project.teacher_spec()
+    ident = json.dumps({k: v for k, v in spec.items() if k not in ("class_prompts", "templates")}, sort_keys=True,
+                       default=str) + str(project.folder)
+    held = st.session_state.get(KEY_TEACHER_OBJ)
+    if held is None or held[0] != ident:
+        held = (ident, make_teacher(spec, cache_dir=project.path("cache", "features")))
+        st.session_state[KEY_TEACHER_OBJ] = held
+    return held[1]
+
+
+def candidate_probs(project: Project, class_prompts: dict[str, list[str]], templates: str | list[str],
+                    fit: bool) -> np.ndarray:
+    """Teacher probabilities with new prompts (cached image features, text pass; CLAP refit if few-shot)."""
+    cand = _workshop_teacher(project)
+    zs = _clip_part(cand)
+    zs.set_prompts(class_prompts, templates)
+    pool = project.pool()
+    if fit and hasattr(cand, "fit"):
+        rows, y = project.training_labels()
+        cand.fit(pool, rows, y)
+    return np.asarray(cand.predict_proba(pool), dtype=np.float32)
+
+
+def keep_candidate(project: Project, cand: dict[str, Any]) -> None:
+    """Record the candidate prompts as the project's teacher (new provenance) and log the change."""
+    old = dict(project.config["teacher_spec"])
+    new = {**old, "class_prompts": cand["class_prompts"], "templates": cand["templates"]}
+    project.update_config(teacher_spec=new)
+    history = list(project.store.get_setting(HISTORY_SETTING) or [])
+    history.append({"time": utc_now(), "source": "prompt workshop", "before": old, "after": new,
+                    "labels": cand["labels"], "summary": cand["summary"]})
+    project.store.set_setting(HISTORY_SETTING, history)
+
+
+def workshop_section(project: Project, teacher_before: np.ndarray, labels: Labels, fit: bool) -> None:
+    """Edit prompts, recompute from cached features, compare, keep or discard."""
+    teacher = project.teacher()
+    zs = _clip_part(teacher)
+    classes = project.classes
+    if zs is None:
+        info = teacher.describe() if hasattr(teacher, "describe") else {}
+        st.info(f"This project's teacher is **{info.get('display_name', info.get('kind', 'not CLIP'))}**: it does "
+                "not read text prompts, so editing them here would change nothing. With a CLIP teacher (zero-shot "
+                "or few-shot, chosen on the Project page) this workshop re-scores the cached image features with "
+                "new prompts in seconds and compares every metric before and after.")
+        return
+    desc = teacher.describe()
+    if desc.get("random_weights") or desc.get("zero_shot", {}).get("random_weights"):
+        st.warning("This CLIP model has random weights (not a trained CLIP): prompts change its predictions, "
+                   "but not in a meaningful way.")
+    st.caption("Each class's prototype is the mean text embedding of every template filled with the class name "
+               "plus its own prompts ('{}' in a prompt is replaced by the class name).")
+    cur_t = zs.templates
+    choice = "custom" if isinstance(cur_t, list) else (cur_t or "simple")
+    with st.form(KEY_PREFIX + "workshop_form"):
+        tset = st.selectbox("Template set", TEMPLATE_CHOICES, index=TEMPLATE_CHOICES.index(choice),
+                            key=KEY_PREFIX + "ws_templates")
+        custom = st.text_area("Custom templates (one per line, each with {})",
+                              value="\n".join(cur_t) if isinstance(cur_t, list) else "a photo of a {}.",
+                              key=KEY_PREFIX + "ws_custom")
+        prompts: dict[str, list[str]] = {}
+        cols = st.columns(min(3, len(classes)))
+        for i, c in enumerate(classes):
+            text = cols[i % len(cols)].text_area(f"Prompts for '{c}' (one per line)",
+                                                 value=_prompt_lines(zs.class_prompts.get(c)),
+                                                 key=f"{KEY_PREFIX}ws_prompt_{i}")
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            if lines:
+                prompts[c] = lines
+        submitted = st.form_submit_button("Recompute teacher with these prompts", type="primary")
+    if submitted:
+        templates: str | list[str] = tset if tset != "custom" else [ln.strip() for ln in custom.splitlines()
+                                                                      if ln.strip()]
+        try:
+            with st.spinner("Text pass on the cached image features..."):
+                after = candidate_probs(project, prompts, templates, fit)
+            cmp = bias.compare_teachers(teacher_before, after, labels.y, labels.rows, classes)
+        except (ValueError, ProjectError) as exc:
+            st.error(f"Cannot use these prompts: {exc}")
+        else:
+            st.session_state[KEY_CANDIDATE] = {
+                "class_prompts": prompts, "templates": templates, "after": after,
+                "before_key": hash(teacher_before.tobytes()), "labels": LABEL_SETS[labels.which],
+                "summary": {r.metric: [r.before, r.after] for r in cmp.summary.itertuples()},
+            }
+    cand = st.session_state.get(KEY_CANDIDATE)
+    if cand is None:
+        return
+    if cand["before_key"] != hash(teacher_before.tobytes()):
+        st.info("The teacher or labels changed since the candidate was computed: recompute it.")
+        st.session_state.pop(KEY_CANDIDATE, None)
+        return
+    cmp = bias.compare_teachers(teacher_before, cand["after"], labels.y, labels.rows, classes)
+    st.markdown("#### Before vs after")
+    st.caption(f"{cmp.changed.size} of {teacher_before.shape[0]} pool images change their predicted class.")
+    st.dataframe(cmp.summary, hide_index=True, key=KEY_PREFIX + "ws_summary",
+                 column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("before", "after", "delta")})
+    a, b = st.columns(2)
+    a.plotly_chart(figs.comparison_figure(cmp, metric="recall"), key=KEY_PREFIX + "ws_recall")
+    b.plotly_chart(figs.comparison_figure(cmp, metric="predicted_share"), key=KEY_PREFIX + "ws_share")
+    a.plotly_chart(figs.confusion_heatmap(cmp.before.teacher, title="Before: row-normalised"), key=KEY_PREFIX + "ws_cm_b")
+    b.plotly_chart(figs.confusion_heatmap(cmp.after.teacher, title="After: row-normalised"), key=KEY_PREFIX + "ws_cm_a")
+    a.plotly_chart(figs.reliability_figure(cmp.before.reliability, ece=cmp.before.ece, title="Before"),
+                   key=KEY_PREFIX + "ws_rel_b")
+    b.plotly_chart(figs.reliability_figure(cmp.after.reliability, ece=cmp.after.ece, title="After"),
+                   key=KEY_PREFIX + "ws_rel_a")
+    k1, k2 = st.columns(2)
+    if k1.button("Keep: make these prompts the project's teacher", key=KEY_PREFIX + "ws_keep", type="primary"):
+        keep_candidate(project, cand)
+        st.session_state.pop(KEY_CANDIDATE, None)
+        st.success("Kept. The new prompts are the teacher's provenance from now on (the next round distils from it).")
+        st.rerun()
+    if k2.button("Discard", key=KEY_PREFIX + "ws_discard"):
+        st.session_state.pop(KEY_CANDIDATE, None)
+        st.rerun()
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------------
+
+
+def render(project: Project) -> None:
+    """Draw the Teacher-bias page for ``project``."""
+    st.title("Teacher bias")
+    classes = project.classes
+    ids = project.pool().ids
+    c1, c2 = st.columns([2, 1])
+    which = c1.radio("Evaluate on", list(LABEL_SETS), format_func=LABEL_SETS.get, horizontal=True,
+                     key=KEY_PREFIX + "labels")
+    teacher_obj = project.teacher()
+    fittable = hasattr(teacher_obj, "fit")
+    fit = c2.checkbox("Teacher fitted on the current labels", value=True, disabled=not fittable,
+                      key=KEY_PREFIX + "fit",
+                      help="Few-shot and stand-in teachers learn from the labels; unticked shows them before "
+                           "any fit (zero-shot for CLIP, uniform for the stand-in).")
+    with st.spinner("Reading teacher predictions..."):
+        teacher = np.asarray(project.teacher_probs(fit=fit and fittable), dtype=np.float32)
+    desc = teacher_obj.describe() if hasattr(teacher_obj, "describe") else {}
+    st.caption(f"Teacher: {desc.get('display_name', desc.get('kind', '?'))}")
+    if fittable and fit and which != "audit":
+        st.caption("This teacher was fitted on the training labels, so its scores on them are in-sample "
+                   "(optimistic); the audit set gives an honest estimate.")
+    labels = human_labels(project, which)
+    round_id, student = student_probs(project)
+    if labels.rows.size == 0:
+        st.info("No human label in this set yet: the metrics need labeled images. Priors and entropy "
+                "below use the whole pool.")
+    rep = bias.bias_report(teacher, labels.y, labels.rows, classes, student_probs=student)
+    if round_id is not None:
+        st.caption(f"Student: round {round_id} (the active model).")
+    tabs = st.tabs(["Accuracy", "Priors", "Calibration", "Galleries", "Prompt workshop"])
+    with tabs[0]:
+        accuracy_section(project, rep, ids)
+    with tabs[1]:
+        priors_section(rep)
+    with tabs[2]:
+        calibration_section(rep, teacher, labels, classes)
+    with tabs[3]:
+        galleries_section(project, rep, ids)
+    with tabs[4]:
+        workshop_section(project, teacher, labels, fit and fittable)
+
+
+try:
+    _project = current_project()
+except Exception as exc:  # no project open: the Project page fixes it
+    show_project_error(exc)
+else:
+    render(_project)
