@@ -1,0 +1,381 @@
+"""Greedy k-center (farthest-first traversal): the kernel behind PCoreSet and CoreSet.
+
+Each pick takes the pool row whose distance to its nearest center (labeled rows plus
+earlier picks) is largest::
+
+    pick_t = argmax_{x unpicked, unlabeled} min_{c in labeled + picks_<t} d(x, c)
+
+A running minimum ``md[x]`` holds that nearest-center distance, so a pick costs one pass
+over the pool (the published code recomputes distances to *every* center at every step,
+which grows with ``k^2``).
+
+Arithmetic (what "exact" means here)
+    Points are float32. Squared distances are computed as ``(|x|^2 + |c|^2) - 2 x.c``
+    in float32, where ``x.c`` comes from a BLAS matrix-vector product over a *fixed block
+    of rows* (``block_rows`` rows; the last block may be shorter), and ``|x|^2`` from
+    ``np.einsum`` once per call. Ties go to the lowest pool index. Scores are the nearest-
+    center distance at pick time: the L2 distance for ``"euclidean"``, the cosine
+    distance ``1 - cos`` for ``"cosine"`` (rows are L2-normalised first; a zero row stays
+    zero). Float32 subnormal entries (``|v| < 1.18e-38``) are flushed to zero in a private
+    copy: they change no distance at float32 resolution but make BLAS ~100x slower
+    (Dirichlet(0.01) probability rows are full of them).
+
+Two CPU methods, identical picks by construction
+    * ``"exact"``: after each pick, update every block with the new center.
+    * ``"lazy"`` (default on CPU): ``md`` only ever decreases, so a block's stale maximum is
+      an upper bound on its true maximum. The block with the largest (stale) bound is
+      brought up to date (all centers it has not seen yet, one ``block @ center`` product
+      each -- the very call the exact method makes, on the same rows, the same center
+      buffer and the same float32 operations) until the top block is current; its best
+      row is then the exact argmax, because every other block's bound is at most that
+      value (and on a tie its rows have higher indices). Each (block, center) product is
+      computed at most once, so the lazy method never does more arithmetic than the exact
+      one; on probability vectors it does ~15-30% of it (see ``bench/selection.py``).
+      Bit-identical products need identical BLAS calls, which is why both methods work on
+      the same fixed row blocks (a BLAS matrix-vector product is *not* row-invariant:
+      OpenBLAS computes rows in groups of four and a row's last bits depend on its group).
+
+    On CUDA (``device="auto"`` when a GPU is present) the exact running minimum runs in
+    torch; its float32 rounding differs from the CPU's, so CPU and GPU picks agree except
+    on near-ties.
+
+No labeled rows
+    With no labeled rows every distance is infinite, so the first pick is row 0 (lowest
+    index) unless ``rng`` is given, in which case it is ``rng.integers(n)`` (as in Sener &
+    Savarese's CoreSet code); that pick's score is ``inf``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Metric = Literal["euclidean", "cosine"]
+Method = Literal["auto", "exact", "lazy"]
+
+METRICS: tuple[str, ...] = ("euclidean", "cosine")
+METHODS: tuple[str, ...] = ("auto", "exact", "lazy")
+_BLOCK_BYTES = 512 * 1024  # rows per block ~ 512 KiB of points (fits in L2)
+_SEED_ROWS = 4096  # pool rows per chunk when seeding from the labeled rows
+_SEED_COLS = 1024  # labeled rows per chunk when seeding
+_TINY = np.finfo(np.float32).tiny
+_ALIGN = 64
+
+
+def _err(msg: str) -> ValueError:
+    return ValueError(f"activekd_core/selection/kcenter.py: {msg}")
+
+
+def default_block_rows(n_features: int) -> int:
+    """Rows per block for ``n_features`` columns: about 512 KiB of float32, a multiple of 16."""
+    rows = _BLOCK_BYTES // (4 * max(1, int(n_features)))
+    return int(max(16, min(8192, rows // 16 * 16)))
+
+
+def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """A C-contiguous float32 array whose data starts on a 64-byte boundary."""
+    n = int(np.prod(shape))
+    raw = np.empty(n + _ALIGN // 4, dtype=np.float32)
+    offset = (-raw.ctypes.data % _ALIGN) // 4
+    return raw[offset : offset + n].reshape(shape)
+
+
+def _prepare_points(points: npt.ArrayLike, metric: str) -> np.ndarray:
+    """Float32, C-contiguous, 64-byte aligned, subnormals flushed, rows normalised for cosine.
+
+    Returns the caller's array itself when it already qualifies (no copy).
+    """
+    x = np.asarray(points)
+    if x.ndim != 2:
+        raise _err(f"points must be a 2-D array (n_points, n_features), got shape {x.shape}")
+    if x.shape[1] == 0:
+        raise _err("points have no columns")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise _err(f"points must be real numbers, got dtype {x.dtype}")
+    n = x.shape[0]
+    step = max(1, (1 << 22) // max(1, x.shape[1]))
+    has_subnormal = False
+    for s in range(0, n, step):
+        chunk = x[s : s + step]
+        if not np.isfinite(chunk).all():
+            bad = s + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
+            raise _err(f"points contain NaN or inf (first in row {bad})")
+        if not has_subnormal and np.issubdtype(x.dtype, np.floating):
+            # float32 subnormals, or float64 values that would become subnormal in float32
+            has_subnormal = bool(np.any((chunk != 0) & (np.abs(chunk) < _TINY)))
+    ok = (
+        x.dtype == np.float32
+        and x.flags.c_contiguous
+        and x.ctypes.data % _ALIGN == 0
+        and not has_subnormal
+        and metric == "euclidean"
+    )
+    if ok:
+        return x
+    out = _aligned_empty(x.shape)
+    for s in range(0, n, step):
+        chunk = np.asarray(x[s : s + step], dtype=np.float32)
+        if has_subnormal:
+            chunk = np.where(np.abs(chunk) < _TINY, np.float32(0), chunk)
+        if metric == "cosine":
+            norms = np.sqrt(np.einsum("ij,ij->i", chunk, chunk))
+            norms[norms == 0] = 1.0
+            chunk = chunk / norms[:, None]
+        out[s : s + step] = chunk
+    return out
+
+
+def _labeled_rows(labeled: npt.ArrayLike | None, n: int) -> np.ndarray:
+    if labeled is None:
+        return np.empty(0, dtype=np.int64)
+    lab = np.asarray(labeled)
+    if lab.dtype == bool:
+        if lab.shape != (n,):
+            raise _err(f"a boolean labeled mask must have shape ({n},), got {lab.shape}")
+        return np.flatnonzero(lab).astype(np.int64)
+    lab = lab.reshape(-1)
+    if lab.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if not np.issubdtype(lab.dtype, np.integer):
+        if np.issubdtype(lab.dtype, np.floating) and np.all(lab == np.round(lab)):
+            lab = lab.astype(np.int64)
+        else:
+            raise _err(f"labeled must hold integer row indices, got dtype {lab.dtype}")
+    lab = lab.astype(np.int64)
+    if lab.min() < 0 or lab.max() >= n:
+        raise _err(f"labeled indices must lie in [0, {n}), got range [{lab.min()}, {lab.max()}]")
+    return np.unique(lab)
+
+
+@dataclass
+class _Blocks:
+    """Pool rows in fixed blocks; the one place where squared distances are computed."""
+
+    x: np.ndarray  # (n, d) float32, aligned
+    rows: int
+    k: int
+    xx: np.ndarray = field(init=False)
+    centers: np.ndarray = field(init=False)
+    cc: np.ndarray = field(init=False)
+    n_blocks: int = field(init=False)
+    md: np.ndarray = field(init=False)  # (n_blocks * rows,) running min of squared distance
+
+    def __post_init__(self) -> None:
+        n, d = self.x.shape
+        self.xx = np.empty(n, dtype=np.float32)
+        for s in range(0, n, _SEED_ROWS):
+            self.xx[s : s + _SEED_ROWS] = np.einsum("ij,ij->i", self.x[s : s + _SEED_ROWS], self.x[s : s + _SEED_ROWS])
+        if not np.isfinite(self.xx).all():
+            raise _err("points are too large: a squared row norm overflows float32")
+        self.centers = _aligned_empty((max(1, self.k), d))
+        self.cc = np.empty(max(1, self.k), dtype=np.float32)
+        self.n_blocks = max(1, math.ceil(n / self.rows))
+        self.md = np.full(self.n_blocks * self.rows, np.inf, dtype=np.float32)
+        self.md[n:] = -np.inf  # padding is never picked
+
+    def seed(self, labeled: np.ndarray) -> None:
+        """``md`` = squared distance to the nearest labeled row (GEMM in chunks); labeled rows masked."""
+        n = self.x.shape[0]
+        if labeled.size == 0:
+            return
+        for c0 in range(0, labeled.size, _SEED_COLS):
+            lab = labeled[c0 : c0 + _SEED_COLS]
+            centers = np.ascontiguousarray(self.x[lab])
+            ll = self.xx[lab]
+            for s in range(0, n, _SEED_ROWS):
+                e = min(n, s + _SEED_ROWS)
+                g = self.x[s:e] @ centers.T
+                d2 = (self.xx[s:e, None] + ll[None, :]) - np.float32(2) * g
+                np.minimum(self.md[s:e], d2.min(axis=1), out=self.md[s:e])
+        self.md[labeled] = -np.inf
+
+    def add_center(self, j: int, row: int) -> float:
+        """Store pool row ``row`` as center ``j``; mask it; return its squared distance at pick time."""
+        score = float(self.md[row])
+        self.centers[j] = self.x[row]
+        self.cc[j] = self.xx[row]
+        self.md[row] = -np.inf
+        return score
+
+    def apply(self, b: int, j: int) -> None:
+        """Fold center ``j`` into block ``b``'s running minimum (the only distance computation)."""
+        s = b * self.rows
+        e = min(self.x.shape[0], s + self.rows)
+        if e <= s:
+            return
+        d2 = (self.xx[s:e] + self.cc[j]) - np.float32(2) * (self.x[s:e] @ self.centers[j])
+        view = self.md[s:e]
+        np.minimum(view, d2, out=view)  # masked rows stay at -inf
+
+    def block_max(self, b: int) -> float:
+        return float(self.md[b * self.rows : (b + 1) * self.rows].max())
+
+
+def _run_exact(blocks: _Blocks, k: int, first: int | None) -> tuple[np.ndarray, np.ndarray]:
+    picks = np.empty(k, dtype=np.int64)
+    sq = np.empty(k, dtype=np.float64)
+    for j in range(k):
+        row = first if (j == 0 and first is not None) else int(np.argmax(blocks.md))
+        picks[j] = row
+        sq[j] = blocks.add_center(j, row)
+        if j + 1 < k:
+            for b in range(blocks.n_blocks):
+                blocks.apply(b, j)
+    return picks, sq
+
+
+def _run_lazy(blocks: _Blocks, k: int, first: int | None) -> tuple[np.ndarray, np.ndarray]:
+    picks = np.empty(k, dtype=np.int64)
+    sq = np.empty(k, dtype=np.float64)
+    r = blocks.rows
+    ub = blocks.md.reshape(blocks.n_blocks, r).max(axis=1)  # stale upper bounds per block
+    seen = np.zeros(blocks.n_blocks, dtype=np.int64)  # centers folded into each block
+    for j in range(k):
+        if j == 0 and first is not None:
+            row = first
+        else:
+            while True:
+                b = int(np.argmax(ub))
+                if seen[b] == j:
+                    break
+                for c in range(int(seen[b]), j):
+                    blocks.apply(b, c)
+                seen[b] = j
+                ub[b] = blocks.block_max(b)
+            row = b * r + int(np.argmax(blocks.md[b * r : (b + 1) * r]))
+        picks[j] = row
+        sq[j] = blocks.add_center(j, row)
+        ub[row // r] = blocks.block_max(row // r)
+    return picks, sq
+
+
+def _resolve_device(device: str | None) -> str:
+    dev = (device or "auto").strip().lower()
+    if dev == "auto":
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a project requirement
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise _err(f"device {device!r} requested but CUDA is not available here")
+        return dev
+    if dev != "cpu":
+        raise _err(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
+    return dev
+
+
+def _run_torch(x: np.ndarray, labeled: np.ndarray, k: int, first: int | None, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact running minimum on a torch device (CUDA): one matrix-vector product per pick."""
+    import torch
+
+    n = x.shape[0]
+    with torch.no_grad():
+        xt = torch.from_numpy(x).to(device)
+        xx = (xt * xt).sum(dim=1)
+        md = torch.full((n,), math.inf, dtype=torch.float32, device=device)
+        if labeled.size:
+            lab_t = torch.from_numpy(labeled).to(device)
+            for c0 in range(0, labeled.size, _SEED_COLS * 4):
+                cent = xt[lab_t[c0 : c0 + _SEED_COLS * 4]]
+                cc = xx[lab_t[c0 : c0 + _SEED_COLS * 4]]
+                step = max(1, (1 << 28) // max(1, cent.shape[0]))  # ~1 GiB temp
+                for s in range(0, n, step):
+                    d2 = (xx[s : s + step, None] + cc[None, :]) - 2.0 * (xt[s : s + step] @ cent.T)
+                    md[s : s + step] = torch.minimum(md[s : s + step], d2.min(dim=1).values)
+            md[lab_t] = -math.inf
+        picks = np.empty(k, dtype=np.int64)
+        sq = torch.empty(k, dtype=torch.float32, device=device)
+        for j in range(k):
+            row = first if (j == 0 and first is not None) else int(torch.argmax(md).item())
+            picks[j] = row
+            sq[j] = md[row]
+            md[row] = -math.inf
+            if j + 1 < k:
+                c = xt[row]
+                d2 = (xx + xx[row]) - 2.0 * torch.mv(xt, c)
+                torch.minimum(md, d2, out=md)
+        return picks, sq.double().cpu().numpy()
+
+
+def kcenter_greedy(
+    points: npt.ArrayLike,
+    labeled: npt.ArrayLike | None,
+    k: int,
+    metric: Metric = "euclidean",
+    return_scores: bool = False,
+    *,
+    device: str = "auto",
+    method: Method = "auto",
+    block_rows: int | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Greedy k-center picks (farthest-first), seeded with every labeled row.
+
+    Args:
+        points: ``(N, D)`` array (probability vectors for PCoreSet, features for CoreSet).
+            Used in float32; not modified.
+        labeled: Labeled row indices (or a boolean mask of length N); they seed the centers
+            and are never picked. ``None`` or empty: no seeds (see the module notes).
+        k: Number of picks; capped at the number of unlabeled rows.
+        metric: ``"euclidean"`` (L2) or ``"cosine"`` (L2 on normalised rows, scored as
+            ``1 - cos``).
+        return_scores: Also return each pick's score: its distance to the nearest center
+            at pick time.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda[:i]"``.
+        method: CPU only: ``"lazy"`` (default for ``"auto"``) or ``"exact"``; both give
+            identical picks (module notes). Ignored on CUDA (always the exact loop).
+        block_rows: Rows per block on CPU (default ~512 KiB of points per block). Picks
+            depend on it only through float32 rounding, and ``exact``/``lazy`` agree for
+            any given value.
+        rng: Only used when there are no labeled rows: the first pick is
+            ``rng.integers(N)`` instead of row 0.
+
+    Returns:
+        Pool indices (int64) in pick order, and with ``return_scores`` also the float64
+        scores (L2 distance, or cosine distance, to the nearest earlier center).
+
+    Raises:
+        ValueError: Bad shapes, indices, metric, method, device or non-finite points.
+    """
+    if metric not in METRICS:
+        raise _err(f"metric must be one of {METRICS}, got {metric!r}")
+    if method not in METHODS:
+        raise _err(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise _err(f"k must be an integer, got {k!r}")
+    if k < 0:
+        raise _err(f"k must be >= 0, got {k}")
+    x = _prepare_points(points, metric)
+    n = x.shape[0]
+    lab = _labeled_rows(labeled, n)
+    k = int(min(int(k), n - lab.size))
+    if k <= 0:
+        empty = np.empty(0, dtype=np.int64)
+        return (empty, np.empty(0, dtype=np.float64)) if return_scores else empty
+    first: int | None = None
+    if lab.size == 0 and rng is not None:
+        first = int(np.random.default_rng(rng).integers(n))
+    dev = _resolve_device(device)
+    if dev.startswith("cuda"):
+        picks, sq = _run_torch(x, lab, k, first, dev)
+    else:
+        rows = default_block_rows(x.shape[1]) if block_rows is None else int(block_rows)
+        if rows < 1:
+            raise _err(f"block_rows must be >= 1, got {block_rows}")
+        blocks = _Blocks(x, rows, k)
+        blocks.seed(lab)
+        run = _run_exact if method == "exact" else _run_lazy
+        picks, sq = run(blocks, k, first)
+    if not return_scores:
+        return picks
+    sq = np.maximum(sq, 0.0)
+    scores = sq / 2.0 if metric == "cosine" else np.sqrt(sq)
+    return picks, scores.astype(np.float64)
