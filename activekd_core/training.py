@@ -18,7 +18,8 @@ One call of :func:`train_round` = one round of the PCoreSet/DHO protocol:
 **Number of steps.** ``config.steps`` if set; otherwise
 ``clip(ceil(steps_per_pool * N / batch_unlabeled), min_steps, max_steps)``, i.e. about
 ``steps_per_pool`` passes over the pool of ``N`` images for the unlabeled stream
-(defaults 5 passes, 100..3000 steps; ~100 steps for the 1.4k-image digits pool).
+(defaults 10 passes, 200..3000 steps; 200 steps for the 1.3k-image digits pool, 3000
+for pools above ~19k images).
 
 **Determinism.** Batch rows come from a per-step stream ``default_rng([seed, step])``
 and augmentation from a seeded generator, so on CPU two runs with the same seed (and
@@ -130,8 +131,8 @@ class TrainConfig:
     weights: Path | None = None
     use_local_cache: bool = True
     width: int = 16
-    steps_per_pool: float = 5.0
-    min_steps: int = 100
+    steps_per_pool: float = 10.0
+    min_steps: int = 200
     max_steps: int = 3000
     log_every: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -132,7 +132,7 @@ def test_schedule_and_derived_steps():
     assert lr_factor(55, 100, 0.1) == pytest.approx(0.5)
     assert lr_factor(99, 100, 0.1) == pytest.approx(1 / 90)
     cfg = TrainConfig()
-    assert derive_steps(cfg, 1400) == 110
+    assert derive_steps(cfg, 1400) == 219
     assert derive_steps(cfg, 10) == cfg.min_steps
     assert derive_steps(cfg, 10_000_000) == cfg.max_steps
     assert derive_steps(TrainConfig(steps=7), 10) == 7

@@ -1,0 +1,553 @@
+"""Oracle simulation of active learning with knowledge distillation (the PCoreSet protocol).
+
+Protocol (Kang et al., 2025), on a dataset whose every image has a known label:
+
+1. Split once (stratified, ``split_seed``): a held-out **test** split (``test_frac``);
+   with the stand-in teacher also a disjoint **reference** split (``reference_frac``)
+   that the teacher is fit on; the rest is the **pool** the learner draws from.
+2. The teacher predicts probabilities for the pool and the test split once. Default:
+   the offline stand-in teacher (a linear probe over fixed pixel features fit on the
+   reference split; **not CLIP**, and labelled so in every output); or a CLIP
+   zero-shot teacher from local weights; or probabilities precomputed in a file.
+3. For each seed: start with **one random labeled image per class** (the same start for
+   every strategy of that seed). For each round ``r = 0 .. rounds-1``: train a fresh
+   DHO student on the labels so far (``kd=True``) or a CE-only student (``kd=False``),
+   measure top-1 **test accuracy**, then (except after the last round) let the strategy
+   pick ``budget = number of classes`` new images from the pool, using the student's
+   combined probabilities (``pcoreset``, ``entropy``...) or pooled features
+   (``coreset``); the oracle reveals their true labels.
+   Round ``r`` therefore has ``C * (r + 1)`` labels.
+
+The student's training seed depends only on (seed, round), so strategies differ only by
+the images they picked; round 0 is trained once per (seed, kd) and shared.
+
+Outputs in ``out``: ``results.csv`` (one row per strategy, kd, seed, round; written as
+it goes), ``picks.jsonl`` (the image ids each strategy picked after each round, with
+their scores), ``config.json`` (settings and teacher provenance), ``summary.txt`` (mean ±
+std per strategy per round) and ``accuracy.html`` (plotly; ``accuracy.png`` too when
+kaleido is installed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from activekd_core.training import TrainConfig, predict_student, train_round
+
+LogFn = Callable[[str], None]
+ProgressFn = Callable[[int, int, str], None]
+
+RESULT_COLUMNS = [
+    "dataset",
+    "strategy",
+    "kd",
+    "seed",
+    "round",
+    "n_labeled",
+    "accuracy",
+    "teacher_accuracy",
+    "train_seconds",
+    "select_seconds",
+    "steps",
+    "final_loss",
+    "teacher",
+    "arch",
+    "image_size",
+]
+
+
+class SimulationError(ValueError):
+    """The simulation cannot run with these settings or this data (the message says why)."""
+
+
+@dataclass
+class SimulationConfig:
+    """Settings of an oracle simulation.
+
+    Attributes:
+        dataset: ``"digits"``, ``"textile"`` or a folder with one sub-folder per class.
+        out: Output folder.
+        strategies: Selection strategy names (see ``activekd_core.selection.STRATEGIES``).
+        rounds: Training rounds per run (round ``r`` has ``C * (r + 1)`` labels).
+        seeds: Seeds to run (each changes the initial labels, training and random picks).
+        kd_modes: ``[True]`` (DHO distillation), ``[False]`` (CE-only) or both.
+        teacher: ``"standin"``, ``"clip"`` or ``"precomputed"``.
+        clip_model: open_clip model name for ``teacher="clip"``.
+        clip_pretrained: Local checkpoint file/dir (or a tag already in the local cache).
+        precomputed: Probability/logit file for ``teacher="precomputed"``.
+        arch: Student architecture.
+        image_size: Pixel side (default 16 for digits, whose source images are 8x8, so
+            nothing is lost; 64 otherwise).
+        steps: Steps per round (None: :func:`activekd_core.training.derive_steps`).
+        batch_labeled: Labeled rows per step.
+        batch_unlabeled: Unlabeled rows per step.
+        flip: Horizontal flips (default: off for digits, on otherwise).
+        test_frac: Held-out test fraction.
+        reference_frac: Reference fraction for the stand-in teacher. Deliberately
+            small (2%: ~18 digits, ~40 textile images) so that the teacher is useful but
+            imperfect (~83% on digits, ~67% on textile), like zero-shot CLIP on a niche
+            domain; a 10% reference makes the digits teacher ~98% accurate.
+        split_seed: Seed of the test/reference split.
+        data_dir: Where demo images and decoded pixels are cached (default ``out/data``).
+        device: Training device (``auto``, ``cpu``, ``cuda`` ...).
+        num_workers: DataLoader workers for training.
+    """
+
+    dataset: str
+    out: Path
+    strategies: list[str] = field(default_factory=lambda: ["random", "entropy", "coreset", "pcoreset"])
+    rounds: int = 8
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    kd_modes: list[bool] = field(default_factory=lambda: [True])
+    teacher: str = "standin"
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = None
+    precomputed: Path | None = None
+    arch: str = "small_cnn"
+    image_size: int | None = None
+    steps: int | None = None
+    batch_labeled: int = 64
+    batch_unlabeled: int = 64
+    flip: bool | None = None
+    test_frac: float = 0.2
+    reference_frac: float = 0.02
+    split_seed: int = 0
+    data_dir: Path | None = None
+    device: str = "auto"
+    num_workers: int = 0
+
+
+@dataclass
+class LabeledData:
+    """Images with ground truth, decoded to pixels.
+
+    Attributes:
+        name: Dataset name.
+        classes: Class names (column order of every probability array).
+        ids: Image ids, row order of ``pixels`` and ``y``.
+        y: Ground-truth class index per row.
+        pixels: uint8 ``(N, S, S, 3)``.
+        root: Image root folder.
+        prompts: Class -> CLIP prompt (demo datasets), else None.
+    """
+
+    name: str
+    classes: list[str]
+    ids: list[str]
+    y: npt.NDArray[np.int64]
+    pixels: npt.NDArray[np.uint8]
+    root: Path
+    prompts: dict[str, str] | None = None
+
+
+@dataclass
+class Splits:
+    """Row indices of the three disjoint splits of a :class:`LabeledData`."""
+
+    pool: npt.NDArray[np.int64]
+    test: npt.NDArray[np.int64]
+    reference: npt.NDArray[np.int64]
+
+
+def load_dataset(dataset: str, image_size: int, data_dir: Path, log: LogFn | None = None) -> LabeledData:
+    """Materialise a demo (or scan a class-folder tree) and decode it to pixels.
+
+    Args:
+        dataset: ``"digits"``, ``"textile"`` or a folder with class sub-folders.
+        image_size: Pixel side of the decoded images.
+        data_dir: Cache folder (demo images and the pixel cache go there).
+        log: Receives one-line status messages.
+
+    Raises:
+        SimulationError: Unknown dataset, an empty folder, or fewer than 2 classes.
+    """
+    from activekd_core.images import ImagePool, scan_images
+    from activekd_core.pixel_cache import decode_pool
+
+    say = log or (lambda _m: None)
+    data_dir = Path(data_dir)
+    if dataset in ("digits", "textile"):
+        from activekd_core.demo_data import materialize_demo
+
+        say(f"materialising the {dataset} demo in {data_dir}")
+        demo = materialize_demo(dataset, data_dir)
+        root, classes, labels = demo.root, list(demo.classes), dict(demo.labels)
+        prompts: dict[str, str] | None = dict(demo.prompts)
+        name = dataset
+    else:
+        from activekd_core.labels_import import labels_from_subfolders
+
+        root = Path(dataset)
+        if not root.is_dir():
+            raise SimulationError(f"--dataset {dataset!r}: not 'digits', 'textile' or an existing folder")
+        pool = scan_images(root)
+        labels = labels_from_subfolders(pool)
+        classes = sorted(set(labels.values()))
+        prompts = None
+        name = root.name
+    pool = scan_images(root)
+    ids = [i for i in pool.ids if i in labels]
+    if not ids:
+        raise SimulationError(f"{root}: no labelled images (expected one sub-folder per class)")
+    if len(classes) < 2:
+        raise SimulationError(f"{root}: need at least 2 classes, found {classes}")
+    labelled_pool = ImagePool(root=pool.root, ids=ids, problems=list(pool.problems))
+    say(f"decoding {len(ids):,} images to {image_size} px")
+    pixels = decode_pool(labelled_pool, image_size, cache_dir=data_dir / "pixels")
+    index = {c: k for k, c in enumerate(classes)}
+    y = np.array([index[labels[i]] for i in ids], dtype=np.int64)
+    return LabeledData(name, classes, ids, y, np.asarray(pixels), Path(root), prompts)
+
+
+def make_splits(y: npt.NDArray[np.int64], test_frac: float, reference_frac: float, seed: int) -> Splits:
+    """Stratified, disjoint test / reference / pool splits (reference may be empty).
+
+    Raises:
+        SimulationError: A class has too few images for the splits.
+    """
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(y))
+    counts = np.bincount(y)
+    if counts.min() < 3:
+        raise SimulationError(f"every class needs at least 3 images for the splits; smallest has {counts.min()}")
+    rest, test = train_test_split(rows, test_size=test_frac, stratify=y, random_state=seed)
+    reference = np.array([], dtype=np.int64)
+    if reference_frac > 0:
+        size = reference_frac / (1.0 - test_frac)
+        rest, reference = train_test_split(rest, test_size=size, stratify=y[rest], random_state=seed + 1)
+    return Splits(np.sort(rest).astype(np.int64), np.sort(test).astype(np.int64), np.sort(reference).astype(np.int64))
+
+
+def build_teacher_probs(
+    config: SimulationConfig, data: LabeledData, splits: Splits, log: LogFn | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Teacher probabilities for every row of ``data`` (float32 ``(N, C)``) and its provenance.
+
+    Rows of the reference split are filled too but never used by the learner.
+    """
+    say = log or (lambda _m: None)
+    from activekd_core.images import ImagePool
+
+    if config.teacher == "standin":
+        from activekd_core.teachers import StandInTeacher
+
+        teacher = StandInTeacher(data.classes, seed=config.split_seed)
+        say(f"fitting the offline stand-in teacher (NOT CLIP) on a reference split of {len(splits.reference)} images")
+        teacher.fit_reference(data.pixels[splits.reference], data.y[splits.reference])
+        chunk = 4096  # copies of read-only memmap chunks: bounded memory, writable arrays for torch
+        probs = np.concatenate(
+            [teacher.predict_proba_pixels(np.array(data.pixels[s : s + chunk])) for s in range(0, len(data.ids), chunk)]
+        )
+        return probs.astype(np.float32), teacher.describe()
+    if config.teacher == "clip":
+        from activekd_core.teachers import ClipZeroShotTeacher
+
+        if not config.clip_pretrained:
+            raise SimulationError("--teacher clip needs --clip-pretrained PATH (a local checkpoint file or folder)")
+        prompts = data.prompts
+        teacher = ClipZeroShotTeacher(
+            data.classes,
+            model_name=config.clip_model,
+            pretrained=config.clip_pretrained,
+            class_prompts=prompts,
+            cache_dir=Path(config.data_dir or config.out / "data") / "clip_features",
+        )
+        say(f"CLIP zero-shot teacher {config.clip_model} ({config.clip_pretrained}) over {len(data.ids):,} images")
+        probs = teacher.predict_proba(ImagePool(root=data.root, ids=list(data.ids)))
+        return np.asarray(probs, dtype=np.float32), teacher.describe()
+    if config.teacher == "precomputed":
+        from activekd_core.teachers import PrecomputedTeacher
+
+        if config.precomputed is None:
+            raise SimulationError("--teacher precomputed needs a FILE")
+        teacher = PrecomputedTeacher(config.precomputed, data.classes)
+        probs = teacher.predict_proba(ImagePool(root=data.root, ids=list(data.ids)))
+        return np.asarray(probs, dtype=np.float32), teacher.describe()
+    raise SimulationError(f"unknown teacher {config.teacher!r}; use standin, clip or precomputed")
+
+
+def initial_labels(y_pool: npt.NDArray[np.int64], num_classes: int, seed: int) -> np.ndarray:
+    """One random pool position per class present in the pool (the paper's start)."""
+    rng = np.random.default_rng([seed, 0])
+    picks = []
+    for c in range(num_classes):
+        rows = np.flatnonzero(y_pool == c)
+        if len(rows):
+            picks.append(int(rng.choice(rows)))
+    return np.array(sorted(picks), dtype=np.int64)
+
+
+def _teacher_label(describe: dict[str, Any]) -> str:
+    if describe.get("kind") == "standin":
+        return "offline stand-in (not CLIP)"
+    return str(describe.get("display_name") or describe.get("kind"))
+
+
+def _check_strategies(names: Sequence[str]) -> None:
+    from activekd_core.selection import STRATEGIES
+
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        raise SimulationError(f"unknown strategies {unknown}; available: {', '.join(sorted(STRATEGIES))}")
+
+
+def run_simulation(
+    config: SimulationConfig,
+    log: LogFn | None = None,
+    progress: ProgressFn | None = None,
+) -> list[dict[str, Any]]:
+    """Run the oracle simulation described in the module notes.
+
+    Args:
+        config: Settings.
+        log: One-line status messages (round results, phases).
+        progress: Training progress ``(step, total, message)`` of the current round.
+
+    Returns:
+        The result rows (also written to ``config.out / "results.csv"``).
+
+    Raises:
+        SimulationError: Bad settings or data.
+    """
+    from activekd_core.selection import select
+
+    say = log or (lambda _m: None)
+    if config.rounds < 1:
+        raise SimulationError(f"rounds must be >= 1, got {config.rounds}")
+    if not config.seeds:
+        raise SimulationError("need at least one seed")
+    if not config.strategies:
+        raise SimulationError("need at least one strategy")
+    _check_strategies(config.strategies)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(config.data_dir) if config.data_dir else out / "data"
+    is_digits = config.dataset == "digits"
+    size = config.image_size or (16 if is_digits else 64)
+    flip = (not is_digits) if config.flip is None else config.flip
+
+    data = load_dataset(config.dataset, size, data_dir, say)
+    ref_frac = config.reference_frac if config.teacher == "standin" else 0.0
+    splits = make_splits(data.y, config.test_frac, ref_frac, config.split_seed)
+    teacher_all, teacher_desc = build_teacher_probs(config, data, splits, say)
+    teacher_name = _teacher_label(teacher_desc)
+    c = len(data.classes)
+    pool_px = np.ascontiguousarray(data.pixels[splits.pool])
+    test_px = np.ascontiguousarray(data.pixels[splits.test])
+    y_pool, y_test = data.y[splits.pool], data.y[splits.test]
+    t_pool = np.ascontiguousarray(teacher_all[splits.pool])
+    teacher_acc = float((teacher_all[splits.test].argmax(1) == y_test).mean())
+    say(
+        f"{data.name}: {c} classes, pool {len(splits.pool):,}, test {len(splits.test):,}, "
+        f"reference {len(splits.reference):,}; teacher = {teacher_name}, test accuracy {teacher_acc:.1%}"
+    )
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+                "image_size": size,
+                "flip": flip,
+                "classes": data.classes,
+                "split_sizes": {"pool": len(splits.pool), "test": len(splits.test), "reference": len(splits.reference)},
+                "teacher": teacher_desc,
+                "teacher_label": teacher_name,
+                "teacher_test_accuracy": teacher_acc,
+            },
+            indent=2,
+            default=str,
+        ),
+        encoding="utf-8",
+    )
+
+    rows: list[dict[str, Any]] = []
+    csv_path = out / "results.csv"
+    picks_handle = open(out / "picks.jsonl", "w", encoding="utf-8")
+    with picks_handle, open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        for kd in config.kd_modes:
+            for seed in config.seeds:
+                cache: dict[tuple[int, tuple[int, ...]], tuple[dict[str, Any], np.ndarray, np.ndarray]] = {}
+                start_labels = initial_labels(y_pool, c, seed)
+                for strategy in config.strategies:
+                    labeled = start_labels.copy()
+                    for rnd in range(config.rounds):
+                        key = (rnd, tuple(sorted(labeled.tolist())))
+                        tag = f"[{'KD' if kd else 'CE'} seed {seed} {strategy} round {rnd + 1}/{config.rounds} · {len(labeled)} labels]"
+                        if key in cache:
+                            res_metrics, probs, feats = cache[key]
+                            acc = res_metrics["accuracy"]
+                        else:
+                            tcfg = TrainConfig(
+                                arch=config.arch,
+                                image_size=size,
+                                steps=config.steps,
+                                batch_labeled=config.batch_labeled,
+                                batch_unlabeled=config.batch_unlabeled,
+                                kd=kd,
+                                seed=seed * 1000 + rnd,
+                                device=config.device,
+                                num_workers=config.num_workers,
+                                num_classes=c,
+                                flip=flip,
+                            )
+                            prog = (lambda d, t, m, tag=tag: progress(d, t, f"{tag} {m}")) if progress else None
+                            res = train_round(pool_px, labeled, y_pool[labeled], t_pool if kd else None, tcfg, progress=prog)
+                            test_probs, _ = predict_student(res.model, test_px)
+                            acc = float((test_probs.argmax(1) == y_test).mean())
+                            probs, feats = predict_student(res.model, pool_px)
+                            res_metrics = dict(res.metrics, accuracy=acc)
+                            if rnd == 0:
+                                cache[key] = (res_metrics, probs, feats)
+                        select_seconds = 0.0
+                        if rnd < config.rounds - 1:
+                            t0 = time.perf_counter()
+                            sel = select(
+                                strategy,
+                                probs=probs,
+                                features=feats,
+                                labeled=labeled,
+                                k=c,
+                                rng=np.random.default_rng([seed, 1 + rnd]),
+                            )
+                            select_seconds = time.perf_counter() - t0
+                            picked = np.asarray(sel.indices, dtype=np.int64)
+                            if len(np.intersect1d(picked, labeled)):
+                                raise SimulationError(f"strategy {strategy} returned already labeled images")
+                            next_labeled = np.concatenate([labeled, picked])
+                            record = {
+                                "strategy": strategy,
+                                "kd": kd,
+                                "seed": seed,
+                                "round": rnd,
+                                "picked_ids": [data.ids[splits.pool[i]] for i in picked],
+                                "scores": [float(v) for v in np.asarray(sel.scores, dtype=np.float64)],
+                            }
+                            picks_handle.write(json.dumps(record) + "\n")
+                            picks_handle.flush()
+                        row = {
+                            "dataset": data.name,
+                            "strategy": strategy,
+                            "kd": kd,
+                            "seed": seed,
+                            "round": rnd,
+                            "n_labeled": int(len(labeled)),
+                            "accuracy": round(acc, 6),
+                            "teacher_accuracy": round(teacher_acc, 6),
+                            "train_seconds": round(float(res_metrics["seconds"]), 3),
+                            "select_seconds": round(select_seconds, 4),
+                            "steps": res_metrics["steps"],
+                            "final_loss": round(float(res_metrics["final_loss"]), 5),
+                            "teacher": teacher_name,
+                            "arch": config.arch,
+                            "image_size": size,
+                        }
+                        rows.append(row)
+                        writer.writerow(row)
+                        handle.flush()
+                        say(f"{tag} test accuracy {acc:.1%} (train {res_metrics['seconds']:.1f}s)")
+                        if rnd < config.rounds - 1:
+                            labeled = next_labeled
+    summary = summary_table(rows)
+    (out / "summary.txt").write_text(f"teacher: {teacher_name} (test accuracy {teacher_acc:.1%})\n{summary}\n", encoding="utf-8")
+    write_plot(rows, out, title=f"{data.name}: test accuracy vs labels (teacher: {teacher_name})")
+    return rows
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Mean ± std test accuracy (%) per round (rows) and strategy (columns), one block per KD mode."""
+    blocks = []
+    for kd in sorted({bool(r["kd"]) for r in rows}, reverse=True):
+        sub = [r for r in rows if bool(r["kd"]) == kd]
+        strategies = list(dict.fromkeys(r["strategy"] for r in sub))
+        rounds = sorted({int(r["round"]) for r in sub})
+        n_seeds = len({r["seed"] for r in sub})
+        head = ["round", "labels"] + strategies
+        lines = [[str(x) for x in head]]
+        for rnd in rounds:
+            cells = [str(rnd), str(next(int(r["n_labeled"]) for r in sub if int(r["round"]) == rnd))]
+            for s in strategies:
+                accs = [float(r["accuracy"]) * 100 for r in sub if r["strategy"] == s and int(r["round"]) == rnd]
+                if accs:
+                    m, sd = _mean_std(accs)
+                    cells.append(f"{m:5.1f} ± {sd:4.1f}")
+                else:
+                    cells.append("-")
+            lines.append(cells)
+        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+        text = "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)
+        mode = "KD (DHO student distilled from the teacher)" if kd else "no KD (CE-only student)"
+        blocks.append(f"{mode}: test accuracy %, mean ± std over {n_seeds} seed(s)\n{text}")
+    return "\n\n".join(blocks)
+
+
+def write_plot(rows: Sequence[dict[str, Any]], out: Path, title: str = "test accuracy vs labels") -> list[Path]:
+    """Plot accuracy vs number of labels (mean ± std) to ``accuracy.html`` (+ PNG with kaleido).
+
+    Returns:
+        The files written.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    keys = list(dict.fromkeys((r["strategy"], bool(r["kd"])) for r in rows))
+    for strategy, kd in keys:
+        sub = [r for r in rows if r["strategy"] == strategy and bool(r["kd"]) == kd]
+        xs = sorted({int(r["n_labeled"]) for r in sub})
+        stats = [_mean_std([float(r["accuracy"]) * 100 for r in sub if int(r["n_labeled"]) == x]) for x in xs]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[m for m, _ in stats],
+                error_y={"type": "data", "array": [s for _, s in stats], "visible": True},
+                mode="lines+markers",
+                name=f"{strategy} ({'KD' if kd else 'no KD'})",
+                line={"dash": "solid" if kd else "dot"},
+            )
+        )
+    fig.update_layout(title=title, xaxis_title="labeled images", yaxis_title="test accuracy (%)", template="plotly_white")
+    written = [out / "accuracy.html"]
+    fig.write_html(str(written[0]), include_plotlyjs=True, full_html=True)
+    try:
+        import kaleido  # noqa: F401
+
+        fig.write_image(str(out / "accuracy.png"))
+        written.append(out / "accuracy.png")
+    except Exception:  # kaleido missing or without a browser: HTML only
+        pass
+    return written
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"3"`` -> ``[0, 1, 2]``; ``"0,5,7"`` -> ``[0, 5, 7]``."""
+    text = text.strip()
+    if "," in text:
+        return [int(s) for s in text.split(",") if s.strip()]
+    n = int(text)
+    if n < 1:
+        raise SimulationError(f"--seeds must be >= 1, got {n}")
+    return list(range(n))
+
+
+def format_duration(seconds: float) -> str:
+    """``75.2`` -> ``"1m15s"``."""
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"

@@ -1,0 +1,103 @@
+"""Oracle simulation on the real digits demo (CPU, few steps)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from activekd_core.simulation import (
+    RESULT_COLUMNS,
+    SimulationConfig,
+    SimulationError,
+    initial_labels,
+    make_splits,
+    parse_seeds,
+    run_simulation,
+    summary_table,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("digits_cache")
+
+
+def test_short_digits_simulation_writes_results(tmp_path, digits_dir):
+    out = tmp_path / "sim"
+    cfg = SimulationConfig(
+        dataset="digits", out=out, strategies=["random", "pcoreset"], rounds=2, seeds=[0],
+        kd_modes=[True, False], steps=25, data_dir=digits_dir, device="cpu",
+    )
+    messages: list[str] = []
+    rows = run_simulation(cfg, log=messages.append)
+    with open(out / "results.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0].keys()) == RESULT_COLUMNS
+    assert len(table) == len(rows) == 2 * 1 * 2 * 2  # kd modes x seeds x strategies x rounds
+    assert {r["strategy"] for r in table} == {"random", "pcoreset"}
+    assert {r["kd"] for r in table} == {"True", "False"}
+    assert sorted({int(r["n_labeled"]) for r in table}) == [10, 20]
+    for r in table:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0
+        assert r["teacher"] == "offline stand-in (not CLIP)"
+        assert int(r["steps"]) == 25 and r["image_size"] == "16"
+    # Round 0 uses the same start and training seed for every strategy of a (kd, seed).
+    for kd in ("True", "False"):
+        r0 = {r["accuracy"] for r in table if r["kd"] == kd and r["round"] == "0"}
+        assert len(r0) == 1
+    # Each strategy picked C new, unique, previously unlabeled images after round 0.
+    picks = [json.loads(line) for line in (out / "picks.jsonl").read_text().splitlines()]
+    assert len(picks) == 4
+    for p in picks:
+        assert len(p["picked_ids"]) == 10 == len(set(p["picked_ids"]))
+    config = json.loads((out / "config.json").read_text())
+    assert config["teacher"]["kind"] == "standin" and config["teacher"]["is_clip"] is False
+    assert (out / "accuracy.html").stat().st_size > 10_000
+    summary = (out / "summary.txt").read_text()
+    assert "not CLIP" in summary and "no KD" in summary and "pcoreset" in summary
+    assert any("test accuracy" in m for m in messages)
+
+
+def test_splits_are_disjoint_stratified_and_cover_everything():
+    y = np.repeat(np.arange(4), 50)
+    sp = make_splits(y, 0.2, 0.1, seed=0)
+    allrows = np.concatenate([sp.pool, sp.test, sp.reference])
+    assert len(allrows) == 200 == len(np.unique(allrows))
+    assert np.bincount(y[sp.test]).tolist() == [10] * 4
+    assert np.bincount(y[sp.reference]).tolist() == [5] * 4
+    with pytest.raises(SimulationError, match="at least 3"):
+        make_splits(np.array([0, 0, 0, 1, 1]), 0.2, 0.0, 0)
+
+
+def test_initial_labels_one_per_class_and_seeded():
+    y = np.repeat(np.arange(5), 7)
+    a = initial_labels(y, 5, seed=1)
+    assert sorted(y[a].tolist()) == [0, 1, 2, 3, 4]
+    assert np.array_equal(a, initial_labels(y, 5, seed=1))
+    assert not all(np.array_equal(a, initial_labels(y, 5, seed=s)) for s in range(2, 6))
+
+
+def test_summary_table_mean_and_std():
+    rows = [
+        {"strategy": "random", "kd": True, "seed": s, "round": 0, "n_labeled": 3, "accuracy": acc}
+        for s, acc in enumerate([0.5, 0.7])
+    ]
+    text = summary_table(rows)
+    assert "60.0 ± 14.1" in text and "2 seed(s)" in text
+
+
+def test_parse_seeds_and_bad_settings(tmp_path):
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,9") == [4, 9]
+    with pytest.raises(SimulationError, match="seeds"):
+        parse_seeds("0")
+    with pytest.raises(SimulationError, match="unknown strategies"):
+        run_simulation(SimulationConfig(dataset="digits", out=tmp_path, strategies=["nope"]))
+    with pytest.raises(SimulationError, match="not 'digits'"):
+        run_simulation(SimulationConfig(dataset=str(tmp_path / "missing"), out=tmp_path, strategies=["random"]))
