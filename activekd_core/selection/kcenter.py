@@ -35,6 +35,10 @@ Two CPU methods, identical picks by construction
       the same fixed row blocks (a BLAS matrix-vector product is *not* row-invariant:
       OpenBLAS computes rows in groups of four and a row's last bits depend on its group).
 
+    Both run the per-pick products with one BLAS thread (``threadpoolctl``): cache-sized
+    calls gain nothing from threads, and a busy shared CPU punishes them. The seeding
+    GEMM against the labeled rows (shared by both methods) uses all BLAS threads.
+
     On CUDA (``device="auto"`` when a GPU is present) the exact running minimum runs in
     torch; its float32 rounding differs from the CPU's, so CPU and GPU picks agree except
     on near-ties.
@@ -53,6 +57,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 Metric = Literal["euclidean", "cosine"]
 Method = Literal["auto", "exact", "lazy"]
@@ -163,6 +168,8 @@ class _Blocks:
     cc: np.ndarray = field(init=False)
     n_blocks: int = field(init=False)
     md: np.ndarray = field(init=False)  # (n_blocks * rows,) running min of squared distance
+    _dot: np.ndarray = field(init=False)
+    _d2: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         n, d = self.x.shape
@@ -176,6 +183,8 @@ class _Blocks:
         self.n_blocks = max(1, math.ceil(n / self.rows))
         self.md = np.full(self.n_blocks * self.rows, np.inf, dtype=np.float32)
         self.md[n:] = -np.inf  # padding is never picked
+        self._dot = np.empty(self.rows, dtype=np.float32)
+        self._d2 = np.empty(self.rows, dtype=np.float32)
 
     def seed(self, labeled: np.ndarray) -> None:
         """``md`` = squared distance to the nearest labeled row (GEMM in chunks); labeled rows masked."""
@@ -202,12 +211,21 @@ class _Blocks:
         return score
 
     def apply(self, b: int, j: int) -> None:
-        """Fold center ``j`` into block ``b``'s running minimum (the only distance computation)."""
+        """Fold center ``j`` into block ``b``'s running minimum (the only distance computation).
+
+        ``d2 = (|x|^2 + |c|^2) - 2 (x . c)`` in float32 (buffers reused; the same operations
+        in the same order for every caller).
+        """
         s = b * self.rows
         e = min(self.x.shape[0], s + self.rows)
         if e <= s:
             return
-        d2 = (self.xx[s:e] + self.cc[j]) - np.float32(2) * (self.x[s:e] @ self.centers[j])
+        dot = self._dot[: e - s]
+        d2 = self._d2[: e - s]
+        np.matmul(self.x[s:e], self.centers[j], out=dot)
+        np.add(self.xx[s:e], self.cc[j], out=d2)
+        dot *= np.float32(2)
+        d2 -= dot
         view = self.md[s:e]
         np.minimum(view, d2, out=view)  # masked rows stay at -inf
 
@@ -371,9 +389,12 @@ def kcenter_greedy(
         if rows < 1:
             raise _err(f"block_rows must be >= 1, got {block_rows}")
         blocks = _Blocks(x, rows, k)
-        blocks.seed(lab)
+        blocks.seed(lab)  # compute-bound GEMM: all BLAS threads
         run = _run_exact if method == "exact" else _run_lazy
-        picks, sq = run(blocks, k, first)
+        # Block products are small (cache-sized) calls: one BLAS thread avoids a thread
+        # hand-off per call and behaves far better on a shared, busy CPU.
+        with threadpool_limits(limits=1, user_api="blas"):
+            picks, sq = run(blocks, k, first)
     if not return_scores:
         return picks
     sq = np.maximum(sq, 0.0)

@@ -1,0 +1,201 @@
+"""Benchmark the k-center kernel behind PCoreSet (issue 5, "Selection kernel").
+
+Part A -- against the published algorithm: PCoreSet picks on random Dirichlet probability
+vectors, reference = recompute the distances from every remaining point to *all* centers
+at every step (cost grows with k^2), ours = ``kcenter_greedy`` (running minimum). Same
+input; the picks must be identical. Prints both times and the ratio.
+Full size (``--full``): N=20,000, C=100, 100 labeled, k=400.
+
+Part B -- the large case: ``plain`` (float32 running minimum, one matrix-vector product
+over the whole matrix per pick), ``exact`` (the kernel's exact method: the same over
+fixed row blocks) and ``lazy`` (the kernel's default CPU method), plus ``cuda`` when a GPU
+is present. Each runs in its own process on the same saved input so that peak memory
+(``ru_maxrss`` above the resident size after loading the input) is per method. Picks must
+be identical to ``exact``. Full size (``--full``): N=100,000, C=1,000, 1,000 labeled,
+k=1,000 (about 1 GB of disk in a temp folder, ~1.5 min on a 2-core CPU).
+
+Default sizes are small so that CI can smoke-test the script in seconds. Usage::
+
+    python bench/selection.py            # small, both parts
+    python bench/selection.py --full     # the sizes of issue 5
+    python bench/selection.py --full --part b --alpha 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from activekd_core.selection import kcenter_greedy  # noqa: E402
+
+
+def dirichlet_pool(n: int, c: int, n_labeled: int, alpha: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 Dirichlet(alpha) probability rows and random labeled rows."""
+    rng = np.random.default_rng(seed)
+    x = np.empty((n, c), dtype=np.float32)
+    for s in range(0, n, 10_000):
+        x[s : s + 10_000] = rng.dirichlet(np.full(c, alpha), size=min(10_000, n - s))
+    return x, np.sort(rng.choice(n, n_labeled, replace=False))
+
+
+def _seed_min(x: np.ndarray, xx: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+    md = np.full(x.shape[0], np.inf, dtype=np.float32)
+    lab = x[labeled]
+    for s in range(0, x.shape[0], 4096):
+        d2 = (xx[s : s + 4096, None] + xx[labeled][None, :]) - np.float32(2) * (x[s : s + 4096] @ lab.T)
+        md[s : s + 4096] = d2.min(axis=1)
+    md[labeled] = -np.inf
+    return md
+
+
+def published_reference(x: np.ndarray, labeled: np.ndarray, k: int) -> np.ndarray:
+    """The published algorithm: each step, distances from every remaining point to all centers."""
+    xx = np.einsum("ij,ij->i", x, x)
+    centers = list(labeled.tolist())
+    remaining = np.ones(x.shape[0], dtype=bool)
+    remaining[labeled] = False
+    picks = []
+    for _ in range(k):
+        rows = np.flatnonzero(remaining)
+        cen = np.asarray(centers)
+        best = np.empty(rows.size, dtype=np.float32)
+        for s in range(0, rows.size, 2048):
+            r = rows[s : s + 2048]
+            d2 = (xx[r, None] + xx[cen][None, :]) - np.float32(2) * (x[r] @ x[cen].T)
+            best[s : s + 2048] = d2.min(axis=1)
+        i = int(rows[int(np.argmax(best))])
+        picks.append(i)
+        centers.append(i)
+        remaining[i] = False
+    return np.asarray(picks, dtype=np.int64)
+
+
+def plain_running_min(x: np.ndarray, labeled: np.ndarray, k: int) -> np.ndarray:
+    """Float32 running minimum, one matrix-vector product over the whole matrix per pick."""
+    xx = np.einsum("ij,ij->i", x, x)
+    md = _seed_min(x, xx, labeled)
+    picks = np.empty(k, dtype=np.int64)
+    for j in range(k):
+        i = int(np.argmax(md))
+        picks[j] = i
+        md[i] = -np.inf
+        np.minimum(md, (xx + xx[i]) - np.float32(2) * (x @ x[i]), out=md)
+    return picks
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    """Reset the peak resident size (VmHWM) to the current one (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def child(method: str, data: str, labeled: str, k: int) -> None:
+    """Run one method in this process and print a JSON line (time, peak memory above the input)."""
+    x = np.load(data)
+    lab = np.load(labeled)
+    base = _status_kb("VmRSS")
+    _reset_peak()
+    t = time.perf_counter()
+    if method == "plain":
+        picks = plain_running_min(x, lab, k)
+    elif method == "cuda":
+        import torch
+
+        picks = kcenter_greedy(x, lab, k, device="cuda")
+        torch.cuda.synchronize()
+    else:
+        picks = kcenter_greedy(x, lab, k, device="cpu", method=method)
+    seconds = time.perf_counter() - t
+    peak = _status_kb("VmHWM")
+    print(json.dumps({"method": method, "seconds": seconds, "extra_peak_mb": max(0, peak - base) / 1024,
+                      "input_mb": x.nbytes / 2**20, "picks": picks.tolist()}))
+
+
+def part_a(n: int, c: int, n_labeled: int, k: int, alpha: float, seed: int) -> None:
+    x, lab = dirichlet_pool(n, c, n_labeled, alpha, seed)
+    print(f"\nA. published algorithm vs running minimum: N={n:,} C={c} labeled={n_labeled} k={k} Dirichlet({alpha})")
+    t = time.perf_counter()
+    ref = published_reference(x, lab, k)
+    t_ref = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = kcenter_greedy(x, lab, k, device="cpu")
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    exact = kcenter_greedy(x, lab, k, device="cpu", method="exact")
+    t_exact = time.perf_counter() - t
+    same = bool(np.array_equal(ref, ours))
+    print(f"  reference (recompute all centers each step): {t_ref:8.2f} s")
+    print(f"  ours, exact running minimum:                 {t_exact:8.2f} s   ratio {t_ref / t_exact:6.1f}x")
+    print(f"  ours, default (lazy running minimum):        {t_ours:8.2f} s   ratio {t_ref / t_ours:6.1f}x")
+    print(f"  identical picks: reference vs default {same}, exact vs default {bool(np.array_equal(exact, ours))}")
+    if not same:
+        first = int(np.flatnonzero(ref != ours)[0])
+        print(f"  first difference at pick {first}: reference {ref[first]}, ours {ours[first]}")
+
+
+def part_b(n: int, c: int, n_labeled: int, k: int, alpha: float, seed: int, methods: list[str]) -> None:
+    print(f"\nB. large case: N={n:,} C={c:,} labeled={n_labeled:,} k={k:,} Dirichlet({alpha}), one process per method")
+    x, lab = dirichlet_pool(n, c, n_labeled, alpha, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        data, labeled = Path(tmp) / "x.npy", Path(tmp) / "labeled.npy"
+        np.save(data, x)
+        np.save(labeled, lab)
+        del x
+        results = {}
+        for method in methods:
+            out = subprocess.run([sys.executable, __file__, "--child", method, str(data), str(labeled), str(k)],
+                                 check=True, capture_output=True, text=True)
+            results[method] = json.loads(out.stdout.strip().splitlines()[-1])
+    ref = results["exact"]
+    print(f"  input matrix: {ref['input_mb']:.0f} MB float32")
+    for method, r in results.items():
+        same = r["picks"] == ref["picks"]
+        print(f"  {method:6s} {r['seconds']:8.2f} s   peak memory above input {r['extra_peak_mb']:7.1f} MB"
+              f"   vs plain {results['plain']['seconds'] / r['seconds']:5.2f}x   identical picks to exact: {same}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="issue 5 sizes (slow)")
+    parser.add_argument("--part", choices=["a", "b", "all"], default="all")
+    parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration (1 = uniform on the simplex)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", nargs=4, metavar=("METHOD", "DATA", "LABELED", "K"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        method, data, labeled, k = args.child
+        child(method, data, labeled, int(k))
+        return
+    import torch
+
+    print(f"machine: {os.cpu_count()} CPU cores, numpy {np.__version__}, torch {torch.__version__}, "
+          f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+    if args.part in ("a", "all"):
+        sizes = (20_000, 100, 100, 400) if args.full else (3_000, 100, 30, 60)
+        part_a(*sizes, args.alpha, args.seed)
+    if args.part in ("b", "all"):
+        sizes = (100_000, 1_000, 1_000, 1_000) if args.full else (10_000, 200, 100, 100)
+        methods = ["plain", "exact", "lazy"] + (["cuda"] if torch.cuda.is_available() else [])
+        part_b(*sizes, args.alpha, args.seed, methods)
+
+
+if __name__ == "__main__":
+    main()
