@@ -303,8 +303,8 @@ def class_quotas(weights: np.ndarray, available: np.ndarray, k: int) -> np.ndarr
     "class_balanced",
     {"probs"},
     "Class-balanced: a quota per predicted class by inverse labeled-class frequency (rare classes "
-    "get more), the most uncertain images within each quota.",
-    "prediction entropy within its predicted class's quota (nats)",
+    "get more), random images within each quota (as in the PCoreSet reference code).",
+    "weight 1/(1 + labeled count) of its predicted class (larger = rarer class)",
 )
 def class_balanced(*, probs: np.ndarray, features: np.ndarray | None, labeled: np.ndarray, k: int, rng: np.random.Generator, **kw: Any) -> Selection:
     """Quota by inverse labeled-class frequency over predicted classes.
@@ -313,13 +313,14 @@ def class_balanced(*, probs: np.ndarray, features: np.ndarray | None, labeled: n
         labeled_y: Class index of each labeled row, aligned with the ``labeled`` argument.
             Without it the labeled rows' *predicted* classes stand in (an approximation;
             pass the real labels).
-        within: ``"entropy"`` (default: highest entropy first inside a class) or
-            ``"random"``.
+        within: ``"random"`` (default, as the reference baseline) or ``"entropy"``
+            (highest entropy first inside a class).
 
     Class ``c`` gets weight ``1 / (1 + n_c)`` (``n_c`` labeled images; the ``+1`` lets an
     unseen class weigh most without dividing by zero); quotas follow
-    :func:`class_quotas` over the unlabeled rows predicted (argmax) as each class. Picks
-    are interleaved round-robin, rarest class first, so any prefix of the batch is balanced.
+    :func:`class_quotas` over the unlabeled rows predicted (argmax) as each class, so a
+    class with too few candidates passes its share on. Picks are interleaved round-robin,
+    rarest class first, so any prefix of the batch is balanced too.
     """
     n, c = probs.shape
     rows = _unlabeled(n, labeled)
@@ -333,16 +334,15 @@ def class_balanced(*, probs: np.ndarray, features: np.ndarray | None, labeled: n
         y = y.astype(np.int64)
     else:
         y = probs[labeled].argmax(axis=1) if labeled.size else np.empty(0, np.int64)
-    counts = np.bincount(y, minlength=c)
-    weights = 1.0 / (1.0 + counts)
+    weights = 1.0 / (1.0 + np.bincount(y, minlength=c))
     pred = probs[rows].argmax(axis=1)
-    within = kw.get("within", "entropy")
+    within = kw.get("within", "random")
     if within == "entropy":
         key = entropy_of(probs[rows])
     elif within == "random":
         key = rng.random(rows.size)
     else:
-        raise _err(f"class_balanced: within must be 'entropy' or 'random', got {within!r}")
+        raise _err(f"class_balanced: within must be 'random' or 'entropy', got {within!r}")
     quota = class_quotas(weights, np.bincount(pred, minlength=c), k)
     per_class: list[np.ndarray] = []
     for cls in np.argsort(-weights, kind="stable"):
@@ -352,7 +352,7 @@ def class_balanced(*, probs: np.ndarray, features: np.ndarray | None, labeled: n
         per_class.append(members[np.argsort(-key[members], kind="stable")[: quota[cls]]])
     order = [m[i] for i in range(max(len(m) for m in per_class)) for m in per_class if i < len(m)]
     pos = np.asarray(order, dtype=np.int64)
-    return Selection(rows[pos], key[pos].astype(np.float64), "class_balanced")
+    return Selection(rows[pos], weights[pred[pos]].astype(np.float64), "class_balanced")
 
 
 def gradient_embedding(probs: npt.ArrayLike, features: npt.ArrayLike) -> np.ndarray:
@@ -403,6 +403,10 @@ def _kmeanspp_factored(a: np.ndarray, h: np.ndarray, k: int, rng: np.random.Gene
 )
 def badge(*, probs: np.ndarray, features: np.ndarray, labeled: np.ndarray, k: int, rng: np.random.Generator, **kw: Any) -> Selection:
     """BADGE (Ash et al., 2020) over the unlabeled rows.
+
+    Note: the PCoreSet reference code's "badge" runs deterministic farthest-first on
+    L2-normalised embeddings; this is BADGE as published (k-means++ D^2 sampling on the raw
+    embeddings, whose norm carries the uncertainty).
 
     Uses ``sklearn.cluster.kmeans_plusplus`` (greedy k-means++, seeded from ``rng``) on the
     materialised embedding when it has at most 2^27 entries; larger pools use the same D^2

@@ -118,20 +118,30 @@ def test_class_balanced_favours_rare_labeled_classes() -> None:
     probs /= probs.sum(axis=1, keepdims=True)
     labeled = np.array([0, 1, 2, 3, 4, 5, 6, 7, 100, 200])  # 8 of class 0, one each of 1 and 2
     y = np.array([0] * 8 + [1, 2])
-    sel = select("class_balanced", probs=probs, labeled=labeled, labeled_y=y, k=30, rng=0)
+    sel = select("class_balanced", probs=probs, labeled=labeled, labeled_y=y, k=30, rng=0, within="entropy")
     got = np.bincount(pred[sel.indices], minlength=c)
     # weights 1/9, 1/2, 1/2 -> quotas 3, 14 (largest remainder goes to class 1), 13
     assert got.tolist() == [3, 14, 13]
     # order: round robin, rarest first, so every prefix is balanced
     assert pred[sel.indices[:3]].tolist() == [1, 2, 0]
-    # inside a class: most uncertain first
+    np.testing.assert_allclose(sel.scores, 1.0 / (1.0 + np.array([8, 1, 1]))[pred[sel.indices]])
+    # within="entropy": most uncertain first inside a class
     cls1 = sel.indices[pred[sel.indices] == 1]
     h = scipy_entropy(probs[cls1].astype(np.float64), axis=1)
+    unl1 = np.setdiff1d(np.flatnonzero(pred == 1), labeled)
     assert np.all(np.diff(h) <= 1e-12)
+    assert h.min() >= np.sort(scipy_entropy(probs[unl1].astype(np.float64), axis=1))[-14] - 1e-12
+    # default within="random": same quotas, seed-dependent members
+    r1 = select("class_balanced", probs=probs, labeled=labeled, labeled_y=y, k=30, rng=1)
+    r2 = select("class_balanced", probs=probs, labeled=labeled, labeled_y=y, k=30, rng=2)
+    assert np.bincount(pred[r1.indices], minlength=c).tolist() == [3, 14, 13]
+    assert set(r1.indices.tolist()) != set(r2.indices.tolist())
     # labeled_y follows the order of `labeled` (a shuffled copy gives the same picks)
     perm = rng.permutation(labeled.size)
-    same = select("class_balanced", probs=probs, labeled=labeled[perm], labeled_y=y[perm], k=30, rng=0)
+    same = select("class_balanced", probs=probs, labeled=labeled[perm], labeled_y=y[perm], k=30, rng=0, within="entropy")
     np.testing.assert_array_equal(same.indices, sel.indices)
+    # without labeled_y the labeled rows' predicted classes stand in (here they agree)
+    np.testing.assert_array_equal(select("class_balanced", probs=probs, labeled=labeled, k=30, rng=0, within="entropy").indices, sel.indices)
     with pytest.raises(ValueError, match="labeled_y"):
         select("class_balanced", probs=probs, labeled=labeled, labeled_y=y[:3], k=5, rng=0)
 
