@@ -195,12 +195,11 @@ def _thumbnail_png(path: str, mtime_ns: int, size: int, box: int) -> bytes:
 
     img = load_rgb(Path(path))
     if box > 0:
-        # Upscale small images with NEAREST (digits are 8x8: keep the pixels crisp).
         w, h = img.size
-        scale = box / max(w, h)
-        if scale >= 1:
-            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample=0)
-        else:
+        factor = box // max(w, h)
+        if factor >= 2:  # small images (digits are 8x8): whole-number upscale, crisp pixels
+            img = img.resize((w * factor, h * factor), resample=0)
+        elif max(w, h) > box:
             img.thumbnail((box, box))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -209,6 +208,9 @@ def _thumbnail_png(path: str, mtime_ns: int, size: int, box: int) -> bytes:
 
 def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
     """PNG bytes of ``image_id`` fitted into ``box`` pixels (0 = full resolution), cached.
+
+    Large images are shrunk to fit; images at most half of ``box`` are enlarged by a
+    whole-number factor with nearest-neighbour sampling (no invented detail).
 
     The cache key is the resolved path, its modification time and size, so a changed
     file is re-read and an unchanged one never is.

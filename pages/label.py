@@ -13,6 +13,8 @@ it unsure, ``Z`` undoes the latest event, ``←``/``→`` or ``K``/``J`` move th
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from activekd_core.project import BatchView, Project, ProjectError
@@ -38,6 +40,8 @@ K_FOCUS_MODE = "lbl_focus_mode"
 K_SHOW_TEACHER = "lbl_show_teacher"
 K_SOURCE = "lbl_source"
 K_NOTICE = "lbl_notice"
+K_T0 = "lbl_action_t0"
+K_LAST_MS = "lbl_last_action_ms"
 
 
 # ---- the items on screen ---------------------------------------------------------------------
@@ -103,6 +107,7 @@ def _next_open(ids: list[str], states: dict, start: int) -> int:
 
 
 def _act(action: str, image_id: str, pos: int, ids: list[str], class_name: str | None = None) -> None:
+    st.session_state[K_T0] = time.perf_counter()
     project = current_project()
     kw = {"annotator": annotator(), "session": session_id()}
     try:
@@ -169,21 +174,23 @@ def _why(strategy: str, score: float | None, pos: int) -> str:
     if strategy == "audit":
         return "Audit image: a uniform random sample for measuring accuracy (never used to train or select)."
     label = strategy_score_label(strategy)
-    score_text = "no score" if score is None else f"{label} = {score:.4f}"
-    return f"Pick #{pos + 1} of {strategy}: {score_text}"
+    if score is None:
+        return f"Pick #{pos + 1} of {strategy} (no score recorded)."
+    return f"Pick #{pos + 1} of {strategy}. Score {score:.4f}: {label}."
 
 
 def _class_buttons(project: Project, image_id: str, pos: int, ids: list[str], event, key: str) -> None:
     classes = project.classes
-    per_row = 3 if len(classes) <= 3 else 5
+    longest = max(len(c) for c in classes)
+    per_row = 5 if longest <= 3 else (2 if longest <= 7 else 1)  # full names, never truncated
     for start in range(0, len(classes), per_row):
-        cols = st.columns(per_row, gap="small")
+        cols = st.columns(per_row, gap="small") if per_row > 1 else [st]
         for j, name in enumerate(classes[start:start + per_row]):
             k = start + j
             chosen = event is not None and event.event == "label" and event.class_name == name
             cols[j].button(
                 name, key=f"lbl_{key}_{pos}_c{k}", type="primary" if chosen else "secondary",
-                on_click=_act, args=("label", image_id, pos, ids, name), width="stretch",
+                on_click=_act, args=("label", image_id, pos, ids, name), width="stretch", wrap=True,
                 help=f"Label as {name}" + (f" (key {CLASS_KEYS[k]} when focused)" if k < len(CLASS_KEYS) else ""),
             )
     a, b, c = st.columns(3, gap="small")
@@ -296,12 +303,13 @@ def main() -> None:
     focus = min(int(st.session_state.get(K_FOCUS, 0)), len(ids) - 1)
     done = sum(1 for s in states.values() if s is not None)
 
-    top = st.columns([3, 2, 2])
+    top = st.columns([3, 2, 1, 2])
     top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this {'audit chunk' if source == 'audit set' else 'batch'}"
                     f" · strategy **{strategy}**")
     show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, value=False,
                                  help="Hidden by default to avoid anchoring on the teacher's guess.")
-    top[2].caption("Keys: 1-9 label the focused image, S skip, U unsure, Z undo, ←/→ or J/K move, F focus mode")
+    n_cols = top[2].selectbox("Per row", [2, 3, 4, 5, 6], index=2, key="lbl_cols")
+    top[3].caption("Keys: 1-9 label the focused image, S skip, U unsure, Z undo, ←/→ or J/K move, F focus mode")
     _counts(project)
     suggestions = None
     if show_teacher:
@@ -316,13 +324,23 @@ def main() -> None:
         image_id, score = items[focus]
         _focus_view(project, image_id, score, focus, ids, states[image_id], key, strategy, suggestions)
         return
-    n_cols = 5
     for start in range(0, len(items), n_cols):
         cols = st.columns(n_cols)
         for j, (image_id, score) in enumerate(items[start:start + n_cols]):
             pos = start + j
             with cols[j]:
                 _card(project, image_id, score, pos, ids, states[image_id], key, strategy, suggestions, pos == focus)
+    _timing()
+
+
+def _timing() -> None:
+    """Server time of the last action: from the click's callback to the end of the redraw."""
+    t0 = st.session_state.pop(K_T0, None)
+    if t0 is not None:
+        st.session_state[K_LAST_MS] = 1000 * (time.perf_counter() - t0)
+    if K_LAST_MS in st.session_state:
+        st.caption(f"Last action saved and page redrawn in {st.session_state[K_LAST_MS]:.0f} ms (server side).",
+                   help="From the button's callback (the database commit) to the end of this page's script run.")
 
 
 def _counts(project: Project) -> None:

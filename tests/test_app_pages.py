@@ -8,6 +8,7 @@ page shows.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,9 +34,21 @@ APP = str(ROOT / "app.py")
 TRAIN_FAST = {"steps": 4, "batch_labeled": 8, "batch_unlabeled": 8, "image_size": 16, "augment": False}
 
 
+@pytest.fixture(scope="session")
+def demo_images(tmp_path_factory) -> Path:
+    """The demo image files, written once per test session (copied into each home)."""
+    from activekd_core.demo_data import materialize_demo
+
+    base = tmp_path_factory.mktemp("demo_images")
+    for name in ("textile", "digits"):
+        materialize_demo(name, base / "data", per_class=4)
+    return base / "data"
+
+
 @pytest.fixture()
-def home(tmp_path, monkeypatch):
+def home(tmp_path, monkeypatch, demo_images):
     """A fresh ACTIVEKD_HOME holding a prepared 12-image textile demo with fast training."""
+    shutil.copytree(demo_images, tmp_path / "data")
     monkeypatch.setenv("ACTIVEKD_HOME", str(tmp_path))
     monkeypatch.setenv("ACTIVEKD_DEMO_PER_CLASS", "4")
     monkeypatch.setenv("ACTIVEKD_TRAIN_IN_THREAD", "1")
@@ -229,6 +242,7 @@ def test_failed_round_shows_the_error_and_keeps_labels(home, monkeypatch):
 
 
 def test_project_page_validates_and_switches_to_digits(home, tmp_path):
+    assert (home / "data" / "digits").is_dir()
     at = _app()
     at.switch_page("pages/project.py").run()
     assert not at.exception, [e.message for e in at.exception]

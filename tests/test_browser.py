@@ -1,0 +1,264 @@
+"""A real browser against ``streamlit run app.py``: label, undo, retrain, kill, restart.
+
+Chromium is Debian's (``/usr/bin/chromium``) driven by Playwright's Python package (never
+``playwright install``). The server runs on 127.0.0.1 with ``ACTIVEKD_HOME`` in a temp
+folder and a 12-image textile demo. Everything the test expects is read back from the
+project database through :class:`activekd_core.store.Store`.
+
+Printed (run with ``-s``): the click-to-rerun times measured from the browser (click until
+the card shows the new label) and screenshots under ``/tmp/shots``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path("/tmp/shots")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+TRAIN_FAST = {"steps": 4, "batch_labeled": 8, "batch_unlabeled": 8, "image_size": 16, "augment": False}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: install Debian's chromium package"),
+]
+
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_support import ensure_selection, free_port  # noqa: E402
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+
+class Server:
+    """``streamlit run app.py`` in its own process group (so SIGKILL takes all of it)."""
+
+    def __init__(self, home: Path, log: Path) -> None:
+        self.home = home
+        self.log = log
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90.0) -> str:
+        self.port = free_port()
+        env = dict(os.environ, ACTIVEKD_HOME=str(self.home), ACTIVEKD_DEMO_PER_CLASS="4", HF_HUB_OFFLINE="1",
+                   PYTHONPATH=str(ROOT))
+        env.pop("ACTIVEKD_PROJECT", None)
+        env.pop("ACTIVEKD_TRAIN_IN_THREAD", None)
+        cmd = [sys.executable, str(ROOT / "tests" / "browser_support.py"), "run", str(ROOT / "app.py"),
+               "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
+               "--browser.gatherUsageStats", "false"]
+        fh = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return url
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"streamlit did not answer on {url} within {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (as a crash would)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def _wait(predicate, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture()
+def home(tmp_path):
+    from activekd_core.project import open_demo
+
+    ensure_selection()
+    with open_demo("textile", base_dir=tmp_path, per_class=4) as project:
+        project.update_config(train=TRAIN_FAST)
+    return tmp_path
+
+
+def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
+    from activekd_core.store import Store
+
+    db_path = home / "projects" / "textile" / "project.db"
+    if SHOTS.exists():
+        shutil.rmtree(SHOTS)
+    SHOTS.mkdir(parents=True)
+
+    def db() -> Store:
+        return Store.open(db_path)
+
+    with db() as s:
+        classes = s.class_names()
+        batch = s.open_batch_current()
+    ids = [it.image_id for it in batch.items]
+    key = f"lbl_batch-{batch.id}"
+
+    server = Server(home, tmp_path / "streamlit.log")
+    url = server.start()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.locator(f".st-key-{key}_0_c0 button:visible").wait_for(state="visible", timeout=90_000)
+            page.locator(".st-key-lbl_card_0 img").wait_for(state="visible")
+            _settled(page)
+            page.screenshot(path=str(SHOTS / "01_label_grid.png"))
+
+            def card_text(pos: int) -> str:
+                return page.locator(f".st-key-lbl_card_{pos}").inner_text()
+
+            expected: dict[str, str] = {}
+            times = []
+            # --- by click: images #1, #4, #6 (each click waits for the page to show it)
+            for pos, k in ((0, 0), (3, 1), (5, 2)):
+                t0 = time.perf_counter()
+                page.locator(f".st-key-{key}_{pos}_c{k} button:visible").click()
+                _wait(lambda: f"labeled {classes[k]}" in card_text(pos), 30, f"card {pos} to show its label", 0.01)
+                times.append(time.perf_counter() - t0)
+                expected[ids[pos]] = classes[k]
+            with db() as s:
+                assert s.current_labels() == expected
+            # focus moved to the first open image after #6: #7. Keyboard from here.
+            page.mouse.click(5, 400)  # focus the document, not a widget
+            for keyname, k in (("2", 1), ("3", 2), ("1", 0)):
+                n_before = len(expected)
+                with db() as s:
+                    before = set(s.current_labels())
+                t0 = time.perf_counter()
+                page.keyboard.press(keyname)
+                got = _wait(lambda: (lambda c: c if len(c) > n_before else None)(_labels(db)), 30,
+                            f"key {keyname} to label an image")
+                (new_id,) = set(got) - before
+                _wait(lambda: f"labeled {classes[k]}" in card_text(ids.index(new_id)), 30, "card update", 0.01)
+                times.append(time.perf_counter() - t0)
+                assert got[new_id] == classes[k]
+                expected[new_id] = classes[k]
+            assert [i for i in ids if i in expected] == [ids[0], ids[3], ids[5], ids[6], ids[7], ids[8]]
+            _settled(page)
+            page.screenshot(path=str(SHOTS / "02_labeled_by_click_and_keys.png"))
+            # --- undo the last one with Z
+            page.keyboard.press("z")
+            _wait(lambda: ids[8] not in _labels(db), 30, "undo to reach the database")
+            del expected[ids[8]]
+            _wait(lambda: "not labeled yet" in card_text(8), 30, "card 9 to show the undo")
+            with db() as s:
+                assert s.current_labels() == expected
+                assert [e.event for e in s.events()][-1] == "undo"
+            # --- focus mode with zoom
+            page.keyboard.press("f")
+            page.get_by_text("Back to the grid").wait_for()
+            _settled(page)
+            page.screenshot(path=str(SHOTS / "03_focus_mode.png"), )
+            page.get_by_text("Back to the grid").click()
+            page.locator(".st-key-lbl_card_9").wait_for()
+
+            # --- retrain, clicked in two browser sessions: one job runs
+            page.get_by_role("link", name="Train").click()
+            start = page.locator(".st-key-trn_start button:visible")
+            start.wait_for()
+            other = browser.new_page(viewport={"width": 1300, "height": 900})
+            other.set_default_timeout(60_000)
+            other.goto(url + "/train")
+            other.locator(".st-key-trn_start button:visible").wait_for(timeout=90_000)
+            start.click()
+            other.locator(".st-key-trn_start button:visible").click()
+            other.get_by_text("Already training").or_(other.get_by_text("Training started")).wait_for()
+            page.get_by_text("finished in").wait_for(timeout=180_000)
+            page.locator("[data-testid='stDataFrame']").wait_for()
+            _settled(page)
+            page.screenshot(path=str(SHOTS / "04_train_done.png"), )
+            with db() as s:
+                jobs = s.query("SELECT state FROM jobs WHERE kind = 'train'")
+                assert [r[0] for r in jobs] == ["done"]
+                rounds = s.rounds()
+                assert [(r.status, r.n_labeled) for r in rounds] == [("done", len(expected))]
+                assert s.current_labels() == expected
+            other.close()
+
+            # --- back to labeling: the next batch comes from the new student
+            page.get_by_role("link", name="Label").click()
+            _wait(lambda: _open_batch(db) is not None, 60, "the next batch")
+            batch2 = _open_batch(db)
+            key2 = f"lbl_batch-{batch2.id}"
+            page.locator(f".st-key-{key2}_0_c1 button:visible").click()
+            expected[batch2.items[0].image_id] = classes[1]
+            _wait(lambda: _labels(db) == expected, 30, "the label in batch 2")
+            page.locator(f".st-key-lbl_card_0").get_by_text(f"labeled {classes[1]}").wait_for()
+            shown_before = page.locator("[class*='st-key-lbl_card_'] code").all_inner_texts()
+            browser.close()
+
+        # --- crash: SIGKILL the server, restart it, same labels and same batch
+        server.kill()
+        url = server.start()
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.locator(f".st-key-{key2}_0_c0 button:visible").wait_for(state="visible", timeout=90_000)
+            page.locator(".st-key-lbl_card_0").get_by_text(f"labeled {classes[1]}").wait_for()
+            shown_after = page.locator("[class*='st-key-lbl_card_'] code").all_inner_texts()
+            assert shown_after == shown_before == [it.image_id for it in batch2.items]
+            _settled(page)
+            page.screenshot(path=str(SHOTS / "05_after_restart.png"))
+            page.get_by_role("link", name="Project").click()
+            page.get_by_text("Open a project").wait_for()
+            _settled(page)
+            page.screenshot(path=str(SHOTS / "06_project_page.png"))
+            browser.close()
+        with db() as s:
+            assert s.integrity_check() == "ok"
+            assert s.current_labels() == expected
+            assert _open_batch(db).id == batch2.id
+    finally:
+        server.kill()
+    print(f"\nclick-to-rerun (browser, click until the card shows the label), n={len(times)}: "
+          f"median {1000 * statistics.median(times):.0f} ms, max {1000 * max(times):.0f} ms, "
+          f"all {[round(1000 * t) for t in times]}")
+
+
+def _settled(page, timeout: float = 30.0) -> None:
+    """Wait until the script run has finished (no stale elements left on screen)."""
+    time.sleep(0.3)
+    page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0",
+                           timeout=timeout * 1000)
+    time.sleep(0.2)
+
+
+def _labels(db) -> dict[str, str]:
+    with db() as s:
+        return s.current_labels()
+
+
+def _open_batch(db):
+    with db() as s:
+        return s.open_batch_current()
