@@ -629,6 +629,7 @@ class LayoutJob:
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
         self._status: dict[str, LayoutStatus] = {}
+        self._pca_memo: OrderedDict[str, np.ndarray] = OrderedDict()  # stand-ins, reused across reruns
         self._proc: Any = None
         self._requests: Any = None
         self._results: Any = None
@@ -723,7 +724,14 @@ class LayoutJob:
 
     def _stand_in(self, p: np.ndarray, params: LayoutParams, key: str, note: str) -> Layout:
         t0 = time.perf_counter()
-        coords = pca_layout(p, params.metric)
+        with self._lock:
+            coords = self._pca_memo.get(key)
+        if coords is None:
+            coords = pca_layout(p, params.metric)
+            with self._lock:
+                self._pca_memo[key] = coords
+                while len(self._pca_memo) > 8:
+                    self._pca_memo.popitem(last=False)
         return Layout(coords, params, key, "pca", pending=True, seconds=time.perf_counter() - t0, note=note)
 
     def request(
