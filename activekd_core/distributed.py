@@ -12,7 +12,8 @@ gloo otherwise) and :func:`activekd_core.training.train_round` does the rest:
   contiguous slice (:func:`rank_slice`), so N ranks together see exactly the batch a
   single process would see; DDP averages the gradients;
 * BatchNorm statistics are per rank during the step (DDP broadcasts rank 0's buffers
-  at each forward), so results match a single process closely but not bit for bit;
+  at each forward, and :func:`sync_buffers` once more after the last step), so every
+  rank ends with the same model, close to but not bit for bit the single-process one;
 * only rank 0 reports progress and writes the checkpoint.
 
 Multi-node: run the same torchrun command on every node with ``--nnodes``,
@@ -128,6 +129,19 @@ def wrap_model(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Mod
     if device.type == "cuda":
         return DDP(model, device_ids=[device.index])
     return DDP(model)
+
+
+def sync_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the *start* of each forward, so after the last step each
+    rank holds running statistics updated by its own last batch; this makes the final
+    models identical on all ranks.
+    """
+    if not info.enabled:
+        return
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src=0)
 
 
 def barrier(info: DistInfo) -> None:

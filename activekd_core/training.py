@@ -440,6 +440,7 @@ def train_round(
     if cancel is not None and cancel.is_set() and done < steps:
         raise TrainingCancelled(done, steps)
 
+    distributed.sync_buffers(model, info)
     model.eval()
     tail = max(1, steps // 10)
     loss_cpu = losses.float().cpu().numpy()
