@@ -30,6 +30,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -313,7 +314,7 @@ def probs_from_features(
     prototypes: npt.ArrayLike,
     scale: float = 100.0,
     *,
-    chunk_rows: int = 2048,
+    chunk_rows: int | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Softmax of ``scale * features @ prototypes.T``, computed in float32 row chunks.
@@ -326,7 +327,7 @@ def probs_from_features(
         features: ``(N, D)`` image features.
         prototypes: ``(C, D)`` class prototypes.
         scale: Logit scale (100 for CLIP).
-        chunk_rows: Rows per chunk (bounded temporary memory).
+        chunk_rows: Rows per chunk (default: about 8 MB of logits per chunk).
         out: Optional float32 ``(N, C)`` destination.
 
     Returns:
@@ -342,19 +343,35 @@ def probs_from_features(
     elif out.shape != (n, c) or out.dtype != np.float32:
         raise ValueError(f"out must be float32 {(n, c)}, got {out.dtype} {out.shape}")
     w.mul_(float(scale))
-    with torch.inference_mode():
+    if chunk_rows is None:
+        chunk_rows = max(64, (1 << 21) // max(c, 1))  # ~8 MB of logits per chunk
+    scratch = np.empty((min(chunk_rows, max(n, 1)), c), dtype=np.float32)
+    in_place = out.flags.c_contiguous and out.flags.writeable
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         for start in range(0, n, chunk_rows):
             stop = min(n, start + chunk_rows)
-            f = torch.from_numpy(np.array(features[start:stop], dtype=np.float32, order="C", copy=True))  # type: ignore[index]
-            if isinstance(out, np.memmap) or not out.flags.c_contiguous:
-                block = torch.softmax(f @ w, dim=1)
-                out[start:stop] = block.numpy()
-            else:
-                o = torch.from_numpy(out[start:stop])
-                torch.mm(f, w, out=o)
-                o.sub_(o.amax(dim=1, keepdim=True)).exp_()
-                o.div_(o.sum(dim=1, keepdim=True))
+            block = features[start:stop]  # type: ignore[index]
+            if block.dtype != np.float32 or not block.flags.c_contiguous:
+                block = np.ascontiguousarray(block, dtype=np.float32)
+            logits = out[start:stop] if in_place else scratch[: stop - start]
+            torch.mm(torch.from_numpy(block), w, out=torch.from_numpy(logits))  # read-only input is never written
+            _softmax_into(logits, logits)
+            if not in_place:
+                out[start:stop] = logits
     return out
+
+
+def _softmax_into(logits: np.ndarray, dest: np.ndarray) -> None:
+    """Row softmax of ``logits`` written into ``dest`` (may be the same array).
+
+    NumPy's single-threaded vectorised ``exp`` is used on purpose: torch's OpenMP
+    element-wise kernels lose badly on a loaded 2-core machine (thread barriers), while
+    the GEMM before it keeps using all cores through MKL.
+    """
+    np.subtract(logits, logits.max(axis=1, keepdims=True), out=dest)
+    np.exp(dest, out=dest)
+    dest *= np.reciprocal(dest.sum(axis=1, keepdims=True))
 
 
 # --------------------------------------------------------------------------- extraction
@@ -537,6 +554,7 @@ class ClipZeroShotTeacher:
         self.images_encoded = 0
         self.text_passes = 0
         self._model: torch.nn.Module | None = None
+        self.weights_info: dict[str, Any] | None = None
         self._text_cache: dict[str, np.ndarray] = {}
         self._last_features: dict[str, Any] | None = None
         self.set_prompts(class_prompts, templates)
@@ -691,10 +709,16 @@ class ClipZeroShotTeacher:
         return probs_from_features(feats, self.text_prototypes(), self.scale, out=out)
 
     def display_name(self) -> str:
-        """Short human-readable name."""
-        weights = {"random": "random weights, not a trained CLIP"}.get(self.weights_info["type"], None) if self._model else None
-        tag = weights or (Path(self.pretrained).name if self.pretrained and os.sep in str(self.pretrained) else self.pretrained or "random weights")
-        return f"CLIP zero-shot ({self.model_name}, {tag})"
+        """Short human-readable name (says so when the weights are random)."""
+        if self.model_name.startswith("local-dir:"):
+            return f"CLIP zero-shot (local folder {Path(self.model_name[len('local-dir:'):]).name})"
+        if self.pretrained is None or str(self.pretrained).strip().lower() in RANDOM_WEIGHTS:
+            weights = "random weights, not a trained CLIP"
+        elif os.sep in str(self.pretrained) or Path(str(self.pretrained)).suffix:
+            weights = Path(str(self.pretrained)).name
+        else:
+            weights = str(self.pretrained)
+        return f"CLIP zero-shot ({self.model_name}, {weights})"
 
     def spec(self) -> dict[str, Any]:
         """JSON spec that rebuilds this teacher through ``make_teacher``."""
@@ -710,23 +734,47 @@ class ClipZeroShotTeacher:
             "seed": self.seed,
         }
 
+    def _weights(self) -> dict[str, Any]:
+        """Where the weights come from (no model load, no download)."""
+        if self.weights_info is None:
+            self.weights_info = resolve_weights(self.model_name, self.pretrained, hf_cache_dir=self.hf_cache_dir)
+        return self.weights_info
+
     def describe(self) -> dict[str, Any]:
-        """Provenance: model, weights identity, prompts (every text), scale, device, feature cache."""
-        self.load()
+        """Provenance: model, weights identity, every prompt text, scale, device, feature cache.
+
+        Does not load the model (cheap and stable before first use); fields known only
+        after loading (``preprocess``, the model's own logit scale, the device) are filled
+        once it is loaded. Weights that cannot be had are reported (``available`` False
+        and ``error``) rather than raised; ``predict_proba`` raises.
+        """
+        try:
+            info: dict[str, Any] | None = self._weights()
+            error = None
+        except TeacherUnavailable as exc:
+            info, error = None, str(exc)
+        loaded = self._model is not None
+        if self.logit_scale_arg is not None:
+            scale: float | str = float(self.logit_scale_arg)
+        else:
+            scale = self.model_logit_scale if loaded else "model"
         return {
             "kind": self.kind,
             "display_name": self.display_name(),
             "spec": self.spec(),
             "model_name": self.model_name,
-            "weights": {k: v for k, v in self.weights_info.items() if k in ("type", "identity")},
-            "random_weights": self.weights_info["type"] == "random",
+            "weights": {k: v for k, v in info.items() if k in ("type", "identity")} if info else None,
+            "random_weights": bool(info and info["type"] == "random"),
+            "available": info is not None,
+            "error": error,
+            "loaded": loaded,
             "open_clip_version": open_clip.__version__,
-            "preprocess": self.preprocess_cfg,
+            "preprocess": self.preprocess_cfg if loaded else None,
             "class_texts": self.class_texts,
             "prompts_key": prompts_key(self.class_texts),
-            "logit_scale": self.scale,
+            "logit_scale": scale,
             "logit_scale_source": "fixed" if self.logit_scale_arg is not None else "model",
-            "device": str(self.device),
+            "device": str(self.device) if loaded else self.device_arg,
             "feature_cache": self._last_features,
         }
 

@@ -257,3 +257,16 @@ def test_probs_from_features_chunks_and_memmap_out(tmp_path: Path) -> None:
     out = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=(1000, 7))
     probs_from_features(f.astype(np.float16), w, 3.0, out=out, chunk_rows=256)
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), ref, atol=1e-2)
+
+
+def test_describe_does_not_load_and_reports_unavailable_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    t = tiny(tmp_path)
+    d = t.describe()
+    assert t._model is None and d["loaded"] is False and d["available"] and d["random_weights"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    off = ClipZeroShotTeacher(["a", "b"], model_name="ViT-B-32", pretrained="openai", cache_dir=tmp_path)
+    d = off.describe()
+    json.dumps(d)
+    assert d["available"] is False and "local-dir:" in d["error"] and d["display_name"] == "CLIP zero-shot (ViT-B-32, openai)"
+    with pytest.raises(TeacherUnavailable):
+        off.predict_proba(ImagePool(root=tmp_path, ids=[]))
