@@ -275,6 +275,19 @@ def build_student(
     return model, info
 
 
+_NORM_CACHE: dict[str, tuple[Tensor, Tensor]] = {}
+
+
+def _norm_constants(device: torch.device) -> tuple[Tensor, Tensor]:
+    # Cached per device: creating them every batch would be a blocking host-to-device copy.
+    key = str(device)
+    if key not in _NORM_CACHE:
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        _NORM_CACHE[key] = ((1.0 / (255.0 * std)).to(device), (-mean / std).to(device))
+    return _NORM_CACHE[key]
+
+
 def prepare_batch(pixels: Tensor, device: torch.device | None = None, channels_last: bool = False) -> Tensor:
     """Turn uint8 ``(N, H, W, 3)`` pixels into normalised float ``(N, 3, H, W)`` on ``device``.
 
@@ -287,11 +300,10 @@ def prepare_batch(pixels: Tensor, device: torch.device | None = None, channels_l
         raise ValueError(
             f"prepare_batch: expected uint8 (N, H, W, 3) pixels, got {pixels.dtype} {tuple(pixels.shape)}"
         )
-    device = device or pixels.device
-    x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    device = torch.device(device) if device is not None else pixels.device
+    x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    scale, shift = _norm_constants(device)
+    x = x * scale + shift  # == (x / 255 - mean) / std
     if channels_last:
         return x.contiguous(memory_format=torch.channels_last)
     return x.contiguous()
