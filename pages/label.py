@@ -17,7 +17,8 @@ import time
 
 import streamlit as st
 
-from activekd_core.project import BatchView, Project, ProjectError
+from activekd_core.jobs import JobBusy
+from activekd_core.project import BatchView, Project
 from pages._session import (
     annotator,
     batch_lock,
@@ -40,6 +41,8 @@ K_FOCUS_MODE = "lbl_focus_mode"
 K_SHOW_TEACHER = "lbl_show_teacher"
 K_SOURCE = "lbl_source"
 K_NOTICE = "lbl_notice"
+K_RETRY = "lbl_retry_select"
+K_STOP = "lbl_stop"
 K_T0 = "lbl_action_t0"
 K_LAST_MS = "lbl_last_action_ms"
 
@@ -54,33 +57,69 @@ def _audit_items(project: Project) -> list[tuple[str, float | None]]:
     return [(i, None) for i in todo[: project.batch_size]]
 
 
-def _batch(project: Project) -> BatchView | None:
-    """The open batch; when none is open or it is complete, select the next one (once).
+SELECT_POLL_SECONDS = 0.5
 
-    A per-project lock makes two sessions finishing the same batch select one new
-    batch, not two.
+
+def _select_job(project: Project, progress, cancel) -> int:
+    """Job body (a thread that never calls Streamlit): select and store the next batch."""
+    return project.next_batch(progress).batch.id
+
+
+def _start_selection(project: Project) -> None:
+    """Start the background selection of the next batch unless one runs already.
+
+    The per-project lock and the jobs table (one running job per kind) make two
+    sessions finishing the same batch select one new batch, not two. The running
+    job is checked before the open batch is read: a job that finished in between has
+    already stored its batch.
+    """
+    jobs = project.jobs()
+    with batch_lock(str(project.folder)):
+        if jobs.running("select") is not None:
+            return
+        view = project.current_batch()
+        if view is not None and not view.complete:
+            return
+        try:
+            jobs.start_thread("select", _select_job, project)
+        except JobBusy:
+            pass
+
+
+def _batch(project: Project) -> BatchView | None:
+    """The open batch; when none is open or it is complete, select the next one in the background.
+
+    Returns None while the selection runs (a fragment polls it and reruns the page when
+    it ends) or when nothing is left to query.
     """
     view = project.current_batch()
     if view is not None and not view.complete:
         return view
-    with batch_lock(str(project.folder)):
-        view = project.current_batch()
-        if view is not None and not view.complete:
-            return view
-        bar = st.progress(0.0, text="Selecting the next batch...")
+    _, candidates = project.candidate_rows()
+    if candidates.size == 0:
+        return None
+    latest = project.jobs().latest("select")
+    if latest is not None and latest.state in ("failed", "interrupted") and not st.session_state.pop(K_RETRY, False):
+        st.error(f"Selecting the next batch failed: {latest.error.splitlines()[0] if latest.error else 'no message'}")
+        st.button("Try again", key="lbl_retry_select", on_click=lambda: st.session_state.__setitem__(K_RETRY, True))
+        st.session_state[K_STOP] = True
+        return None
+    _start_selection(project)
+    _selection_progress(project)
+    st.session_state[K_STOP] = True
+    return None
 
-        def progress(done: int, total: int, message: str = "") -> None:
-            bar.progress(min(1.0, done / total) if total else 0.0, text=message or "Selecting the next batch...")
 
-        try:
-            with st.spinner(f"Selecting the next batch with {project.strategy}..."):
-                return project.next_batch(progress)
-        except ProjectError as exc:
-            st.session_state[K_NOTICE] = str(exc)
-            return None
-        finally:
-            bar.empty()
-
+@st.fragment(run_every=SELECT_POLL_SECONDS)
+def _selection_progress(project: Project) -> None:
+    running = project.jobs().running("select")
+    if running is None:
+        st.rerun()  # the batch is stored (or the job failed): redraw the whole page
+    text = f"Selecting the next batch with {project.strategy}... {running.elapsed:.0f} s"
+    if running.message:
+        text += f" · {running.message}"
+    st.progress(running.fraction, text=text)
+    st.caption("The other pages stay usable meanwhile.")
 
 def _items(project: Project, source: str) -> tuple[str, list[tuple[str, float | None]], str]:
     """``(key, [(image id, score)], strategy name)`` of what is on screen."""
@@ -290,6 +329,9 @@ def main() -> None:
     key, items, strategy = _items(project, "audit" if source == "audit set" else "batch")
     if K_NOTICE in st.session_state:
         st.toast(st.session_state.pop(K_NOTICE))
+    if st.session_state.pop(K_STOP, False):
+        _counts(project)
+        return
     if not items:
         st.success("Nothing left to label here: every image is labeled, skipped, unsure or in the audit set.")
         _counts(project)

@@ -147,6 +147,13 @@ def test_completing_a_batch_selects_the_next_one(home):
     for pos in range(10):
         at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
         assert not at.exception, [e.message for e in at.exception]
+    # the next batch is selected in a background job while the page shows its progress
+    assert _card_ids(at) == []
+    with Project.open(home / "projects" / "textile") as project:
+        job = project.jobs().latest("select")
+        assert job is not None
+        assert project.jobs().wait(job.id, timeout=60).state == "done"
+    at.run()
     second = _card_ids(at)
     assert len(second) == 2 and not set(second) & set(first)
     with _db(home) as db:
