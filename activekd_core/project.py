@@ -334,12 +334,23 @@ class Project:
         self.close()
 
     def recover(self) -> int:
-        """Mark rounds whose training process is gone as interrupted; returns how many."""
+        """Clean up after a training process that died: returns the rounds marked interrupted.
+
+        When no training job is alive, rounds left 'running' are marked interrupted and
+        temporary files of unfinished atomic writes (``*.tmp`` in ``checkpoints/`` and
+        ``cache/student/``) are removed. Finished files are never touched.
+        """
         from activekd_core.jobs import JobRunner
 
         if JobRunner(self.store).running("train") is not None:
             return 0
-        return self.store.mark_stale_rounds()
+        n = self.store.mark_stale_rounds()
+        for sub in (("checkpoints",), ("cache", "student")):
+            folder = self.path(*sub)
+            if folder.is_dir():
+                for tmp in folder.glob("*.tmp"):
+                    tmp.unlink(missing_ok=True)
+        return n
 
     # ---- basic facts -------------------------------------------------------------------
 

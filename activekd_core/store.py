@@ -29,7 +29,6 @@ import json
 import os
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -317,12 +316,7 @@ class Store:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: project database not found")
-        header = _header_version(path)
-        n_tables = -1
-        if header is None or header < 1:  # empty header (all in the WAL) or not ours: ask SQLite
-            version, n_tables = _peek_version(path)
-        else:
-            version = header
+        version, n_tables = _peek_version(path)
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{path}: written by a newer ActiveKD Studio (schema version {version}); this version reads up to "
@@ -761,28 +755,18 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _header_version(path: Path) -> int | None:
-    """``user_version`` read straight from the file header (bytes 60-63), touching nothing.
+def _peek_version(path: Path) -> tuple[int, int]:
+    """``(user_version, number of tables)`` read through a short-lived plain connection.
 
-    Opening a WAL database through SQLite, even read-only, creates ``-wal``/``-shm``
-    files; reading the header first lets a newer project be refused with no trace.
+    Nothing is written: no pragma that changes the file is issued, and closing the last
+    connection to a WAL database removes the ``-wal``/``-shm`` files it needed, so a
+    refused database is left exactly as it was. Never read the file with ``open()``:
+    closing any descriptor of a database file drops every POSIX lock this process holds
+    on it, which silently breaks other open connections (SQLite's documented pitfall);
+    SQLite's own close keeps such descriptors until the locks are gone.
     """
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(100)
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot be read: {exc}") from exc
-    if len(head) < 100 and Path(str(path) + "-wal").exists():
-        return None  # a database created and never checkpointed: its pages are in the WAL
-    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        raise StoreError(f"{path}: not a SQLite database (bad header). Nothing was changed.")
-    return int.from_bytes(head[60:64], "big", signed=True)
-
-
-def _peek_version(path: Path) -> tuple[int, int]:
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot be opened as a database: {exc}") from exc
     try:
