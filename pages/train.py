@@ -95,6 +95,13 @@ def _live(folder: str) -> None:
                  "Labels and the previous model are unchanged.")
 
 
+def _score_text(d: dict | None) -> str | None:
+    """An audit score stored in a round's metrics as text (None when absent or empty)."""
+    if not d or not d.get("n") or d.get("accuracy") is None:
+        return None
+    return f"{100 * d['accuracy']:.1f}% ({100 * d['low']:.1f}-{100 * d['high']:.1f}%, n={d['n']})"
+
+
 def _history(project: Project) -> None:
     rounds = project.store.rounds()
     if not rounds:
@@ -120,11 +127,14 @@ def _history(project: Project) -> None:
             "device": m.get("device_name") or m.get("device", ""),
             "final loss": m.get("final_loss", m.get("loss")),
             "student audit acc": audit.get(("student", r.id), "—"),
-            "teacher audit acc": audit.get(("teacher", 0), "—"),
+            "teacher audit acc": _score_text((m.get("audit") or {}).get("teacher")) or audit.get(("teacher", 0), "—"),
             "started": r.started,
             "error": r.error or "",
         })
     st.dataframe(rows, hide_index=True, width="stretch")
+    if audit:
+        st.caption("Audit accuracy with a 95% Wilson interval. Student: each round's model on the audit labels "
+                   "as they are now; teacher: as fitted for that round (zero-shot teacher when not recorded).")
 
 
 def _audit_controls(project: Project) -> None:

@@ -178,6 +178,24 @@ def test_focus_mode_and_teacher_toggle(home):
     assert len(_card_ids(at)) == 10
 
 
+def test_audit_set_is_labeled_apart_from_the_batch(home):
+    with Project.open(home / "projects" / "textile") as project:
+        audit = project.create_audit_set(2)
+        batch_ids = {it.image_id for it in project.current_batch().batch.items}
+    assert not set(audit) & batch_ids
+    at = _app()
+    at.segmented_control(key="lbl_source").set_value("audit set").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert _card_ids(at) == audit
+    at.button(key="lbl_key_c1").click().run()
+    with _db(home) as db:
+        ev = db.current()[audit[0]]
+        assert (ev.event, ev.class_name, ev.strategy) == ("label", db.class_names()[1], "audit")
+    with Project.open(home / "projects" / "textile") as project:
+        rows, _ = project.training_labels()
+        assert rows.size == 0  # audit labels never train
+
+
 def test_two_sessions_label_the_same_image_last_write_wins(home):
     a, b = _app(), _app()
     ids = _card_ids(a)
@@ -214,6 +232,7 @@ def test_train_page_runs_a_round_and_a_second_start_is_refused(home):
         final = project.jobs().wait(jobs[0].id, timeout=120)
         assert final.state == "done", final.error
         assert [r.status for r in project.store.rounds()] == ["done"]
+        classes = project.classes
     assert any("Already training" in w.value for w in other.warning)
     at.run()
     assert not at.exception
@@ -225,7 +244,14 @@ def test_train_page_runs_a_round_and_a_second_start_is_refused(home):
     submit = [b for b in at.button if b.label == "Create audit set"]
     submit[0].click().run()
     with _db(home) as db:
-        assert len(db.audit_ids()) == 2
+        audit = db.audit_ids()
+        assert len(audit) == 2
+        for i in audit:
+            db.label(i, classes[0], annotator="expert", strategy="audit")
+    at.run()
+    table = at.dataframe[0].value
+    assert table["student audit acc"][0].endswith("n=2)")  # accuracy ± interval on the audit labels
+    assert any("2/2 labeled" in c.value for c in at.caption)
 
 
 def test_failed_round_shows_the_error_and_keeps_labels(home, monkeypatch):
