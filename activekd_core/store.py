@@ -280,6 +280,7 @@ class Store:
         self.path = path
         self._conn = conn
         self._lock = threading.RLock()
+        self._current_cache: tuple[int | None, dict[str, LabelEvent]] | None = None
 
     # ---- opening -------------------------------------------------------------------
 
@@ -575,8 +576,18 @@ class Store:
         return {int(r[0]) for r in self._query("SELECT id FROM label_events")}
 
     def current(self) -> dict[str, LabelEvent]:
-        """The current state per image that has one: image id -> its effective latest event."""
-        return {r["image_id"]: _event(r) for r in self._query("SELECT * FROM current_labels ORDER BY id")}
+        """The current state per image that has one: image id -> its effective latest event.
+
+        Cached on the newest event id: the history is append-only (undo included), so an
+        unchanged ``max(id)`` means an unchanged answer, and a page rerun that asks
+        several times pays for one query (any process's new event invalidates it).
+        """
+        with self._lock:
+            newest = self._query("SELECT max(id) FROM label_events")[0][0]
+            if self._current_cache is None or self._current_cache[0] != newest:
+                rows = self._query("SELECT * FROM current_labels ORDER BY id")
+                self._current_cache = (newest, {r["image_id"]: _event(r) for r in rows})
+            return dict(self._current_cache[1])
 
     def current_state(self, image_id: str) -> LabelEvent | None:
         """The current state of one image, or None when unlabeled."""
@@ -593,8 +604,9 @@ class Store:
     def class_counts(self) -> dict[str, int]:
         """Current number of labeled images per class (all classes, zeros included)."""
         counts = {n: 0 for n in self.class_names()}
-        for r in self._query("SELECT class_name, count(*) FROM current_labels WHERE event = 'label' GROUP BY class_name"):
-            counts[r[0]] = int(r[1])
+        for e in self.current().values():
+            if e.event == "label" and e.class_name in counts:
+                counts[e.class_name] += 1
         return counts
 
     # ---- query batches -------------------------------------------------------------

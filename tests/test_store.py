@@ -290,3 +290,18 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
     for e in store.events():
         last[e.image_id] = e.class_name
     assert store.current_labels() == last
+
+
+def test_current_cache_sees_other_connections(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    other = Store.open(store.path)
+    store.label("img0.png", "cat")
+    assert store.current_labels() == {"img0.png": "cat"}
+    other.label("img0.png", "dog", annotator="b")
+    assert store.current_labels() == {"img0.png": "dog"}  # cache invalidated by the new event
+    other.undo("b")
+    assert store.current_labels() == {"img0.png": "cat"}
+    snapshot = store.current()
+    snapshot.clear()  # callers get a copy
+    assert store.class_counts() == {"cat": 1, "dog": 0, "fox": 0}
+    other.close()
