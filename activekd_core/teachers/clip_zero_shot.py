@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -316,6 +316,7 @@ def probs_from_features(
     *,
     chunk_rows: int | None = None,
     out: np.ndarray | None = None,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Softmax of ``scale * features @ prototypes.T``, computed in float32 row chunks.
 
@@ -329,6 +330,8 @@ def probs_from_features(
         scale: Logit scale (100 for CLIP).
         chunk_rows: Rows per chunk (default: about 8 MB of logits per chunk).
         out: Optional float32 ``(N, C)`` destination.
+        device: Run GEMM and softmax with torch on this device (e.g. ``"cuda"``); None
+            (default) uses the CPU path: torch GEMM (MKL, all cores) + NumPy softmax.
 
     Returns:
         float32 ``(N, C)`` probabilities (``out`` when given).
@@ -347,6 +350,16 @@ def probs_from_features(
         chunk_rows = max(64, (1 << 21) // max(c, 1))  # ~8 MB of logits per chunk
     scratch = np.empty((min(chunk_rows, max(n, 1)), c), dtype=np.float32)
     in_place = out.flags.c_contiguous and out.flags.writeable
+    if device is not None:
+        dev = torch.device(device)
+        wd = w.to(dev)
+        with torch.inference_mode():
+            for start in range(0, n, chunk_rows):
+                stop = min(n, start + chunk_rows)
+                block = np.ascontiguousarray(features[start:stop], dtype=np.float32)  # type: ignore[index]
+                f = torch.from_numpy(block).to(dev, non_blocking=True)
+                out[start:stop] = torch.softmax(f @ wd, dim=1).cpu().numpy()
+        return out
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         for start in range(0, n, chunk_rows):
@@ -404,6 +417,61 @@ def auto_workers(n_images: int, batch_size: int) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def encode_rows(
+    model: torch.nn.Module,
+    preprocess: Callable[[Any], torch.Tensor],
+    pool: ImagePool,
+    start: int,
+    stop: int,
+    *,
+    image_size: int,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    cancel: threading.Event | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, np.ndarray, list[list[Any]]]]:
+    """Encode pool rows ``[start, stop)`` in order, one batch at a time.
+
+    Images are decoded and preprocessed by DataLoader workers (pinned memory on CUDA);
+    the model runs under bf16 autocast on CUDA. A sharded (multi-process) extraction can
+    call this on its own slice of rows and gather the results into one cache.
+
+    Yields:
+        ``(first_row, features, failed)``: float32 L2-normalised ``(b, D)`` features of
+        rows ``first_row:first_row+b``, and ``[row, id, reason]`` for unreadable images
+        (their feature rows are zeros, so they get uniform probabilities).
+
+    Raises:
+        Cancelled: ``cancel`` was set (checked before each batch).
+    """
+    if start >= stop:
+        return
+    workers = auto_workers(stop - start, batch_size) if num_workers is None else num_workers
+    loader = DataLoader(
+        _PoolImages(pool, preprocess, start, stop, image_size),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    for images, rows, reasons in loader:
+        check_cancel(cancel)
+        if on_batch is not None:
+            on_batch(len(images))
+        with torch.inference_mode(), autocast:
+            feats = model.encode_image(images.to(device, non_blocking=True))
+        feats = F.normalize(feats.float(), dim=-1)
+        bad = [i for i, r in enumerate(reasons) if r]
+        if bad:
+            feats[bad] = 0.0
+        failed = [[int(rows[i]), pool.ids[int(rows[i])], reasons[i]] for i in bad]
+        yield int(rows[0]), feats.cpu().numpy(), failed
+
+
 def extract_features(
     model: torch.nn.Module,
     preprocess: Callable[[Any], torch.Tensor],
@@ -449,46 +517,20 @@ def extract_features(
         n = len(pool)
         writer = cache.open_writer(n, dim, dtype)
         start = writer.done
-        total = n
         if progress is not None:
-            progress(start, total, f"Encoding images with CLIP: {start:,}/{total:,} (resuming)" if start else "Encoding images with CLIP")
-        if start < n:
-            workers = auto_workers(n - start, batch_size) if num_workers is None else num_workers
-            loader = DataLoader(
-                _PoolImages(pool, preprocess, start, n, image_size),
-                batch_size=batch_size,
-                shuffle=False,
-                num_workers=workers,
-                pin_memory=device.type == "cuda",
-                persistent_workers=False,
-                prefetch_factor=4 if workers else None,
-            )
-            autocast = (
-                torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-            )
-            t0 = time.perf_counter()
-            encoded = 0
-            np_dtype = np.float16 if dtype == "float16" else np.float32
-            for images, rows, reasons in loader:
-                check_cancel(cancel)
-                if on_batch is not None:
-                    on_batch(len(images))
-                with torch.inference_mode(), autocast:
-                    feats = model.encode_image(images.to(device, non_blocking=True))
-                feats = F.normalize(feats.float(), dim=-1)
-                bad = [i for i, r in enumerate(reasons) if r]
-                if bad:
-                    feats[bad] = 0.0
-                failed = [[int(rows[i]), pool.ids[int(rows[i])], reasons[i]] for i in bad]
-                writer.write(int(rows[0]), feats.cpu().numpy().astype(np_dtype, copy=False), failed)
-                encoded += len(images)
-                if progress is not None:
-                    rate = encoded / max(time.perf_counter() - t0, 1e-9)
-                    progress(
-                        writer.done,
-                        total,
-                        f"Encoding images with CLIP: {writer.done:,}/{total:,} ({rate:,.1f} images/s)",
-                    )
+            progress(start, n, f"Encoding images with CLIP: {start:,}/{n:,} (resuming)" if start else "Encoding images with CLIP")
+        np_dtype = np.float16 if dtype == "float16" else np.float32
+        t0 = time.perf_counter()
+        encoded = 0
+        for first, feats, failed in encode_rows(
+            model, preprocess, pool, start, n, image_size=image_size, device=device, batch_size=batch_size,
+            num_workers=num_workers, cancel=cancel, on_batch=on_batch,
+        ):
+            writer.write(first, feats.astype(np_dtype, copy=False), failed)
+            encoded += len(feats)
+            if progress is not None:
+                rate = encoded / max(time.perf_counter() - t0, 1e-9)
+                progress(writer.done, n, f"Encoding images with CLIP: {writer.done:,}/{n:,} ({rate:,.1f} images/s)")
         return writer.finalize({"device": device.type, "batch_size": batch_size, "resumed_from": writer.resumed_from})
 
 
@@ -540,6 +582,8 @@ class ClipZeroShotTeacher:
     ) -> None:
         if len(classes) < 2:
             raise ValueError(f"a teacher needs at least 2 classes, got {list(classes)}")
+        if feature_dtype not in ("float32", "float16"):
+            raise ValueError(f"feature_dtype must be 'float32' or 'float16', got {feature_dtype!r}")
         self.classes = [str(c) for c in classes]
         self.model_name = model_name
         self.pretrained = pretrained
@@ -554,6 +598,7 @@ class ClipZeroShotTeacher:
         self.images_encoded = 0
         self.text_passes = 0
         self._model: torch.nn.Module | None = None
+        self._load_lock = threading.Lock()
         self.weights_info: dict[str, Any] | None = None
         self._text_cache: dict[str, np.ndarray] = {}
         self._last_features: dict[str, Any] | None = None
@@ -574,23 +619,22 @@ class ClipZeroShotTeacher:
         Raises:
             TeacherUnavailable: Weights missing offline, unknown model/tag, bad checkpoint.
         """
-        if self._model is not None:
-            return
-        self.device = resolve_device(self.device_arg)
-        model, preprocess, tokenizer, info = load_clip(
-            self.model_name, self.pretrained, device=self.device, seed=self.seed, hf_cache_dir=self.hf_cache_dir
-        )
-        self._model, self._preprocess, self._tokenizer, self.weights_info = model, preprocess, tokenizer, info
-        cfg = open_clip.get_model_preprocess_cfg(model)
-        size = cfg.get("size", 224)
-        self.image_size = int(size if isinstance(size, int) else size[0])
-        self.preprocess_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-        self.embed_dim = self._probe_dim()
-        self.model_logit_scale = float(model.logit_scale.exp().item())
-
-    def _probe_dim(self) -> int:
-        with torch.inference_mode():
-            return int(self._model.encode_text(self._tokenizer(["a"]).to(self.device)).shape[-1])  # type: ignore[union-attr]
+        with self._load_lock:
+            if self._model is not None:
+                return
+            device = resolve_device(self.device_arg)
+            model, preprocess, tokenizer, info = load_clip(
+                self.model_name, self.pretrained, device=device, seed=self.seed, hf_cache_dir=self.hf_cache_dir
+            )
+            cfg = open_clip.get_model_preprocess_cfg(model)
+            size = cfg.get("size", 224)
+            self.device, self._preprocess, self._tokenizer, self.weights_info = device, preprocess, tokenizer, info
+            self.image_size = int(size if isinstance(size, int) else size[0])
+            self.preprocess_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+            with torch.inference_mode():
+                self.embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
+            self.model_logit_scale = float(model.logit_scale.exp().item())
+            self._model = model  # last: other threads see a fully loaded teacher
 
     @property
     def scale(self) -> float:
@@ -706,7 +750,8 @@ class ClipZeroShotTeacher:
             Cancelled: ``cancel`` was set; finished rows stay cached for the next call.
         """
         feats = self.image_features(pool, progress=progress, cancel=cancel)
-        return probs_from_features(feats, self.text_prototypes(), self.scale, out=out)
+        gpu = self.device if self.device.type == "cuda" else None
+        return probs_from_features(feats, self.text_prototypes(), self.scale, out=out, device=gpu)
 
     def display_name(self) -> str:
         """Short human-readable name (says so when the weights are random)."""
@@ -782,6 +827,7 @@ class ClipZeroShotTeacher:
 __all__ = [
     "Cancelled",
     "ClipZeroShotTeacher",
+    "encode_rows",
     "extract_features",
     "file_identity",
     "load_clip",

@@ -254,6 +254,7 @@ def test_probs_from_features_chunks_and_memmap_out(tmp_path: Path) -> None:
     ref = np.exp(logits - logits.max(1, keepdims=True))
     ref /= ref.sum(1, keepdims=True)
     np.testing.assert_allclose(probs_from_features(f, w, 3.0, chunk_rows=97), ref, atol=1e-5)
+    np.testing.assert_allclose(probs_from_features(f, w, 3.0, chunk_rows=97, device="cpu"), ref, atol=1e-5)  # torch path
     out = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=(1000, 7))
     probs_from_features(f.astype(np.float16), w, 3.0, out=out, chunk_rows=256)
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), ref, atol=1e-2)
