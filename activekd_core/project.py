@@ -171,6 +171,7 @@ class Project:
         self._teacher_base: dict[str, Any] | None = None
         self._lock = threading.RLock()
         self._pool: ImagePool | None = None
+        self.last_teacher_file: Path | None = None
 
     # ---- creating and opening ----------------------------------------------------------
 
@@ -543,6 +544,7 @@ class Project:
             fittable = hasattr(teacher, "fit") and labeled is not None and labeled.size > 0
             key = self.teacher_cache_key(labeled, y) if fittable else self.teacher_cache_key()
             path = self.path("cache", "teacher", f"probs_{key}.npy")
+            self.last_teacher_file = path
             if path.is_file():
                 probs = np.load(path)
                 if probs.shape == (len(self.pool()), len(self.classes)):
@@ -639,6 +641,8 @@ class Project:
                 written.append(target)
                 _atomic_save_npy(target, arr)
             metrics["audit"] = self._audit_metrics(round_id, probs, tprobs)
+            if tprobs is not None and self.last_teacher_file is not None:
+                metrics["teacher_probs_file"] = self.last_teacher_file.relative_to(self.folder).as_posix()
             metrics = json.loads(json.dumps(metrics, default=str))
             self.store.finish_round(round_id, "done", metrics=metrics, checkpoint=ckpt_rel)
         except BaseException as exc:
@@ -798,18 +802,28 @@ class Project:
     def audit_report(self, *, include_teacher: bool = True) -> list[audit_mod.AuditScore]:
         """Accuracy ± Wilson interval on the currently labeled audit images.
 
-        One entry for the teacher (round 0, zero-shot/unfitted predictions from the cache)
-        and one per successful round's student (from its stored predictions).
+        Entries: the teacher as configured (round 0: zero-shot/unfitted predictions; left
+        out when they are uniform, e.g. an unfitted stand-in), then per successful round
+        its student and the teacher probabilities that round trained with (a teacher that
+        learns from labels differs per round). Scores use the audit labels as they are
+        now, so labeling more audit images tightens every round's interval.
         """
         rows, y = audit_mod.audit_rows(self.store.audit_ids(), self.store.current_labels(), self.row_of(),
                                        {c: i for i, c in enumerate(self.classes)})
         scores = []
         if include_teacher:
-            scores.append(audit_mod.audit_accuracy(self.teacher_probs(fit=False), rows, y, model="teacher", round=0))
+            base = self.teacher_probs(fit=False)
+            if not _uninformative(base):  # an unfitted stand-in is uniform: no score to give
+                scores.append(audit_mod.audit_accuracy(base, rows, y, model="teacher", round=0))
         for rec in self.store.rounds():
-            if rec.status == "done":
-                probs, _ = self.student_outputs(rec.id)
-                scores.append(audit_mod.audit_accuracy(probs, rows, y, model="student", round=rec.id))
+            if rec.status != "done":
+                continue
+            probs, _ = self.student_outputs(rec.id)
+            scores.append(audit_mod.audit_accuracy(probs, rows, y, model="student", round=rec.id))
+            tfile = rec.metrics.get("teacher_probs_file")
+            if include_teacher and tfile and self.path(tfile).is_file():
+                tprobs = np.load(self.path(tfile))
+                scores.append(audit_mod.audit_accuracy(tprobs, rows, y, model="teacher", round=rec.id))
         return scores
 
     # ---- export ------------------------------------------------------------------------

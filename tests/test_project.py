@@ -519,3 +519,22 @@ def test_open_demo_ready_to_label(tmp_path: Path, monkeypatch) -> None:
     p.close()
     again = open_demo("textile", tmp_path / "demo", per_class=4)
     assert again.current_batch().batch.id == view.batch.id  # type: ignore[union-attr]
+
+
+def test_audit_scores_per_round(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    audit = p.create_audit_set(6, seed=2)
+    for i in audit[:5]:
+        p.label(i, truth[i])
+    label_some(p, {k: v for k, v in truth.items() if k not in audit})
+    rec = p.retrain()
+    assert rec.metrics["audit"]["student"]["n"] == 5 and rec.metrics["audit"]["teacher"]["n"] == 5
+    p.label(audit[5], truth[audit[5]])  # one more audit label: reports use the labels as they are now
+    report = p.audit_report()
+    assert [(s.model, s.round) for s in report] == [("teacher", 0), ("student", 1), ("teacher", 1)]
+    assert all(s.n == 6 for s in report)
+    student_probs, _ = p.student_outputs(1)
+    row_of = p.row_of()
+    correct = sum(int(p.classes[int(np.argmax(student_probs[row_of[i]]))] == truth[i]) for i in audit)
+    assert report[1].correct == correct and report[1].low <= report[1].accuracy <= report[1].high
