@@ -317,3 +317,53 @@ def test_images_are_served_only_from_inside_the_root(home):
         for bad in ("../projects/textile/project.db", "/etc/passwd", "x/../../y"):
             with pytest.raises(PathOutsideRoot):
                 image_path(project, bad)
+
+
+def test_cancel_leaves_labels_and_model_untouched(home):
+    with Project.open(home / "projects" / "textile") as project:
+        for it in project.current_batch().batch.items[:3]:
+            project.label(it.image_id, project.classes[0])
+        project.update_config(train={**TRAIN_FAST, "steps": 100_000})
+    at = _app()
+    at.switch_page("pages/train.py").run()
+    at.button(key="trn_start").click().run()
+    with Project.open(home / "projects" / "textile") as project:
+        job = project.jobs().history("train")[0]
+        _wait_for(lambda: project.jobs().status(job.id).step > 0, 60)
+    at.run()  # the live fragment now shows the running job and its cancel button
+    at.button(key="trn_cancel").click().run()
+    with Project.open(home / "projects" / "textile") as project:
+        final = project.jobs().wait(job.id, timeout=60)
+        assert final.state == "cancelled"
+        assert project.active_round() is None
+        assert [r.status for r in project.store.rounds()] == ["cancelled"]
+        assert len(project.store.current_labels()) == 3
+        assert not list(project.path("checkpoints").glob("*.safetensors"))
+    at.run()
+    assert any("cancelled" in e.value and "unchanged" in e.value for e in at.error)
+
+
+def test_import_from_subfolders_and_export_csv(home):
+    at = _app()
+    at.switch_page("pages/project.py").run()
+    at.button(key="prj_import_dirs").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("Imported 12 labels" in s.value for s in at.success)
+    with _db(home) as db:
+        labels = db.current_labels()
+    assert len(labels) == 12 and all(i.split("/")[0] == c for i, c in labels.items())
+    at.button(key="prj_exp_csv").click().run()
+    out = home / "projects" / "textile" / "exports" / "labels.csv"
+    table = pd.read_csv(out)
+    assert len(table) == 12 and {"id", "label"} <= set(table.columns)
+    assert dict(zip(table["id"], table["label"])) == labels
+    assert at.get("download_button")  # offered for download too
+
+
+def _wait_for(predicate, timeout: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
