@@ -10,10 +10,10 @@ over the pool (the published code recomputes distances to *every* center at ever
 which grows with ``k^2``).
 
 Arithmetic (what "exact" means here)
-    Points are float32. Squared distances are computed as ``(|x|^2 + |c|^2) - 2 x.c``
-    in float32, where ``x.c`` comes from a BLAS matrix-vector product over a *fixed block
-    of rows* (``block_rows`` rows; the last block may be shorter), and ``|x|^2`` from
-    ``np.einsum`` once per call. Ties go to the lowest pool index. Scores are the nearest-
+    Points are float32. Half the squared distance to the nearest center is computed in
+    float32 as ``|x|^2/2 - max_c (x.c - |c|^2/2)``, where ``x.c`` comes from a BLAS
+    matrix-vector product over a *fixed block of rows* (``block_rows`` rows; the last
+    block may be shorter), and ``|x|^2`` from ``np.einsum`` once per call. Ties go to the lowest pool index. Scores are the nearest-
     center distance at pick time: the L2 distance for ``"euclidean"``, the cosine
     distance ``1 - cos`` for ``"cosine"`` (rows are L2-normalised first; a zero row stays
     zero). Float32 subnormal entries (``|v| < 1.18e-38``) are flushed to zero in a private
@@ -52,7 +52,6 @@ No labeled rows
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -90,9 +89,11 @@ def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _prepare_points(points: npt.ArrayLike, metric: str) -> np.ndarray:
-    """Float32, C-contiguous, 64-byte aligned, subnormals flushed, rows normalised for cosine.
+    """Float32, C-contiguous, subnormals flushed, rows normalised for cosine.
 
-    Returns the caller's array itself when it already qualifies (no copy).
+    Returns the caller's array itself when it already qualifies (no copy: a 100k x 1000
+    matrix is 400 MB); copies are 64-byte aligned. Both CPU methods read the same array,
+    so their products are bit-identical whatever its alignment.
     """
     x = np.asarray(points)
     if x.ndim != 2:
@@ -112,13 +113,7 @@ def _prepare_points(points: npt.ArrayLike, metric: str) -> np.ndarray:
         if not has_subnormal and np.issubdtype(x.dtype, np.floating):
             # float32 subnormals, or float64 values that would become subnormal in float32
             has_subnormal = bool(np.any((chunk != 0) & (np.abs(chunk) < _TINY)))
-    ok = (
-        x.dtype == np.float32
-        and x.flags.c_contiguous
-        and x.ctypes.data % _ALIGN == 0
-        and not has_subnormal
-        and metric == "euclidean"
-    )
+    ok = x.dtype == np.float32 and x.flags.c_contiguous and not has_subnormal and metric == "euclidean"
     if ok:
         return x
     out = _aligned_empty(x.shape)
@@ -156,88 +151,86 @@ def _labeled_rows(labeled: npt.ArrayLike | None, n: int) -> np.ndarray:
     return np.unique(lab)
 
 
-@dataclass
 class _Blocks:
-    """Pool rows in fixed blocks; the one place where squared distances are computed."""
+    """Pool rows in fixed blocks; the one place where distances are computed.
 
-    x: np.ndarray  # (n, d) float32, aligned
-    rows: int
-    k: int
-    xx: np.ndarray = field(init=False)
-    centers: np.ndarray = field(init=False)
-    cc: np.ndarray = field(init=False)
-    n_blocks: int = field(init=False)
-    md: np.ndarray = field(init=False)  # (n_blocks * rows,) running min of squared distance
-    _dot: np.ndarray = field(init=False)
-    _d2: np.ndarray = field(init=False)
+    Stored per row is ``run = max_c (x.c - |c|^2/2)`` over the centers folded in so far, so
+    that half the squared distance to the nearest center is ``h = |x|^2/2 - run`` (the
+    same value as ``min_c |x - c|^2 / 2``; written this way a (block, center) step is one
+    matrix-vector product, one subtraction and one maximum). Masked rows (labeled, picked,
+    padding) hold ``run = +inf``.
+    """
 
-    def __post_init__(self) -> None:
-        n, d = self.x.shape
-        self.xx = np.empty(n, dtype=np.float32)
+    def __init__(self, x: np.ndarray, rows: int, k: int) -> None:
+        n, d = x.shape
+        self.x, self.rows, self.n = x, rows, n
+        self.n_blocks = max(1, math.ceil(n / rows))
+        size = self.n_blocks * rows
+        self.xxh = np.zeros(size, dtype=np.float32)
         for s in range(0, n, _SEED_ROWS):
-            self.xx[s : s + _SEED_ROWS] = np.einsum("ij,ij->i", self.x[s : s + _SEED_ROWS], self.x[s : s + _SEED_ROWS])
-        if not np.isfinite(self.xx).all():
+            xs = x[s : s + _SEED_ROWS]
+            self.xxh[s : s + len(xs)] = np.einsum("ij,ij->i", xs, xs) * np.float32(0.5)
+        if not np.isfinite(self.xxh).all():
             raise _err("points are too large: a squared row norm overflows float32")
-        self.centers = _aligned_empty((max(1, self.k), d))
-        self.cc = np.empty(max(1, self.k), dtype=np.float32)
-        self.n_blocks = max(1, math.ceil(n / self.rows))
-        self.md = np.full(self.n_blocks * self.rows, np.inf, dtype=np.float32)
-        self.md[n:] = -np.inf  # padding is never picked
-        self._dot = np.empty(self.rows, dtype=np.float32)
-        self._d2 = np.empty(self.rows, dtype=np.float32)
+        self.run = np.full(size, -np.inf, dtype=np.float32)
+        self.run[n:] = np.inf  # padding is never picked
+        self.centers = _aligned_empty((max(1, k), d))
+        self.cch = np.empty(max(1, k), dtype=np.float32)
+        buf = np.empty(rows, dtype=np.float32)
+        bounds = [(b * rows, min(n, (b + 1) * rows)) for b in range(self.n_blocks)]
+        # views made once: slicing per step costs more than the arithmetic on small blocks
+        self._x = [x[s:e] for s, e in bounds]
+        self._run = [self.run[b * rows : (b + 1) * rows] for b in range(self.n_blocks)]
+        self._xxh = [self.xxh[b * rows : (b + 1) * rows] for b in range(self.n_blocks)]
+        self._buf = [buf[: e - s] for s, e in bounds]
+        self._rb = [self.run[s:e] for s, e in bounds]
 
     def seed(self, labeled: np.ndarray) -> None:
-        """``md`` = squared distance to the nearest labeled row (GEMM in chunks); labeled rows masked."""
-        n = self.x.shape[0]
+        """Fold every labeled row in (GEMM in chunks) and mask the labeled rows."""
         if labeled.size == 0:
             return
         for c0 in range(0, labeled.size, _SEED_COLS):
             lab = labeled[c0 : c0 + _SEED_COLS]
             centers = np.ascontiguousarray(self.x[lab])
-            ll = self.xx[lab]
-            for s in range(0, n, _SEED_ROWS):
-                e = min(n, s + _SEED_ROWS)
+            llh = self.xxh[lab]
+            for s in range(0, self.n, _SEED_ROWS):
+                e = min(self.n, s + _SEED_ROWS)
                 g = self.x[s:e] @ centers.T
-                d2 = (self.xx[s:e, None] + ll[None, :]) - np.float32(2) * g
-                np.minimum(self.md[s:e], d2.min(axis=1), out=self.md[s:e])
-        self.md[labeled] = -np.inf
+                g -= llh[None, :]
+                np.maximum(self.run[s:e], g.max(axis=1), out=self.run[s:e])
+        self.run[labeled] = np.inf
+
+    def half_sq(self) -> np.ndarray:
+        """``h`` for every row (padded length; masked rows ``-inf``)."""
+        return self.xxh - self.run
 
     def add_center(self, j: int, row: int) -> float:
-        """Store pool row ``row`` as center ``j``; mask it; return its squared distance at pick time."""
-        score = float(self.md[row])
+        """Store pool row ``row`` as center ``j``, mask it, return its squared distance at pick time."""
+        score = 2.0 * float(self.xxh[row] - self.run[row])
         self.centers[j] = self.x[row]
-        self.cc[j] = self.xx[row]
-        self.md[row] = -np.inf
+        self.cch[j] = self.xxh[row]
+        self.run[row] = np.inf
         return score
 
     def apply(self, b: int, j: int) -> None:
-        """Fold center ``j`` into block ``b``'s running minimum (the only distance computation).
+        """Fold center ``j`` into block ``b`` (the only per-pick distance computation)."""
+        buf = self._buf[b]
+        np.matmul(self._x[b], self.centers[j], out=buf)
+        np.subtract(buf, self.cch[j], out=buf)
+        np.maximum(self._rb[b], buf, out=self._rb[b])
 
-        ``d2 = (|x|^2 + |c|^2) - 2 (x . c)`` in float32 (buffers reused; the same operations
-        in the same order for every caller).
-        """
-        s = b * self.rows
-        e = min(self.x.shape[0], s + self.rows)
-        if e <= s:
-            return
-        dot = self._dot[: e - s]
-        d2 = self._d2[: e - s]
-        np.matmul(self.x[s:e], self.centers[j], out=dot)
-        np.add(self.xx[s:e], self.cc[j], out=d2)
-        dot *= np.float32(2)
-        d2 -= dot
-        view = self.md[s:e]
-        np.minimum(view, d2, out=view)  # masked rows stay at -inf
-
-    def block_max(self, b: int) -> float:
-        return float(self.md[b * self.rows : (b + 1) * self.rows].max())
+    def block_best(self, b: int) -> tuple[float, int]:
+        """``(max h, its row)`` over block ``b`` (first maximum: lowest row)."""
+        h = self._xxh[b] - self._run[b]
+        i = int(np.argmax(h))
+        return float(h[i]), b * self.rows + i
 
 
 def _run_exact(blocks: _Blocks, k: int, first: int | None) -> tuple[np.ndarray, np.ndarray]:
     picks = np.empty(k, dtype=np.int64)
     sq = np.empty(k, dtype=np.float64)
     for j in range(k):
-        row = first if (j == 0 and first is not None) else int(np.argmax(blocks.md))
+        row = first if (j == 0 and first is not None) else int(np.argmax(blocks.half_sq()))
         picks[j] = row
         sq[j] = blocks.add_center(j, row)
         if j + 1 < k:
@@ -250,7 +243,7 @@ def _run_lazy(blocks: _Blocks, k: int, first: int | None) -> tuple[np.ndarray, n
     picks = np.empty(k, dtype=np.int64)
     sq = np.empty(k, dtype=np.float64)
     r = blocks.rows
-    ub = blocks.md.reshape(blocks.n_blocks, r).max(axis=1)  # stale upper bounds per block
+    ub = blocks.half_sq().reshape(blocks.n_blocks, r).max(axis=1)  # stale upper bounds per block
     seen = np.zeros(blocks.n_blocks, dtype=np.int64)  # centers folded into each block
     for j in range(k):
         if j == 0 and first is not None:
@@ -263,11 +256,11 @@ def _run_lazy(blocks: _Blocks, k: int, first: int | None) -> tuple[np.ndarray, n
                 for c in range(int(seen[b]), j):
                     blocks.apply(b, c)
                 seen[b] = j
-                ub[b] = blocks.block_max(b)
-            row = b * r + int(np.argmax(blocks.md[b * r : (b + 1) * r]))
+                ub[b] = blocks.block_best(b)[0]
+            row = blocks.block_best(b)[1]
         picks[j] = row
         sq[j] = blocks.add_center(j, row)
-        ub[row // r] = blocks.block_max(row // r)
+        ub[row // r] = blocks.block_best(row // r)[0]
     return picks, sq
 
 
