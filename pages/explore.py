@@ -20,7 +20,11 @@ widgets to it):
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,13 +209,33 @@ def coverage_inputs(state: PoolState) -> tuple[list[np.ndarray], dict[str, Any],
 # ---------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _plain_main() -> Iterator[None]:
+    """Hide the Streamlit script module from ``multiprocessing`` while a worker may start.
+
+    A ``spawn`` child re-imports ``sys.modules["__main__"]`` by file; during a script run
+    Streamlit sets that to the running page, so the UMAP worker would execute the whole app
+    (and could start another worker while bootstrapping, which kills it). A bare module has
+    no file, so the child imports only what it needs.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def layout_job(cache_dir: str) -> pj.LayoutJob:
     """One warm UMAP worker per project layout cache, shared by every session of the server."""
-    return pj.LayoutJob(cache_dir, warm_metrics=("euclidean",), threads=1, start=True)
+    with _plain_main():
+        return pj.LayoutJob(cache_dir, warm_metrics=("euclidean",), threads=1, start=True)
 
 
-def get_layouts(project: Project, state: PoolState, params: pj.LayoutParams) -> tuple[pj.Layout, pj.Layout | None]:
+def get_layouts(project: Project, state: PoolState, params: pj.LayoutParams,
+                retry: bool = False) -> tuple[pj.Layout, pj.Layout | None]:
     """Teacher and student layouts: at once for PCA; cached or pending (PCA stand-in) for UMAP."""
     if params.method == "pca":
         t = pj.compute_layout(state.teacher, params)
@@ -219,22 +243,29 @@ def get_layouts(project: Project, state: PoolState, params: pj.LayoutParams) -> 
         return t, s
     job = layout_job(str(project.path("cache", "layouts")))
     s = None
-    if state.student is not None:
-        s = job.cache.load(pj.layout_key(state.student, params))
-        if s is None and len(state.rounds) >= 2:
-            # Place the new student on last round's map right away (fast, faithfulness shown),
-            # while the refit below computes; only possible while the worker holds that fit.
-            prev = job.cache.load(pj.layout_key(state.rounds[-2][1], params))
-            if prev is not None and prev.method_used == "umap":
-                tr = job.request_transform(state.student, prev, group="student-transform")
-                if not tr.pending:
-                    s = tr
-    t = job.request(state.teacher, params, group="teacher")
-    if state.student is not None:
-        fit = job.request(state.student, params, group="student")
-        if s is None or not fit.pending:
-            s = fit
+    with _plain_main():  # a request restarts a dead worker
+        if state.student is not None:
+            s = job.cache.load(pj.layout_key(state.student, params))
+            if s is None and len(state.rounds) >= 2:
+                # Place the new student on last round's map at once (faithfulness shown) while
+                # the refit below computes; possible only while the worker holds that fit.
+                prev = job.cache.load(pj.layout_key(state.rounds[-2][1], params))
+                if prev is not None and prev.method_used == "umap":
+                    tr = job.request_transform(state.student, prev, group="student-transform")
+                    if not tr.pending:
+                        s = tr
+        t = job.request(state.teacher, params, group="teacher", retry=retry)
+        if state.student is not None:
+            fit = job.request(state.student, params, group="student", retry=retry)
+            if s is None or not fit.pending:
+                s = fit
     return t, s
+
+
+def _failed(project: Project, layout: pj.Layout) -> bool:
+    """True when the background UMAP of ``layout`` failed (the PCA stand-in stays; no polling)."""
+    status = layout_job(str(project.path("cache", "layouts"))).status(layout.key)
+    return status is not None and status.state == "failed"
 
 
 def poll_layouts(cache_dir: str, keys: tuple[str, ...]) -> None:
@@ -383,14 +414,20 @@ def render(project: Project) -> None:
 
     params: pj.LayoutParams = opts["params"]
     t0 = time.perf_counter()
-    t_layout, s_layout = get_layouts(project, state, params)
+    retry = bool(st.session_state.pop(KEY_PREFIX + "retry", False))
+    t_layout, s_layout = get_layouts(project, state, params, retry=retry)
     layout_s = time.perf_counter() - t0
-    pending = [lay.key for lay in (t_layout, s_layout) if lay is not None and lay.pending]
+    pending = [lay.key for lay in (t_layout, s_layout) if lay is not None and lay.pending and not _failed(project, lay)]
     if pending:
         cache_dir = str(project.path("cache", "layouts"))
         st.fragment(run_every=2)(poll_layouts)(cache_dir, tuple(pending))
     for name, lay in (("Teacher", t_layout), ("Student", s_layout)):
-        if lay is not None and lay.note and not lay.pending:
+        if lay is not None and lay.pending and _failed(project, lay):
+            st.warning(f"{name}: {lay.note}. PCA is shown instead.")
+            if st.button("Retry UMAP", key=f"{KEY_PREFIX}retry_{name}"):
+                st.session_state[KEY_PREFIX + "retry"] = True
+                st.rerun()
+        elif lay is not None and lay.note and not lay.pending:
             st.caption(f"{name}: {lay.note}")
 
     keep = np.unique(np.concatenate([state.human_rows, state.query, *state.picked_rounds.values(),
@@ -402,6 +439,8 @@ def render(project: Project) -> None:
     def title(who: str, lay: pj.Layout | None) -> str:
         if lay is None:
             return f"{who}: no student yet"
+        if lay.pending and _failed(project, lay):
+            return f"{who} — PCA (UMAP failed)"
         how = "PCA (UMAP computing...)" if lay.pending else {"umap-transform": "UMAP (placed on last map)"}.get(
             lay.method_used, lay.method_used.upper())
         return f"{who} — {how}"
