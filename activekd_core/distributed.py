@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -92,7 +94,9 @@ def init_distributed(device: torch.device | None = None) -> DistInfo:
     backend = "nccl" if use_nccl else "gloo"
     if use_nccl:
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, world_size=world, rank=rank)
+    # Long timeout: other ranks may wait while rank 0 computes teacher probabilities.
+    minutes = int(os.environ.get("ACTIVEKD_DIST_TIMEOUT_MIN", "120"))
+    dist.init_process_group(backend=backend, world_size=world, rank=rank, timeout=timedelta(minutes=minutes))
     return DistInfo(world, rank, local_rank, backend)
 
 
@@ -142,6 +146,15 @@ def sync_buffers(model: nn.Module, info: DistInfo) -> None:
         return
     for buf in model.buffers():
         dist.broadcast(buf.data, src=0)
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (pickled; fine for labels and probabilities)."""
+    if not info.enabled:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier(info: DistInfo) -> None:

@@ -34,7 +34,10 @@ written only after the last step, to a temporary file then renamed, so a cancell
 round leaves any previous checkpoint untouched.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP and each rank
-takes a slice of every global batch (see :mod:`activekd_core.distributed`).
+takes a slice of every global batch (see :mod:`activekd_core.distributed`). Rank 0's
+inputs and config are broadcast to the other ranks and replace theirs, so other ranks
+may call :func:`train_round` with the same arguments or :func:`follow_train_round`
+with none.
 """
 
 from __future__ import annotations
@@ -286,6 +289,57 @@ def _check_inputs(
             )
 
 
+def _memmap_source(pixels: np.ndarray) -> str | None:
+    """The .npy file ``pixels`` maps in full, if any (other ranks can then open it themselves)."""
+    filename = getattr(pixels, "filename", None)
+    if not isinstance(pixels, np.memmap) or not filename or not str(filename).endswith(".npy"):
+        return None
+    try:
+        ref = np.load(filename, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if ref.shape != pixels.shape or ref.dtype != pixels.dtype or getattr(ref, "offset", None) != pixels.offset:
+        return None
+    return str(filename)
+
+
+def _send_round(
+    info: distributed.DistInfo,
+    pixels: np.ndarray,
+    labeled: np.ndarray,
+    y: np.ndarray,
+    teacher_probs: np.ndarray | None,
+    config: TrainConfig,
+) -> None:
+    source = _memmap_source(pixels)
+    spec = {
+        "pixels_path": source,
+        "pixels": None if source else np.ascontiguousarray(pixels),
+        "labeled": labeled,
+        "y": y,
+        "teacher_probs": None if teacher_probs is None else np.asarray(teacher_probs, dtype=np.float32),
+        "config": config,
+    }
+    distributed.broadcast_object(spec, info)
+
+
+def _receive_round(info: distributed.DistInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, TrainConfig]:
+    spec = distributed.broadcast_object(None, info)
+    pixels = np.load(spec["pixels_path"], mmap_mode="r") if spec["pixels_path"] else spec["pixels"]
+    return pixels, spec["labeled"], spec["y"], spec["teacher_probs"], spec["config"]
+
+
+def follow_train_round(progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> TrainResult:
+    """Join the round that rank 0 trains (non-zero ranks under ``torchrun``).
+
+    Rank 0 calls :func:`train_round` with the real inputs (e.g. inside
+    ``Project.retrain``); the other ranks call this, receive rank 0's labels, teacher
+    probabilities, config and pixels (by file path when they are a ``.npy`` memory
+    map, else by value) and train their share of every batch.
+    """
+    return train_round(None, None, None, None, None, progress=progress, cancel=cancel)  # type: ignore[arg-type]
+
+
 def train_round(
     pixels: npt.NDArray[np.uint8],
     labeled: npt.ArrayLike,
@@ -317,9 +371,17 @@ def train_round(
         TrainingCancelled: ``cancel`` was set.
     """
     config = config or TrainConfig()
+    device = pick_device(config.device)
+    info = distributed.init_distributed(device)
+    if info.enabled and not info.is_main:
+        # Rank 0 is the source of truth: its inputs and config replace this rank's.
+        pixels, labeled, y, teacher_probs, config = _receive_round(info)
+        device = pick_device(config.device)
     labeled = np.asarray(labeled, dtype=np.int64)
     y = np.asarray(y, dtype=np.int64)
     _check_inputs(pixels, labeled, y, teacher_probs, config.kd)
+    if info.enabled and info.is_main:
+        _send_round(info, pixels, labeled, y, teacher_probs, config)
     teacher = None
     if config.kd:
         teacher = np.ascontiguousarray(teacher_probs, dtype=np.float32)
@@ -329,8 +391,6 @@ def train_round(
     if y.max() >= num_classes:
         raise ValueError(f"train_round: label {int(y.max())} out of range for {num_classes} classes")
 
-    device = pick_device(config.device)
-    info = distributed.init_distributed(device)
     n = pixels.shape[0]
     mask = np.ones(n, dtype=bool)
     mask[labeled] = False

@@ -31,30 +31,57 @@ def _data():
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
+    """Both launch styles in one process group (spawning is the slow part)."""
+    for mode in ("spmd", "follow"):
+        folder = Path(out) / mode
+        folder.mkdir(exist_ok=True)
+        _train(rank, world, port, str(folder), mode)
+
+
+def _train(rank: int, world: int, port: int, out: str, mode: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from activekd_core import distributed
     from activekd_core.student import save_student
-    from activekd_core.training import TrainConfig, train_round
+    from activekd_core.training import TrainConfig, follow_train_round, train_round
 
     px, y, teacher = _data()
     labeled = np.array([0, 1, 12, 13, 24, 25])
     cfg = TrainConfig(image_size=12, steps=12, batch_labeled=8, batch_unlabeled=8, width=8, device="cpu", seed=2)
-    res = train_round(px, labeled, y[labeled], teacher, cfg, checkpoint_path=Path(out) / "ckpt.safetensors")
+    if mode == "follow":
+        if rank == 0:  # pixels as a .npy memory map: other ranks open the file themselves
+            np.save(Path(out) / "pixels.npy", px)
+            mm = np.load(Path(out) / "pixels.npy", mmap_mode="r")
+            res = train_round(mm, labeled, y[labeled], teacher, cfg, checkpoint_path=Path(out) / "ckpt.safetensors")
+        else:
+            res = follow_train_round()
+    else:  # every rank passes the same arguments (rank 0's are broadcast by value)
+        res = train_round(px, labeled, y[labeled], teacher, cfg, checkpoint_path=Path(out) / "ckpt.safetensors")
     save_student(res.model, Path(out) / f"rank{rank}.safetensors", extra={"world_size": res.metrics["world_size"],
                                                                           "first": res.metrics["first_loss"],
-                                                                          "final": res.metrics["final_loss"]})
-    distributed.shutdown()
+                                                                          "final": res.metrics["final_loss"],
+                                                                          "n_labeled": res.metrics["n_labeled"]})
+    if mode == "follow":
+        distributed.shutdown()
 
 
-def test_two_gloo_ranks_train_one_identical_model(tmp_path):
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["spmd", "follow"])
+def test_two_gloo_ranks_train_one_identical_model(two_rank_run, mode):
     from activekd_core.student import load_student
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    tmp_path = two_rank_run / mode
     m0, h0 = load_student(tmp_path / "rank0.safetensors")
     m1, h1 = load_student(tmp_path / "rank1.safetensors")
     assert h0["extra"]["world_size"] == 2 == h1["extra"]["world_size"]
+    assert h0["extra"]["n_labeled"] == 6 == h1["extra"]["n_labeled"]
     s0, s1 = m0.state_dict(), m1.state_dict()
     assert s0.keys() == s1.keys()
     for k in s0:
