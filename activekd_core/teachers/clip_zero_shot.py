@@ -190,7 +190,18 @@ def resolve_weights(
         }
     if model_name.startswith("hf-hub:"):
         repo = model_name[len("hf-hub:") :]
-        if cached(repo, "open_clip_config.json") is None and not (online if online is not None else _hub_online()):
+        config = cached(repo, "open_clip_config.json")
+        if config is not None and open_clip.factory._find_checkpoint_in_dir(Path(config).parent):
+            # Cached snapshot: load it as a local folder, so nothing asks the network.
+            snapshot = Path(config).parent
+            return {
+                "type": "hf-hub",
+                "create_name": f"local-dir:{snapshot}",
+                "create_pretrained": None,
+                "force": {},
+                "identity": {"type": "hf-hub", "repo": repo, "revision": snapshot.name},
+            }
+        if not (online if online is not None else _hub_online()):
             raise TeacherUnavailable(
                 f"CLIP model {model_name!r} is not in the local Hugging Face cache and the hub cannot be reached "
                 "(offline or HF_HUB_OFFLINE=1). " + _how_to_supply(model_name, pretrained, None)

@@ -271,3 +271,39 @@ def test_describe_does_not_load_and_reports_unavailable_weights(monkeypatch: pyt
     assert d["available"] is False and "local-dir:" in d["error"] and d["display_name"] == "CLIP zero-shot (ViT-B-32, openai)"
     with pytest.raises(TeacherUnavailable):
         off.predict_proba(ImagePool(root=tmp_path, ids=[]))
+
+
+def test_hf_hub_model_from_local_cache_offline(pool: ImagePool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, state = _saved_tiny(seed=11)
+    repo_dir = tmp_path / "hub" / "models--someorg--tiny-clip"
+    snapshot = repo_dir / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text("a" * 40)
+    with pytest.raises(TeacherUnavailable, match="not in the local Hugging Face cache"):
+        resolve_weights("hf-hub:someorg/tiny-clip", None, hf_cache_dir=str(tmp_path / "hub"))
+    (snapshot / "open_clip_config.json").write_text(json.dumps({"model_cfg": open_clip.get_model_config(TINY)}))
+    save_file(state, str(snapshot / "open_clip_model.safetensors"))
+    t = ClipZeroShotTeacher(CLASSES, model_name="hf-hub:someorg/tiny-clip", hf_cache_dir=str(tmp_path / "hub"),
+                            cache_dir=tmp_path / "c", device="cpu", num_workers=0)
+    np.testing.assert_allclose(np.asarray(t.image_features(pool)), _reference_features(model, pool), atol=1e-5)
+    assert t.describe()["weights"]["identity"] == {"type": "hf-hub", "repo": "someorg/tiny-clip", "revision": "a" * 40}
+
+
+def test_tag_found_in_local_hf_cache_resolves_to_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = open_clip.get_pretrained_cfg("RN50", "openai")
+    repo = cfg["hf_hub"].rstrip("/")
+    repo_dir = tmp_path / "hub" / ("models--" + repo.replace("/", "--"))
+    (repo_dir / "snapshots" / ("b" * 40)).mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text("b" * 40)
+    weights = repo_dir / "snapshots" / ("b" * 40) / "open_clip_model.safetensors"
+    weights.write_bytes(b"placeholder")
+    info = resolve_weights("RN50", "openai", hf_cache_dir=str(tmp_path / "hub"))
+    assert info["type"] == "tag" and info["create_pretrained"] == str(weights)
+    assert info["force"]["force_quick_gelu"] is True  # the tag's settings travel with the file
+    assert info["force"]["force_preprocess_cfg"]["mean"] == cfg["mean"]
