@@ -266,7 +266,11 @@ class Project:
 
         created_folder = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
-        db = folder / DB_NAME
+        # Built under a temporary name and renamed when complete (after closing, so the WAL
+        # is checkpointed): a crash mid-creation never leaves a half-made project.db.
+        db = folder / (DB_NAME + ".creating")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(db) + suffix).unlink(missing_ok=True)  # leftovers of an interrupted create
         store = None
         try:
             store = Store.create(db)
@@ -289,6 +293,11 @@ class Project:
             )
             store.set_setting("scan", {"root": str(pool.root), "n_images": len(pool), "n_skipped": len(pool.problems),
                                        "fingerprint": pool.fingerprint(), "time": utc_now()})
+            store.close()
+            store = None
+            os.replace(db, folder / DB_NAME)
+            _fsync_dir(folder)
+            store = Store.open(folder / DB_NAME)
         except BaseException:
             if store is not None:
                 store.close()
@@ -581,6 +590,23 @@ class Project:
         if rec is None or not rec.checkpoint or rec.status != "done":
             return None
         return self.path(rec.checkpoint)
+
+    def load_student(self, round_id: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """Load the active (or a given round's) student, checking architecture and class count.
+
+        Raises:
+            ProjectError: If there is no finished round.
+            activekd_core.student.CheckpointError: If the file is missing, corrupt, or from
+                another architecture or class count (the message names the file).
+        """
+        from activekd_core.student import load_student
+
+        ckpt = self.checkpoint_path(round_id)
+        if ckpt is None:
+            raise ProjectError("no trained student yet: retrain first" if round_id is None
+                               else f"round {round_id} has no finished checkpoint")
+        arch = (self.config.get("train") or {}).get("arch", self.config["student_arch"])
+        return load_student(ckpt, arch=arch, num_classes=len(self.classes))
 
     def train_config(self) -> Any:
         """The :class:`activekd_core.training.TrainConfig` of the next round."""
@@ -984,6 +1010,20 @@ def _image_records(pool: ImagePool) -> list[ImageRecord]:
     for p in pool.problems:
         records.append(ImageRecord(p.id, None, str(p.path), None, None, False, p.reason))
     return records
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _inside(parent: Path, child: Path) -> bool:

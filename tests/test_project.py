@@ -538,3 +538,56 @@ def test_audit_scores_per_round(tmp_path: Path, images) -> None:
     row_of = p.row_of()
     correct = sum(int(p.classes[int(np.argmax(student_probs[row_of[i]]))] == truth[i]) for i in audit)
     assert report[1].correct == correct and report[1].low <= report[1].accuracy <= report[1].high
+
+
+def test_checkpoint_from_another_architecture(tmp_path: Path, images) -> None:
+    from activekd_core.export import ExportError
+    from activekd_core.student import CheckpointError, build_student, save_student
+
+    root, truth = images
+    p = new_project(tmp_path, root)
+    with pytest.raises(ProjectError, match="no trained student yet"):
+        p.load_student()
+    label_some(p, truth)
+    rec = p.retrain()
+    model, header = p.load_student()
+    assert header["arch"] == "small_cnn" and model.num_classes == 3
+    ckpt = tmp_path / "proj" / rec.checkpoint  # type: ignore[operator]
+    other, _ = build_student("mobilenet_v3_small", 3, use_local_cache=False)
+    save_student(other, ckpt)  # someone swapped the file
+    with pytest.raises(CheckpointError, match="round_0001.safetensors.*mobilenet_v3_small.*small_cnn"):
+        p.load_student()
+    four, _ = build_student("small_cnn", 4, use_local_cache=False)
+    save_student(four, ckpt)
+    with pytest.raises(CheckpointError, match="4 classes, but 3"):
+        p.load_student()
+    with pytest.raises(ExportError, match="4 classes"):
+        p.export_student(tmp_path / "out")
+    ckpt.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        p.load_student()
+
+
+def test_interrupted_create_leaves_no_project(tmp_path: Path, images, monkeypatch) -> None:
+    root, _ = images
+    from activekd_core.store import Store as RealStore
+
+    def broken_set_classes(self, classes):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(RealStore, "set_classes", broken_set_classes)
+    with pytest.raises(OSError, match="disk full"):
+        new_project(tmp_path, root)
+    assert not (tmp_path / "proj").exists()
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "notes.txt").write_text("keep me")
+    with pytest.raises(OSError):
+        new_project(tmp_path, root)
+    assert sorted(f.name for f in (tmp_path / "proj").iterdir()) == ["notes.txt"]
+    monkeypatch.undo()
+    monkeypatch.setattr(project_mod, "_make_teacher", FakeTeacher)
+    (tmp_path / "proj" / "project.db.creating").write_bytes(b"stale leftover of a killed create")
+    p = new_project(tmp_path, root)
+    assert p.classes == ["red", "green", "blue"]
+    assert sorted(f.name for f in (tmp_path / "proj").iterdir() if f.name.startswith("project.db")) [0] == "project.db"
+    assert not (tmp_path / "proj" / "project.db.creating").exists()
