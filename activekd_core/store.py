@@ -26,7 +26,6 @@ nothing visible: the later event stays current. Undo of an undo (redo) is not of
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence

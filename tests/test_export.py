@@ -16,7 +16,7 @@ import pytest
 
 from activekd_core.export import ExportError, safe_folder_name
 from activekd_core.project import Project, ProjectError
-from test_project import CLASSES, TRAIN, make_images, new_project, siblings  # noqa: F401 (fixture)
+from test_project import make_images, new_project, siblings  # noqa: F401 (siblings: autouse fixture)
 
 
 @pytest.fixture
