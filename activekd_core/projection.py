@@ -24,6 +24,9 @@ Decisions (also the page's help text):
   the old ones did, so each transform result carries a trustworthiness score
   (``sklearn.manifold.trustworthiness`` on a sample) next to the one of the original fit; the
   page should also request a background refit (``LayoutJob.request``) and switch when it is done.
+  Measured here (bench/projection.py, 2 shared cores): transforming 20,000 points took longer
+  than refitting them, so the default after retraining is a background refit; ``transform`` is
+  for keeping the previous map's positions (animating rounds), not for speed.
 * **Large N**: layouts are always computed for every point; ``display_subset`` picks the points
   to draw (all labeled/picked/query points plus a seeded random sample) and says whether it
   subsampled.

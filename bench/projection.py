@@ -6,7 +6,9 @@ Usage:
 
 Part A, per (N, C), in a *new* Python process: import time of umap, first UMAP fit (cold: numba
 compiles or loads its on-disk cache), second fit on other data of the same shape (warm), PCA
-time, and the child's peak RSS. Ratios are against PCA measured in the same child.
+time, and the child's peak RSS. Ratios are against PCA measured in the same child. The CPU
+columns (process CPU seconds) are less sensitive to other jobs sharing the cores than wall time;
+a seeded UMAP fit is mostly single-threaded, so on an idle machine wall ~= CPU.
 
 Part B, per N, the page's path through ``LayoutJob`` (fresh worker, warm-up included): time
 until the first UMAP view is ready (teacher), time for a second layout in the now-warm worker
@@ -59,15 +61,16 @@ def child(n: int, c: int, metric: str) -> None:
     t2 = time.perf_counter()
     pj.pca_layout(a, metric)  # type: ignore[arg-type]
     t_pca = time.perf_counter() - t2
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     pj.umap_layout(a, params)
-    t_cold = time.perf_counter() - t3
-    t4 = time.perf_counter()
+    t_cold, c_cold = time.perf_counter() - t3, time.process_time() - c3
+    t4, c4 = time.perf_counter(), time.process_time()
     pj.umap_layout(b, params)
-    t_warm = time.perf_counter() - t4
+    t_warm, c_warm = time.perf_counter() - t4, time.process_time() - c4
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"n": n, "c": c, "metric": metric, "core_import_s": t_core, "umap_import_s": t_import,
-                      "pca_s": t_pca, "umap_first_fit_s": t_cold, "umap_warm_fit_s": t_warm, "peak_rss_mb": rss_mb,
+                      "pca_s": t_pca, "umap_first_fit_s": t_cold, "umap_warm_fit_s": t_warm,
+                      "umap_first_fit_cpu_s": c_cold, "umap_warm_fit_cpu_s": c_warm, "peak_rss_mb": rss_mb,
                       "input_mb": a.nbytes / 2**20}))
 
 
@@ -134,14 +137,14 @@ def main() -> None:
           f"load avg {os.getloadavg()[0]:.1f} at start; python {platform.python_version()}")
     print("\nPart A: new process per row (first fit = cold), metric", args.metric)
     print(f"{'N':>6} {'C':>3} {'import':>7} {'PCA':>7} {'UMAP 1st':>9} {'UMAP warm':>9} {'warm/PCA':>9} "
-          f"{'1st/warm':>8} {'proc wall':>9} {'RSS MB':>7}")
+          f"{'1st/warm':>8} {'proc wall':>9} {'RSS MB':>7} {'CPU 1st':>8} {'CPU warm':>8}")
     for n in sizes:
         for c in (3, 10):
             r = run_child(n, c, args.metric)
             print(f"{n:>6} {c:>3} {r['umap_import_s']:>6.1f}s {r['pca_s']*1000:>5.1f}ms {r['umap_first_fit_s']:>8.1f}s "
                   f"{r['umap_warm_fit_s']:>8.1f}s {r['umap_warm_fit_s']/max(r['pca_s'],1e-9):>8.0f}x "
                   f"{r['umap_first_fit_s']/max(r['umap_warm_fit_s'],1e-9):>7.1f}x {r['process_wall_s']:>8.1f}s "
-                  f"{r['peak_rss_mb']:>7.0f}")
+                  f"{r['peak_rss_mb']:>7.0f} {r['umap_first_fit_cpu_s']:>7.1f}s {r['umap_warm_fit_cpu_s']:>7.1f}s")
     if args.skip_job:
         return
     print("\nPart B: Explore path via LayoutJob (fresh worker incl. warm-up; C = 10)")

@@ -134,11 +134,11 @@ def test_layout_job_background(tmp_path):
         first = job.request(p, params)
         assert first.pending
         np.testing.assert_allclose(first.coords, pj.pca_layout(p))
-        done = job.wait(first.key, timeout=240)
+        done = job.wait(first.key, timeout=900)
         assert done is not None and done.method_used == "umap" and not done.pending
         assert job.status(keys[0]).state == "superseded"
         assert job.status(keys[1]).state == "superseded"
-        assert job.wait(keys[2], timeout=60) is not None
+        assert job.wait(keys[2], timeout=600) is not None
         assert job.is_warm
         # same result as an in-process fit with the same seed
         np.testing.assert_allclose(done.coords, pj.compute_layout(p, params).coords, atol=1e-4)
@@ -147,14 +147,14 @@ def test_layout_job_background(tmp_path):
         # place new probabilities on the existing map
         tr = job.request_transform(q, done)
         assert tr.pending
-        tr_done = job.wait(tr.key, timeout=120)
+        tr_done = job.wait(tr.key, timeout=600)
         assert tr_done is not None and tr_done.method_used == "umap-transform"
         assert tr_done.meta["base_key"] == done.key
         assert 0.0 <= tr_done.meta["trust_transform"] <= 1.0
         # a transform onto a map the worker does not hold fails cleanly
         fake = pj.Layout(done.coords, params, "f" * 32, "umap")
         bad = job.request_transform(q, fake)
-        assert job.wait(bad.key, timeout=60) is None
+        assert job.wait(bad.key, timeout=600) is None
         assert "no fitted reducer" in job.status(bad.key).error
         assert "unavailable" in job.request_transform(q, fake).note
         # the worker dies while a layout is queued: the status turns failed, a new request restarts it
