@@ -569,7 +569,8 @@ class ClipZeroShotTeacher:
     Attributes:
         images_encoded: Images passed through ``encode_image`` by this object (tests use it
             to check cache reuse).
-        text_passes: Text-tower passes run (one per new prompt set).
+        text_passes: Text-tower passes run (only when some class has new texts).
+        texts_encoded: Prompt texts passed through ``encode_text``.
     """
 
     kind = "clip_zero_shot"
@@ -608,6 +609,7 @@ class ClipZeroShotTeacher:
         self.hf_cache_dir = hf_cache_dir
         self.images_encoded = 0
         self.text_passes = 0
+        self.texts_encoded = 0
         self._model: torch.nn.Module | None = None
         self._load_lock = threading.Lock()
         self.weights_info: dict[str, Any] | None = None
@@ -709,40 +711,54 @@ class ClipZeroShotTeacher:
 
     # ---- text
 
-    def text_prototypes(self) -> np.ndarray:
-        """Class prototypes ``(C, D)`` float32: per class, the renormalised mean of normalised text embeddings.
+    def text_prototypes(self, progress: ProgressFn | None = None) -> np.ndarray:
+        """Class prototypes ``(C, D)`` float32: per class, the renormalised mean of its normalised text embeddings.
 
-        Cached in memory and on disk by (model, weights, texts).
+        Cached per class (by model, weights and that class's texts) in memory and under
+        ``<cache_dir>/text/``, so editing one class's prompt re-encodes that class only.
         """
         self.load()
-        key = cache_key({"model": self.model_name, "weights": self._weights_key(), "texts": prompts_key(self.class_texts)})
-        if key in self._text_cache:
-            return self._text_cache[key]
-        path = self.cache_root / "text" / f"{key}.npy"
-        if path.is_file():
-            protos = np.load(path)
-        else:
-            protos = self._encode_texts()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
-            np.save(tmp, protos)
-            os.replace(tmp, path)
-        self._text_cache[key] = protos
+        folder = self.cache_root / "text" / cache_key({"model": self.model_name, "weights": self._weights_key()})
+        protos = np.empty((len(self.classes), self.embed_dim), dtype=np.float32)
+        todo: list[int] = []
+        keys = [prompts_key([texts]) for texts in self.class_texts]
+        for c, key in enumerate(keys):
+            if key not in self._text_cache and (folder / f"{key}.npy").is_file():
+                with contextlib.suppress(OSError, ValueError):
+                    self._text_cache[key] = np.load(folder / f"{key}.npy")
+            if key in self._text_cache and self._text_cache[key].shape == (self.embed_dim,):
+                protos[c] = self._text_cache[key]
+            else:
+                todo.append(c)
+        if todo:
+            new = self._encode_class_texts([self.class_texts[c] for c in todo], progress)
+            folder.mkdir(parents=True, exist_ok=True)
+            for c, row in zip(todo, new):
+                protos[c] = self._text_cache[keys[c]] = row
+                tmp = folder / f"{keys[c]}.tmp{os.getpid()}.npy"
+                np.save(tmp, row)
+                os.replace(tmp, folder / f"{keys[c]}.npy")
         return protos
 
-    def _encode_texts(self, batch: int = 256) -> np.ndarray:
-        flat = [t for texts in self.class_texts for t in texts]
-        owners = np.repeat(np.arange(len(self.class_texts)), [len(t) for t in self.class_texts])
+    def _encode_class_texts(
+        self, class_texts: list[list[str]], progress: ProgressFn | None = None, batch: int = 256
+    ) -> np.ndarray:
+        flat = [t for texts in class_texts for t in texts]
+        owners = np.repeat(np.arange(len(class_texts)), [len(t) for t in class_texts])
         chunks = []
         with torch.inference_mode():
             for s in range(0, len(flat), batch):
                 tokens = self._tokenizer(flat[s : s + batch]).to(self.device)
                 chunks.append(F.normalize(self._model.encode_text(tokens).float(), dim=-1).cpu())  # type: ignore[union-attr]
+                if progress is not None:
+                    done = min(len(flat), s + batch)
+                    progress(done, len(flat), f"Encoding prompts with CLIP: {done:,}/{len(flat):,} texts")
         emb = torch.cat(chunks)
-        protos = torch.zeros(len(self.class_texts), emb.shape[1])
+        protos = torch.zeros(len(class_texts), emb.shape[1])
         protos.index_add_(0, torch.from_numpy(owners), emb)
-        protos /= torch.from_numpy(np.bincount(owners)).float().unsqueeze(1)
+        protos /= torch.from_numpy(np.bincount(owners, minlength=len(class_texts))).float().unsqueeze(1)
         self.text_passes += 1
+        self.texts_encoded += len(flat)
         return F.normalize(protos, dim=-1).numpy().astype(np.float32)
 
     # ---- teacher interface
@@ -762,7 +778,7 @@ class ClipZeroShotTeacher:
         """
         feats = self.image_features(pool, progress=progress, cancel=cancel)
         gpu = self.device if self.device.type == "cuda" else None
-        return probs_from_features(feats, self.text_prototypes(), self.scale, out=out, device=gpu)
+        return probs_from_features(feats, self.text_prototypes(progress), self.scale, out=out, device=gpu)
 
     def display_name(self) -> str:
         """Short human-readable name (says so when the weights are random)."""

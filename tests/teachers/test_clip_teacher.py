@@ -52,7 +52,9 @@ def test_probabilities_valid_and_cache_reused(pool: ImagePool, tmp_path: Path) -
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
     assert (p >= 0).all()
     assert t.images_encoded == len(pool)
-    assert seen[-1][0] == seen[-1][1] == len(pool) and "images/s" in seen[-1][2]
+    image_msgs = [m for m in seen if "images/s" in m[2]]
+    assert image_msgs[-1][0] == image_msgs[-1][1] == len(pool)
+    assert seen[-1][2].startswith("Encoding prompts") and seen[-1][0] == seen[-1][1]
 
     # Same object: no re-encode. A fresh object on the same cache: no re-encode either.
     p2 = t.predict_proba(pool)
@@ -77,6 +79,18 @@ def test_changing_prompts_costs_a_text_pass_only(pool: ImagePool, tmp_path: Path
     assert t.images_encoded == len(pool) and t.text_passes == 2
     assert not np.allclose(p, p2)
     assert t.class_texts[0] == ["a photo of a red square.", "art of a red square.", "a red square", "a red square drawing"]
+    # Editing one class's prompt re-encodes that class's texts only; the others come from the cache.
+    before = t.texts_encoded
+    t.set_prompts({"red square": ["a red square", "a {} drawing"], "blue stripes": "blue and white stripes"},
+                  templates=["a photo of a {}.", "art of a {}."])
+    p3 = t.predict_proba(pool)
+    assert t.texts_encoded - before == 3 and t.text_passes == 3
+    np.testing.assert_array_equal(p3[:, :2].argmax(1) == 0, p2[:, :2].argmax(1) == 0)
+    fresh = tiny(tmp_path, templates=["a photo of a {}.", "art of a {}."])
+    fresh.set_prompts({"red square": ["a red square", "a {} drawing"], "blue stripes": "blue and white stripes"},
+                      templates=["a photo of a {}.", "art of a {}."])
+    np.testing.assert_allclose(fresh.predict_proba(pool), p3, atol=1e-6)
+    assert fresh.texts_encoded == 0 and fresh.images_encoded == 0  # all from the disk caches
 
 
 def test_text_ensemble_is_renormalised_mean(pool: ImagePool, tmp_path: Path) -> None:
