@@ -1,4 +1,4 @@
-"""Command line: ``python -m activekd_core simulate ...``.
+"""Command line: ``python -m activekd_core simulate|train|extract-features ...``.
 
 Subcommands:
 
@@ -11,11 +11,20 @@ Subcommands:
   ``--kd both``. Teacher: ``--teacher standin`` (default; offline stand-in, not CLIP),
   ``--teacher clip --clip-model NAME --clip-pretrained PATH`` (local weights only) or
   ``--teacher precomputed FILE``. Progress goes to stderr, the summary table to stdout.
+* ``train --project DIR``: one training round of a project (``Project.retrain``). Under
+  ``torchrun --nproc_per_node=N -m activekd_core train --project DIR`` rank 0 runs the
+  round (teacher, pixels, store, checkpoint) and the other ranks join its DDP training
+  (:func:`activekd_core.training.follow_train_round`). Multi-node: add ``--nnodes``,
+  ``--node_rank`` and ``--rdzv_endpoint`` as usual for torchrun.
+* ``extract-features --project DIR``: the teacher's probabilities for the pool (CLIP
+  teachers cache their image features). Single process: under torchrun only rank 0
+  works (sharding by rank is not implemented).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -62,6 +71,22 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0.02,
         help="fraction the stand-in teacher is fit on (default 0.02: an imperfect teacher)",
     )
+    tr = sub.add_parser(
+        "train",
+        help="train one round of a project's student on its current labels (works under torchrun)",
+        description="Train one round (Project.retrain). Under torchrun --nproc_per_node=N, rank 0 runs the round "
+        "and the other ranks join its DistributedDataParallel training.",
+    )
+    tr.add_argument("--project", required=True, type=Path, help="project folder (holds project.db)")
+    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    fx = sub.add_parser(
+        "extract-features",
+        help="compute (and cache) the project's teacher features/probabilities for the whole pool",
+        description="Compute the teacher's probabilities for the pool (CLIP teachers cache image features on "
+        "disk). Under torchrun only rank 0 works: sharded extraction is not implemented yet.",
+    )
+    fx.add_argument("--project", required=True, type=Path, help="project folder (holds project.db)")
+    fx.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
 
 
@@ -154,9 +179,90 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from activekd_core import distributed
+    from activekd_core.devices import pick_device
+    from activekd_core.project import Project, ProjectError
+    from activekd_core.training import TrainingCancelled, follow_train_round
+
+    _set_threads(args.threads)
+    info = distributed.init_distributed(pick_device("auto"))
+    term = _TerminalProgress(sys.stderr)
+    try:
+        if info.enabled and not info.is_main:
+            result = follow_train_round()
+            term.log(f"rank {info.rank}/{info.world_size}: trained its share ({result.metrics['steps']} steps)")
+            return 0
+        if info.enabled:
+            term.log(f"rank 0 of {info.world_size} ({info.backend}): training the round, other ranks follow")
+        try:
+            project = Project.open(args.project)
+        except ProjectError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            record = project.retrain(progress=term.progress)
+        except (ProjectError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except TrainingCancelled as exc:
+            print(f"cancelled: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            project.close()
+        m = record.metrics
+        print(
+            f"round {record.id}: {record.n_labeled} labels, {m.get('steps')} steps in {m.get('seconds', 0):.1f}s "
+            f"({m.get('images_per_second', 0):,.0f} img/s on {m.get('device_name', m.get('device'))}), "
+            f"checkpoint {record.checkpoint}"
+        )
+        return 0
+    finally:
+        distributed.shutdown()
+
+
+def _extract_features(args: argparse.Namespace) -> int:
+    from activekd_core.project import Project, ProjectError
+
+    _set_threads(args.threads)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        print(f"rank {rank}: nothing to do (sharded feature extraction is not implemented; rank 0 extracts)",
+              file=sys.stderr)
+        return 0
+    term = _TerminalProgress(sys.stderr)
+    try:
+        project = Project.open(args.project)
+    except ProjectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        start = time.perf_counter()
+        probs = project.teacher_probs(progress=term.progress)
+    except (ProjectError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        project.close()
+    print(f"teacher probabilities for {probs.shape[0]:,} images x {probs.shape[1]} classes "
+          f"in {time.perf_counter() - start:.1f}s (cached in the project)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _build_parser().parse_args(argv)
     if args.command == "simulate":
         return _simulate(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "extract-features":
+        return _extract_features(args)
     return 2  # pragma: no cover - argparse enforces the choices

@@ -595,7 +595,7 @@ def predict_student(
     probs = np.empty((pixels.shape[0], student.num_classes), dtype=np.float32)
     feats = np.empty((pixels.shape[0], student.feature_dim), dtype=np.float32)
     for start in range(0, pixels.shape[0], batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(pixels[start : start + batch_size]))
+        chunk = torch.from_numpy(np.array(pixels[start : start + batch_size]))  # copy: memmaps are read-only
         x = _to_model_input(chunk, dev, size, use_cl)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             ce, kd, f = student.forward_all(x)

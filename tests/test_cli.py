@@ -72,3 +72,59 @@ def test_module_entry_point_runs_a_no_kd_simulation(tmp_path, data_dir):
     assert "no KD (CE-only student)" in proc.stdout
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert header[:7] == ["dataset", "strategy", "kd", "seed", "round", "n_labeled", "accuracy"]
+
+
+def _small_project(base: Path) -> Path:
+    from activekd_core.project import open_demo
+
+    project = open_demo("digits", base, per_class=6, prepare=False)
+    try:
+        project.update_config(train={"steps": 6, "image_size": 16, "batch_labeled": 8, "batch_unlabeled": 8})
+        ids = project.pool().ids
+        by_class: dict[str, str] = {}
+        for image_id in ids:
+            by_class.setdefault(image_id.split("/")[0], image_id)
+        for cls, image_id in by_class.items():
+            project.label(image_id, cls)
+        return project.folder
+    finally:
+        project.close()
+
+
+def test_train_and_extract_features_on_a_project(tmp_path, capsys):
+    from activekd_core.project import Project
+
+    folder = _small_project(tmp_path)
+    assert main(["extract-features", "--project", str(folder)]) == 0
+    assert "teacher probabilities for 60 images x 10 classes" in capsys.readouterr().out
+    assert main(["train", "--project", str(folder), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "round 1: 10 labels, 6 steps" in out
+    with Project.open(folder) as project:
+        assert project.checkpoint_path() is not None and project.checkpoint_path().is_file()
+    assert main(["train", "--project", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_train_a_project_round(tmp_path):
+    import shutil
+
+    from activekd_core.project import Project
+    from activekd_core.student import load_student
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    folder = _small_project(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "activekd_core", "train", "--project", str(folder)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "rank 0 of 2 (gloo)" in proc.stderr and "rank 1/2: trained its share" in proc.stderr
+    with Project.open(folder) as project:
+        record = project.active_round()
+        assert record is not None and record.metrics["world_size"] == 2
+        model, _ = load_student(project.checkpoint_path())
+    assert model.num_classes == 10
