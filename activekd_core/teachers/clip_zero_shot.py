@@ -842,7 +842,9 @@ class ClipZeroShotTeacher:
             "loaded": loaded,
             "open_clip_version": open_clip.__version__,
             "preprocess": self.preprocess_cfg if loaded else None,
-            "class_texts": self.class_texts,
+            # Every text when they are few; otherwise spec (templates + class prompts) rebuilds them.
+            "class_texts": self.class_texts if sum(map(len, self.class_texts)) <= 2000 else None,
+            "n_texts": sum(map(len, self.class_texts)),
             "prompts_key": prompts_key(self.class_texts),
             "logit_scale": scale,
             "logit_scale_source": "fixed" if self.logit_scale_arg is not None else "model",
