@@ -336,12 +336,12 @@ def main() -> None:
         st.success("Nothing left to label here: every image is labeled, skipped, unsure or in the audit set.")
         _counts(project)
         return
-    if st.session_state.get(K_BATCH) != key:
-        st.session_state[K_BATCH] = key
-        st.session_state[K_FOCUS] = 0
     ids = [i for i, _ in items]
     current = project.store.current()
     states = {i: current.get(i) for i in ids}
+    if st.session_state.get(K_BATCH) != key:  # a new batch (or a new session): focus its first open image
+        st.session_state[K_BATCH] = key
+        st.session_state[K_FOCUS] = _next_open(ids, states, len(ids) - 1)
     focus = min(int(st.session_state.get(K_FOCUS, 0)), len(ids) - 1)
     done = sum(1 for s in states.values() if s is not None)
 

@@ -182,8 +182,11 @@ def _create_section() -> None:
                        "prompt": st.column_config.TextColumn("Prompt (e.g. 'a photo of a scratch')")},
     )
     classes, class_problems = class_table_problems(table)
-    for p in class_problems:
-        st.error(f"Classes: {p}")
+    if classes or len(class_problems) > 1:  # the user has started filling the table
+        for p in class_problems:
+            st.error(f"Classes: {p}")
+    else:
+        st.caption("Add at least two classes.")
     kind_label = st.selectbox("Teacher", list(TEACHER_KINDS), key="prj_new_teacher")
     spec, teacher_problems = _teacher_spec(TEACHER_KINDS[kind_label])
     a, b, c = st.columns(3)
@@ -223,7 +226,15 @@ def _current_section(project: Project) -> None:
     st.caption(f"Folder `{project.folder}` · images `{project.image_root}` · {counts['total']} images · "
                f"{len(project.classes)} classes · teacher **{cfg['teacher_spec'].get('kind')}** · "
                f"student **{cfg.get('student_arch')}** · batch **{project.batch_size}** · strategy **{project.strategy}**")
-    st.text_input("Annotator (recorded with every label)", value=annotator(), key=KEY_ANNOTATOR)
+    st.text_input("Annotator (recorded with every label)", value=annotator(), key="prj_annotator_input",
+                  on_change=_set_annotator)
+
+
+def _set_annotator() -> None:
+    # copied to a non-widget key: Streamlit drops a widget's state on pages that do not draw it
+    name = str(st.session_state.get("prj_annotator_input") or "").strip()
+    if name:
+        st.session_state[KEY_ANNOTATOR] = name
 
 
 def _scan_section(project: Project) -> None:

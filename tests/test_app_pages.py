@@ -346,6 +346,7 @@ def test_cancel_leaves_labels_and_model_untouched(home):
 def test_import_from_subfolders_and_export_csv(home):
     at = _app()
     at.switch_page("pages/project.py").run()
+    at.text_input(key="prj_annotator_input").input("dr. ada").run()
     at.button(key="prj_import_dirs").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("Imported 12 labels" in s.value for s in at.success)
@@ -358,6 +359,19 @@ def test_import_from_subfolders_and_export_csv(home):
     assert len(table) == 12 and {"id", "label"} <= set(table.columns)
     assert dict(zip(table["id"], table["label"])) == labels
     assert at.get("download_button")  # offered for download too
+    with _db(home) as db:
+        assert {e.annotator for e in db.events()} == {"import:dr. ada"}
+
+
+def test_annotator_name_survives_page_switches(home):
+    at = _app()
+    at.switch_page("pages/project.py").run()
+    at.text_input(key="prj_annotator_input").input("dr. ada").run()
+    at.switch_page("pages/train.py").run()
+    at.switch_page("pages/label.py").run()
+    at.button(key="lbl_key_c0").click().run()
+    with _db(home) as db:
+        assert [e.annotator for e in db.events()] == ["dr. ada"]
 
 
 def _wait_for(predicate, timeout: float) -> None:

@@ -242,6 +242,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             page.goto(url)
             page.locator(f".st-key-{key2}_0_c0 button:visible").wait_for(state="visible", timeout=90_000)
             page.locator(".st-key-lbl_card_0").get_by_text(f"labeled {classes[1]}").wait_for()
+            page.locator(".st-key-lbl_card_1").get_by_text("focused").wait_for()  # first open image
             shown_after = page.locator("[class*='st-key-lbl_card_'] code").all_inner_texts()
             assert shown_after == shown_before == [it.image_id for it in batch2.items]
             _settled(page)
