@@ -397,8 +397,13 @@ def _image_grid(project: Project, state: PoolState, rows: np.ndarray, *, key: st
 def render(project: Project) -> None:
     """Draw the Explore page for ``project``."""
     st.title("Explore the probability spaces")
-    with st.spinner("Reading teacher and student predictions..."):
-        state = read_pool_state(project)
+    try:
+        with st.spinner("Reading teacher and student predictions (the first view after new labels refits "
+                        "a few-shot teacher)..."):
+            state = read_pool_state(project)
+    except Exception as exc:  # e.g. CLIP weights missing offline: the message says how to supply them
+        st.error(f"Cannot read the teacher's predictions: {type(exc).__name__}: {exc}")
+        return
     if state.n == 0:
         st.info("The project has no images.")
         return

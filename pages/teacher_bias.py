@@ -358,15 +358,19 @@ def render(project: Project) -> None:
     c1, c2 = st.columns([2, 1])
     which = c1.radio("Evaluate on", list(LABEL_SETS), format_func=LABEL_SETS.get, horizontal=True,
                      key=KEY_PREFIX + "labels")
-    teacher_obj = project.teacher()
-    fittable = hasattr(teacher_obj, "fit")
-    fit = c2.checkbox("Teacher fitted on the current labels", value=True, disabled=not fittable,
-                      key=KEY_PREFIX + "fit",
-                      help="Few-shot and stand-in teachers learn from the labels; unticked shows them before "
-                           "any fit (zero-shot for CLIP, uniform for the stand-in).")
-    with st.spinner("Reading teacher predictions..."):
-        teacher = np.asarray(project.teacher_probs(fit=fit and fittable), dtype=np.float32)
-    desc = teacher_obj.describe() if hasattr(teacher_obj, "describe") else {}
+    try:
+        teacher_obj = project.teacher()
+        fittable = hasattr(teacher_obj, "fit")
+        fit = c2.checkbox("Teacher fitted on the current labels", value=True, disabled=not fittable,
+                          key=KEY_PREFIX + "fit",
+                          help="Few-shot and stand-in teachers learn from the labels; unticked shows them before "
+                               "any fit (zero-shot for CLIP, uniform for the stand-in).")
+        with st.spinner("Reading teacher predictions..."):
+            teacher = np.asarray(project.teacher_probs(fit=fit and fittable), dtype=np.float32)
+        desc = teacher_obj.describe() if hasattr(teacher_obj, "describe") else {}
+    except Exception as exc:  # e.g. CLIP weights missing offline: the message says how to supply them
+        st.error(f"Cannot read the teacher's predictions: {type(exc).__name__}: {exc}")
+        return
     st.caption(f"Teacher: {desc.get('display_name', desc.get('kind', '?'))}")
     if fittable and fit and which != "audit":
         st.caption("This teacher was fitted on the training labels, so its scores on them are in-sample "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -328,9 +329,109 @@ def test_prompt_workshop_discard_keeps_teacher(demo: Project, pinned, tmp_path: 
     project.close()
 
 
+def test_pages_explain_an_unavailable_teacher(demo: Project, pinned, tmp_path: Path) -> None:
+    classes = [(c.name, c.prompt) for c in demo.store.classes()]
+    spec = dict(TINY_CLIP, pretrained=str(tmp_path / "missing-weights.safetensors"))
+    project = Project.create(tmp_path / "nocl", demo.image_root, classes, spec)
+    pinned(project)
+    for page in (EXPLORE, BIAS):
+        at = AppTest.from_file(page, default_timeout=TIMEOUT)
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert any("Cannot read the teacher" in e.value and "missing-weights" in e.value for e in at.error)
+    project.close()
+
+
 def _labels(project: Project) -> tuple[np.ndarray, np.ndarray]:
     row_of = project.row_of()
     idx = {c: i for i, c in enumerate(project.classes)}
     pairs = sorted((row_of[i], idx[c]) for i, c in project.store.current_labels().items())
     return np.asarray([p[0] for p in pairs], dtype=np.int64), np.asarray([p[1] for p in pairs], dtype=np.int64)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# A real browser: both pages render their plots; Explore switches from PCA to UMAP by itself
+# ---------------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _start_streamlit(project: Project, log: Path) -> tuple[Any, str]:
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = dict(os.environ, ACTIVEKD_PROJECT=str(project.folder), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer on {url}: {log.read_text()[-3000:]}")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: install Debian's chromium package")
+def test_pages_in_chromium(demo: Project, tmp_path: Path) -> None:
+    import signal
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    proc, url = _start_streamlit(demo, tmp_path / "streamlit.log")
+    shots = Path("/tmp/shots_explore")
+    shots.mkdir(exist_ok=True)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            page.set_default_timeout(120_000)
+            # Open the app first: a fresh server asked for /explore directly would run the page
+            # outside app.py's st.navigation (Streamlit's pages/ folder discovery).
+            page.goto(url)
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            nav.get_by_text("Explore", exact=True).wait_for()
+            t0 = time.perf_counter()
+            nav.get_by_text("Explore", exact=True).click()
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3")
+            first_view = time.perf_counter() - t0
+            assert page.locator('[data-testid="stException"]').count() == 0
+            # UMAP arrives from the background worker; the page updates without any click
+            page.get_by_text("Teacher — UMAP", exact=True).wait_for(timeout=240_000)
+            page.get_by_text(f"Student round {demo.active_round().id} — UMAP", exact=True).wait_for(timeout=120_000)
+            umap_ready = time.perf_counter() - t0
+            assert page.get_by_text("UMAP computing").count() == 0
+            page.screenshot(path=str(shots / "explore_umap.png"), full_page=True)
+            t1 = time.perf_counter()
+            page.reload()
+            page.get_by_text("Teacher — UMAP", exact=True).wait_for()
+            cached_view = time.perf_counter() - t1
+            assert page.get_by_text("Demo: textile").count() == 1  # app.py's sidebar: run through st.navigation
+            nav.get_by_text("Teacher bias", exact=True).click()
+            page.get_by_text("Teacher accuracy").first.wait_for()
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4")
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(shots / "teacher_bias.png"), full_page=True)
+            browser.close()
+        print(f"\nExplore in Chromium ({len(demo.pool())} images): first plots {first_view:.1f} s, "
+              f"UMAP shown {umap_ready:.1f} s, later (cached) view {cached_view:.1f} s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
