@@ -32,6 +32,7 @@ from pages._session import (
 )
 
 CLASS_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
+SELECT_POLL_SECONDS = 0.5  # how often the page polls a running batch selection
 GRID_BOX = 320  # thumbnail size in pixels (images are shown at column width)
 
 K_FOCUS = "lbl_focus"
@@ -55,9 +56,6 @@ def _audit_items(project: Project) -> list[tuple[str, float | None]]:
     labels = project.store.current_labels()
     todo = [i for i in project.store.audit_ids() if i not in labels]
     return [(i, None) for i in todo[: project.batch_size]]
-
-
-SELECT_POLL_SECONDS = 0.5
 
 
 def _select_job(project: Project, progress, cancel) -> int:
@@ -120,6 +118,7 @@ def _selection_progress(project: Project) -> None:
         text += f" · {running.message}"
     st.progress(running.fraction, text=text)
     st.caption("The other pages stay usable meanwhile.")
+
 
 def _items(project: Project, source: str) -> tuple[str, list[tuple[str, float | None]], str]:
     """``(key, [(image id, score)], strategy name)`` of what is on screen."""

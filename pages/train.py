@@ -12,7 +12,6 @@ is shown here.
 from __future__ import annotations
 
 import os
-import time
 
 import streamlit as st
 

@@ -161,6 +161,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
                                                                f".st-key-lbl_card_{pos}", f"labeled {classes[k]}"]) / 1000)
                 expected[ids[pos]] = classes[k]
             click_times = list(times)
+            server_ms = page.get_by_text("Last action saved and page redrawn in").inner_text()
             with db() as s:
                 assert s.current_labels() == expected
             # focus moved to the first open image after #6: #7. Keyboard from here.
@@ -263,6 +264,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
     print(f"\nclick-to-rerun in the browser (click until the card shows the new label, measured in the page), "
           f"n={len(click_times)}: median {1000 * statistics.median(click_times):.0f} ms, "
           f"all {[round(1000 * t) for t in click_times]}")
+    print(f"server side, last click: {server_ms}")
     print(f"key-to-rerun (Playwright key press until the database and the card show it), n={len(key_times)}: "
           f"median {1000 * statistics.median(key_times):.0f} ms, all {[round(1000 * t) for t in key_times]}")
 
