@@ -736,6 +736,13 @@ class Project:
         candidates = [r for r, i in enumerate(self.pool().ids) if i not in blocked]
         return np.asarray(labeled, dtype=np.int64), np.asarray(candidates, dtype=np.int64)
 
+    def _labeled_classes(self, labeled: np.ndarray) -> np.ndarray:
+        """Class index of each labeled row (aligned with ``labeled``), for class-aware strategies."""
+        ids = self.pool().ids
+        current = self.store.current_labels()
+        index = {name: i for i, name in enumerate(self.classes)}
+        return np.asarray([index[current[ids[int(r)]]] for r in labeled], dtype=np.int64)
+
     def selection_space(self, needs: set[str]) -> tuple[str, np.ndarray | None, np.ndarray | None, int]:
         """The arrays a strategy runs on: ``(space name, probs, features, model round)``."""
         active = self.active_round()
@@ -773,6 +780,7 @@ class Project:
             probs=None if probs is None else probs[subset],
             features=None if feats is None else feats[subset],
             labeled=pos,
+            labeled_y=self._labeled_classes(labeled),
             k=k,
             rng=rng,
         )

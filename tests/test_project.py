@@ -591,3 +591,25 @@ def test_interrupted_create_leaves_no_project(tmp_path: Path, images, monkeypatc
     assert p.classes == ["red", "green", "blue"]
     assert sorted(f.name for f in (tmp_path / "proj").iterdir() if f.name.startswith("project.db")) [0] == "project.db"
     assert not (tmp_path / "proj" / "project.db.creating").exists()
+
+
+def test_class_aware_strategy_gets_labeled_classes(tmp_path: Path, images, monkeypatch) -> None:
+    """class_balanced needs the human classes of the labeled rows, aligned with ``labeled``."""
+    root, truth = images
+    p = new_project(tmp_path, root, strategy="class_balanced")
+    labeled_ids = ["blue/0.png", "red/1.png", "red/2.png", "green/3.png"]
+    for image_id in labeled_ids:
+        p.label(image_id, truth[image_id])
+    seen: dict[str, Any] = {}
+    real_select = project_mod._select
+
+    def spy(name: str, **kw: Any) -> Any:
+        seen.update(kw)
+        return real_select(name, **kw)
+
+    monkeypatch.setattr(project_mod, "_select", spy)
+    view = p.next_batch()
+    names = [c for c, _ in CLASSES]
+    subset_ids = [i for i in p.pool().ids if i in set(labeled_ids)]  # labeled rows in pool order
+    assert [names[c] for c in seen["labeled_y"]] == [truth[i] for i in subset_ids]
+    assert not {it.image_id for it in view.batch.items} & set(labeled_ids)
