@@ -121,6 +121,16 @@ def _make_teacher(spec: dict[str, Any], cache_dir: Path | None = None) -> Any:
     return make_teacher(spec, cache_dir=cache_dir)
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name`` (optional teacher capabilities)."""
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _strategy_needs(name: str) -> set[str]:
     from activekd_core.selection import STRATEGIES
 
@@ -560,7 +570,8 @@ class Project:
                     return probs
             if fittable:
                 teacher.fit(self.pool(), labeled, y)
-            probs = np.asarray(teacher.predict_proba(self.pool(), progress), dtype=np.float32)
+            extra = {"cancel": cancel} if cancel is not None and _accepts(teacher.predict_proba, "cancel") else {}
+            probs = np.asarray(teacher.predict_proba(self.pool(), progress, **extra), dtype=np.float32)
             n, c = len(self.pool()), len(self.classes)
             if probs.shape != (n, c) or not np.isfinite(probs).all():
                 raise ProjectError(f"teacher returned probabilities of shape {probs.shape} (need {(n, c)}) "

@@ -613,3 +613,28 @@ def test_class_aware_strategy_gets_labeled_classes(tmp_path: Path, images, monke
     subset_ids = [i for i in p.pool().ids if i in set(labeled_ids)]  # labeled rows in pool order
     assert [names[c] for c in seen["labeled_y"]] == [truth[i] for i in subset_ids]
     assert not {it.image_id for it in view.batch.items} & set(labeled_ids)
+
+
+def test_teacher_probs_can_be_cancelled(tmp_path: Path, images, monkeypatch) -> None:
+    """A long teacher pass (CLIP extraction) sees the cancel flag; nothing is cached when it stops."""
+    import threading
+
+    class Stopped(Exception):
+        pass
+
+    class CancellableTeacher(FakeTeacher):
+        def predict_proba(self, pool, progress=None, cancel=None) -> np.ndarray:
+            if cancel is not None and cancel.is_set():
+                raise Stopped("cancelled")
+            return super().predict_proba(pool, progress)
+
+    root, _ = images
+    p = new_project(tmp_path, root)
+    monkeypatch.setattr(project_mod, "_make_teacher", CancellableTeacher)
+    p = Project.open(p.folder)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        p.teacher_probs(cancel=stop)
+    assert not list(p.path("cache", "teacher").glob("probs_*.npy"))
+    assert p.teacher_probs(cancel=threading.Event()).shape == (len(p.pool()), 3)
