@@ -32,6 +32,14 @@ from pages._session import (
 )
 
 CLASS_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
+
+
+def class_keys(classes: list[str]) -> list[str]:
+    """The key of each class (the first ten): its own digit when every class is named by a
+    distinct single digit (the digits demo: "0".."9"), else 1-9 then 0 in display order."""
+    if all(len(c) == 1 and c.isdigit() for c in classes) and len(set(classes)) == len(classes):
+        return list(classes)
+    return CLASS_KEYS[: len(classes)]
 SELECT_POLL_SECONDS = 0.5  # how often the page polls a running batch selection
 GRID_BOX = 320  # thumbnail size in pixels (images are shown at column width)
 
@@ -219,6 +227,7 @@ def _why(strategy: str, score: float | None, pos: int) -> str:
 
 def _class_buttons(project: Project, image_id: str, pos: int, ids: list[str], event, key: str) -> None:
     classes = project.classes
+    keys = class_keys(classes)
     longest = max(len(c) for c in classes)
     per_row = 5 if longest <= 3 else (2 if longest <= 7 else 1)  # full names, never truncated
     for start in range(0, len(classes), per_row):
@@ -229,7 +238,7 @@ def _class_buttons(project: Project, image_id: str, pos: int, ids: list[str], ev
             cols[j].button(
                 name, key=f"lbl_{key}_{pos}_c{k}", type="primary" if chosen else "secondary",
                 on_click=_act, args=("label", image_id, pos, ids, name), width="stretch", wrap=True,
-                help=f"Label as {name}" + (f" (key {CLASS_KEYS[k]} when focused)" if k < len(CLASS_KEYS) else ""),
+                help=f"Label as {name}" + (f" (key {keys[k]} when focused)" if k < len(keys) else ""),
             )
     a, b, c = st.columns(3, gap="small")
     a.button("Skip", key=f"lbl_{key}_{pos}_skip", on_click=_act, args=("skip", image_id, pos, ids),
@@ -262,8 +271,8 @@ def _keyboard_bar(project: Project, ids: list[str], focus: int) -> None:
     """Buttons acting on the focused image, each with a keyboard shortcut."""
     classes = project.classes
     with st.container(key="lbl_keys", horizontal=True):
-        for k, name in enumerate(classes[: len(CLASS_KEYS)]):
-            st.button(name, key=f"lbl_key_c{k}", shortcut=CLASS_KEYS[k], on_click=_act_focused,
+        for k, (name, shortcut) in enumerate(zip(classes, class_keys(classes))):
+            st.button(name, key=f"lbl_key_c{k}", shortcut=shortcut, on_click=_act_focused,
                       args=("label", ids, name), help=f"Label the focused image #{focus + 1} as {name}")
         st.button("Skip", key="lbl_key_skip", shortcut="S", on_click=_act_focused, args=("skip", ids))
         st.button("Unsure", key="lbl_key_unsure", shortcut="U", on_click=_act_focused, args=("unsure", ids))
@@ -350,7 +359,9 @@ def main() -> None:
     show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, value=False,
                                  help="Hidden by default to avoid anchoring on the teacher's guess.")
     n_cols = top[2].selectbox("Per row", [2, 3, 4, 5, 6], index=2, key="lbl_cols")
-    top[3].caption("Keys: 1-9 label the focused image, S skip, U unsure, Z undo, ←/→ or J/K move, F focus mode")
+    keys = class_keys(project.classes)
+    top[3].caption(f"Keys: {keys[0]}-{keys[-1]} label the focused image, S skip, U unsure, Z undo, "
+                   "←/→ or J/K move, F focus mode")
     _counts(project)
     suggestions = None
     if show_teacher:

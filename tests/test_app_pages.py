@@ -292,7 +292,16 @@ def test_project_page_validates_and_switches_to_digits(home, tmp_path):
     assert (home / "projects" / "digits" / "project.db").is_file()
     at.switch_page("pages/label.py").run()
     assert not at.exception
-    assert at.button(key="lbl_key_c9").proto.shortcut == "0"  # ten classes: 1..9 and 0
+    # classes named "0".."9": each digit key labels its own class
+    assert [at.button(key=f"lbl_key_c{k}").proto.shortcut for k in range(10)] == [str(k) for k in range(10)]
+
+
+def test_class_keys():
+    from pages.label import class_keys
+
+    assert class_keys(["0", "1", "2"]) == ["0", "1", "2"]
+    assert class_keys(["cat", "dog", "bird"]) == ["1", "2", "3"]
+    assert class_keys([f"c{i}" for i in range(12)]) == list("1234567890")
 
 
 def test_class_table_rules():
