@@ -416,7 +416,7 @@ def test_pages_in_chromium(demo: Project, tmp_path: Path) -> None:
             page.get_by_text("Teacher — UMAP", exact=True).wait_for(timeout=240_000)
             page.get_by_text(f"Student round {demo.active_round().id} — UMAP", exact=True).wait_for(timeout=120_000)
             umap_ready = time.perf_counter() - t0
-            assert page.get_by_text("UMAP computing").count() == 0
+            sync_api.expect(page.get_by_text("UMAP computing")).to_have_count(0, timeout=30_000)  # run finished
             page.screenshot(path=str(shots / "explore_umap.png"), full_page=True)
             t1 = time.perf_counter()
             page.reload()
