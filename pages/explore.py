@@ -229,9 +229,13 @@ def _plain_main() -> Iterator[None]:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def layout_job(cache_dir: str) -> pj.LayoutJob:
-    """One warm UMAP worker per project layout cache, shared by every session of the server."""
+    """One UMAP worker per project layout cache, shared by every session of the server.
+
+    The worker process starts with the first layout missing from the disk cache (not before:
+    its numba warm-up costs about a minute of CPU) and then stays warm for later requests.
+    """
     with _plain_main():
-        return pj.LayoutJob(cache_dir, warm_metrics=("euclidean",), threads=1, start=True)
+        return pj.LayoutJob(cache_dir, warm_metrics=("euclidean",), threads=1, start=False)
 
 
 def get_layouts(project: Project, state: PoolState, params: pj.LayoutParams,
