@@ -38,6 +38,7 @@ Decisions (also the page's help text):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -45,11 +46,13 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import sys
 import threading
 import time
 import traceback
+import types
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -601,6 +604,28 @@ def _worker_main(requests: Any, results: Any, threads: int | None, warm_metrics:
             results.put(("failed", key, 0.0, f"{type(exc).__name__}: {exc}"))
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _bare_main() -> Iterator[None]:
+    """Hide the caller's ``__main__`` from ``multiprocessing`` while a spawn child starts.
+
+    A ``spawn`` child re-imports ``sys.modules["__main__"]`` by path or name. Under
+    ``streamlit run`` that is the running page script, so the worker would execute the whole app
+    (and might start another worker). A bare module has neither file nor spec, so the child
+    imports only ``activekd_core.projection``.
+    """
+    with _MAIN_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
+
+
 class LayoutJob:
     """Computes UMAP layouts in one long-lived background process; never blocks the caller.
 
@@ -659,7 +684,8 @@ class LayoutJob:
             name="activekd-layout-worker",
             daemon=True,
         )
-        self._proc.start()
+        with _bare_main():
+            self._proc.start()
         self.started_at = time.time()
         self._listener = threading.Thread(
             target=self._listen, args=(self._proc, self._results), name="activekd-layout-listener", daemon=True

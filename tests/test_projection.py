@@ -171,3 +171,29 @@ def test_layout_job_background(tmp_path):
     finally:
         job.close()
     assert not job.worker_alive
+
+
+def test_worker_does_not_rerun_the_callers_main_script(tmp_path):
+    """Under ``streamlit run`` __main__ is the page; the spawn child must not re-execute it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    marker = tmp_path / "imports.txt"
+    script = tmp_path / "page_like.py"
+    script.write_text(
+        "import numpy as np\n"
+        f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+        "from activekd_core import projection as pj\n"
+        "if __name__ == '__main__':\n"
+        f"    job = pj.LayoutJob({str(tmp_path / 'cache')!r}, warm_metrics=())\n"
+        "    lay = job.request(np.full((4, 3), 1 / 3, np.float32))  # 4 points: worker uses PCA, no numba\n"
+        "    done = job.wait(lay.key, timeout=300)\n"
+        "    job.close()\n"
+        "    print('OK' if done is not None and done.method_used == 'pca' else 'FAIL')\n"
+    )
+    root = Path(pj.__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root, timeout=600,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.stdout.strip().endswith("OK"), out.stderr[-2000:]
+    assert marker.read_text().split() == ["__main__"]
