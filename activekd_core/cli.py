@@ -11,6 +11,8 @@ Subcommands:
   ``--kd both``. Teacher: ``--teacher standin`` (default; offline stand-in, not CLIP),
   ``--teacher clip --clip-model NAME --clip-pretrained PATH`` (local weights only) or
   ``--teacher precomputed FILE``. Progress goes to stderr, the summary table to stdout.
+* ``summarize DIR``: the summary table of a (possibly still running) simulation's
+  ``results.csv``, and its plot redrawn.
 * ``train --project DIR``: one training round of a project (``Project.retrain``). Under
   ``torchrun --nproc_per_node=N -m activekd_core train --project DIR`` rank 0 runs the
   round (teacher, pixels, store, checkpoint) and the other ranks join its DDP training
@@ -71,6 +73,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0.02,
         help="fraction the stand-in teacher is fit on (default 0.02: an imperfect teacher)",
     )
+    sm = sub.add_parser(
+        "summarize",
+        help="print the summary table of a simulation's results.csv and redraw its plot",
+    )
+    sm.add_argument("results", type=Path, help="a simulation output folder or its results.csv")
     tr = sub.add_parser(
         "train",
         help="train one round of a project's student on its current labels (works under torchrun)",
@@ -256,11 +263,34 @@ def _extract_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summarize(args: argparse.Namespace) -> int:
+    from activekd_core.simulation import SimulationError, read_results, summary_table, write_plot
+
+    path = args.results / "results.csv" if args.results.is_dir() else args.results
+    try:
+        rows = read_results(path)
+    except SimulationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"error: {path}: no result rows yet", file=sys.stderr)
+        return 2
+    teacher = rows[0].get("teacher", "")
+    if teacher:
+        print(f"teacher: {teacher} (test accuracy {float(rows[0].get('teacher_accuracy', float('nan'))):.1%})")
+    print(summary_table(rows))
+    files = write_plot(rows, path.parent, title=f"{rows[0].get('dataset', '')}: test accuracy vs labels")
+    print("plot: " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _build_parser().parse_args(argv)
     if args.command == "simulate":
         return _simulate(args)
+    if args.command == "summarize":
+        return _summarize(args)
     if args.command == "train":
         return _train(args)
     if args.command == "extract-features":

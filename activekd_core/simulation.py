@@ -406,13 +406,16 @@ def run_simulation(
                             res = train_round(pool_px, labeled, y_pool[labeled], t_pool if kd else None, tcfg, progress=prog)
                             test_probs, _ = predict_student(res.model, test_px)
                             acc = float((test_probs.argmax(1) == y_test).mean())
-                            probs, feats = predict_student(res.model, pool_px)
+                            if rnd < config.rounds - 1:  # the last round selects nothing
+                                probs, feats = predict_student(res.model, pool_px)
                             res_metrics = dict(res.metrics, accuracy=acc)
                             if rnd == 0:
                                 cache[key] = (res_metrics, probs, feats)
                         select_seconds = 0.0
                         if rnd < config.rounds - 1:
                             t0 = time.perf_counter()
+                            # Chosen on the round-r student's pool outputs (probs: pcoreset, entropy...;
+                            # features: coreset); `random` ignores both.
                             sel = select(
                                 strategy,
                                 probs=probs,
@@ -462,6 +465,34 @@ def run_simulation(
     summary = summary_table(rows)
     (out / "summary.txt").write_text(f"teacher: {teacher_name} (test accuracy {teacher_acc:.1%})\n{summary}\n", encoding="utf-8")
     write_plot(rows, out, title=f"{data.name}: test accuracy vs labels (teacher: {teacher_name})")
+    return rows
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Read a ``results.csv`` back with typed values (kd as bool, ints, floats).
+
+    Raises:
+        SimulationError: Missing file or columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SimulationError(f"{path}: results file not found")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("strategy", "kd", "seed", "round", "n_labeled", "accuracy") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SimulationError(f"{path}: missing columns {missing}")
+        rows = []
+        for raw in reader:
+            row: dict[str, Any] = dict(raw)
+            row["kd"] = str(raw["kd"]).strip().lower() in ("true", "1", "yes")
+            for key in ("seed", "round", "n_labeled", "steps", "image_size"):
+                if raw.get(key) not in (None, ""):
+                    row[key] = int(raw[key])
+            for key in ("accuracy", "teacher_accuracy", "train_seconds", "select_seconds", "final_loss"):
+                if raw.get(key) not in (None, ""):
+                    row[key] = float(raw[key])
+            rows.append(row)
     return rows
 
 

@@ -47,6 +47,10 @@ def test_simulate_with_precomputed_teacher(tmp_path, data_dir, capsys):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and all(float(r["teacher_accuracy"]) == 1.0 for r in rows)
     assert all(r["kd"] == "True" for r in rows)
+    (out / "accuracy.html").unlink()
+    assert main(["summarize", str(out)]) == 0
+    assert "entropy" in capsys.readouterr().out and (out / "accuracy.html").is_file()
+    assert main(["summarize", str(tmp_path / "none")]) == 2
 
 
 def test_cli_errors_are_reported_with_exit_code_2(tmp_path, capsys):

@@ -17,6 +17,7 @@ from activekd_core.simulation import (
     initial_labels,
     make_splits,
     parse_seeds,
+    read_results,
     run_simulation,
     summary_table,
 )
@@ -63,6 +64,9 @@ def test_short_digits_simulation_writes_results(tmp_path, digits_dir):
     summary = (out / "summary.txt").read_text()
     assert "not CLIP" in summary and "no KD" in summary and "pcoreset" in summary
     assert any("test accuracy" in m for m in messages)
+    back = read_results(out / "results.csv")
+    assert summary_table(back) == summary_table(rows)
+    assert {r["kd"] for r in back} == {True, False} and all(isinstance(r["accuracy"], float) for r in back)
 
 
 def test_splits_are_disjoint_stratified_and_cover_everything():
