@@ -285,7 +285,6 @@ def test_prompt_workshop_changes_metrics_then_keep(demo: Project, pinned, tmp_pa
     assert set(summary["metric"]) >= {"accuracy", "ece", "mean_entropy", "prior_tv"}
     assert np.nanmax(np.abs(summary["delta"].to_numpy(dtype=float))) > 0  # the prompts really changed the teacher
     before_entropy = float(summary.loc[summary["metric"] == "mean_entropy", "before"].iloc[0])
-    rows, y = _labels(project)
     assert before_entropy == pytest.approx(float(bias.normalized_entropy(project.teacher_probs()).mean()), abs=1e-6)
     assert "tb_ws_cm_a" in _charts(at)
 
