@@ -118,10 +118,25 @@ def current_project() -> Project:
     demo = current_demo()
     if demo is not None:
         if not (demo_folder(demo) / "project.db").is_file():
-            with st.spinner(f"Preparing the {demo} demo project (first start only)..."):
-                return _open_demo(demo, str(activekd_home()), demo_per_class())
+            return _first_open_demo(demo)
         return _open_demo(demo, str(activekd_home()), demo_per_class())
     return _open_folder(str(project_folder().resolve()))
+
+
+def _first_open_demo(name: str) -> Project:
+    """Create the demo project on first use, showing what is being done."""
+    status = st.status(f"Preparing the {name} demo project (first start only: writing the images, "
+                       "scanning them, selecting the first batch)...", expanded=True)
+    bar = status.progress(0.0)
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        bar.progress(min(1.0, done / total) if total else 0.0, text=f"{message} {done}/{total}".strip())
+
+    with _OPEN_LOCK:  # created here, outside the cache (elements cannot be drawn from a cached call)
+        open_demo(name, base_dir=activekd_home(), per_class=demo_per_class(), progress=progress).close()
+    project = _open_demo(name, str(activekd_home()), demo_per_class())
+    status.update(label=f"The {name} demo is ready.", state="complete", expanded=False)
+    return project
 
 
 def open_project_folder(folder: Path | str) -> Project:

@@ -66,13 +66,8 @@ def _audit_items(project: Project) -> list[tuple[str, float | None]]:
     return [(i, None) for i in todo[: project.batch_size]]
 
 
-def _select_job(project: Project, progress, cancel) -> int:
-    """Job body (a thread that never calls Streamlit): select and store the next batch."""
-    return project.next_batch(progress).batch.id
-
-
 def _start_selection(project: Project) -> None:
-    """Start the background selection of the next batch unless one runs already.
+    """Start the background selection of the next batch (a worker process) unless one runs already.
 
     The per-project lock and the jobs table (one running job per kind) make two
     sessions finishing the same batch select one new batch, not two. The running
@@ -87,7 +82,7 @@ def _start_selection(project: Project) -> None:
         if view is not None and not view.complete:
             return
         try:
-            jobs.start_thread("select", _select_job, project)
+            jobs.start_process("select", "pages._workers:select_next_batch", {"folder": str(project.folder)})
         except JobBusy:
             pass
 
