@@ -20,6 +20,7 @@ anything heavy on a rerun: thumbnails are cached by file identity.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
@@ -201,7 +202,15 @@ def image_path(project: Project, image_id: str) -> Path:
         activekd_core.paths.PathOutsideRoot: If the id escapes the image root.
         FileNotFoundError: If the file is gone.
     """
-    return resolve_inside(project.image_root, image_id, must_exist=True)
+    return _resolved(str(project.image_root), image_id)
+
+
+@functools.lru_cache(maxsize=65536)
+def _resolved(root: str, image_id: str) -> Path:
+    # Cached: a rerun does not re-walk every path component of every image on screen.
+    # Safe: the cached path was checked to lie inside the root, and that resolved path
+    # (never the id again) is what gets opened.
+    return resolve_inside(root, image_id, must_exist=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)

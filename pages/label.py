@@ -148,7 +148,7 @@ def _next_open(ids: list[str], states: dict, start: int) -> int:
 
 
 def _act(action: str, image_id: str, pos: int, ids: list[str], class_name: str | None = None) -> None:
-    st.session_state[K_T0] = time.perf_counter()
+    st.session_state[K_T0] = (time.perf_counter(), time.thread_time())
     project = current_project()
     kw = {"annotator": annotator(), "session": session_id()}
     try:
@@ -220,8 +220,7 @@ def _why(strategy: str, score: float | None, pos: int) -> str:
     return f"Pick #{pos + 1} of {strategy}. Score {score:.4f}: {label}."
 
 
-def _class_buttons(project: Project, image_id: str, pos: int, ids: list[str], event, key: str) -> None:
-    classes = project.classes
+def _class_buttons(classes: list[str], image_id: str, pos: int, ids: list[str], event, key: str) -> None:
     keys = class_keys(classes)
     longest = max(len(c) for c in classes)
     per_row = 5 if longest <= 3 else (2 if longest <= 7 else 1)  # full names, never truncated
@@ -244,13 +243,13 @@ def _class_buttons(project: Project, image_id: str, pos: int, ids: list[str], ev
              icon=":material/zoom_in:")
 
 
-def _card(project: Project, image_id: str, score: float | None, pos: int, ids: list[str], event,
-          key: str, strategy: str, suggestions: dict | None, focused: bool) -> None:
+def _card(project: Project, classes: list[str], image_id: str, score: float | None, pos: int, ids: list[str],
+          event, key: str, strategy: str, suggestions: dict | None, focused: bool) -> None:
     with st.container(border=True, key=f"lbl_card_{pos}"):
         head = f"**#{pos + 1}**" + (" · :blue[focused]" if focused else "")
         st.markdown(head)
         try:
-            st.image(thumbnail(project, image_id, GRID_BOX), width="stretch")
+            st.image(thumbnail(project, image_id, GRID_BOX), width="stretch", output_format="PNG")
         except Exception as exc:  # outside the root, removed, unreadable: say so, keep the page
             st.error(f"Cannot show {image_id}: {exc}")
         st.caption(f"`{image_id}` — {_state_text(event)}")
@@ -259,12 +258,11 @@ def _card(project: Project, image_id: str, score: float | None, pos: int, ids: l
             st.caption(f"Teacher suggests **{cls}** ({100 * p:.0f}%)")
         with st.popover("Why this image?", width="stretch"):
             st.write(_why(strategy, score, pos))
-        _class_buttons(project, image_id, pos, ids, event, key)
+        _class_buttons(classes, image_id, pos, ids, event, key)
 
 
-def _keyboard_bar(project: Project, ids: list[str], focus: int) -> None:
+def _keyboard_bar(classes: list[str], ids: list[str], focus: int) -> None:
     """Buttons acting on the focused image, each with a keyboard shortcut."""
-    classes = project.classes
     with st.container(key="lbl_keys", horizontal=True):
         for k, (name, shortcut) in enumerate(zip(classes, class_keys(classes))):
             st.button(name, key=f"lbl_key_c{k}", shortcut=shortcut, on_click=_act_focused,
@@ -308,11 +306,11 @@ def _focus_view(project: Project, image_id: str, score: float | None, pos: int, 
             cls, p = suggestions[image_id]
             st.caption(f"Teacher suggests **{cls}** ({100 * p:.0f}%)")
         st.caption(_why(strategy, score, pos))
-        _class_buttons(project, image_id, pos, ids, event, key + "_fm")
+        _class_buttons(project.classes, image_id, pos, ids, event, key + "_fm")
         st.button("Back to the grid", key="lbl_fm_back", on_click=_toggle_focus_mode)
     with left:
         box = max(1, round(max(w, h) * zoom))
-        st.image(thumbnail(project, image_id, box), width=min(box, 4096))
+        st.image(thumbnail(project, image_id, box), width=min(box, 4096), output_format="PNG")
 
 
 def main() -> None:
@@ -365,7 +363,8 @@ def main() -> None:
         except Exception as exc:
             st.warning(f"Teacher suggestion unavailable: {exc}")
 
-    _keyboard_bar(project, ids, focus)
+    classes = project.classes
+    _keyboard_bar(classes, ids, focus)
     _style(focus)
     if st.session_state.get(K_FOCUS_MODE):
         image_id, score = items[focus]
@@ -376,17 +375,23 @@ def main() -> None:
         for j, (image_id, score) in enumerate(items[start:start + n_cols]):
             pos = start + j
             with cols[j]:
-                _card(project, image_id, score, pos, ids, states[image_id], key, strategy, suggestions, pos == focus)
+                _card(project, classes, image_id, score, pos, ids, states[image_id], key, strategy, suggestions,
+                      pos == focus)
     _timing()
 
 
 def _timing() -> None:
-    """Server time of the last action: from the click's callback to the end of the redraw."""
+    """Server time of the last action: from the click's callback to the end of the redraw.
+
+    Wall time includes waiting for a CPU on a busy machine; CPU time is what this
+    session's script thread itself used.
+    """
     t0 = st.session_state.pop(K_T0, None)
     if t0 is not None:
-        st.session_state[K_LAST_MS] = 1000 * (time.perf_counter() - t0)
+        st.session_state[K_LAST_MS] = (1000 * (time.perf_counter() - t0[0]), 1000 * (time.thread_time() - t0[1]))
     if K_LAST_MS in st.session_state:
-        st.caption(f"Last action saved and page redrawn in {st.session_state[K_LAST_MS]:.0f} ms (server side).",
+        wall, cpu = st.session_state[K_LAST_MS]
+        st.caption(f"Last action saved and page redrawn in {wall:.0f} ms (server side; {cpu:.0f} ms CPU).",
                    help="From the button's callback (the database commit) to the end of this page's script run.")
 
 
