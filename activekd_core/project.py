@@ -765,8 +765,12 @@ class Project:
             return "teacher-probs", probs, probs, 0
         return "teacher", probs, None, 0
 
-    def next_batch(self, progress: ProgressFn | None = None, *, k: int | None = None) -> BatchView:
-        """Select the next batch with the project's strategy and store it (closing the open one).
+    def _run_strategy(self, strategy: str, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, str, int]:
+        """Run ``strategy`` over the candidates (labeled rows seed it), storing nothing.
+
+        Returns:
+            ``(pool rows in pick order, per-pick scores, strategy actually used, space, model round)``.
+            The strategy falls back to ``random`` when its space is uninformative.
 
         Raises:
             ProjectError: If no unlabeled image is left to query.
@@ -774,18 +778,15 @@ class Project:
         labeled, candidates = self.candidate_rows()
         if candidates.size == 0:
             raise ProjectError("no image left to query: every image is labeled, skipped, unsure or in the audit set")
-        k = min(int(k or self.batch_size), int(candidates.size))
-        needs = _strategy_needs(self.strategy)
+        k = min(int(k), int(candidates.size))
+        needs = _strategy_needs(strategy)
         space, probs, feats, model_round = self.selection_space(needs)
-        strategy = self.strategy
         if _uninformative(probs if "probs" in needs else feats):
             # e.g. a stand-in teacher before any label gives uniform rows: every distance
             # is 0, so farthest-first would just take pool order. Start at random instead.
             strategy, space, feats = "random", f"{space} (uninformative: random start)", None
         subset = np.sort(np.concatenate([labeled, candidates]))
         pos = np.searchsorted(subset, labeled)
-        n_batches = len(self.store.batches())
-        rng = np.random.default_rng([int(self.config.get("seed", 0)), n_batches])
         sel = _select(
             strategy,
             probs=None if probs is None else probs[subset],
@@ -797,11 +798,51 @@ class Project:
         )
         picked = subset[np.asarray(sel.indices, dtype=np.int64)]
         if np.isin(picked, labeled).any():
-            raise ProjectError(f"strategy {self.strategy!r} picked an already-labeled image")
-        ids = self.pool().ids
+            raise ProjectError(f"strategy {strategy!r} picked an already-labeled image")
         scores = np.asarray(sel.scores, dtype=np.float64) if sel.scores is not None else np.full(len(picked), np.nan)
+        return picked, scores, strategy, space, model_round
+
+    def next_batch(self, progress: ProgressFn | None = None, *, k: int | None = None) -> BatchView:
+        """Select the next batch with the project's strategy and store it (closing the open one).
+
+        Raises:
+            ProjectError: If no unlabeled image is left to query.
+        """
+        n_batches = len(self.store.batches())
+        rng = np.random.default_rng([int(self.config.get("seed", 0)), n_batches])
+        picked, scores, strategy, space, model_round = self._run_strategy(self.strategy, int(k or self.batch_size), rng)
+        ids = self.pool().ids
         picks = [(ids[int(r)], None if not np.isfinite(s) else float(s)) for r, s in zip(picked, scores)]
         self.store.open_batch(model_round, strategy, space, picks)
+        view = self.current_batch()
+        assert view is not None
+        return view
+
+    def preview_batch(self, strategy: str, k: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The batch ``strategy`` would pick next, in the same space as :meth:`next_batch`; nothing is stored.
+
+        Returns:
+            ``(pool rows in pick order, per-pick scores)``.
+        """
+        picked, scores, *_ = self._run_strategy(strategy, int(k or self.batch_size), np.random.default_rng(seed))
+        return picked, scores
+
+    def queue_images(self, image_ids: Sequence[str], *, reason: str = "chosen by hand") -> BatchView:
+        """Make ``image_ids`` the open query batch (replacing the open one), e.g. from an Explore selection.
+
+        Only images that can be queried (no current state, not in the audit set) are queued.
+
+        Raises:
+            ProjectError: If none of ``image_ids`` can be queried.
+        """
+        _, candidates = self.candidate_rows()
+        ids = self.pool().ids
+        allowed = {ids[int(r)] for r in candidates}
+        queued = [i for i in dict.fromkeys(image_ids) if i in allowed]
+        if not queued:
+            raise ProjectError("none of the chosen images can be queued: they are labeled, skipped, unsure or audit images")
+        active = self.active_round()
+        self.store.open_batch(active.id if active else 0, "manual", reason, [(i, None) for i in queued])
         view = self.current_batch()
         assert view is not None
         return view

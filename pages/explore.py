@@ -146,28 +146,6 @@ def read_pool_state(project: Project) -> PoolState:
     )
 
 
-def preview_batch(project: Project, state: PoolState, strategy: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch ``strategy`` would pick next, without storing it (pool rows, scores).
-
-    Runs :func:`activekd_core.selection.select` on the same arrays and the same
-    labeled/candidate split as :meth:`Project.next_batch` (the selection space of the
-    active student, or the teacher before any student).
-    """
-    from activekd_core.selection import STRATEGIES, select
-
-    needs = set(STRATEGIES[strategy].needs)
-    _, probs, feats, _ = project.selection_space(needs)
-    subset = np.sort(np.concatenate([state.seed_rows, state.candidates]))
-    pos = np.searchsorted(subset, state.seed_rows)
-    k = min(int(k), int(state.candidates.size))
-    sel = select(strategy, probs=None if probs is None else probs[subset],
-                 features=None if feats is None else feats[subset], labeled=pos, k=k,
-                 rng=np.random.default_rng(0))
-    rows = subset[np.asarray(sel.indices, dtype=np.int64)]
-    scores = np.asarray(sel.scores if sel.scores is not None else np.full(rows.size, np.nan), dtype=np.float64)
-    return rows, scores
-
-
 def selection_space_probs(state: PoolState) -> tuple[str, np.ndarray]:
     """PCoreSet's space: the active student's probabilities, or the teacher's before round 1."""
     if state.student is not None:
@@ -342,7 +320,7 @@ def _demo_controls(project: Project, state: PoolState) -> tuple[list[figs.Overla
         scores: dict[str, np.ndarray] = {}
         for name in chosen:
             try:
-                picks[name], scores[name] = preview_batch(project, state, name, k)
+                picks[name], scores[name] = project.preview_batch(name, k)
             except Exception as exc:  # a strategy that cannot run here (e.g. no features yet)
                 st.warning(f"{name}: {type(exc).__name__}: {exc}")
         overlays.extend(figs.strategy_overlays(picks, scores))
@@ -391,9 +369,7 @@ def _image_grid(project: Project, state: PoolState, rows: np.ndarray, *, key: st
         return
     if st.button(f"Send {queueable.size} unlabeled image(s) to the labeling queue", key=key,
                  help="Replaces the open query batch; the Label page shows these images next."):
-        active = project.active_round()
-        project.store.open_batch(active.id if active else 0, "manual", "explore selection",
-                                 [(state.ids[int(r)], None) for r in queueable])
+        project.queue_images([state.ids[int(r)] for r in queueable], reason="explore selection")
         st.success(f"Queued {queueable.size} image(s); open the Label page to label them.")
 
 

@@ -638,3 +638,29 @@ def test_teacher_probs_can_be_cancelled(tmp_path: Path, images, monkeypatch) -> 
         p.teacher_probs(cancel=stop)
     assert not list(p.path("cache", "teacher").glob("probs_*.npy"))
     assert p.teacher_probs(cancel=threading.Event()).shape == (len(p.pool()), 3)
+
+
+def test_preview_batch_matches_next_batch_and_stores_nothing(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root, strategy="pcoreset")
+    for image_id in ["red/0.png", "green/0.png"]:
+        p.label(image_id, truth[image_id])
+    n_batches = len(p.store.batches())
+    rows, scores = p.preview_batch("pcoreset", 4)
+    assert len(p.store.batches()) == n_batches  # a preview stores nothing
+    assert rows.size == 4 == scores.size and np.all(np.diff(scores) <= 1e-9)  # farthest-first: non-increasing
+    stored = [it.image_id for it in p.next_batch(k=4).batch.items]
+    assert [p.pool().ids[int(r)] for r in rows] == stored  # same space and split as the real batch
+
+
+def test_queue_images_replaces_open_batch_with_queryable_only(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    p.ensure_batch()
+    p.label("red/0.png", truth["red/0.png"])
+    view = p.queue_images(["red/0.png", "blue/5.png", "green/6.png", "blue/5.png"], reason="explore selection")
+    assert [it.image_id for it in view.batch.items] == ["blue/5.png", "green/6.png"]
+    assert view.batch.strategy == "manual" and view.batch.space == "explore selection"
+    assert p.current_batch().batch.id == view.batch.id  # type: ignore[union-attr]
+    with pytest.raises(ProjectError, match="none of the chosen images"):
+        p.queue_images(["red/0.png"])
