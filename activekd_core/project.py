@@ -61,6 +61,7 @@ from activekd_core.store import (
 DB_NAME = "project.db"
 PROJECT_FORMAT = 1
 DEFAULT_STRATEGY = "pcoreset"
+TEACHER_HISTORY_SETTING = "teacher_history"
 DEMO_BATCH_SIZE = {"textile": 10, "digits": 20}
 ProgressFn = Callable[[int, int, str], None]
 
@@ -178,6 +179,7 @@ class Project:
             raise ProjectError(f"{store.path}: the database has no project settings")
         self.image_root = Path(self.config["image_root"])
         self._teacher: Any = None
+        self._candidate_teacher: tuple[str, Any] | None = None
         self._teacher_base: dict[str, Any] | None = None
         self._lock = threading.RLock()
         self._pool: ImagePool | None = None
@@ -539,6 +541,82 @@ class Project:
                 self._teacher_base = json.loads(json.dumps(teacher.describe(), default=str))
                 self._teacher = teacher
             return self._teacher
+
+    # ---- prompt workshop ----------------------------------------------------------------
+
+    def human_labels(self, which: str = "all") -> tuple[np.ndarray, np.ndarray]:
+        """Current human labels as ``(pool rows, class indices)``, sorted by row.
+
+        Args:
+            which: ``"all"``, ``"audit"`` (the audit set only: an unbiased sample) or
+                ``"train"`` (audit images excluded: what training and selection see).
+        """
+        if which not in ("all", "audit", "train"):
+            raise ValueError(f"which must be 'all', 'audit' or 'train', not {which!r}")
+        row_of = self.row_of()
+        cls_index = {c: i for i, c in enumerate(self.classes)}
+        audit = set(self.store.audit_ids())
+        pairs = sorted(
+            (row_of[image_id], cls_index[name])
+            for image_id, name in self.store.current_labels().items()
+            if image_id in row_of and name in cls_index
+            and not (which == "audit" and image_id not in audit) and not (which == "train" and image_id in audit)
+        )
+        return (np.asarray([p[0] for p in pairs], dtype=np.int64), np.asarray([p[1] for p in pairs], dtype=np.int64))
+
+    def candidate_teacher_probs(self, class_prompts: dict[str, list[str]], templates: str | list[str], *,
+                                fit: bool = True) -> np.ndarray:
+        """Teacher probabilities with other prompts, from the cached image features (a text pass only).
+
+        The project's teacher is left as it is: a second teacher object (kept for later
+        candidates, sharing the feature cache) takes the new prompts. A few-shot teacher is
+        refit on the training labels when ``fit``.
+
+        Raises:
+            ProjectError: If the teacher is not a CLIP teacher (prompts change nothing).
+        """
+        from activekd_core.teachers import make_teacher
+
+        spec = self.teacher_spec()
+        if not str(spec.get("kind", "")).startswith("clip"):
+            raise ProjectError(f"the {spec.get('kind')} teacher does not use prompts; only CLIP teachers do")
+        ident = json.dumps({k: v for k, v in spec.items() if k not in ("class_prompts", "templates")},
+                           sort_keys=True, default=str)
+        with self._lock:
+            if self._candidate_teacher is None or self._candidate_teacher[0] != ident:
+                self._candidate_teacher = (ident, make_teacher(spec, cache_dir=self.path("cache", "features")))
+            candidate = self._candidate_teacher[1]
+            clip = candidate if getattr(candidate, "kind", "") == "clip_zero_shot" else candidate.zero_shot
+            clip.set_prompts(class_prompts, templates)
+            pool = self.pool()
+            if fit and hasattr(candidate, "fit"):
+                rows, y = self.training_labels()
+                candidate.fit(pool, rows, y)
+            return np.asarray(candidate.predict_proba(pool), dtype=np.float32)
+
+    def adopt_teacher_prompts(self, class_prompts: dict[str, list[str]], templates: str | list[str], *,
+                              note: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Make new prompts the project's teacher (new provenance) and log the change.
+
+        Args:
+            class_prompts: Prompts per class.
+            templates: Template set name or templates.
+            note: Extra facts for the log (e.g. the labels it was judged on, a metric summary).
+
+        Returns:
+            The new teacher spec.
+        """
+        old = dict(self.config["teacher_spec"])
+        new = {**old, "class_prompts": class_prompts, "templates": templates}
+        self.update_config(teacher_spec=new)
+        history = self.teacher_history()
+        history.append({"time": utc_now(), "source": "prompt workshop", "before": old, "after": new, **(note or {})})
+        self.store.set_setting(TEACHER_HISTORY_SETTING, history)
+        return new
+
+    def teacher_history(self) -> list[dict[str, Any]]:
+        """Every kept teacher change, oldest first."""
+        return list(self.store.get_setting(TEACHER_HISTORY_SETTING) or [])
 
     def teacher_cache_key(self, labeled: np.ndarray | None = None, y: np.ndarray | None = None) -> str:
         """Cache key of the teacher's probabilities: provenance + pool (+ labels for fittable teachers)."""

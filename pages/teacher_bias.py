@@ -20,7 +20,6 @@ drawn by :mod:`activekd_core.figures`; this script only wires widgets to them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +30,10 @@ import streamlit as st
 from activekd_core import bias
 from activekd_core import figures as figs
 from activekd_core.project import Project, ProjectError
-from activekd_core.store import utc_now
 from pages._session import current_project, show_project_error, thumbnail
 
 KEY_PREFIX = "tb_"
 KEY_CANDIDATE = KEY_PREFIX + "candidate"
-KEY_TEACHER_OBJ = KEY_PREFIX + "workshop_teacher"
-HISTORY_SETTING = "teacher_history"
 GALLERY = 12
 LABEL_SETS = {
     "all": "all human labels",
@@ -63,21 +59,9 @@ class Labels:
 
 
 def human_labels(project: Project, which: str) -> Labels:
-    """Current human labels (``all``, ``audit`` set only, or ``train`` = audit excluded), as pool rows."""
-    row_of = project.row_of()
-    cls_index = {c: i for i, c in enumerate(project.classes)}
-    audit = set(project.store.audit_ids())
-    pairs = []
-    for image_id, name in project.store.current_labels().items():
-        if image_id not in row_of or name not in cls_index:
-            continue
-        in_audit = image_id in audit
-        if (which == "audit" and not in_audit) or (which == "train" and in_audit):
-            continue
-        pairs.append((row_of[image_id], cls_index[name]))
-    pairs.sort()
-    return Labels(np.asarray([p[0] for p in pairs], dtype=np.int64),
-                  np.asarray([p[1] for p in pairs], dtype=np.int64), which)
+    """Current human labels of the chosen set, as pool rows (see :meth:`Project.human_labels`)."""
+    rows, y = project.human_labels(which)
+    return Labels(rows, y, which)
 
 
 def student_probs(project: Project) -> tuple[int | None, np.ndarray | None]:
@@ -220,48 +204,6 @@ def _prompt_lines(value: Any) -> str:
     return value if isinstance(value, str) else "\n".join(str(v) for v in value)
 
 
-def _workshop_teacher(project: Project) -> Any:
-    """A second teacher object for candidate prompts (model loaded once per session and project).
-
-    Built with :func:`activekd_core.teachers.make_teacher` from the project's spec, sharing the
-    project's feature cache, so a new prompt set costs one text pass.
-    """
-    from activekd_core.teachers import make_teacher
-
-    spec = project.teacher_spec()
-    ident = json.dumps({k: v for k, v in spec.items() if k not in ("class_prompts", "templates")}, sort_keys=True,
-                       default=str) + str(project.folder)
-    held = st.session_state.get(KEY_TEACHER_OBJ)
-    if held is None or held[0] != ident:
-        held = (ident, make_teacher(spec, cache_dir=project.path("cache", "features")))
-        st.session_state[KEY_TEACHER_OBJ] = held
-    return held[1]
-
-
-def candidate_probs(project: Project, class_prompts: dict[str, list[str]], templates: str | list[str],
-                    fit: bool) -> np.ndarray:
-    """Teacher probabilities with new prompts (cached image features, text pass; CLAP refit if few-shot)."""
-    cand = _workshop_teacher(project)
-    zs = _clip_part(cand)
-    zs.set_prompts(class_prompts, templates)
-    pool = project.pool()
-    if fit and hasattr(cand, "fit"):
-        rows, y = project.training_labels()
-        cand.fit(pool, rows, y)
-    return np.asarray(cand.predict_proba(pool), dtype=np.float32)
-
-
-def keep_candidate(project: Project, cand: dict[str, Any]) -> None:
-    """Record the candidate prompts as the project's teacher (new provenance) and log the change."""
-    old = dict(project.config["teacher_spec"])
-    new = {**old, "class_prompts": cand["class_prompts"], "templates": cand["templates"]}
-    project.update_config(teacher_spec=new)
-    history = list(project.store.get_setting(HISTORY_SETTING) or [])
-    history.append({"time": utc_now(), "source": "prompt workshop", "before": old, "after": new,
-                    "labels": cand["labels"], "summary": cand["summary"]})
-    project.store.set_setting(HISTORY_SETTING, history)
-
-
 def workshop_section(project: Project, teacher_before: np.ndarray, labels: Labels, fit: bool) -> None:
     """Edit prompts, recompute from cached features, compare, keep or discard."""
     teacher = project.teacher()
@@ -303,7 +245,7 @@ def workshop_section(project: Project, teacher_before: np.ndarray, labels: Label
                                                                       if ln.strip()]
         try:
             with st.spinner("Text pass on the cached image features..."):
-                after = candidate_probs(project, prompts, templates, fit)
+                after = project.candidate_teacher_probs(prompts, templates, fit=fit)
             cmp = bias.compare_teachers(teacher_before, after, labels.y, labels.rows, classes)
         except (ValueError, ProjectError) as exc:
             st.error(f"Cannot use these prompts: {exc}")
@@ -336,7 +278,8 @@ def workshop_section(project: Project, teacher_before: np.ndarray, labels: Label
                    key=KEY_PREFIX + "ws_rel_a")
     k1, k2 = st.columns(2)
     if k1.button("Keep: make these prompts the project's teacher", key=KEY_PREFIX + "ws_keep", type="primary"):
-        keep_candidate(project, cand)
+        project.adopt_teacher_prompts(cand["class_prompts"], cand["templates"],
+                                      note={"labels": cand["labels"], "summary": cand["summary"]})
         st.session_state.pop(KEY_CANDIDATE, None)
         st.success("Kept. The new prompts are the teacher's provenance from now on (the next round distils from it).")
         st.rerun()

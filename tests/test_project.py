@@ -664,3 +664,30 @@ def test_queue_images_replaces_open_batch_with_queryable_only(tmp_path: Path, im
     assert p.current_batch().batch.id == view.batch.id  # type: ignore[union-attr]
     with pytest.raises(ProjectError, match="none of the chosen images"):
         p.queue_images(["red/0.png"])
+
+
+def test_human_labels_split_by_audit_set(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    audit = p.create_audit_set(3, seed=1)
+    for image_id in audit + ["red/0.png", "blue/1.png"]:
+        if image_id in truth:
+            p.label(image_id, truth[image_id])
+    row_of, names = p.row_of(), [c for c, _ in CLASSES]
+    all_rows, all_y = p.human_labels("all")
+    audit_rows, _ = p.human_labels("audit")
+    train_rows, _ = p.human_labels("train")
+    assert sorted(audit_rows.tolist()) == sorted(row_of[i] for i in audit if i in truth)
+    assert set(train_rows.tolist()) == {row_of["red/0.png"], row_of["blue/1.png"]} - set(audit_rows.tolist())
+    assert sorted(all_rows.tolist()) == sorted(set(audit_rows.tolist()) | set(train_rows.tolist()))
+    assert all(names[c] == truth[p.pool().ids[r]] for r, c in zip(all_rows, all_y))
+    with pytest.raises(ValueError, match="which must be"):
+        p.human_labels("everything")
+
+
+def test_prompt_candidates_refused_for_teachers_without_prompts(tmp_path: Path, images) -> None:
+    root, _ = images
+    p = new_project(tmp_path, root)
+    with pytest.raises(ProjectError, match="does not use prompts"):
+        p.candidate_teacher_probs({"red": ["a red thing"]}, "simple")
+    assert p.teacher_history() == []
