@@ -347,8 +347,8 @@ def main() -> None:
     done = sum(1 for s in states.values() if s is not None)
 
     top = st.columns([3, 2, 1, 2])
-    top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this {'audit chunk' if source == 'audit set' else 'batch'}"
-                    f" · strategy **{strategy}**")
+    unit = "audit chunk" if source == "audit set" else "batch"
+    top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this {unit} · strategy **{strategy}**")
     show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, value=False,
                                  help="Hidden by default to avoid anchoring on the teacher's guess.")
     n_cols = top[2].selectbox("Per row", [2, 3, 4, 5, 6], index=2, key="lbl_cols")

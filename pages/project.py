@@ -167,7 +167,8 @@ def _create_section() -> None:
         st.info("This server is pinned to one project (ACTIVEKD_PROJECT).")
         return
     folder = st.text_input("New project folder", key="prj_new_folder", placeholder="/path/to/new-project")
-    image_root = st.text_input("Image folder (scanned recursively)", key="prj_new_images", placeholder="/path/to/images")
+    image_root = st.text_input("Image folder (scanned recursively)", key="prj_new_images",
+                               placeholder="/path/to/images")
     if image_root.strip():
         root = Path(image_root.strip()).expanduser()
         if not root.exists():
@@ -190,7 +191,8 @@ def _create_section() -> None:
     kind_label = st.selectbox("Teacher", list(TEACHER_KINDS), key="prj_new_teacher")
     spec, teacher_problems = _teacher_spec(TEACHER_KINDS[kind_label])
     a, b, c = st.columns(3)
-    arch = a.selectbox("Student backbone", _arches(), index=_arches().index("small_cnn") if "small_cnn" in _arches() else 0,
+    arches = _arches()
+    arch = a.selectbox("Student backbone", arches, index=arches.index("small_cnn") if "small_cnn" in arches else 0,
                        key="prj_new_arch")
     batch_size = b.number_input("Batch size per round", min_value=1, max_value=1000, value=10, key="prj_new_bs")
     strategies = _strategies()
@@ -208,7 +210,8 @@ def _create_section() -> None:
             return
         try:
             with st.spinner("Scanning images and checking the teacher..."):
-                project = Project.create(folder.strip(), image_root.strip(), classes, spec, arch, int(batch_size), strategy)
+                project = Project.create(folder.strip(), image_root.strip(), classes, spec, arch, int(batch_size),
+                                         strategy)
             report = project.scan_report()
             project.close()
             open_project_folder(folder.strip())
@@ -225,7 +228,8 @@ def _current_section(project: Project) -> None:
     cfg = project.config
     st.caption(f"Folder `{project.folder}` · images `{project.image_root}` · {counts['total']} images · "
                f"{len(project.classes)} classes · teacher **{cfg['teacher_spec'].get('kind')}** · "
-               f"student **{cfg.get('student_arch')}** · batch **{project.batch_size}** · strategy **{project.strategy}**")
+               f"student **{cfg.get('student_arch')}** · batch **{project.batch_size}** · "
+               f"strategy **{project.strategy}**")
     st.text_input("Annotator (recorded with every label)", value=annotator(), key="prj_annotator_input",
                   on_change=_set_annotator)
 

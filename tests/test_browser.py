@@ -52,7 +52,7 @@ pytestmark = [
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_support import ensure_selection, free_port  # noqa: E402
+from browser_support import free_port  # noqa: E402
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
@@ -72,7 +72,7 @@ class Server:
                    PYTHONPATH=str(ROOT))
         env.pop("ACTIVEKD_PROJECT", None)
         env.pop("ACTIVEKD_TRAIN_IN_THREAD", None)
-        cmd = [sys.executable, str(ROOT / "tests" / "browser_support.py"), "run", str(ROOT / "app.py"),
+        cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
                "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
                "--browser.gatherUsageStats", "false"]
         fh = open(self.log, "ab")
@@ -112,7 +112,6 @@ def _wait(predicate, timeout: float, what: str, poll: float = 0.1):
 def home(tmp_path):
     from activekd_core.project import open_demo
 
-    ensure_selection()
     with open_demo("textile", base_dir=tmp_path, per_class=4) as project:
         project.update_config(train=TRAIN_FAST)
     return tmp_path
@@ -157,8 +156,8 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             for pos, k in ((1, 1), (0, 0), (3, 1), (5, 2)):
                 page.locator(f".st-key-{key}_{pos}_c{k} button:visible").scroll_into_view_if_needed()
                 _settled(page)
-                times.append(page.evaluate(CLICK_TO_RERUN_JS, [f".st-key-{key}_{pos}_c{k} button",
-                                                               f".st-key-lbl_card_{pos}", f"labeled {classes[k]}"]) / 1000)
+                args = [f".st-key-{key}_{pos}_c{k} button", f".st-key-lbl_card_{pos}", f"labeled {classes[k]}"]
+                times.append(page.evaluate(CLICK_TO_RERUN_JS, args) / 1000)
                 expected[ids[pos]] = classes[k]
             click_times = list(times)
             server_ms = page.get_by_text("Last action saved and page redrawn in").inner_text()
