@@ -20,11 +20,7 @@ widgets to it):
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
-import types
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,24 +182,6 @@ def coverage_inputs(state: PoolState) -> tuple[list[np.ndarray], dict[str, Any],
 # ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _plain_main() -> Iterator[None]:
-    """Hide the Streamlit script module from ``multiprocessing`` while a worker may start.
-
-    A ``spawn`` child re-imports ``sys.modules["__main__"]`` by file; during a script run
-    Streamlit sets that to the running page, so the UMAP worker would execute the whole app
-    (and could start another worker while bootstrapping, which kills it). A bare module has
-    no file, so the child imports only what it needs.
-    """
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
-
-
 @st.cache_resource(show_spinner=False, max_entries=8)
 def layout_job(cache_dir: str) -> pj.LayoutJob:
     """One UMAP worker per project layout cache, shared by every session of the server.
@@ -211,8 +189,7 @@ def layout_job(cache_dir: str) -> pj.LayoutJob:
     The worker process starts with the first layout missing from the disk cache (not before:
     its numba warm-up costs about a minute of CPU) and then stays warm for later requests.
     """
-    with _plain_main():
-        return pj.LayoutJob(cache_dir, warm_metrics=("euclidean",), threads=1, start=False)
+    return pj.LayoutJob(cache_dir, warm_metrics=("euclidean",), threads=1, start=False)
 
 
 def get_layouts(project: Project, state: PoolState, params: pj.LayoutParams,
@@ -224,22 +201,21 @@ def get_layouts(project: Project, state: PoolState, params: pj.LayoutParams,
         return t, s
     job = layout_job(str(project.path("cache", "layouts")))
     s = None
-    with _plain_main():  # a request restarts a dead worker
-        if state.student is not None:
-            s = job.cache.load(pj.layout_key(state.student, params))
-            if s is None and len(state.rounds) >= 2:
-                # Place the new student on last round's map at once (faithfulness shown) while
-                # the refit below computes; possible only while the worker holds that fit.
-                prev = job.cache.load(pj.layout_key(state.rounds[-2][1], params))
-                if prev is not None and prev.method_used == "umap":
-                    tr = job.request_transform(state.student, prev, group="student-transform")
-                    if not tr.pending:
-                        s = tr
-        t = job.request(state.teacher, params, group="teacher", retry=retry)
-        if state.student is not None:
-            fit = job.request(state.student, params, group="student", retry=retry)
-            if s is None or not fit.pending:
-                s = fit
+    if state.student is not None:
+        s = job.cache.load(pj.layout_key(state.student, params))
+        if s is None and len(state.rounds) >= 2:
+            # Place the new student on last round's map at once (faithfulness shown) while
+            # the refit below computes; possible only while the worker holds that fit.
+            prev = job.cache.load(pj.layout_key(state.rounds[-2][1], params))
+            if prev is not None and prev.method_used == "umap":
+                tr = job.request_transform(state.student, prev, group="student-transform")
+                if not tr.pending:
+                    s = tr
+    t = job.request(state.teacher, params, group="teacher", retry=retry)
+    if state.student is not None:
+        fit = job.request(state.student, params, group="student", retry=retry)
+        if s is None or not fit.pending:
+            s = fit
     return t, s
 
 
