@@ -247,6 +247,13 @@ def test_train_page_runs_a_round_and_a_second_start_is_refused(home):
     table = at.dataframe[0].value
     assert table["student audit acc"][0].endswith("n=2)")  # accuracy ± interval on the audit labels
     assert any("2/2 labeled" in c.value for c in at.caption)
+    # the trained student can be exported from the Project page
+    at.switch_page("pages/project.py").run()
+    at.button(key="prj_exp_student").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    out = home / "projects" / "textile" / "exports" / "student_round_0001"
+    assert (out / "student.safetensors").is_file() and (out / "student_torchscript.pt").is_file()
+    assert "prj_dl_student.safetensors" in [b.key for b in at.get("download_button")]
 
 
 def test_failed_round_shows_the_error_and_keeps_labels(home, monkeypatch):
@@ -385,3 +392,15 @@ def _wait_for(predicate, timeout: float) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_pinned_project_folder(home, monkeypatch):
+    folder = home / "projects" / "textile"
+    monkeypatch.setenv("ACTIVEKD_PROJECT", str(folder))
+    monkeypatch.setenv("ACTIVEKD_HOME", str(home / "elsewhere"))  # no demo is created there
+    at = _app()
+    assert len(_card_ids(at)) == 10
+    at.switch_page("pages/project.py").run()
+    assert any("pinned" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "prj_demo_digits"]
+    assert not (home / "elsewhere").exists()
