@@ -63,9 +63,20 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--image-size", type=int, default=None, help="pixel side (default 16 for digits (8x8 sources), else 64)")
     sim.add_argument("--steps", type=int, default=None, help="steps per round (default: derived from the pool size)")
     sim.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    sim.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    sim.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: small students gain little from more, and extra threads "
+        "spin-wait badly on a busy machine)",
+    )
     sim.add_argument("--workers", type=int, default=0, help="DataLoader workers for training")
-    sim.add_argument("--data-dir", type=Path, default=None, help="cache for demo images and pixels (default OUT/data)")
+    sim.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="cache for demo images and pixels (default $ACTIVEKD_DATA_DIR or ~/.cache/activekd/simulate)",
+    )
     sim.add_argument("--test-frac", type=float, default=0.2, help="held-out test fraction (default 0.2)")
     sim.add_argument(
         "--reference-frac",
@@ -136,10 +147,7 @@ def _simulate(args: argparse.Namespace) -> int:
         summary_table,
     )
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     teacher = args.teacher[0]
     precomputed = None
     if teacher == "precomputed":

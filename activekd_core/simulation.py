@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -88,7 +89,11 @@ class SimulationConfig:
         arch: Student architecture.
         image_size: Pixel side (default 16 for digits, whose source images are 8x8, so
             nothing is lost; 64 otherwise).
-        steps: Steps per round (None: :func:`activekd_core.training.derive_steps`).
+        steps: Steps per round. None: :func:`activekd_core.training.derive_steps` with
+            ``steps_per_pool`` passes over the pool and at least ``min_steps`` (150 steps
+            for the 1.4k-image digits pool: a few seconds per round on one CPU core).
+        steps_per_pool: Passes over the pool used to derive the steps.
+        min_steps: Lower bound of derived steps.
         batch_labeled: Labeled rows per step.
         batch_unlabeled: Unlabeled rows per step.
         flip: Horizontal flips (default: off for digits, on otherwise).
@@ -98,7 +103,8 @@ class SimulationConfig:
             imperfect (~83% on digits, ~67% on textile), like zero-shot CLIP on a niche
             domain; a 10% reference makes the digits teacher ~98% accurate.
         split_seed: Seed of the test/reference split.
-        data_dir: Where demo images and decoded pixels are cached (default ``out/data``).
+        data_dir: Where demo images and decoded pixels are cached (default
+            :func:`default_data_dir`, shared by runs so demos are written once).
         device: Training device (``auto``, ``cpu``, ``cuda`` ...).
         num_workers: DataLoader workers for training.
     """
@@ -116,6 +122,8 @@ class SimulationConfig:
     arch: str = "small_cnn"
     image_size: int | None = None
     steps: int | None = None
+    steps_per_pool: float = 7.0
+    min_steps: int = 100
     batch_labeled: int = 64
     batch_unlabeled: int = 64
     flip: bool | None = None
@@ -157,6 +165,12 @@ class Splits:
     pool: npt.NDArray[np.int64]
     test: npt.NDArray[np.int64]
     reference: npt.NDArray[np.int64]
+
+
+def default_data_dir() -> Path:
+    """``$ACTIVEKD_DATA_DIR`` or ``~/.cache/activekd/simulate``: demo images and pixel caches."""
+    env = os.environ.get("ACTIVEKD_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "activekd" / "simulate"
 
 
 def load_dataset(dataset: str, image_size: int, data_dir: Path, log: LogFn | None = None) -> LabeledData:
@@ -261,7 +275,7 @@ def build_teacher_probs(
             model_name=config.clip_model,
             pretrained=config.clip_pretrained,
             class_prompts=prompts,
-            cache_dir=Path(config.data_dir or config.out / "data") / "clip_features",
+            cache_dir=Path(config.data_dir or default_data_dir()) / "clip_features",
         )
         say(f"CLIP zero-shot teacher {config.clip_model} ({config.clip_pretrained}) over {len(data.ids):,} images")
         probs = teacher.predict_proba(ImagePool(root=data.root, ids=list(data.ids)))
@@ -332,7 +346,7 @@ def run_simulation(
     _check_strategies(config.strategies)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(config.data_dir) if config.data_dir else out / "data"
+    data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
     is_digits = config.dataset == "digits"
     size = config.image_size or (16 if is_digits else 64)
     flip = (not is_digits) if config.flip is None else config.flip
@@ -393,6 +407,8 @@ def run_simulation(
                                 arch=config.arch,
                                 image_size=size,
                                 steps=config.steps,
+                                steps_per_pool=config.steps_per_pool,
+                                min_steps=config.min_steps,
                                 batch_labeled=config.batch_labeled,
                                 batch_unlabeled=config.batch_unlabeled,
                                 kd=kd,
