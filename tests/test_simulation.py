@@ -105,3 +105,35 @@ def test_parse_seeds_and_bad_settings(tmp_path):
         run_simulation(SimulationConfig(dataset="digits", out=tmp_path, strategies=["nope"]))
     with pytest.raises(SimulationError, match="not 'digits'"):
         run_simulation(SimulationConfig(dataset=str(tmp_path / "missing"), out=tmp_path, strategies=["random"]))
+
+
+def test_folder_dataset_with_a_local_clip_checkpoint(tmp_path):
+    """FOLDER datasets and the CLIP teacher path, on a tiny random open_clip model saved locally."""
+    import open_clip
+    from PIL import Image
+
+    import activekd_core.teachers.clip_zero_shot  # noqa: F401  (registers the tiny test config)
+
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            arr = rng.integers(0, 80, (20, 20, 3), dtype=np.uint8)
+            arr[:, :, c] = 230
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+    (root / "stray.png").write_bytes((root / "red" / "0.png").read_bytes())  # no class folder: ignored
+    ckpt = tmp_path / "tiny_clip.pt"
+    torch.save(open_clip.create_model("akd-tiny-clip", pretrained=None).state_dict(), ckpt)
+    out = tmp_path / "out"
+    rows = run_simulation(SimulationConfig(
+        dataset=str(root), out=out, strategies=["entropy"], rounds=2, seeds=[0], teacher="clip",
+        clip_model="akd-tiny-clip", clip_pretrained=str(ckpt), steps=4, image_size=16,
+        batch_labeled=8, batch_unlabeled=8, data_dir=tmp_path / "cache", device="cpu",
+    ))
+    assert [r["n_labeled"] for r in rows] == [3, 6]
+    assert rows[0]["dataset"] == "images" and "not CLIP" not in rows[0]["teacher"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["teacher"]["kind"] == "clip_zero_shot"
+    assert config["classes"] == ["blue", "green", "red"]
+    assert sum(config["split_sizes"].values()) == 24 and config["split_sizes"]["reference"] == 0
