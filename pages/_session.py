@@ -292,3 +292,27 @@ def _teacher_top(_project: Project, folder: str, batch_key: str, ids: tuple[str,
 def teacher_suggestions(project: Project, batch_key: str, ids: tuple[str, ...]) -> dict[str, tuple[str, float]]:
     """Image id -> (teacher's top class, its probability), computed once per batch and cached."""
     return _teacher_top(project, str(project.folder), batch_key, ids)
+
+
+def _leave_pages_folder_mode() -> None:
+    """Make a deep link into a fresh server (e.g. ``/train``) run ``app.py``'s navigation.
+
+    Streamlit decides per server process, before the first run, that an app with a
+    ``pages/`` folder next to its main script is an old-style multipage app, and only
+    ``st.navigation`` in ``app.py`` switches that off. If the very first run is a deep
+    link, Streamlit runs ``pages/<page>.py`` directly, ``app.py`` never runs and the
+    sidebar lists every file of the folder. This module is imported by every page, so
+    switch the flag off here and rerun through ``app.py``. (Renaming the folder, e.g. to
+    ``views/``, would make this unnecessary.)
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a future Streamlit without the flag: nothing to do
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        if st.runtime.exists():
+            st.rerun()
+
+
+_leave_pages_folder_mode()

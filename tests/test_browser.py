@@ -229,7 +229,10 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             expected[batch2.items[0].image_id] = classes[1]
             _wait(lambda: _labels(db) == expected, 30, "the label in batch 2")
             page.locator(f".st-key-lbl_card_0").get_by_text(f"labeled {classes[1]}").wait_for()
-            shown_before = page.locator("[class*='st-key-lbl_card_'] code").all_inner_texts()
+            codes = page.locator("[class*='st-key-lbl_card_'] code")
+            _wait(lambda: codes.count() == len(batch2.items), 60, "every card of the batch")
+            _settled(page)
+            shown_before = codes.all_inner_texts()
             browser.close()
 
         # --- crash: SIGKILL the server, restart it, same labels and same batch
@@ -239,11 +242,19 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1300})
             page.set_default_timeout(60_000)
-            page.goto(url)
+            # the restarted server's first request is a deep link: app.py's navigation must still be used
+            page.goto(url + "/train")
+            page.locator(".st-key-trn_start button:visible").wait_for(timeout=90_000)
+            nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+            assert "Label" in nav and "Project" in nav and "session" not in nav, nav
+            page.get_by_role("link", name="Label").click()
             page.locator(f".st-key-{key2}_0_c0 button:visible").wait_for(state="visible", timeout=90_000)
             page.locator(".st-key-lbl_card_0").get_by_text(f"labeled {classes[1]}").wait_for()
             page.locator(".st-key-lbl_card_1").get_by_text("focused").wait_for()  # first open image
-            shown_after = page.locator("[class*='st-key-lbl_card_'] code").all_inner_texts()
+            codes = page.locator("[class*='st-key-lbl_card_'] code")
+            _wait(lambda: codes.count() == len(batch2.items), 60, "every card of the batch")
+            _settled(page)
+            shown_after = codes.all_inner_texts()
             assert shown_after == shown_before == [it.image_id for it in batch2.items]
             _settled(page)
             page.screenshot(path=str(SHOTS / "05_after_restart.png"))
