@@ -659,6 +659,30 @@ class Project:
                                                           "pool": self.pool().fingerprint(), "time": utc_now()})
             return probs
 
+    def cached_teacher_probs(self) -> np.ndarray | None:
+        """The teacher's most recent cached probabilities for this pool, or None; never computes.
+
+        For a teacher that learns from labels this may predate the newest labels (it is the
+        teacher as of its last fit): good enough for showing suggestions without stalling a page.
+        """
+        with self._lock:
+            self.teacher()
+            n, c = len(self.pool()), len(self.classes)
+            fingerprint = self.pool().fingerprint()
+            candidates = sorted(self.path("cache", "teacher").glob("probs_*.npy"), key=lambda f: f.stat().st_mtime,
+                                reverse=True)
+            for path in candidates:
+                try:
+                    meta = json.loads(path.with_suffix(".json").read_text())
+                    if meta.get("describe") != self._teacher_base or meta.get("pool") != fingerprint:
+                        continue
+                    probs = np.load(path)
+                except (OSError, ValueError):
+                    continue
+                if probs.shape == (n, c):
+                    return probs
+            return None
+
     # ---- rounds and the active student -------------------------------------------------
 
     def active_round(self) -> RoundRecord | None:
@@ -832,18 +856,23 @@ class Project:
         index = {name: i for i, name in enumerate(self.classes)}
         return np.asarray([index[current[ids[int(r)]]] for r in labeled], dtype=np.int64)
 
-    def selection_space(self, needs: set[str]) -> tuple[str, np.ndarray | None, np.ndarray | None, int]:
-        """The arrays a strategy runs on: ``(space name, probs, features, model round)``."""
+    def selection_space(self, needs: set[str], progress: ProgressFn | None = None
+                        ) -> tuple[str, np.ndarray | None, np.ndarray | None, int]:
+        """The arrays a strategy runs on: ``(space name, probs, features, model round)``.
+
+        ``progress`` reports the teacher pass when the teacher's probabilities must be computed.
+        """
         active = self.active_round()
         if active is not None:
             probs, feats = self.student_outputs(active.id)
             return "student", probs, feats, active.id
-        probs = self.teacher_probs()  # always passed: it also tells "random" the pool size
+        probs = self.teacher_probs(progress)  # always passed: it also tells "random" the pool size
         if "features" in needs:
             return "teacher-probs", probs, probs, 0
         return "teacher", probs, None, 0
 
-    def _run_strategy(self, strategy: str, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, str, int]:
+    def _run_strategy(self, strategy: str, k: int, rng: np.random.Generator, progress: ProgressFn | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, str, str, int]:
         """Run ``strategy`` over the candidates (labeled rows seed it), storing nothing.
 
         Returns:
@@ -858,7 +887,7 @@ class Project:
             raise ProjectError("no image left to query: every image is labeled, skipped, unsure or in the audit set")
         k = min(int(k), int(candidates.size))
         needs = _strategy_needs(strategy)
-        space, probs, feats, model_round = self.selection_space(needs)
+        space, probs, feats, model_round = self.selection_space(needs, progress)
         if _uninformative(probs if "probs" in needs else feats):
             # e.g. a stand-in teacher before any label gives uniform rows: every distance
             # is 0, so farthest-first would just take pool order. Start at random instead.
@@ -888,7 +917,7 @@ class Project:
         """
         n_batches = len(self.store.batches())
         rng = np.random.default_rng([int(self.config.get("seed", 0)), n_batches])
-        picked, scores, strategy, space, model_round = self._run_strategy(self.strategy, int(k or self.batch_size), rng)
+        picked, scores, strategy, space, model_round = self._run_strategy(self.strategy, int(k or self.batch_size), rng, progress)
         ids = self.pool().ids
         picks = [(ids[int(r)], None if not np.isfinite(s) else float(s)) for r, s in zip(picked, scores)]
         self.store.open_batch(model_round, strategy, space, picks)
@@ -1077,6 +1106,23 @@ def retrain_job(*, progress: ProgressFn, cancel: threading.Event, folder: str) -
     project = Project.open(folder)
     try:
         return _round_summary(project.retrain(progress, cancel))
+    finally:
+        project.close()
+
+
+def select_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: str) -> int:
+    """Job entry point (worker process): select and store the next query batch; returns its id.
+
+    When another process has opened a batch that still has open images meanwhile, that
+    batch is kept (nothing is selected twice). Selection runs in a worker process so that
+    its Python-heavy work does not hold the app server's interpreter.
+    """
+    project = Project.open(folder)
+    try:
+        view = project.current_batch()
+        if view is not None and not view.complete:
+            return view.batch.id
+        return project.next_batch(progress).batch.id
     finally:
         project.close()
 

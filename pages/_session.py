@@ -276,9 +276,11 @@ def strategy_score_label(name: str) -> str:
         return "score"
 
 
-@st.cache_data(show_spinner="Computing the teacher's suggestions...", max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=64)
 def _teacher_top(_project: Project, folder: str, batch_key: str, ids: tuple[str, ...]) -> dict[str, tuple[str, float]]:
-    probs = _project.teacher_probs()
+    probs = _project.cached_teacher_probs()  # never refits on the server: the teacher as of its last pass
+    if probs is None:
+        return {}
     row_of = _project.row_of()
     classes = _project.classes
     out = {}
@@ -290,7 +292,10 @@ def _teacher_top(_project: Project, folder: str, batch_key: str, ids: tuple[str,
 
 
 def teacher_suggestions(project: Project, batch_key: str, ids: tuple[str, ...]) -> dict[str, tuple[str, float]]:
-    """Image id -> (teacher's top class, its probability), computed once per batch and cached."""
+    """Image id -> (teacher's top class, its probability) from the teacher's cached probabilities.
+
+    Empty when the teacher has not been run on this pool yet (nothing is computed here).
+    """
     return _teacher_top(project, str(project.folder), batch_key, ids)
 
 

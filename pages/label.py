@@ -82,7 +82,7 @@ def _start_selection(project: Project) -> None:
         if view is not None and not view.complete:
             return
         try:
-            jobs.start_process("select", "pages._workers:select_next_batch", {"folder": str(project.folder)})
+            jobs.start_process("select", "activekd_core.project:select_batch_job", {"folder": str(project.folder)})
         except JobBusy:
             pass
 
@@ -362,6 +362,10 @@ def main() -> None:
             suggestions = teacher_suggestions(project, key, tuple(ids))
         except Exception as exc:
             st.warning(f"Teacher suggestion unavailable: {exc}")
+        else:
+            if not suggestions:
+                st.caption("The teacher has not scored this pool yet; its suggestions appear after its first pass "
+                           "(selecting a batch or opening Teacher bias runs it).")
 
     classes = project.classes
     _keyboard_bar(classes, ids, focus)

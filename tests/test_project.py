@@ -691,3 +691,24 @@ def test_prompt_candidates_refused_for_teachers_without_prompts(tmp_path: Path, 
     with pytest.raises(ProjectError, match="does not use prompts"):
         p.candidate_teacher_probs({"red": ["a red thing"]}, "simple")
     assert p.teacher_history() == []
+
+
+def test_cached_teacher_probs_never_compute(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    assert p.cached_teacher_probs() is None and FakeTeacher.calls == 0
+    probs = p.teacher_probs()
+    calls = FakeTeacher.calls
+    assert np.array_equal(p.cached_teacher_probs(), probs) and FakeTeacher.calls == calls
+
+
+def test_select_batch_job_selects_once(tmp_path: Path, images) -> None:
+    from activekd_core.project import select_batch_job
+
+    root, _ = images
+    p = new_project(tmp_path, root)
+    seen: list[tuple[int, int]] = []
+    first = select_batch_job(progress=lambda d, t, m: seen.append((d, t)), cancel=threading.Event(), folder=str(p.folder))
+    again = select_batch_job(progress=lambda d, t, m: None, cancel=threading.Event(), folder=str(p.folder))
+    assert first == again == p.current_batch().batch.id  # type: ignore[union-attr]
+    assert seen and seen[-1][0] == seen[-1][1]  # the teacher pass reported its progress
