@@ -19,14 +19,18 @@ Subcommands:
   (:func:`activekd_core.training.follow_train_round`). Multi-node: add ``--nnodes``,
   ``--node_rank`` and ``--rdzv_endpoint`` as usual for torchrun.
 * ``extract-features --project DIR``: the teacher's probabilities for the pool (CLIP
-  teachers cache their image features). Single process: under torchrun only rank 0
-  works (sharding by rank is not implemented).
+  teachers cache their image features). Under ``torchrun --nproc_per_node=N`` each rank
+  encodes a contiguous run of whole batches of the pool into its own resumable shard,
+  rank 0 merges the shards into the project's ordinary feature cache entry (complete
+  only after the merge; the same entry a single process writes) and then computes the
+  probabilities (:func:`activekd_core.teachers.clip_zero_shot.extract_features_sharded`).
+  Ranks must share the project folder (shared filesystem across nodes). Teachers
+  without CLIP features (stand-in, precomputed) run on rank 0 only.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -101,7 +105,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "extract-features",
         help="compute (and cache) the project's teacher features/probabilities for the whole pool",
         description="Compute the teacher's probabilities for the pool (CLIP teachers cache image features on "
-        "disk). Under torchrun only rank 0 works: sharded extraction is not implemented yet.",
+        "disk). Under torchrun --nproc_per_node=N every rank encodes its shard of the pool and rank 0 merges "
+        "them into one cache entry, then computes the probabilities.",
     )
     fx.add_argument("--project", required=True, type=Path, help="project folder (holds project.db)")
     fx.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -244,31 +249,102 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _extract_features(args: argparse.Namespace) -> int:
-    from activekd_core.project import Project, ProjectError
+    from activekd_core import distributed
+    from activekd_core.devices import pick_device
 
     _set_threads(args.threads)
-    rank = int(os.environ.get("RANK", "0"))
-    if rank != 0:
-        print(f"rank {rank}: nothing to do (sharded feature extraction is not implemented; rank 0 extracts)",
-              file=sys.stderr)
-        return 0
+    info = distributed.init_distributed(pick_device("auto"))
     term = _TerminalProgress(sys.stderr)
     try:
-        project = Project.open(args.project)
+        if not info.enabled:
+            return _teacher_probs(args.project, term)
+        return _extract_features_sharded(args.project, info, term)
+    finally:
+        distributed.shutdown()
+
+
+def _teacher_probs(folder: Path, term: _TerminalProgress, project: object | None = None) -> int:
+    """Rank 0 / single process: the teacher's probabilities (features come from the cache when present)."""
+    from activekd_core.project import Project, ProjectError
+
+    try:
+        project = project if project is not None else Project.open(folder)
     except ProjectError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         start = time.perf_counter()
-        probs = project.teacher_probs(progress=term.progress)
+        probs = project.teacher_probs(progress=term.progress)  # type: ignore[attr-defined]
     except (ProjectError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        project.close()
+        project.close()  # type: ignore[attr-defined]
     print(f"teacher probabilities for {probs.shape[0]:,} images x {probs.shape[1]} classes "
           f"in {time.perf_counter() - start:.1f}s (cached in the project)")
     return 0
+
+
+def _extract_features_sharded(folder: Path, info: object, term: _TerminalProgress) -> int:
+    """Every rank encodes its shard of the pool; rank 0 merges the cache, then computes probabilities.
+
+    Failures before the shared work (a project that does not open, a teacher that cannot
+    load) are agreed on by all ranks, so no rank waits for one that gave up.
+    """
+    from activekd_core import distributed
+    from activekd_core.project import Project, ProjectError
+    from activekd_core.teachers.base import TeacherUnavailable
+
+    rank, world = info.rank, info.world_size  # type: ignore[attr-defined]
+    project = None
+    clip = None
+    try:
+        project = Project.open(folder)
+        teacher = project.teacher()
+        clip = getattr(teacher, "zero_shot", teacher)  # a few-shot teacher shares its zero-shot's features
+        if hasattr(clip, "image_features_distributed"):
+            clip.load()
+        else:
+            clip = None
+        problem = ""
+    except (ProjectError, TeacherUnavailable, ValueError, RuntimeError, OSError) as exc:
+        problem = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ProjectError) else str(exc)
+    if not distributed.all_ok(not problem, info):  # type: ignore[arg-type]
+        if project is not None:
+            project.close()
+        print(f"error: rank {rank}: {problem}" if problem else f"rank {rank}: stopping (another rank failed)",
+              file=sys.stderr)
+        return 2
+    assert project is not None
+    if clip is None:  # stand-in / precomputed teachers have no image features to shard
+        kind = project.teacher_spec().get("kind")
+        if rank != 0:
+            project.close()
+            term.log(f"rank {rank}/{world}: nothing to shard (teacher kind {kind!r} has no CLIP image features)")
+            return 0
+        term.log(f"rank 0 of {world}: teacher kind {kind!r} has no CLIP image features; computing on rank 0 only")
+        return _teacher_probs(folder, term, project)
+
+    def progress(done: int, total: int, message: str) -> None:
+        term.progress(done, total, f"rank {rank}/{world}: {message}")
+
+    try:
+        pool = project.pool()
+        _, report = clip.image_features_distributed(pool, info, progress=progress)
+    except Exception as exc:  # every rank has already agreed to stop (see extract_features_sharded)
+        project.close()
+        print(f"error: rank {rank}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    a, b = report["rows"]
+    if report["cached"]:
+        term.log(f"rank {rank}/{world}: features already cached, nothing encoded")
+    else:
+        resumed = f", resumed after {report['resumed_from']:,} rows" if report["resumed_from"] else ""
+        term.log(f"rank {rank}/{world}: rows {a:,}:{b:,}, encoded {report['encoded']:,} images{resumed}")
+    if rank != 0:
+        project.close()
+        return 0
+    return _teacher_probs(folder, term, project)
 
 
 def _summarize(args: argparse.Namespace) -> int:

@@ -16,6 +16,9 @@ gloo otherwise) and :func:`activekd_core.training.train_round` does the rest:
   rank ends with the same model, close to but not bit for bit the single-process one;
 * only rank 0 reports progress and writes the checkpoint.
 
+Teacher feature extraction (``extract-features``) shards the pool by rank instead; see
+:func:`activekd_core.teachers.clip_zero_shot.extract_features_sharded`.
+
 Multi-node: run the same torchrun command on every node with ``--nnodes``,
 ``--node_rank`` and a shared ``--rdzv_endpoint`` (or ``--master_addr``/``--master_port``).
 """
@@ -155,6 +158,30 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     box = [obj if info.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` when not distributed)."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_ok(ok: bool, info: DistInfo) -> bool:
+    """True on every rank when ``ok`` is true on all ranks; also a barrier.
+
+    Use it instead of a bare :func:`barrier` after work that can fail on one rank: the
+    others then learn of the failure at once instead of waiting at the next collective
+    until the process-group timeout.
+    """
+    if not info.enabled:
+        return bool(ok)
+    device = torch.device("cuda", torch.cuda.current_device()) if info.backend == "nccl" else torch.device("cpu")
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def barrier(info: DistInfo) -> None:

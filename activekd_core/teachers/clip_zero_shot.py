@@ -58,11 +58,16 @@ RANDOM_WEIGHTS = ("random", "none", "")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    """``"auto"`` picks cuda (``cuda:LOCAL_RANK`` under torchrun), then mps, then cpu.
+
+    Anything else is passed to ``torch.device``.
+    """
     if str(device) != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        # Under torchrun each local rank takes its own GPU (cuda:LOCAL_RANK).
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
@@ -545,6 +550,217 @@ def extract_features(
         return writer.finalize({"device": device.type, "batch_size": batch_size, "resumed_from": writer.resumed_from})
 
 
+# --------------------------------------------------------------------------- sharded extraction
+
+
+SHARDS_DIR = "shards"
+MERGE_CHUNK_ROWS = 4096
+
+
+def shard_rows(n_rows: int, batch_size: int, world_size: int, rank: int) -> tuple[int, int]:
+    """The contiguous pool rows ``[start, stop)`` that ``rank`` encodes in a sharded extraction.
+
+    The pool is cut into whole batches of ``batch_size`` rows (the batches a single
+    process would run), and the batches are split into ``world_size`` contiguous runs as
+    evenly as possible (``numpy.array_split`` semantics on batches). Every batch therefore
+    holds the same images as in a single-process run, so on the same device and thread
+    count the merged features equal the single-process ones bit for bit. A rank can get
+    an empty range when there are fewer batches than ranks.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n_batches = -(-int(n_rows) // int(batch_size))
+    base, extra = divmod(n_batches, world_size)
+    first = rank * base + min(rank, extra)
+    last = first + base + (1 if rank < extra else 0)
+    return min(n_rows, first * batch_size), min(n_rows, last * batch_size)
+
+
+def shard_cache(cache: FeatureCache, start: int, stop: int) -> FeatureCache:
+    """The resumable entry holding rows ``[start, stop)`` of ``cache`` (under ``<entry>/shards/``).
+
+    Keyed by the parent's fields plus the row range, so a rerun with the same world size
+    and batch size resumes it, and any other split starts fresh shards.
+    """
+    return FeatureCache(cache.dir / SHARDS_DIR, {**cache.fields, "rows": [int(start), int(stop)]})
+
+
+def _encode_shard(
+    model: torch.nn.Module,
+    preprocess: Callable[[Any], torch.Tensor],
+    pool: ImagePool,
+    shard: FeatureCache,
+    start: int,
+    stop: int,
+    *,
+    image_size: int,
+    dim: int,
+    dtype: str,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int | None,
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+    on_batch: Callable[[int], None] | None,
+) -> dict[str, int]:
+    """Fill (or resume) one rank's shard entry; returns rows encoded now and the resume point."""
+    with shard.lock():
+        if shard.complete:
+            return {"encoded": 0, "resumed_from": stop - start}
+        writer = shard.open_writer(stop - start, dim, dtype)
+        np_dtype = np.float16 if dtype == "float16" else np.float32
+        resumed, encoded, t0 = writer.done, 0, time.perf_counter()
+        total = stop - start
+        if progress is not None:
+            progress(resumed, total, f"Encoding rows {start:,}:{stop:,} with CLIP" + (f" (resuming at row {start + resumed:,})" if resumed else ""))
+        for first, feats, failed in encode_rows(
+            model, preprocess, pool, start + writer.done, stop, image_size=image_size, device=device,
+            batch_size=batch_size, num_workers=num_workers, cancel=cancel, on_batch=on_batch,
+        ):
+            writer.write(first - start, feats.astype(np_dtype, copy=False), failed)
+            encoded += len(feats)
+            if progress is not None:
+                rate = encoded / max(time.perf_counter() - t0, 1e-9)
+                progress(writer.done, total, f"Encoding rows {start:,}:{stop:,} with CLIP: {writer.done:,}/{total:,} ({rate:,.1f} images/s)")
+        writer.finalize({"device": device.type, "batch_size": batch_size, "resumed_from": resumed, "rows": [start, stop]})
+        return {"encoded": encoded, "resumed_from": resumed}
+
+
+def _merge_shards(cache: FeatureCache, n: int, dim: int, dtype: str, ranges: list[tuple[int, int]], extra: Mapping[str, Any]) -> np.memmap:
+    """Copy finished shard entries, in row order, into ``cache`` and finalise it (rank 0, resumable)."""
+    import shutil
+
+    with cache.lock():
+        if cache.complete:
+            return cache.load()
+        writer = cache.open_writer(n, dim, dtype)
+        for start, stop in ranges:
+            if stop <= writer.done or start == stop:
+                continue  # already merged (a merge that was interrupted resumes here)
+            shard = shard_cache(cache, start, stop)
+            if not shard.complete:
+                raise RuntimeError(
+                    f"feature shard for rows {start}:{stop} is not complete at {shard.dir}: every rank must write "
+                    "into the same project folder (for several nodes, put it on a shared filesystem)"
+                )
+            rows = shard.load()
+            if rows.shape != (stop - start, dim):
+                raise RuntimeError(f"feature shard {shard.dir} has shape {rows.shape}, expected {(stop - start, dim)}")
+            failed = shard.meta().get("failed", [])
+            while writer.done < stop:
+                a = writer.done
+                b = min(stop, a + MERGE_CHUNK_ROWS)
+                writer.write(a, np.asarray(rows[a - start : b - start]), [f for f in failed if a <= f[0] < b])
+            del rows
+        out = writer.finalize({**dict(extra), "resumed_from": writer.resumed_from})
+    shutil.rmtree(cache.dir / SHARDS_DIR, ignore_errors=True)
+    return out
+
+
+def extract_features_sharded(
+    model: torch.nn.Module,
+    preprocess: Callable[[Any], torch.Tensor],
+    pool: ImagePool,
+    cache: FeatureCache,
+    info: Any,
+    *,
+    image_size: int,
+    dim: int,
+    dtype: str = "float32",
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.memmap | None, dict[str, Any]]:
+    """Encode the pool across the ranks of a process group into one ordinary cache entry.
+
+    Call it on every rank (it uses collectives of :mod:`activekd_core.distributed`):
+
+    1. the ranks check that they see the same cache key (same model, weights,
+       preprocessing and pool content); if rank 0 finds the entry complete, all return;
+    2. each rank encodes its contiguous run of whole batches (:func:`shard_rows`) into its
+       own resumable shard entry ``<entry>/shards/<key>/`` (:func:`shard_cache`), written
+       batch by batch through :class:`~.feature_cache.FeatureWriter`; a killed rank leaves
+       its progress and a rerun continues there (a rank whose rows a partial
+       single-process run already covered skips them);
+    3. after every rank reports success (an all-reduce, so one failing rank fails all at
+       once instead of a timeout), rank 0 copies the shards in row order into the entry
+       itself, finalises it (``meta.json`` last, so it is complete only after the merge)
+       and deletes the shards. The entry has the same key as a single-process extraction,
+       so the app and single-process code reuse it.
+
+    The ranks must share the project folder (one machine, or a shared filesystem across
+    nodes); rank 0 says so when a shard is missing at merge time.
+
+    Args:
+        model, preprocess, pool, cache, image_size, dim, dtype, device, batch_size,
+            num_workers, progress, cancel, on_batch: As for :func:`extract_features`
+            (``progress`` reports this rank's shard).
+        info: This process's :class:`activekd_core.distributed.DistInfo`.
+
+    Returns:
+        ``(features, report)``: the finished memmap on rank 0 (None on other ranks), and
+        this rank's ``{"rank", "world_size", "rows": [start, stop], "encoded",
+        "resumed_from", "cached"}``.
+
+    Raises:
+        RuntimeError: The ranks disagree on the cache key, or a rank failed (its own
+            exception is re-raised on that rank), or a shard is missing at merge time.
+        Cancelled: ``cancel`` was set on this rank.
+    """
+    from activekd_core import distributed
+
+    n = len(pool)
+    states = distributed.all_gather_object(
+        {"key": cache.key, "complete": cache.complete, "done": (cache.progress() or {}).get("done", 0)}, info
+    )
+    keys = [s["key"] for s in states]
+    if len(set(keys)) != 1:
+        raise RuntimeError(
+            f"ranks see different feature cache keys {keys} for {cache.dir.parent}: every rank must open the same "
+            "pool (same images), model and weights"
+        )
+    start, stop = shard_rows(n, batch_size, info.world_size, info.rank)
+    report: dict[str, Any] = {"rank": info.rank, "world_size": info.world_size, "rows": [start, stop], "encoded": 0,
+                              "resumed_from": 0, "cached": bool(states[0]["complete"])}
+    if states[0]["complete"]:
+        return (cache.load() if info.is_main else None), report
+    main_done = int(states[0]["done"] or 0)
+    error: BaseException | None = None
+    try:
+        if start < stop and stop > main_done:
+            report.update(_encode_shard(
+                model, preprocess, pool, shard_cache(cache, start, stop), start, stop, image_size=image_size, dim=dim,
+                dtype=dtype, device=device, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                cancel=cancel, on_batch=on_batch,
+            ))
+    except BaseException as exc:  # noqa: BLE001 - reported to the other ranks, then re-raised
+        error = exc
+    if not distributed.all_ok(error is None, info):
+        if error is not None:
+            raise error
+        raise RuntimeError("sharded feature extraction failed on another rank (see its output); finished shards are kept")
+    merged: np.memmap | None = None
+    if info.is_main:
+        try:
+            ranges = [shard_rows(n, batch_size, info.world_size, r) for r in range(info.world_size)]
+            merged = _merge_shards(cache, n, dim, dtype, ranges, {
+                "device": device.type, "batch_size": batch_size, "world_size": info.world_size,
+                "shards": [list(r) for r in ranges],
+            })
+        except BaseException as exc:  # noqa: BLE001
+            error = exc
+    if not distributed.all_ok(error is None, info):
+        if error is not None:
+            raise error
+        raise RuntimeError("rank 0 failed to merge the feature shards (see its output); the shards are kept")
+    return merged, report
+
+
 # --------------------------------------------------------------------------- teacher
 
 
@@ -709,6 +925,45 @@ class ClipZeroShotTeacher:
         self._last_features = {"cache_key": cache.key, "cache_dir": str(cache.dir), "n": meta["n_rows"], "failed": meta["failed"]}
         return cache.load()
 
+    def image_features_distributed(
+        self, pool: ImagePool, info: Any, progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> tuple[np.memmap | None, dict[str, Any]]:
+        """:meth:`image_features` shared across the ranks of a process group; call on every rank.
+
+        See :func:`extract_features_sharded`. Returns the features on rank 0 (None on the
+        others) and this rank's report; without a process group it is :meth:`image_features`.
+        """
+        if not getattr(info, "enabled", False):
+            before = self.images_encoded
+            feats = self.image_features(pool, progress=progress, cancel=cancel)
+            return feats, {"rank": 0, "world_size": 1, "rows": [0, len(pool)], "encoded": self.images_encoded - before,
+                           "resumed_from": 0, "cached": self.images_encoded == before}
+        cache = self.feature_cache(pool)
+
+        def count(k: int) -> None:
+            self.images_encoded += k
+
+        feats, report = extract_features_sharded(
+            self._model,  # type: ignore[arg-type]
+            self._preprocess,
+            pool,
+            cache,
+            info,
+            image_size=self.image_size,
+            dim=self.embed_dim,
+            dtype=self.feature_dtype,
+            device=self.device,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            progress=progress,
+            cancel=cancel,
+            on_batch=count,
+        )
+        if feats is not None:
+            meta = cache.meta()
+            self._last_features = {"cache_key": cache.key, "cache_dir": str(cache.dir), "n": meta["n_rows"], "failed": meta["failed"]}
+        return feats, report
+
     # ---- text
 
     def text_prototypes(self, progress: ProgressFn | None = None) -> np.ndarray:
@@ -858,9 +1113,12 @@ __all__ = [
     "ClipZeroShotTeacher",
     "encode_rows",
     "extract_features",
+    "extract_features_sharded",
     "file_identity",
     "load_clip",
     "probs_from_features",
     "resolve_device",
     "resolve_weights",
+    "shard_cache",
+    "shard_rows",
 ]
