@@ -113,3 +113,40 @@ def test_torchrun_two_gloo_ranks_merge_one_cache_equal_to_single_process(tmp_pat
         again = make_teacher(spec, cache_dir=folder / "cache" / "features")
         np.testing.assert_array_equal(np.asarray(again.image_features(pool)), got)
         assert again.images_encoded == 0
+
+
+def _finished_shard(cache: FeatureCache, start: int, stop: int, rows: np.ndarray, failed=None) -> None:
+    writer = shard_cache(cache, start, stop).open_writer(stop - start, rows.shape[1])
+    writer.write(0, rows[start:stop], failed)
+    writer.finalize()
+
+
+def test_interrupted_merge_resumes_and_keeps_failed_rows(tmp_path):
+    from activekd_core.teachers.clip_zero_shot import merge_shards
+
+    rows = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
+    cache = FeatureCache(tmp_path, {"pool": "p"})
+    ranges = [shard_rows(10, 4, 2, r) for r in range(2)]  # (0, 8), (8, 10)
+    _finished_shard(cache, 0, 8, rows, failed=[[5, "b.png", "truncated"]])
+    _finished_shard(cache, 8, 10, rows)
+    partial = cache.open_writer(10, 3)  # a merge killed after its first rows
+    partial.write(0, rows[:3])
+    del partial
+    assert not cache.complete
+    out = merge_shards(cache, 10, 3, "float32", ranges, {"world_size": 2})
+    np.testing.assert_array_equal(np.asarray(out), rows)
+    meta = cache.meta()
+    assert meta["resumed_from"] == 3 and meta["world_size"] == 2 and meta["failed"] == [[5, "b.png", "truncated"]]
+    assert not (cache.dir / "shards").exists()
+
+
+def test_missing_shard_fails_the_merge_and_says_why(tmp_path):
+    from activekd_core.teachers.clip_zero_shot import merge_shards
+
+    rows = np.ones((10, 3), np.float32)
+    cache = FeatureCache(tmp_path, {"pool": "p"})
+    _finished_shard(cache, 0, 8, rows)  # rank 1's shard was written on another node's disk
+    with pytest.raises(RuntimeError, match="rows 8:10 is not complete .* shared filesystem"):
+        merge_shards(cache, 10, 3, "float32", [(0, 8), (8, 10)], {})
+    assert not cache.complete and cache.progress()["done"] == 8
+    assert (cache.dir / "shards").exists()  # kept for a rerun

@@ -628,8 +628,24 @@ def _encode_shard(
         return {"encoded": encoded, "resumed_from": resumed}
 
 
-def _merge_shards(cache: FeatureCache, n: int, dim: int, dtype: str, ranges: list[tuple[int, int]], extra: Mapping[str, Any]) -> np.memmap:
-    """Copy finished shard entries, in row order, into ``cache`` and finalise it (rank 0, resumable)."""
+def merge_shards(cache: FeatureCache, n: int, dim: int, dtype: str, ranges: list[tuple[int, int]], extra: Mapping[str, Any]) -> np.memmap:
+    """Copy finished shard entries, in row order, into ``cache`` and finalise it (rank 0).
+
+    Resumable: the entry's own progress record says how far an interrupted merge got, and
+    shards already copied are skipped. The shards are deleted after ``meta.json`` is written.
+
+    Args:
+        cache: The ordinary (single-process) entry to fill.
+        n: Pool rows.
+        dim: Feature width.
+        dtype: Storage dtype of the shards and the entry.
+        ranges: ``[start, stop)`` of every shard, in row order (see :func:`shard_rows`).
+        extra: Extra ``meta.json`` fields.
+
+    Raises:
+        RuntimeError: A needed shard is missing or unfinished (the message names its
+            folder; ranks on several nodes need a shared filesystem), or has the wrong shape.
+    """
     import shutil
 
     with cache.lock():
@@ -748,7 +764,7 @@ def extract_features_sharded(
     if info.is_main:
         try:
             ranges = [shard_rows(n, batch_size, info.world_size, r) for r in range(info.world_size)]
-            merged = _merge_shards(cache, n, dim, dtype, ranges, {
+            merged = merge_shards(cache, n, dim, dtype, ranges, {
                 "device": device.type, "batch_size": batch_size, "world_size": info.world_size,
                 "shards": [list(r) for r in ranges],
             })
@@ -1118,6 +1134,7 @@ __all__ = [
     "load_clip",
     "probs_from_features",
     "resolve_device",
+    "merge_shards",
     "resolve_weights",
     "shard_cache",
     "shard_rows",

@@ -43,3 +43,20 @@ def test_shape_change_restarts_and_keys_differ(tmp_path: Path) -> None:
     assert FeatureCache(tmp_path, {"a": 2}).key != cache.key
     with pytest.raises(ValueError, match="float32 or float16"):
         cache.open_writer(5, 3, "int8")
+
+
+def test_crash_between_rename_and_meta_is_not_complete_and_finishes_again(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, {"a": 1})
+    data = np.arange(12, dtype=np.float32).reshape(4, 3)
+    w = cache.open_writer(4, 3)
+    w.write(0, data)
+    w._mm.flush()
+    del w
+    (cache.dir / "features.partial.npy").rename(cache.dir / "features.npy")  # killed before meta.json
+    assert not cache.complete
+    with pytest.raises(FileNotFoundError, match="not complete"):
+        cache.load()
+    w2 = FeatureCache(tmp_path, {"a": 1}).open_writer(4, 3)
+    assert w2.done == 4
+    np.testing.assert_array_equal(np.asarray(w2.finalize()), data)
+    assert cache.complete
