@@ -24,7 +24,8 @@ Subcommands:
   rank 0 merges the shards into the project's ordinary feature cache entry (complete
   only after the merge; the same entry a single process writes) and then computes the
   probabilities (:func:`activekd_core.teachers.clip_zero_shot.extract_features_sharded`).
-  Ranks must share the project folder (shared filesystem across nodes). Teachers
+  Only rank 0 opens the database; every rank writes its shard inside the project folder,
+  so it must be on a shared filesystem across nodes. Teachers
   without CLIP features (stand-in, precomputed) run on rank 0 only.
 """
 
@@ -288,38 +289,54 @@ def _teacher_probs(folder: Path, term: _TerminalProgress, project: object | None
 def _extract_features_sharded(folder: Path, info: object, term: _TerminalProgress) -> int:
     """Every rank encodes its shard of the pool; rank 0 merges the cache, then computes probabilities.
 
-    Failures before the shared work (a project that does not open, a teacher that cannot
-    load) are agreed on by all ranks, so no rank waits for one that gave up.
+    Only rank 0 opens the project database (SQLite in WAL mode must not be shared over a
+    network filesystem); it broadcasts the teacher spec, the pool and the cache folder,
+    and the other ranks build the same teacher from them. Failures before the shared work
+    (a project that does not open, a teacher that cannot load) are agreed on by all
+    ranks, so no rank waits for one that gave up.
     """
     from activekd_core import distributed
+    from activekd_core.images import ImagePool
     from activekd_core.project import Project, ProjectError
+    from activekd_core.teachers import make_teacher
     from activekd_core.teachers.base import TeacherUnavailable
 
     rank, world = info.rank, info.world_size  # type: ignore[attr-defined]
     project = None
+    plan = None
+    if rank == 0:
+        try:
+            project = Project.open(folder)
+            pool = project.pool()
+            plan = {"spec": project.teacher_spec(), "root": str(pool.root), "ids": list(pool.ids),
+                    "cache": str(project.path("cache", "features"))}
+        except ProjectError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+    plan = distributed.broadcast_object(plan, info)  # type: ignore[arg-type]
+    if plan is None:
+        if project is not None:
+            project.close()
+        return 2
     clip = None
+    problem = ""
     try:
-        project = Project.open(folder)
-        teacher = project.teacher()
+        teacher = project.teacher() if project is not None else make_teacher(plan["spec"], cache_dir=plan["cache"])
         clip = getattr(teacher, "zero_shot", teacher)  # a few-shot teacher shares its zero-shot's features
         if hasattr(clip, "image_features_distributed"):
             clip.load()
         else:
             clip = None
-        problem = ""
     except (ProjectError, TeacherUnavailable, ValueError, RuntimeError, OSError) as exc:
-        problem = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ProjectError) else str(exc)
+        problem = f"{type(exc).__name__}: {exc}"
     if not distributed.all_ok(not problem, info):  # type: ignore[arg-type]
         if project is not None:
             project.close()
         print(f"error: rank {rank}: {problem}" if problem else f"rank {rank}: stopping (another rank failed)",
               file=sys.stderr)
         return 2
-    assert project is not None
     if clip is None:  # stand-in / precomputed teachers have no image features to shard
-        kind = project.teacher_spec().get("kind")
-        if rank != 0:
-            project.close()
+        kind = plan["spec"].get("kind")
+        if project is None:
             term.log(f"rank {rank}/{world}: nothing to shard (teacher kind {kind!r} has no CLIP image features)")
             return 0
         term.log(f"rank 0 of {world}: teacher kind {kind!r} has no CLIP image features; computing on rank 0 only")
@@ -329,10 +346,11 @@ def _extract_features_sharded(folder: Path, info: object, term: _TerminalProgres
         term.progress(done, total, f"rank {rank}/{world}: {message}")
 
     try:
-        pool = project.pool()
+        pool = ImagePool(root=Path(plan["root"]), ids=plan["ids"])
         _, report = clip.image_features_distributed(pool, info, progress=progress)
     except Exception as exc:  # every rank has already agreed to stop (see extract_features_sharded)
-        project.close()
+        if project is not None:
+            project.close()
         print(f"error: rank {rank}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     a, b = report["rows"]
@@ -341,8 +359,7 @@ def _extract_features_sharded(folder: Path, info: object, term: _TerminalProgres
     else:
         resumed = f", resumed after {report['resumed_from']:,} rows" if report["resumed_from"] else ""
         term.log(f"rank {rank}/{world}: rows {a:,}:{b:,}, encoded {report['encoded']:,} images{resumed}")
-    if rank != 0:
-        project.close()
+    if project is None:
         return 0
     return _teacher_probs(folder, term, project)
 

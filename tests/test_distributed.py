@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -31,7 +32,19 @@ def _data():
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    """Both launch styles in one process group (spawning is the slow part)."""
+    """Both launch styles in one process group (spawning is the slow part), and the collectives."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    from activekd_core import distributed
+
+    info = distributed.init_distributed(torch.device("cpu"))
+    found = {
+        "one_fails": distributed.all_ok(rank != 1, info),
+        "all_fine": distributed.all_ok(True, info),
+        "gathered": distributed.all_gather_object({"rank": rank}, info),
+        "info": [info.world_size, info.rank, info.backend],
+    }
+    (Path(out) / f"collectives{rank}.json").write_text(json.dumps(found))
     for mode in ("spmd", "follow"):
         folder = Path(out) / mode
         folder.mkdir(exist_ok=True)
@@ -93,6 +106,21 @@ def test_two_gloo_ranks_train_one_identical_model(two_rank_run, mode):
     assert not torch.equal(init.ce_head.weight, m0.ce_head.weight)  # it did train
     assert h0["extra"]["final"] < h0["extra"]["first"]
     assert (tmp_path / "ckpt.safetensors").is_file()  # written once, by rank 0
+
+
+def test_all_ok_and_all_gather_object_across_ranks(two_rank_run):
+    for rank in (0, 1):
+        found = json.loads((two_rank_run / f"collectives{rank}.json").read_text())
+        assert found["one_fails"] is False and found["all_fine"] is True  # one rank's failure reaches every rank
+        assert found["gathered"] == [{"rank": 0}, {"rank": 1}]
+        assert found["info"] == [2, rank, "gloo"]
+
+
+def test_collectives_without_a_process_group():
+    from activekd_core.distributed import DistInfo, all_gather_object, all_ok
+
+    assert all_ok(True, DistInfo()) and not all_ok(False, DistInfo())
+    assert all_gather_object("x", DistInfo()) == ["x"]
 
 
 @pytest.mark.parametrize("batch,world", [(64, 2), (10, 3), (5, 4)])

@@ -150,3 +150,18 @@ def test_missing_shard_fails_the_merge_and_says_why(tmp_path):
         merge_shards(cache, 10, 3, "float32", [(0, 8), (8, 10)], {})
     assert not cache.complete and cache.progress()["done"] == 8
     assert (cache.dir / "shards").exists()  # kept for a rerun
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_stop_together_when_the_project_does_not_open(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "activekd_core", "extract-features",
+         "--project", str(tmp_path / "missing")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,  # a rank left waiting would time out
+    )
+    assert proc.returncode != 0
+    assert "no project here" in proc.stderr
