@@ -36,7 +36,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from activekd_core.distributed import DistInfo
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -286,7 +289,7 @@ def _teacher_probs(folder: Path, term: _TerminalProgress, project: object | None
     return 0
 
 
-def _extract_features_sharded(folder: Path, info: object, term: _TerminalProgress) -> int:
+def _extract_features_sharded(folder: Path, info: DistInfo, term: _TerminalProgress) -> int:
     """Every rank encodes its shard of the pool; rank 0 merges the cache, then computes probabilities.
 
     Only rank 0 opens the project database (SQLite in WAL mode must not be shared over a
@@ -301,7 +304,7 @@ def _extract_features_sharded(folder: Path, info: object, term: _TerminalProgres
     from activekd_core.teachers import make_teacher
     from activekd_core.teachers.base import TeacherUnavailable
 
-    rank, world = info.rank, info.world_size  # type: ignore[attr-defined]
+    rank, world = info.rank, info.world_size
     project = None
     plan = None
     if rank == 0:
@@ -312,7 +315,7 @@ def _extract_features_sharded(folder: Path, info: object, term: _TerminalProgres
                     "cache": str(project.path("cache", "features"))}
         except ProjectError as exc:
             print(f"error: {exc}", file=sys.stderr)
-    plan = distributed.broadcast_object(plan, info)  # type: ignore[arg-type]
+    plan = distributed.broadcast_object(plan, info)
     if plan is None:
         if project is not None:
             project.close()
@@ -328,7 +331,7 @@ def _extract_features_sharded(folder: Path, info: object, term: _TerminalProgres
             clip = None
     except (ProjectError, TeacherUnavailable, ValueError, RuntimeError, OSError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
-    if not distributed.all_ok(not problem, info):  # type: ignore[arg-type]
+    if not distributed.all_ok(not problem, info):
         if project is not None:
             project.close()
         print(f"error: rank {rank}: {problem}" if problem else f"rank {rank}: stopping (another rank failed)",

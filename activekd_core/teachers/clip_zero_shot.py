@@ -20,6 +20,9 @@ Weights can be given as
 Image features are L2-normalised ``encode_image`` outputs, computed once per (model,
 weights, preprocessing, pool content) in batches through a DataLoader and appended to a
 memmap as they go (see :mod:`.feature_cache`), so changing prompts costs a text pass only.
+Under ``torchrun`` the pool is sharded by rank (:func:`extract_features_sharded`): each
+rank encodes a contiguous run of whole batches into its own resumable shard, and rank 0
+merges the shards into the same cache entry a single process would write.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from activekd_core import distributed
+from activekd_core.distributed import DistInfo
 from activekd_core.images import ImageLoadError, ImagePool, load_rgb
 from activekd_core.teachers.base import Cancelled, ProgressFn, TeacherUnavailable, check_cancel
 from activekd_core.teachers.feature_cache import FeatureCache, cache_key, default_cache_root
@@ -680,7 +685,7 @@ def extract_features_sharded(
     preprocess: Callable[[Any], torch.Tensor],
     pool: ImagePool,
     cache: FeatureCache,
-    info: Any,
+    info: DistInfo,
     *,
     image_size: int,
     dim: int,
@@ -728,8 +733,6 @@ def extract_features_sharded(
             exception is re-raised on that rank), or a shard is missing at merge time.
         Cancelled: ``cancel`` was set on this rank.
     """
-    from activekd_core import distributed
-
     n = len(pool)
     states = distributed.all_gather_object(
         {"key": cache.key, "complete": cache.complete, "done": (cache.progress() or {}).get("done", 0)}, info
@@ -942,14 +945,14 @@ class ClipZeroShotTeacher:
         return cache.load()
 
     def image_features_distributed(
-        self, pool: ImagePool, info: Any, progress: ProgressFn | None = None, cancel: threading.Event | None = None
+        self, pool: ImagePool, info: DistInfo, progress: ProgressFn | None = None, cancel: threading.Event | None = None
     ) -> tuple[np.memmap | None, dict[str, Any]]:
         """:meth:`image_features` shared across the ranks of a process group; call on every rank.
 
         See :func:`extract_features_sharded`. Returns the features on rank 0 (None on the
         others) and this rank's report; without a process group it is :meth:`image_features`.
         """
-        if not getattr(info, "enabled", False):
+        if not info.enabled:
             before = self.images_encoded
             feats = self.image_features(pool, progress=progress, cancel=cancel)
             return feats, {"rank": 0, "world_size": 1, "rows": [0, len(pool)], "encoded": self.images_encoded - before,
