@@ -232,6 +232,28 @@ def core_stages(args: argparse.Namespace, work: Path, pool_root: Path) -> dict[s
     project.next_batch()  # leave an open, unlabeled batch for the app stages
     project.close()
 
+    # Late in a project every image has a state (or labels were imported): what one click costs then.
+    many = work / "project_all_labeled"
+    shutil.rmtree(many, ignore_errors=True)
+    many.mkdir()
+    shutil.copy2(folder / "project.db", many / "project.db")
+    mp = Project.open(many)
+    with timed() as t:
+        n_imported, _ = mp.import_labels_subfolders()
+    res["all_labeled_import"] = (t.wall, t.cpu, n_imported)
+    mp.store.current()
+    first = mp.pool().ids[0]
+    with timed() as t:
+        mp.label(first, CLASSES[(CLASSES.index(truth(first)) + 1) % len(CLASSES)])
+    res["all_labeled_label"] = (t.wall, t.cpu)
+    with timed() as t:
+        mp.store.current()
+    res["all_labeled_current_after_click"] = (t.wall, t.cpu)
+    with timed() as t:
+        mp.counts()
+    res["all_labeled_counts"] = (t.wall, t.cpu)
+    mp.close()
+
     if args.standin:
         sfolder = work / "project_standin"
         shutil.rmtree(sfolder, ignore_errors=True)
@@ -256,8 +278,16 @@ def core_stages(args: argparse.Namespace, work: Path, pool_root: Path) -> dict[s
 # ---- the app in AppTest (a child process) -----------------------------------------------------
 
 
-def apptest_stage(folder: Path, clicks: int, explore: bool, explore_timeout: float, later_views: int) -> dict:
-    """Run in a fresh process: the Label page clicks and the Explore page through AppTest."""
+def apptest_stage(folder: Path, clicks: int, explore: bool, explore_timeout: float, later_views: int,
+                  gc_freeze: bool = False) -> dict:
+    """Run in a fresh process: the Label page clicks and the Explore page through AppTest.
+
+    With ``gc_freeze`` the objects alive after the first page run (imported modules,
+    Streamlit's runtime) are moved out of the cyclic garbage collector's reach
+    (``gc.freeze()``), a what-if for the proposed fix of the full-collection pauses.
+    """
+    import gc
+
     os.environ["ACTIVEKD_PROJECT"] = str(folder)
     os.environ["ACTIVEKD_HOME"] = str(folder.parent / "home")
     os.environ.pop("ACTIVEKD_TRAIN_IN_THREAD", None)
@@ -272,6 +302,19 @@ def apptest_stage(folder: Path, clicks: int, explore: bool, explore_timeout: flo
         at.run()
     out["first_run"] = (t.wall, t.cpu)
     out["rss_after_open"] = rss_mb()
+    if gc_freeze:
+        gc.freeze()
+    gc_pauses: list[float] = []
+    gc_t0: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:  # full collections only: the long pauses
+        if info.get("generation") == 2:
+            if phase == "start":
+                gc_t0[0] = time.perf_counter()
+            else:
+                gc_pauses.append(1000 * (time.perf_counter() - gc_t0[0]))
+
+    gc.callbacks.append(on_gc)
     _raise_page_errors(at, "Label page, first run")
     classes = watcher.classes
     in_batch, completing, page_ms, page_cpu_ms, waits, renders = [], [], [], [], [], []
@@ -296,7 +339,8 @@ def apptest_stage(folder: Path, clicks: int, explore: bool, explore_timeout: flo
             page_ms.append(wall_ms)
             page_cpu_ms.append(cpu_ms)
     out.update(click_in_batch_ms=in_batch, click_completing_ms=completing, page_ms=page_ms, page_cpu_ms=page_cpu_ms,
-               select_wait_s=waits, new_batch_render_ms=renders, rss_after_clicks=rss_mb())
+               select_wait_s=waits, new_batch_render_ms=renders, rss_after_clicks=rss_mb(),
+               gc_full_pauses_ms=list(gc_pauses), gc_freeze=gc_freeze)
     if explore:
         out.update(_explore(at, folder, explore_timeout, later_views))
     out["rss_end"] = rss_mb()
@@ -522,6 +566,10 @@ def report(n: int, core: dict[str, Any], app: dict[str, Any] | None, web: dict[s
             vs(pair[0], NEXT_BATCH_TARGET_S) + f" target {NEXT_BATCH_TARGET_S:.0f} s")
     add("  of which candidate_rows()", _fmt(core["candidate_rows"]))
     add("Project.label (one commit)", _fmt(core["label_commit"], "ms"))
+    if "all_labeled_import" in core:
+        add(f"all {core['all_labeled_import'][2]:,} labeled (imported): Store.current() after one click",
+            _fmt(core["all_labeled_current_after_click"], "ms"), "runs several times per Label rerun")
+        add("  same project: Project.counts() (sidebar and page, each rerun)", _fmt(core["all_labeled_counts"], "ms"))
     if "standin_probs" in core:
         add("stand-in teacher_probs after 10 labels (decode N + fit + predict)", _fmt(core["standin_probs"]),
             f"top-1 {100 * core['standin_top1']:.0f} %")
@@ -549,6 +597,9 @@ def report(n: int, core: dict[str, Any], app: dict[str, Any] | None, web: dict[s
             add("background next batch in the app (worker process), p50 / max", f"{pct(w, 50):.2f} / {max(w):.2f} s",
                 vs(pct(w, 50), NEXT_BATCH_TARGET_S))
             add("render of the new batch, p50", f"{pct(app['new_batch_render_ms'], 50):.0f} ms")
+        g = app.get("gc_full_pauses_ms") or []
+        add("full GC (generation 2) pauses during the clicks" + (" (gc.freeze() what-if)" if app.get("gc_freeze") else ""),
+            f"{len(g)} pauses, p50 {pct(g, 50):.0f} ms, max {max(g, default=0):.0f} ms" if g else "none")
         add("AppTest process RSS after open / after clicks (peak)",
             f"{app['rss_after_open'].get('VmRSS', 0):.0f} / {app['rss_after_clicks'].get('VmRSS', 0):.0f} MB "
             f"({app['rss_after_clicks'].get('VmHWM', 0):.0f} MB peak)")
@@ -602,13 +653,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--explore-timeout", type=float, default=900.0, help="seconds to wait for UMAP")
     ap.add_argument("--later-views", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="what-if: gc.freeze() in the AppTest process after the first run (see the report)")
     ap.add_argument("--json", type=Path, default=None, help="also write all numbers here")
     ap.add_argument("--stage", choices=["apptest", "browser"], help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.stage == "apptest":
-        res = apptest_stage(args.folder, args.clicks, args.explore, args.explore_timeout, args.later_views)
+        res = apptest_stage(args.folder, args.clicks, args.explore, args.explore_timeout, args.later_views,
+                            args.gc_freeze)
         print("RESULT " + json.dumps(res))
         return 0
     if args.stage == "browser":
@@ -632,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(folder / "cache" / "layouts", ignore_errors=True)
         app = _child("apptest", ["--folder", str(folder), "--clicks", str(args.clicks),
                                  "--explore-timeout", str(args.explore_timeout), "--later-views", str(args.later_views)]
-                     + ([] if args.explore else ["--no-explore"]), timeout=args.explore_timeout + 3600)
+                     + ([] if args.explore else ["--no-explore"]) + (["--gc-freeze"] if args.gc_freeze else []), timeout=args.explore_timeout + 3600)
         print(f"AppTest stage done ({time.perf_counter() - t_all:.0f} s so far)", flush=True)
     if args.browser_clicks > 0:
         if not Path(CHROMIUM).exists():
