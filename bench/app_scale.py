@@ -374,6 +374,17 @@ def _wait_selection(project: Any, timeout: float = 900.0) -> float:
     raise TimeoutError(f"no new batch after {timeout:.0f} s")
 
 
+def _wait_new_batch(project: Any, old_id: int, timeout: float = 900.0) -> Any:
+    """The next open batch once a batch other than ``old_id`` is stored (polling the database)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        view = project.current_batch()
+        if view is not None and view.batch.id != old_id and not view.complete:
+            return view
+        time.sleep(0.02)
+    raise TimeoutError(f"no batch after {old_id} within {timeout:.0f} s")
+
+
 def _layout_files(folder: Path) -> set[str]:
     d = folder / "cache" / "layouts"
     return {p.name for p in d.glob("*.npy") if not p.name.startswith(".")} if d.is_dir() else set()
@@ -486,8 +497,7 @@ def browser_stage(folder: Path, clicks: int, log: Path) -> dict[str, Any]:
                 if view.done == view.total - 1:  # completing click: the grid goes; time until the next batch shows
                     t0 = time.perf_counter()
                     page.locator(sel.replace(" button", " button:visible")).click(timeout=600_000)
-                    _wait_selection(watcher)
-                    nv = watcher.current_batch()
+                    nv = _wait_new_batch(watcher, view.batch.id)
                     page.wait_for_selector(f".st-key-lbl_batch-{nv.batch.id}_0_c0", timeout=600_000)
                     turnover.append(time.perf_counter() - t0)
                     continue
