@@ -48,7 +48,6 @@ import os
 import pstats
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
