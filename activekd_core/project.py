@@ -634,6 +634,8 @@ class Project:
 
         A teacher that learns from labels (few-shot, stand-in) is refit on the current
         training labels first (audit images excluded); its cache key includes them.
+        The result is a read-only memory map of the cache file (100k+ pools are not copied
+        into every page); copy it before changing it.
         """
         with self._lock:
             teacher = self.teacher()
@@ -643,7 +645,7 @@ class Project:
             path = self.path("cache", "teacher", f"probs_{key}.npy")
             self.last_teacher_file = path
             if path.is_file():
-                probs = np.load(path)
+                probs = np.load(path, mmap_mode="r")  # memory-mapped: pages share the OS page cache
                 if probs.shape == (len(self.pool()), len(self.classes)):
                     return probs
             if fittable:
@@ -657,7 +659,7 @@ class Project:
             _atomic_save_npy(path, probs)
             _atomic_write_json(path.with_suffix(".json"), {"describe": self._teacher_base, "fitted_on": int(labeled.size) if fittable else 0,
                                                           "pool": self.pool().fingerprint(), "time": utc_now()})
-            return probs
+            return np.load(path, mmap_mode="r")  # same read-only form as a cache hit
 
     def cached_teacher_probs(self) -> np.ndarray | None:
         """The teacher's most recent cached probabilities for this pool, or None; never computes.
@@ -676,7 +678,7 @@ class Project:
                     meta = json.loads(path.with_suffix(".json").read_text())
                     if meta.get("describe") != self._teacher_base or meta.get("pool") != fingerprint:
                         continue
-                    probs = np.load(path)
+                    probs = np.load(path, mmap_mode="r")
                 except (OSError, ValueError):
                     continue
                 if probs.shape == (n, c):
@@ -690,10 +692,10 @@ class Project:
         return self.store.latest_done_round()
 
     def student_outputs(self, round_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """The stored ``(probs, features)`` of a round's student for the whole pool."""
+        """The stored ``(probs, features)`` of a round's student for the whole pool (read-only memory maps)."""
         base = self.path("cache", "student", f"round_{round_id:04d}")
         try:
-            return np.load(f"{base}_probs.npy"), np.load(f"{base}_features.npy")
+            return np.load(f"{base}_probs.npy", mmap_mode="r"), np.load(f"{base}_features.npy", mmap_mode="r")
         except FileNotFoundError as exc:
             raise ProjectError(f"round {round_id}: stored predictions missing ({exc.filename})") from exc
 
@@ -1015,7 +1017,7 @@ class Project:
             scores.append(audit_mod.audit_accuracy(probs, rows, y, model="student", round=rec.id))
             tfile = rec.metrics.get("teacher_probs_file")
             if include_teacher and tfile and self.path(tfile).is_file():
-                tprobs = np.load(self.path(tfile))
+                tprobs = np.load(self.path(tfile), mmap_mode="r")
                 scores.append(audit_mod.audit_accuracy(tprobs, rows, y, model="teacher", round=rec.id))
         return scores
 
