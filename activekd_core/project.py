@@ -39,12 +39,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from activekd_core import audit as audit_mod
 from activekd_core import export as export_mod
 from activekd_core.images import ImagePool, scan_images
 from activekd_core.store import (
@@ -57,6 +56,9 @@ from activekd_core.store import (
     utc_now,
     validate_class_names,
 )
+
+if TYPE_CHECKING:  # audit imports bias (pandas, scipy.stats): imported where used, not with the project
+    from activekd_core.audit import AuditScore
 
 DB_NAME = "project.db"
 PROJECT_FORMAT = 1
@@ -972,6 +974,8 @@ class Project:
         candidates = [i for i in self.pool().ids if i not in current and i not in in_batch]
         if not candidates:
             raise ProjectError("no unlabeled images left to sample an audit set from")
+        from activekd_core import audit as audit_mod
+
         size = size or audit_mod.default_audit_size(len(self.pool()), len(self.classes))
         try:
             ids = audit_mod.sample_audit_set(candidates, min(size, len(candidates)), self.config.get("seed", 0) if seed is None else seed)
@@ -987,6 +991,8 @@ class Project:
         return sum(1 for i in ids if i in labels), len(ids)
 
     def _audit_metrics(self, round_id: int, student_probs: np.ndarray, teacher_probs: np.ndarray | None) -> dict:
+        from activekd_core import audit as audit_mod
+
         rows, y = audit_mod.audit_rows(self.store.audit_ids(), self.store.current_labels(), self.row_of(),
                                        {c: i for i, c in enumerate(self.classes)})
         out = {"student": audit_mod.audit_accuracy(student_probs, rows, y, model="student", round=round_id).as_dict()}
@@ -994,7 +1000,7 @@ class Project:
             out["teacher"] = audit_mod.audit_accuracy(teacher_probs, rows, y, model="teacher", round=round_id).as_dict()
         return out
 
-    def audit_report(self, *, include_teacher: bool = True) -> list[audit_mod.AuditScore]:
+    def audit_report(self, *, include_teacher: bool = True) -> list[AuditScore]:
         """Accuracy ± Wilson interval on the currently labeled audit images.
 
         Entries: the teacher as configured (round 0: zero-shot/unfitted predictions; left
@@ -1003,6 +1009,8 @@ class Project:
         learns from labels differs per round). Scores use the audit labels as they are
         now, so labeling more audit images tightens every round's interval.
         """
+        from activekd_core import audit as audit_mod
+
         rows, y = audit_mod.audit_rows(self.store.audit_ids(), self.store.current_labels(), self.row_of(),
                                        {c: i for i, c in enumerate(self.classes)})
         scores = []

@@ -712,3 +712,62 @@ def test_select_batch_job_selects_once(tmp_path: Path, images) -> None:
     again = select_batch_job(progress=lambda d, t, m: None, cancel=threading.Event(), folder=str(p.folder))
     assert first == again == p.current_batch().batch.id  # type: ignore[union-attr]
     assert seen and seen[-1][0] == seen[-1][1]  # the teacher pass reported its progress
+
+
+def test_light_imports_for_precomputed_selection(tmp_path: Path, images, monkeypatch) -> None:
+    """A worker process for a precomputed-teacher project loads the project and the teacher
+    without torch, open_clip or the audit/bias stack (pandas, scipy.stats), and selecting a
+    batch never imports open_clip or that stack: checked in a fresh interpreter.
+
+    (``selection.kcenter`` resolves ``device="auto"`` by importing torch, so torch itself is
+    only asserted absent up to the teacher's probabilities.)
+    """
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(project_mod, "_make_teacher", REAL_MAKE_TEACHER)
+    root, truth = images
+    ids = sorted(truth)
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), size=len(ids))
+    table = tmp_path / "t.csv"
+    table.write_text("id,red,green,blue\n" + "".join(f"{i},{a},{b},{c}\n" for i, (a, b, c) in zip(ids, probs)))
+    p = Project.create(tmp_path / "p", root, CLASSES, {"kind": "precomputed", "path": str(table)}, batch_size=3)
+    for i in ids[:4]:
+        p.label(i, truth[i])
+    p.close()
+    script = (
+        "import sys, threading\n"
+        "import activekd_core.project as pm\n"
+        "heavy = ('torch', 'open_clip', 'pandas', 'scipy.stats', 'activekd_core.audit')\n"
+        "p = pm.Project.open(sys.argv[1]); p.teacher(); p.teacher_probs(); p.counts(); p.close()\n"
+        "print('BEFORE', [m for m in heavy if m in sys.modules])\n"
+        "bid = pm.select_batch_job(progress=lambda d, t, m: None, cancel=threading.Event(), folder=sys.argv[1])\n"
+        "print('BATCH', bid)\n"
+        "print('AFTER', [m for m in heavy[1:] if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "p")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "BEFORE []" in out.stdout and "BATCH " in out.stdout and "AFTER []" in out.stdout, out.stdout
+
+
+def test_teacher_package_imports_clip_lazily() -> None:
+    """Importing ``activekd_core.teachers`` and building a precomputed teacher spec path stays
+    light; the CLIP / stand-in names still resolve (imported on first use)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import activekd_core.teachers as t\n"
+        "assert 'torch' not in sys.modules and 'open_clip' not in sys.modules, 'eager heavy import'\n"
+        "assert 'StandInTeacher' in dir(t)\n"
+        "from activekd_core.teachers import StandInTeacher, ClipZeroShotTeacher, ClapConfig\n"
+        "assert StandInTeacher.__module__.endswith('standin') and 'torch' in sys.modules\n"
+        "try:\n"
+        "    t.NoSuchTeacher\n"
+        "except AttributeError:\n"
+        "    print('OK')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr

@@ -9,10 +9,18 @@ Kinds (``describe()["kind"]`` and the ``kind`` of a spec):
 
 :func:`make_teacher` builds any of them from a JSON-able spec; every teacher's
 ``describe()["spec"]`` is such a spec, so a project can store it and rebuild the teacher.
+
+Only :mod:`~activekd_core.teachers.base` and :mod:`~activekd_core.teachers.precomputed` are
+imported with this package: the CLIP and stand-in modules pull in torch and open_clip
+(seconds of CPU and ~1 GB), which a process using a precomputed teacher (the selection
+worker, the Streamlit server) never needs. :func:`make_teacher` imports them in the branch
+that builds them, and their public names (``ClipZeroShotTeacher``, ``StandInTeacher``, ...)
+are still attributes of this package, imported on first access (PEP 562 ``__getattr__``).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,10 +34,39 @@ from activekd_core.teachers.base import (
     TeacherUnavailable,
     softmax_rows,
 )
-from activekd_core.teachers.clip_few_shot import ClapConfig, ClipFewShotTeacher, fit_clap_prototypes
-from activekd_core.teachers.clip_zero_shot import ClipZeroShotTeacher, probs_from_features, resolve_device
 from activekd_core.teachers.precomputed import PrecomputedTeacher
-from activekd_core.teachers.standin import STANDIN_LABEL, StandInTeacher, standin_features
+
+# Public names of the heavy (torch / open_clip) modules -> the module that defines them;
+# imported on first attribute access by ``__getattr__`` below.
+_LAZY = {
+    "ClapConfig": "clip_few_shot",
+    "ClipFewShotTeacher": "clip_few_shot",
+    "fit_clap_prototypes": "clip_few_shot",
+    "ClipZeroShotTeacher": "clip_zero_shot",
+    "probs_from_features": "clip_zero_shot",
+    "resolve_device": "clip_zero_shot",
+    "STANDIN_LABEL": "standin",
+    "StandInTeacher": "standin",
+    "standin_features": "standin",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a CLIP / stand-in name on first use (PEP 562), so importing the package stays light.
+
+    Raises:
+        AttributeError: For a name this package does not export.
+    """
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 KINDS = ("clip_zero_shot", "clip_few_shot", "precomputed", "standin")
 
@@ -96,14 +133,20 @@ def make_teacher(
         raise ValueError(f"a {kind} teacher needs classes")
     if kind == "standin":
         _check_keys(kind, spec, {"temperature", "image_size", "n_components", "C", "smoothing", "seed"})
+        from activekd_core.teachers.standin import StandInTeacher
+
         return StandInTeacher(cls_names, **spec)
     clap = spec.pop("clap", None) if kind == "clip_few_shot" else None
     _check_keys(kind, spec, _CLIP_KEYS)
     if device is not None:
         spec["device"] = device
+    from activekd_core.teachers.clip_zero_shot import ClipZeroShotTeacher
+
     zero_shot = ClipZeroShotTeacher(cls_names, cache_dir=cache_dir, **spec)
     if kind == "clip_zero_shot":
         return zero_shot
+    from activekd_core.teachers.clip_few_shot import ClapConfig, ClipFewShotTeacher
+
     return ClipFewShotTeacher(zero_shot, ClapConfig(**(clap or {})))
 
 
