@@ -186,6 +186,7 @@ class Project:
         self._lock = threading.RLock()
         self._pool: ImagePool | None = None
         self.last_teacher_file: Path | None = None
+        self._counts_cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     # ---- creating and opening ----------------------------------------------------------
 
@@ -477,18 +478,35 @@ class Project:
         return np.asarray(rows, dtype=np.int64), np.asarray(y, dtype=np.int64)
 
     def counts(self) -> dict[str, Any]:
-        """Overall progress: per-class label counts, skipped, unsure, unlabeled, audit."""
-        current = self.store.current()
-        states = [e.event for e in current.values()]
-        return {
-            "per_class": self.store.class_counts(),
-            "labeled": states.count("label"),
-            "skipped": states.count("skip"),
-            "unsure": states.count("unsure"),
-            "unlabeled": len(self.pool()) - len(current),
-            "audit": len(self.store.audit_ids()),
-            "total": len(self.pool()),
-        }
+        """Overall progress: per-class label counts, skipped, unsure, unlabeled, audit.
+
+        Cached on the newest label event id (with the classes, audit set size and pool
+        size), so a page rerun that asks several times counts once; returns a fresh dict.
+        """
+        key = (self.store.newest_event_id(), tuple(self.store.class_names()), len(self.store.audit_ids()),
+               len(self.pool()))
+        cached = self._counts_cache
+        if cached is None or cached[0] != key:
+            current = self.store.current()
+            per_class = dict.fromkeys(key[1], 0)
+            states = {"label": 0, "skip": 0, "unsure": 0}
+            for e in current.values():
+                states[e.event] = states.get(e.event, 0) + 1
+                if e.event == "label" and e.class_name in per_class:
+                    per_class[e.class_name] += 1
+            cached = (key, {
+                "per_class": per_class,
+                "labeled": states["label"],
+                "skipped": states["skip"],
+                "unsure": states["unsure"],
+                "unlabeled": key[3] - len(current),
+                "audit": key[2],
+                "total": key[3],
+            })
+            self._counts_cache = cached
+        out = dict(cached[1])
+        out["per_class"] = dict(out["per_class"])
+        return out
 
     def import_labels_csv(self, path: Path | str, *, annotator: str = "import") -> Any:
         """Import labels from a CSV (``id``/``path``/``filename`` + ``label``/``class`` columns).

@@ -28,11 +28,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -141,6 +142,10 @@ CREATE TABLE jobs (
 );
 CREATE UNIQUE INDEX jobs_one_running ON jobs(kind) WHERE state = 'running';
 """
+
+
+# Store.current(): above this many new events, re-read the whole view instead of patching.
+_INCREMENTAL_LIMIT = 2000
 
 
 class StoreError(Exception):
@@ -279,7 +284,9 @@ class Store:
         self.path = path
         self._conn = conn
         self._lock = threading.RLock()
-        self._current_cache: tuple[int | None, dict[str, LabelEvent]] | None = None
+        # (newest event id seen, image id -> current event); the dict is never mutated once
+        # handed out (callers get a read-only view of it), see :meth:`current`.
+        self._current_cache: tuple[int, dict[str, LabelEvent]] | None = None
 
     # ---- opening -------------------------------------------------------------------
 
@@ -574,19 +581,56 @@ class Store:
         """Ids of every stored event (for audits and crash tests)."""
         return {int(r[0]) for r in self._query("SELECT id FROM label_events")}
 
-    def current(self) -> dict[str, LabelEvent]:
+    def newest_event_id(self) -> int:
+        """Id of the newest label event (0 when there is none); changes with every label/undo.
+
+        The history is append-only and writers are serialised, so an unchanged id means an
+        unchanged labeling state: use it as a cache key.
+        """
+        return int(self._query("SELECT max(id) FROM label_events")[0][0] or 0)
+
+    def current(self) -> Mapping[str, LabelEvent]:
         """The current state per image that has one: image id -> its effective latest event.
 
-        Cached on the newest event id: the history is append-only (undo included), so an
-        unchanged ``max(id)`` means an unchanged answer, and a page rerun that asks
-        several times pays for one query (any process's new event invalidates it).
+        Returns a read-only snapshot (``types.MappingProxyType``): it does not change when
+        labels are added later; call again for the new state. Copy it (``dict(...)``) to
+        modify it.
+
+        Cached on the newest event id and updated incrementally: the history is append-only
+        (an undo row carries the image id of the event it undoes), so only the images named
+        by events newer than the cached id can have changed; each one's state is re-read
+        with :meth:`current_state`'s query and patched into a copy of the cached dict (the
+        previous snapshot stays as it was). Events from any connection or process are seen.
+        A long run of new events (e.g. an import) is read back in full instead.
         """
         with self._lock:
-            newest = self._query("SELECT max(id) FROM label_events")[0][0]
-            if self._current_cache is None or self._current_cache[0] != newest:
-                rows = self._query("SELECT * FROM current_labels ORDER BY id")
-                self._current_cache = (newest, {r["image_id"]: _event(r) for r in rows})
-            return dict(self._current_cache[1])
+            cache = self._current_cache
+            if cache is not None:
+                seen, states = cache
+                new = self._query(
+                    "SELECT id, image_id FROM label_events WHERE id > ? ORDER BY id LIMIT ?",
+                    (seen, _INCREMENTAL_LIMIT + 1),
+                )
+                if not new:
+                    return MappingProxyType(states)
+                if len(new) <= _INCREMENTAL_LIMIT:
+                    # Events committed after this query have larger ids than ``newest`` and are
+                    # picked up next time, so a state read here that already includes one stays exact.
+                    newest = int(new[-1][0])
+                    patched = dict(states)
+                    for image_id in dict.fromkeys(r[1] for r in new):
+                        ev = self.current_state(image_id)
+                        if ev is None:
+                            patched.pop(image_id, None)
+                        else:
+                            patched[image_id] = ev
+                    self._current_cache = (newest, patched)
+                    return MappingProxyType(patched)
+            newest = self.newest_event_id()  # read before the view: later events are re-read next time
+            rows = self._query("SELECT * FROM current_labels ORDER BY id")
+            states = {r["image_id"]: _event(r) for r in rows}
+            self._current_cache = (newest, states)
+            return MappingProxyType(states)
 
     def current_state(self, image_id: str) -> LabelEvent | None:
         """The current state of one image, or None when unlabeled."""

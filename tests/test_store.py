@@ -302,6 +302,71 @@ def test_current_cache_sees_other_connections(tmp_path: Path) -> None:
     other.undo("b")
     assert store.current_labels() == {"img0.png": "cat"}
     snapshot = store.current()
-    snapshot.clear()  # callers get a copy
+    with pytest.raises(TypeError):  # callers get a read-only snapshot
+        snapshot["img0.png"] = None  # type: ignore[index]
     assert store.class_counts() == {"cat": 1, "dog": 0, "fox": 0}
     other.close()
+
+
+def _full_current(store: Store) -> dict[str, tuple]:
+    """The current state recomputed from the whole view (the reference for the cache)."""
+    conn = sqlite3.connect(store.path)  # its own connection: not seen by the store's SQL trace
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute("SELECT * FROM current_labels").fetchall()
+    finally:
+        conn.close()
+    return {r["image_id"]: (r["id"], r["event"], r["class_name"], r["annotator"]) for r in rows}
+
+
+def _as_tuples(current) -> dict[str, tuple]:
+    return {i: (e.id, e.event, e.class_name, e.annotator) for i, e in current.items()}
+
+
+@pytest.mark.parametrize("limit", [2000, 3])
+def test_incremental_current_exact_across_connections(tmp_path: Path, monkeypatch, limit: int) -> None:
+    """Random label/skip/unsure/undo/import from two connections: every current() equals a
+    full recompute, earlier snapshots never change, and (small steps) the whole view is
+    not re-read after the first call."""
+    import random
+
+    import activekd_core.store as store_mod
+
+    monkeypatch.setattr(store_mod, "_INCREMENTAL_LIMIT", limit)
+    a = make_store(tmp_path, n=8)
+    b = Store.open(a.path)
+    ids = [f"img{i}.png" for i in range(8)]
+    rng = random.Random(7)
+    sql: list[str] = []
+    a._conn.set_trace_callback(sql.append)
+    assert a.current() == {}
+    snapshots = []
+    for step in range(160):
+        writer = rng.choice([a, b])
+        who = rng.choice(["x", "y"])
+        op = rng.random()
+        if op < 0.35:
+            writer.label(rng.choice(ids), rng.choice(["cat", "dog", "fox"]), annotator=who)
+        elif op < 0.5:
+            writer.skip(rng.choice(ids), annotator=who)
+        elif op < 0.62:
+            writer.unsure(rng.choice(ids), annotator=who)
+        elif op < 0.95:
+            writer.undo(who, rng.choice([None, rng.choice(ids)]))
+        else:
+            writer.add_labels([(rng.choice(ids), "dog") for _ in range(5)], annotator=who)
+        reader = rng.choice([a, b])
+        got = reader.current()
+        assert _as_tuples(got) == _full_current(reader), f"step {step}"
+        snapshots.append((got, _as_tuples(got)))
+    for snap, frozen in snapshots:
+        assert _as_tuples(snap) == frozen  # handed-out snapshots are never patched in place
+    assert _as_tuples(a.current()) == _as_tuples(b.current()) == _full_current(a)
+    full_reads = sum("current_labels" in s for s in sql)
+    if limit == 2000:
+        assert full_reads == 1  # only the first call read the whole view
+    else:
+        assert full_reads > 1  # imports of 5 events exceed the limit: read back in full
+    assert a.newest_event_id() == max(a.event_ids())
+    b.close()
+    a.close()
