@@ -102,6 +102,11 @@ class ImagePool:
         root: The image root folder.
         ids: Image ids (POSIX paths relative to ``root``), in pool order.
         problems: Files skipped while scanning, with reasons.
+
+    A pool is treated as immutable once built (by :func:`scan_images` or by hand):
+    :meth:`fingerprint` is computed once and cached on the object. Replacing or resizing
+    ``ids`` invalidates that cache; editing ``ids`` in place at the same length does not,
+    so build a new pool instead (``fingerprint(recheck=True)`` always recomputes).
     """
 
     root: Path
@@ -109,6 +114,9 @@ class ImagePool:
     problems: list[ImageProblem] = field(default_factory=list)
     # (size, mtime_ns) per id, recorded at scan time so fingerprint() needs no disk access.
     _stats: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
+    # (the ids list object, its length, fingerprint) of the last fingerprint() call; holding
+    # the list itself (not its id()) so a replaced list can never be mistaken for it.
+    _fingerprint: tuple[list[str], int, str] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -125,8 +133,9 @@ class ImagePool:
         """A hash of the pool's content: ids, sizes and modification times, in order.
 
         Cheap: sizes and times recorded by :func:`scan_images` are reused, so no file is
-        touched (about 0.1 s for 100k ids). Files not seen by a scan (a pool built by hand)
-        are stat-ed once and remembered.
+        touched (about 0.1 s for 100k ids), and the result is cached on the pool (see the
+        class docstring), so later calls cost nothing. Files not seen by a scan (a pool
+        built by hand) are stat-ed once and remembered.
 
         Args:
             recheck: Stat every file again (picks up files changed since the scan).
@@ -134,6 +143,9 @@ class ImagePool:
         Returns:
             16 hex characters.
         """
+        cached = self._fingerprint
+        if not recheck and cached is not None and cached[0] is self.ids and cached[1] == len(self.ids):
+            return cached[2]
         digest = hashlib.sha256()
         for image_id in self.ids:
             entry = None if recheck else self._stats.get(image_id)
@@ -141,7 +153,9 @@ class ImagePool:
                 entry = _stat_entry(self.root / image_id)
                 self._stats[image_id] = entry
             digest.update(id_to_bytes(image_id) + f"\0{entry[0]}\0{entry[1]}\n".encode())
-        return digest.hexdigest()[:16]
+        value = digest.hexdigest()[:16]
+        self._fingerprint = (self.ids, len(self.ids), value)
+        return value
 
 
 def _stat_entry(path: Path) -> tuple[int, int]:

@@ -171,3 +171,24 @@ def test_scan_without_verify_only_checks_entries(tmp_path: Path) -> None:
     pool = scan_images(tmp_path, verify=False)
     assert pool.ids == ["fake.png"]
     assert [p.id for p in pool.problems] == ["empty.png"]
+
+
+def test_fingerprint_cached_until_ids_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool hashes its ids once; a new ids list (or length) invalidates the cached value."""
+    import activekd_core.images as images_mod
+
+    for k in range(3):
+        save(tmp_path / f"{k}.png", colour((k, k, k)))
+    pool = scan_images(tmp_path)
+    first = pool.fingerprint()
+    hashed = []
+    real_sha = images_mod.hashlib.sha256
+    monkeypatch.setattr(images_mod.hashlib, "sha256", lambda *a: hashed.append(1) or real_sha(*a))
+    assert [pool.fingerprint() for _ in range(5)] == [first] * 5 and hashed == []
+    pool.ids = pool.ids[:2]  # a new list: recomputed
+    second = pool.fingerprint()
+    assert second != first and len(hashed) == 1
+    pool.ids.append("2.png")  # same list object, new length: recomputed
+    assert pool.fingerprint() == first and len(hashed) == 2
+    assert pool.fingerprint(recheck=True) == first and len(hashed) == 3
+
