@@ -114,6 +114,8 @@ class ImagePool:
     problems: list[ImageProblem] = field(default_factory=list)
     # (size, mtime_ns) per id, recorded at scan time so fingerprint() needs no disk access.
     _stats: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
+    # (width, height) per id, read from the header by a verifying scan (so nobody reopens files for it).
+    _sizes: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
     # (the ids list object, its length, fingerprint) of the last fingerprint() call; holding
     # the list itself (not its id()) so a replaced list can never be mistaken for it.
     _fingerprint: tuple[list[str], int, str] | None = field(default=None, repr=False, compare=False)
@@ -128,6 +130,11 @@ class ImagePool:
     def index_of(self) -> dict[str, int]:
         """A mapping from image id to pool row."""
         return {image_id: i for i, image_id in enumerate(self.ids)}
+
+    def image_size(self, image_id: str) -> tuple[int, int] | None:
+        """``(width, height)`` of an image as read by a verifying scan, or None when unknown
+        (a pool built by hand or scanned with ``verify=False``); no file is opened."""
+        return self._sizes.get(image_id)
 
     def fingerprint(self, *, recheck: bool = False) -> str:
         """A hash of the pool's content: ids, sizes and modification times, in order.
@@ -350,6 +357,7 @@ def scan_images(
     ids: list[str] = []
     problems: list[ImageProblem] = []
     stats: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     total = len(candidates)
     for done, path in enumerate(candidates, start=1):
         if cancel is not None and cancel.is_set():
@@ -358,11 +366,14 @@ def scan_images(
         reason, entry = _file_problem(root, path)
         if reason is None and non_utf8_names == "skip" and not is_portable_id(image_id):
             reason = "file or folder name is not valid UTF-8 text; rename it to use this image"
+        size = None
         if reason is None and verify:
-            reason = _content_problem(path, max_pixels, full_decode)
+            reason, size = _content_problem(path, max_pixels, full_decode)
         if reason is None:
             ids.append(image_id)
             stats[image_id] = entry
+            if size is not None:
+                sizes[image_id] = size
         else:
             shown = display_id(image_id)
             problems.append(ImageProblem(shown, root / shown if shown != image_id else path, reason))
@@ -370,7 +381,7 @@ def scan_images(
             progress(done, total, f"checked {done}/{total} files")
     ids.sort()
     problems.sort(key=lambda p: p.id)
-    return ImagePool(root=root, ids=ids, problems=problems, _stats=stats)
+    return ImagePool(root=root, ids=ids, problems=problems, _stats=stats, _sizes=sizes)
 
 
 def _walk_candidates(root: Path) -> Iterable[Path]:
@@ -419,15 +430,16 @@ def _file_problem(root: Path, path: Path) -> tuple[str | None, tuple[int, int]]:
     return None, (st.st_size, st.st_mtime_ns)
 
 
-def _content_problem(path: Path, max_pixels: int, full_decode: bool) -> str | None:
+def _content_problem(path: Path, max_pixels: int, full_decode: bool) -> tuple[str | None, tuple[int, int] | None]:
+    """Check a file's contents: ``(reason it is unusable, None)`` or ``(None, (width, height))``."""
     try:
         with _open_file(path) as fh:
             with Image.open(fh, formats=ALLOWED_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    return _too_large(width, height, max_pixels)
+                    return _too_large(width, height, max_pixels), None
                 if width < 1 or height < 1:
-                    return f"invalid size {width}x{height}"
+                    return f"invalid size {width}x{height}", None
                 fmt = img.format
                 if full_decode:
                     img.load()
@@ -440,18 +452,18 @@ def _content_problem(path: Path, max_pixels: int, full_decode: bool) -> str | No
                 else:
                     img.load()  # GIF/BMP/TIFF/WebP: no cheap check, decode (first frame)
     except Image.DecompressionBombError as exc:
-        return f"too large (decompression bomb guard): {exc}"
+        return f"too large (decompression bomb guard): {exc}", None
     except Image.UnidentifiedImageError:
-        return "not a recognised image format (contents do not match any of " + ", ".join(ALLOWED_FORMATS) + ")"
+        return "not a recognised image format (contents do not match any of " + ", ".join(ALLOWED_FORMATS) + ")", None
     except OSError as exc:
         if exc.errno is not None:
-            return _os_error_reason(exc)
-        return f"corrupt or truncated image: {exc}"
+            return _os_error_reason(exc), None
+        return f"corrupt or truncated image: {exc}", None
     except (SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
-        return f"corrupt image: {exc}"
+        return f"corrupt image: {exc}", None
     except Exception as exc:  # noqa: BLE001 - one hostile file must never stop a scan
-        return f"corrupt image (decoder error {type(exc).__name__}: {exc})"
-    return None
+        return f"corrupt image (decoder error {type(exc).__name__}: {exc})", None
+    return None, (width, height)
 
 
 def _jpeg_has_end_marker(fh: BinaryIO) -> bool:

@@ -1213,11 +1213,15 @@ def _image_records(pool: ImagePool) -> list[ImageRecord]:
     records = []
     for row, image_id in enumerate(pool.ids):
         path = pool.root / image_id
-        try:
-            with Image.open(path) as img:
-                width, height = img.size
-        except Exception:  # scanned as readable a moment ago; size is informative only
-            width = height = None
+        size = pool.image_size(image_id)  # read by the verifying scan: no second open
+        if size is not None:
+            width, height = size
+        else:
+            try:
+                with Image.open(path) as img:
+                    width, height = img.size
+            except Exception:  # scanned as readable a moment ago; size is informative only
+                width = height = None
         records.append(ImageRecord(image_id, row, str(path), width, height, True, None))
     for p in pool.problems:
         records.append(ImageRecord(p.id, None, str(p.path), None, None, False, p.reason))

@@ -192,3 +192,15 @@ def test_fingerprint_cached_until_ids_change(tmp_path: Path, monkeypatch: pytest
     assert pool.fingerprint() == first and len(hashed) == 2
     assert pool.fingerprint(recheck=True) == first and len(hashed) == 3
 
+
+def test_scan_keeps_header_sizes(tmp_path: Path) -> None:
+    """A verifying scan records each usable image's (width, height); no scan, no size."""
+    save(tmp_path / "a.png", colour((1, 1, 1), size=(24, 20)))
+    save(tmp_path / "b.jpg", colour((2, 2, 2), size=(7, 11)), "JPEG")
+    (tmp_path / "c.png").write_bytes(b"not an image")
+    pool = scan_images(tmp_path)
+    assert pool.ids == ["a.png", "b.jpg"]
+    assert pool.image_size("a.png") == (24, 20) and pool.image_size("b.jpg") == (7, 11)
+    assert pool.image_size("c.png") is None
+    assert scan_images(tmp_path, verify=False).image_size("a.png") is None
+    assert ImagePool(root=tmp_path, ids=["a.png"]).image_size("a.png") is None

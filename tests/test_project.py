@@ -799,3 +799,20 @@ def test_counts_cached_on_newest_event(tmp_path: Path, images, monkeypatch) -> N
     p.store.undo("expert")
     assert p.counts() == recount() and p.counts()["skipped"] == 0 and len(reads) == 3
 
+
+def test_create_opens_each_image_once(tmp_path: Path, images, monkeypatch) -> None:
+    """Project.create stores every image's size from the scan, without reopening the files."""
+    root, truth = images
+    opened: list[str] = []
+    real_open = Image.open
+
+    def counting_open(fp, *a, **kw):
+        opened.append(str(getattr(fp, "name", fp)))
+        return real_open(fp, *a, **kw)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    p = new_project(tmp_path, root)
+    recs = {r.id: r for r in p.store.images() if r.readable}
+    assert set(recs) == set(truth) and all((r.width, r.height) == (24, 20) for r in recs.values())
+    scanned = [n for n in opened if str(root.resolve()) in n]
+    assert len(scanned) == len(truth), f"{len(scanned)} opens for {len(truth)} images"
