@@ -21,7 +21,6 @@ widgets to it):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,151 +29,19 @@ import streamlit as st
 from activekd_core import coverage as cov
 from activekd_core import figures as figs
 from activekd_core import projection as pj
-from activekd_core.project import Project, ProjectError
+from activekd_core.explore_state import (
+    PoolState,
+    coverage_inputs,
+    greedy_steps,
+    read_pool_state,
+    selection_space_probs,
+)
+from activekd_core.project import Project
 from pages._session import current_project, show_project_error, thumbnail
 
 MAX_GRID = 60  # most images shown in the selection grid
 DEMO_STRATEGIES = ("pcoreset", "entropy", "random", "coreset")
 KEY_PREFIX = "exp_"
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading the project (no computation beyond indexing)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PoolState:
-    """Everything the page draws, as arrays in pool row order.
-
-    Attributes:
-        ids: Image id per pool row.
-        classes: Class names (column order of every probability matrix).
-        teacher: ``(N, C)`` teacher probabilities.
-        student: ``(N, C)`` probabilities of the active student, or None before round 1.
-        student_round: Id of the active round, or None.
-        student_features: The active student's pooled features (CoreSet's space), or None.
-        human_rows: Pool rows with a human label (audit images included).
-        human_y: Class index per ``human_rows``.
-        seed_rows: Labeled rows that seed selection (audit excluded).
-        candidates: Rows a strategy may pick (no state, not in the audit set).
-        picked_rounds: Model round -> rows picked in a batch of that round and labeled since.
-        query: Rows of the open query batch.
-        rounds: Ids of finished rounds in order, with their student probabilities.
-        label_round: Per seed row, the model round active when it was labeled.
-    """
-
-    ids: list[str]
-    classes: list[str]
-    teacher: np.ndarray
-    student: np.ndarray | None
-    student_round: int | None
-    student_features: np.ndarray | None
-    human_rows: np.ndarray
-    human_y: np.ndarray
-    seed_rows: np.ndarray
-    candidates: np.ndarray
-    picked_rounds: dict[int, np.ndarray]
-    query: np.ndarray
-    rounds: list[tuple[int, np.ndarray]] = field(default_factory=list)
-    label_round: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    @property
-    def n(self) -> int:
-        """Pool size."""
-        return len(self.ids)
-
-    def human_names(self) -> list[str]:
-        """Human label name per pool row (``"unlabeled"`` where none)."""
-        names = [figs.UNLABELED] * self.n
-        for r, c in zip(self.human_rows, self.human_y):
-            names[int(r)] = self.classes[int(c)]
-        return names
-
-
-def read_pool_state(project: Project) -> PoolState:
-    """Collect the arrays the page needs from the project (teacher probs come from its cache)."""
-    ids = project.pool().ids
-    row_of = project.row_of()
-    classes = project.classes
-    cls_index = {c: i for i, c in enumerate(classes)}
-    current = project.store.current()
-    audit = set(project.store.audit_ids())
-    human = sorted((row_of[i], cls_index[e.class_name]) for i, e in current.items()
-                   if e.event == "label" and e.class_name in cls_index and i in row_of)
-    human_rows = np.asarray([h[0] for h in human], dtype=np.int64)
-    human_y = np.asarray([h[1] for h in human], dtype=np.int64)
-    seed_rows, candidates = project.candidate_rows()
-    label_round = np.asarray([int(current[ids[r]].round or 0) for r in seed_rows], dtype=np.int64)
-
-    teacher = np.asarray(project.teacher_probs(), dtype=np.float32)
-    active = project.active_round()
-    student = feats = None
-    rounds: list[tuple[int, np.ndarray]] = []
-    for rec in project.store.rounds():
-        if rec.status != "done":
-            continue
-        try:
-            probs, f = project.student_outputs(rec.id)
-        except ProjectError:
-            continue
-        rounds.append((rec.id, np.asarray(probs, dtype=np.float32)))
-        if active is not None and rec.id == active.id:
-            student, feats = np.asarray(probs, dtype=np.float32), f
-    open_batch = project.store.open_batch_current()
-    query = np.asarray([row_of[it.image_id] for it in open_batch.items if it.image_id in row_of]
-                       if open_batch else [], dtype=np.int64)
-    picked: dict[int, list[int]] = {}
-    for batch in project.store.batches():
-        if open_batch is not None and batch.id == open_batch.id:
-            continue
-        for it in batch.items:
-            ev = current.get(it.image_id)
-            if ev is not None and ev.event == "label" and it.image_id in row_of:
-                picked.setdefault(int(batch.round), []).append(row_of[it.image_id])
-    return PoolState(
-        ids=ids, classes=classes, teacher=teacher, student=student,
-        student_round=active.id if (active is not None and student is not None) else None,
-        student_features=feats, human_rows=human_rows, human_y=human_y, seed_rows=seed_rows,
-        candidates=candidates,
-        picked_rounds={r: np.unique(np.asarray(v, dtype=np.int64)) for r, v in sorted(picked.items())},
-        query=query, rounds=rounds, label_round=label_round,
-    )
-
-
-def selection_space_probs(state: PoolState) -> tuple[str, np.ndarray]:
-    """PCoreSet's space: the active student's probabilities, or the teacher's before round 1."""
-    if state.student is not None:
-        return f"student (round {state.student_round})", state.student
-    return "teacher", state.teacher
-
-
-def greedy_steps(state: PoolState, k: int) -> cov.GreedyTrace:
-    """PCoreSet's greedy picks over the candidate pool (labeled rows seed it), in pool rows."""
-    _, points = selection_space_probs(state)
-    subset = np.sort(np.concatenate([state.seed_rows, state.candidates]))
-    pos = np.searchsorted(subset, state.seed_rows)
-    trace = cov.greedy_trace(points[subset], pos, k)
-    trace.indices = subset[trace.indices]
-    return trace
-
-
-def coverage_inputs(state: PoolState) -> tuple[list[np.ndarray], dict[str, Any], list[str]]:
-    """Labeled rows and spaces per round for :func:`coverage.coverage_curve`.
-
-    Round 0 is the teacher-only phase; round ``r`` uses the labels made while model ``r``
-    (or an earlier one) was active, i.e. the picks that model's queries produced.
-    """
-    round_ids = [0] + [rid for rid, _ in state.rounds]
-    labeled = [state.seed_rows[state.label_round <= rid] for rid in round_ids]
-    student = [None] + [p for _, p in state.rounds]
-    names = ["teacher only"] + [f"round {rid}" for rid in round_ids[1:]]
-    spaces: dict[str, Any] = {"teacher": state.teacher}
-    if state.rounds:
-        spaces["student"] = student
-    keep = [i for i, lab in enumerate(labeled) if lab.size > 0]
-    return [labeled[i] for i in keep], {k: (v if isinstance(v, np.ndarray) else [v[i] for i in keep])
-                                         for k, v in spaces.items()}, [names[i] for i in keep]
 
 
 # ---------------------------------------------------------------------------------------------
