@@ -80,12 +80,7 @@ def init_distributed(device: torch.device | None = None) -> DistInfo:
         The :class:`DistInfo` of this process.
     """
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(
-            dist.get_world_size(),
-            dist.get_rank(),
-            int(os.environ.get("LOCAL_RANK", "0")),
-            str(dist.get_backend()),
-        )
+        return current()
     world = env_world_size()
     if world <= 1:
         return DistInfo()
