@@ -467,15 +467,8 @@ class Project:
         return self.store.undo(annotator, image_id, session=session)
 
     def training_labels(self) -> tuple[np.ndarray, np.ndarray]:
-        """Pool rows and class indices of labeled images, audit set excluded."""
-        row_of = self.row_of()
-        cls_index = {c: i for i, c in enumerate(self.classes)}
-        audit = set(self.store.audit_ids())
-        pairs = sorted((row_of[i], cls_index[c]) for i, c in self.store.current_labels().items() if i not in audit)
-        if not pairs:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        rows, y = zip(*pairs)
-        return np.asarray(rows, dtype=np.int64), np.asarray(y, dtype=np.int64)
+        """Pool rows and class indices of labeled images, audit set excluded (sorted by row)."""
+        return self.human_labels("train")
 
     def counts(self) -> dict[str, Any]:
         """Overall progress: per-class label counts, skipped, unsure, unlabeled, audit.
