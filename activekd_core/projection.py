@@ -51,6 +51,7 @@ import threading
 import time
 import traceback
 import types
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -538,6 +539,9 @@ def _worker_main(requests: Any, results: Any, threads: int | None, warm_metrics:
     if threads:
         for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(threads)
+    # Only small tuples travel on ``results``; never let its feeder thread hold this process
+    # at exit if the parent is gone.
+    results.cancel_join_thread()
     reducers: OrderedDict[str, Any] = OrderedDict()
     try:
         t0 = time.perf_counter()
@@ -562,15 +566,19 @@ def _worker_main(requests: Any, results: Any, threads: int | None, warm_metrics:
             if msg[6] is not None:
                 latest[msg[6]] = msg[1]
         msg = pending.pop(0)
-        kind, key, probs, params_dict, base_key, cache_dir, group = msg
+        kind, key, probs_file, params_dict, base_key, cache_dir, group = msg
         if group is not None and latest.get(group) != key:
+            Path(probs_file).unlink(missing_ok=True)
             results.put(("superseded", key, 0.0, ""))
             continue
         results.put(("started", key, 0.0, ""))
         try:
             t0 = time.perf_counter()
             params = LayoutParams(**params_dict)
-            p = _as_probs(probs)
+            try:
+                p = _as_probs(np.load(probs_file, allow_pickle=False))
+            finally:
+                Path(probs_file).unlink(missing_ok=True)
             meta: dict[str, Any] = {"input_hash": array_hash(p), "n": int(p.shape[0]), "num_classes": int(p.shape[1])}
             note = ""
             if kind == "fit":
@@ -662,6 +670,7 @@ class LayoutJob:
         self._requests: Any = None
         self._results: Any = None
         self._listener: threading.Thread | None = None
+        self._request_files: set[Path] = set()
         self._closed = False
         self.warm_seconds: float | None = None
         self.started_at: float | None = None
@@ -675,8 +684,13 @@ class LayoutJob:
             raise RuntimeError("projection: LayoutJob is closed")
         if self._proc is not None and self._proc.is_alive():
             return
+        self._close_queues()
         self._requests = self._ctx.Queue()
         self._results = self._ctx.Queue()
+        # Requests carry a file path and small values only, and their feeder thread is never
+        # joined at exit: a worker that died or is still warming up can no longer hold this
+        # process open (a queued array larger than the pipe buffer used to block exit forever).
+        self._requests.cancel_join_thread()
         self.warm_seconds = None
         self._proc = self._ctx.Process(
             target=_worker_main,
@@ -701,7 +715,7 @@ class LayoutJob:
                     self._fail_all(f"layout worker exited (code {proc.exitcode})")
                     return
                 continue
-            except (EOFError, OSError):
+            except (EOFError, OSError, ValueError):  # ValueError: the queue was closed
                 self._fail_all("layout worker connection lost")
                 return
             with self._lock:
@@ -749,7 +763,34 @@ class LayoutJob:
                 return
             self._status[key] = LayoutStatus(key=key, state="queued", submitted=time.time())
         self._ensure_worker()
-        self._requests.put((kind, key, p, asdict(params), base_key, str(self.cache.root), group))
+        probs_file = self._write_request(key, p)
+        self._requests.put((kind, key, str(probs_file), asdict(params), base_key, str(self.cache.root), group))
+
+    def _write_request(self, key: str, p: np.ndarray) -> Path:
+        """Write a request's probabilities where the worker reads them (it deletes the file)."""
+        folder = self.cache.root / "requests"
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{key}-{os.getpid()}-{uuid.uuid4().hex[:12]}.npy"
+        tmp = dest.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(p, dtype=np.float32), allow_pickle=False)
+        os.replace(tmp, dest)
+        with self._lock:
+            if len(self._request_files) > 64:  # the worker deletes what it read
+                self._request_files = {f for f in self._request_files if f.exists()}
+            self._request_files.add(dest)
+        return dest
+
+    def _close_queues(self) -> None:
+        """Release the queues of a previous (dead or closed) worker without waiting on them."""
+        for q in (self._requests, self._results):
+            if q is None:
+                continue
+            with contextlib.suppress(Exception):
+                q.cancel_join_thread()
+            with contextlib.suppress(Exception):
+                q.close()
+        self._requests = self._results = None
 
     def _stand_in(self, p: np.ndarray, params: LayoutParams, key: str, note: str) -> Layout:
         t0 = time.perf_counter()
@@ -869,16 +910,22 @@ class LayoutJob:
         """Stop the worker process (queued work is dropped)."""
         self._closed = True
         proc = self._proc
-        if proc is None:
-            return
-        try:
-            self._requests.put(None)
-        except (OSError, ValueError):
-            pass
-        proc.join(timeout)
-        if proc.is_alive():
-            proc.terminate()
+        if proc is not None:
+            try:
+                self._requests.put(None)
+            except (OSError, ValueError, AttributeError):
+                pass
             proc.join(timeout)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout)
+        self._close_queues()
+        if self._listener is not None:
+            self._listener.join(timeout)
+        with self._lock:
+            leftovers, self._request_files = self._request_files, set()
+        for f in leftovers:
+            f.unlink(missing_ok=True)
         self._fail_all("layout worker closed")
 
     def __enter__(self) -> LayoutJob:

@@ -197,3 +197,36 @@ def test_worker_does_not_rerun_the_callers_main_script(tmp_path):
                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert out.stdout.strip().endswith("OK"), out.stderr[-2000:]
     assert marker.read_text().split() == ["__main__"]
+
+
+def test_process_exits_with_a_large_request_queued_for_a_busy_worker(tmp_path):
+    """A server or test run that ends while the worker has not read a large request must still exit.
+
+    Before the fix the probabilities travelled through the request queue; an item larger than
+    the pipe buffer left the queue's feeder thread blocked and ``multiprocessing``'s exit hook
+    joined it forever (the test suite printed "passed" and never exited).
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "leaves_a_job_open.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from activekd_core import projection as pj\n"
+        "if __name__ == '__main__':\n"
+        f"    job = pj.LayoutJob({str(tmp_path / 'cache')!r}, warm_metrics=('euclidean',))\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    p = rng.dirichlet(np.ones(10), size=50_000).astype(np.float32)  # 2 MB, far above a pipe buffer\n"
+        "    lay = job.request(p)\n"
+        "    assert lay.pending\n"
+        "    print('LEAVING', flush=True)\n"  # no close(): exit with the request unread
+    )
+    root = Path(pj.__file__).resolve().parents[1]
+    try:
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root, timeout=120,
+                             env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the process did not exit with a layout request still queued: {exc}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "LEAVING"
