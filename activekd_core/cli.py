@@ -223,6 +223,9 @@ def _train(args: argparse.Namespace) -> int:
         if info.enabled and not info.is_main:
             result = follow_train_round()
             term.log(f"rank {info.rank}/{info.world_size}: trained its share ({result.metrics['steps']} steps)")
+            # Leave together with rank 0 (which still writes the round): a rank that tore down
+            # its gloo connections while rank 0 was still using them was killed by std::terminate.
+            distributed.barrier(info)
             return 0
         if info.enabled:
             term.log(f"rank 0 of {info.world_size} ({info.backend}): training the round, other ranks follow")
@@ -247,6 +250,7 @@ def _train(args: argparse.Namespace) -> int:
             f"({m.get('images_per_second', 0):,.0f} img/s on {m.get('device_name', m.get('device'))}), "
             f"checkpoint {record.checkpoint}"
         )
+        distributed.barrier(info)  # the other ranks wait here for the round to be written
         return 0
     finally:
         distributed.shutdown()

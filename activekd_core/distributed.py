@@ -25,6 +25,7 @@ Multi-node: run the same torchrun command on every node with ``--nnodes``,
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -186,6 +187,11 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group if one was joined."""
+    """Leave the process group if one was joined.
+
+    DistributedDataParallel wrappers sit in reference cycles; they are collected here, while
+    the group still exists, so no reducer is torn down after its process group is gone.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

@@ -512,6 +512,8 @@ def train_round(
         raise TrainingCancelled(done, steps)
 
     distributed.sync_buffers(model, info)
+    if net is not model:
+        del net  # drop the DDP wrapper (and its reducer) now, not at some later collection
     model.eval()
     tail = max(1, steps // 10)
     loss_cpu = losses.float().cpu().numpy()
