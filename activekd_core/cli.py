@@ -18,6 +18,10 @@ Subcommands:
   round (teacher, pixels, store, checkpoint) and the other ranks join its DDP training
   (:func:`activekd_core.training.follow_train_round`). Multi-node: add ``--nnodes``,
   ``--node_rank`` and ``--rdzv_endpoint`` as usual for torchrun.
+* ``export --project DIR --format FMT [--predictions] --out PATH``: labels or
+  predictions as csv/jsonl/parquet, Label Studio tasks, a Hugging Face dataset or an
+  ImageFolder tree (:mod:`activekd_core.predictions`, :mod:`activekd_core.label_studio`,
+  :mod:`activekd_core.hf_dataset`).
 * ``extract-features --project DIR``: the teacher's probabilities for the pool (CLIP
   teachers cache their image features). Under ``torchrun --nproc_per_node=N`` each rank
   encodes a contiguous run of whole batches of the pool into its own resumable shard,
@@ -114,7 +118,60 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     fx.add_argument("--project", required=True, type=Path, help="project folder (holds project.db)")
     fx.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ex = sub.add_parser(
+        "export",
+        help="export a project's labels or predictions (csv, jsonl, parquet, Label Studio, HF dataset, ImageFolder)",
+        description="Export a project. csv/jsonl/parquet: the current human labels, or with --predictions the "
+        "teacher and student predictions for every image. label-studio: tasks for every image with the model's "
+        "prediction as pre-annotation (and <out stem>.config.xml, the labeling config). hf-dataset: the labeled "
+        "images as a Hugging Face datasets folder (load_from_disk). imagefolder: the labeled images as "
+        "<out>/<class>/<file>.",
+    )
+    ex.add_argument("--project", required=True, type=Path, help="project folder (holds project.db)")
+    ex.add_argument("--format", required=True, choices=list(EXPORT_FORMATS), help="what to write")
+    ex.add_argument("--predictions", action="store_true", help="csv/jsonl/parquet: predictions for every image")
+    ex.add_argument("--out", required=True, type=Path, help="file (or folder for hf-dataset/imagefolder) to write")
+    ex.add_argument("--image-url", default=None,
+                    help="label-studio: image URL template, {id} = the image id (default /data/local-files/?d={id})")
     return parser
+
+
+EXPORT_FORMATS = ("csv", "jsonl", "parquet", "label-studio", "hf-dataset", "imagefolder")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from activekd_core.export import ExportError
+    from activekd_core.project import Project, ProjectError
+
+    if args.predictions and args.format not in ("csv", "jsonl", "parquet"):
+        print(f"error: --predictions applies to csv, jsonl and parquet, not {args.format}", file=sys.stderr)
+        return 2
+    try:
+        project = Project.open(args.project)
+    except ProjectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.format == "label-studio":
+            report = project.export_label_studio(args.out, image_url=args.image_url)
+        elif args.format == "hf-dataset":
+            report = project.export_hf_dataset(args.out)
+        elif args.format == "imagefolder":
+            report = project.export_imagefolder(args.out)
+        elif args.predictions:
+            report = project.export_predictions(args.format, args.out)
+        else:
+            report = project.export_labels(args.format, args.out)
+    except (ProjectError, ExportError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        project.close()
+    for image_id, reason in report.skipped:
+        print(f"skipped {image_id!r}: {reason}", file=sys.stderr)
+    what = "rows" if args.format in ("csv", "jsonl", "parquet", "label-studio") else "images"
+    print(f"wrote {report.count} {what} to {report.dest}" + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
+    return 0
 
 
 class _TerminalProgress:
@@ -403,4 +460,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _train(args)
     if args.command == "extract-features":
         return _extract_features(args)
+    if args.command == "export":
+        return _export(args)
     return 2  # pragma: no cover - argparse enforces the choices

@@ -46,6 +46,7 @@ from PIL import Image
 
 from activekd_core import export as export_mod
 from activekd_core.images import ImagePool, scan_images
+from activekd_core.paths import resolve_inside
 from activekd_core.store import (
     ImageRecord,
     LabelEvent,
@@ -1043,10 +1044,19 @@ class Project:
     # ---- export ------------------------------------------------------------------------
 
     def export_labels(self, fmt: str = "csv", dest: Path | str | None = None, **kw: Any) -> export_mod.ExportReport:
-        """Export current labels as ``csv`` or ``json`` (default: ``exports/labels.<fmt>``)."""
-        if fmt not in ("csv", "json"):
-            raise ProjectError(f"unknown label export format {fmt!r}: use 'csv' or 'json'")
+        """Export current labels as ``csv``, ``json``, ``jsonl`` or ``parquet`` (default: ``exports/labels.<fmt>``)."""
+        if fmt not in ("csv", "json", "jsonl", "parquet"):
+            raise ProjectError(f"unknown label export format {fmt!r}: use 'csv', 'json', 'jsonl' or 'parquet'")
         dest = Path(dest) if dest else self.path("exports", f"labels.{fmt}")
+        if fmt in ("jsonl", "parquet"):
+            import pandas as pd
+
+            from activekd_core.predictions import write_predictions
+
+            rows = export_mod.label_rows(self.store, self.image_root, **kw)
+            table = pd.DataFrame(rows, columns=list(export_mod.LABEL_FIELDS))
+            written = write_predictions(table, dest, fmt)  # type: ignore[arg-type]
+            return export_mod.ExportReport(written, len(rows), [written])
         fn = export_mod.export_labels_csv if fmt == "csv" else export_mod.export_labels_json
         return fn(self.store, self.image_root, dest, **kw)
 
@@ -1066,6 +1076,117 @@ class Project:
         rid = round_id or self.active_round().id  # type: ignore[union-attr]
         dest = Path(dest) if dest else self.path("exports", f"student_round_{rid:04d}")
         return export_mod.export_student(ckpt, dest, self.classes)
+
+
+    # ---- predictions and interchange ------------------------------------------------------
+
+    def image_bytes(self, image_id: str) -> bytes:
+        """The file bytes of one pool image, opened inside the image root.
+
+        Raises:
+            ValueError: If the id is not in the pool or leaves the image root.
+            OSError: If the file cannot be read.
+        """
+        if image_id not in self.row_of():
+            raise ValueError(f"{image_id[:200]!r} is not an image of this project")
+        return resolve_inside(self.image_root, image_id, must_exist=True).read_bytes()
+
+    def active_student_probs(self) -> np.ndarray | None:
+        """The active student's probabilities for the pool (a read-only memory map), or None."""
+        rec = self.active_round()
+        if rec is None:
+            return None
+        try:
+            probs, _ = self.student_outputs(rec.id)
+        except ProjectError:
+            return None
+        return probs if probs.shape == (len(self.pool()), len(self.classes)) else None
+
+    def prediction_table(self) -> Any:
+        """Teacher and student predictions and the human state of every image (a DataFrame).
+
+        Uses the cached teacher probabilities and the active student's stored outputs; never
+        computes either (columns of a model that has none are left out).
+        """
+        from activekd_core.predictions import prediction_table
+
+        states = {
+            image_id: (ev.event, ev.class_name, ev.annotator, ev.round) for image_id, ev in self.store.current().items()
+        }
+        return prediction_table(
+            self.pool().ids,
+            self.classes,
+            states,
+            audit_ids=self.store.audit_ids(),
+            teacher_probs=self.cached_teacher_probs(),
+            student_probs=self.active_student_probs(),
+        )
+
+    def export_predictions(self, fmt: str = "csv", dest: Path | str | None = None) -> export_mod.ExportReport:
+        """Write :meth:`prediction_table` as ``csv``, ``jsonl`` or ``parquet`` (default: ``exports/predictions.<fmt>``)."""
+        from activekd_core.predictions import PREDICTION_FORMATS, write_predictions
+
+        if fmt not in PREDICTION_FORMATS:
+            raise ProjectError(f"unknown prediction format {fmt!r}: use one of {', '.join(PREDICTION_FORMATS)}")
+        table = self.prediction_table()
+        dest = Path(dest) if dest else self.path("exports", f"predictions.{fmt}")
+        written = write_predictions(table, dest, fmt)  # type: ignore[arg-type]
+        return export_mod.ExportReport(written, len(table), [written])
+
+    def export_label_studio(self, dest: Path | str | None = None, *, image_url: str | None = None
+                            ) -> export_mod.ExportReport:
+        """Label Studio tasks for every image with pre-annotations, plus the labeling config.
+
+        The student's prediction is the pre-annotation when a round exists, else the
+        teacher's cached one. Writes ``<dest>`` (JSON) and ``<dest stem>.config.xml``.
+        """
+        from activekd_core.label_studio import DEFAULT_IMAGE_URL, label_studio_tasks, labeling_config
+
+        probs, version = self.active_student_probs(), None
+        if probs is not None:
+            version = f"activekd-student-round-{self.active_round().id}"  # type: ignore[union-attr]
+        else:
+            probs = self.cached_teacher_probs()
+            version = "activekd-teacher" if probs is not None else None
+        labels = {
+            i: (ev.class_name, ev.annotator)
+            for i, ev in self.store.current().items()
+            if ev.event == "label" and ev.class_name
+        }
+        tasks = label_studio_tasks(self.pool().ids, self.classes, labels, probs=probs,
+                                   model_version=version or "activekd", image_url=image_url or DEFAULT_IMAGE_URL)
+        dest = Path(dest) if dest else self.path("exports", "label_studio_tasks.json")
+        config = dest.with_name(dest.stem + ".config.xml")
+        export_mod._atomic_write(dest, json.dumps(tasks, ensure_ascii=False, indent=1).encode("utf-8"))
+        export_mod._atomic_write(config, labeling_config(self.classes).encode("utf-8"))
+        return export_mod.ExportReport(dest, len(tasks), [dest, config])
+
+    def import_label_studio(self, path: Path | str, *, annotator: str = "label-studio") -> Any:
+        """Import labels from a Label Studio JSON export (tasks that cannot be used are reported).
+
+        Returns:
+            The :class:`activekd_core.labels_import.LabelImport`; its labels are written in
+            one transaction.
+        """
+        from activekd_core.label_studio import labels_from_label_studio
+
+        result = labels_from_label_studio(path, self.pool().ids, self.classes)
+        self.store.add_labels(list(result.labels.items()), annotator=annotator, strategy="import")
+        return result
+
+    def export_hf_dataset(self, dest: Path | str | None = None, *, include_audit: bool = True
+                          ) -> export_mod.ExportReport:
+        """The labeled images as a Hugging Face ``datasets`` dataset (``save_to_disk``, ``ClassLabel`` column)."""
+        from activekd_core.hf_dataset import export_hf_dataset
+
+        dest = Path(dest) if dest else self.path("exports", "hf_dataset")
+        audit = set() if include_audit else set(self.store.audit_ids())
+        labels = {i: c for i, c in self.store.current_labels().items() if i not in audit}
+        try:
+            count, skipped = export_hf_dataset(labels, self.classes, dest, self.image_bytes)
+        except FileExistsError as exc:
+            raise export_mod.ExportError(str(exc)) from exc
+        return export_mod.ExportReport(dest, count, skipped=skipped)
 
 
 # ---- module functions ----------------------------------------------------------------------
