@@ -30,6 +30,7 @@ def _pages() -> list:
     for path, title, icon in optional:
         if os.path.exists(HERE / path):
             pages.append(st.Page(path, title=title, icon=icon))
+    pages.append(st.Page("pages/review.py", title="Review", icon=":material/fact_check:"))
     pages.append(st.Page("pages/project.py", title="Project", icon=":material/folder_open:"))
     return pages
 

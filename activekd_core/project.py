@@ -88,6 +88,9 @@ class ScanReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+REVISIT = "revisit"  # strategy name of a batch of skipped/unsure images sent back for another look
+
+
 @dataclass
 class BatchView:
     """The open query batch joined with each image's current state.
@@ -844,7 +847,12 @@ class Project:
         if batch is None:
             return None
         current = self.store.current()
-        return BatchView(batch, {it.image_id: current.get(it.image_id) for it in batch.items})
+        states = {it.image_id: current.get(it.image_id) for it in batch.items}
+        if batch.strategy == REVISIT:
+            # skipped/unsure images sent back for another look: only a decision made after
+            # the batch was opened completes them
+            states = {i: (ev if ev is not None and ev.time >= batch.created else None) for i, ev in states.items()}
+        return BatchView(batch, states)
 
     def ensure_batch(self, progress: ProgressFn | None = None) -> BatchView:
         """The open batch, selecting a new one when none is open or the open one is complete."""
@@ -966,6 +974,33 @@ class Project:
             raise ProjectError("none of the chosen images can be queued: they are labeled, skipped, unsure or audit images")
         active = self.active_round()
         self.store.open_batch(active.id if active else 0, "manual", reason, [(i, None) for i in queued])
+        view = self.current_batch()
+        assert view is not None
+        return view
+
+    def revisit_ids(self) -> list[str]:
+        """Images currently skipped or marked unsure (audit images excluded), in pool order."""
+        current = self.store.current()
+        audit = set(self.store.audit_ids())
+        return [i for i in self.pool().ids
+                if i not in audit and (ev := current.get(i)) is not None and ev.event in ("skip", "unsure")]
+
+    def queue_revisit(self, image_ids: Sequence[str] | None = None) -> BatchView:
+        """Open a batch of skipped/unsure images for another look (default: all of them).
+
+        The batch counts an image as done only when it gets a new decision after the batch
+        was opened (a label, or skipped/unsure again).
+
+        Raises:
+            ProjectError: If there is no skipped or unsure image among ``image_ids``.
+        """
+        allowed = self.revisit_ids()
+        allowed_set = set(allowed)
+        wanted = allowed if image_ids is None else [i for i in dict.fromkeys(image_ids) if i in allowed_set]
+        if not wanted:
+            raise ProjectError("no skipped or unsure image to revisit")
+        active = self.active_round()
+        self.store.open_batch(active.id if active else 0, REVISIT, "skipped and unsure images", [(i, None) for i in wanted])
         view = self.current_batch()
         assert view is not None
         return view
@@ -1187,6 +1222,44 @@ class Project:
         except FileExistsError as exc:
             raise export_mod.ExportError(str(exc)) from exc
         return export_mod.ExportReport(dest, count, skipped=skipped)
+
+
+    # ---- review and correction -----------------------------------------------------------
+
+    def review(self, flt: Any = None, *, page: int = 0, per_page: int = 24) -> Any:
+        """One page of the pool, filtered and sorted (:func:`activekd_core.review_state.review_page`).
+
+        Uses the cached teacher probabilities and the active student's stored outputs; never
+        computes either.
+        """
+        from activekd_core.review_state import ReviewFilter, review_page
+
+        return review_page(
+            self.pool().ids, self.classes, self.store.current(), flt or ReviewFilter(),
+            audit_ids=self.store.audit_ids(), teacher_probs=self.cached_teacher_probs(),
+            student_probs=self.active_student_probs(), page=page, per_page=per_page,
+        )
+
+    def review_choices(self) -> tuple[list[str], list[int]]:
+        """The annotators and rounds that current decisions carry (the Review page's filter choices)."""
+        current = self.store.current()
+        return (sorted({ev.annotator for ev in current.values() if ev.annotator}),
+                sorted({ev.round for ev in current.values() if ev.round is not None}))
+
+    def image_history(self, image_id: str) -> list[LabelEvent]:
+        """Every event of one image, oldest first (undo rows point at the event they revert)."""
+        return self.store.events(image_id)
+
+    def bulk_label(self, image_ids: Sequence[str], class_name: str, *, annotator: str = "expert",
+                   session: str | None = None) -> int:
+        """Label many images as one class in one transaction (one event per image); returns the count."""
+        ids = list(dict.fromkeys(image_ids))
+        return self.store.add_labels([(i, class_name) for i in ids], annotator=annotator, strategy="review",
+                                     session=session)
+
+    def bulk_clear(self, image_ids: Sequence[str], *, annotator: str = "expert", session: str | None = None) -> int:
+        """Return images to unlabeled (every current decision undone; history kept); returns the count changed."""
+        return self.store.clear(image_ids, annotator=annotator, session=session)
 
 
 # ---- module functions ----------------------------------------------------------------------

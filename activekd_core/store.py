@@ -544,8 +544,10 @@ class Store:
             )
             return _event(target)
 
-    def add_labels(self, labels: Iterable[tuple[str, str]], *, annotator: str, strategy: str = "import") -> int:
-        """Append many label events in one transaction (used by imports); returns the count.
+    def add_labels(
+        self, labels: Iterable[tuple[str, str]], *, annotator: str, strategy: str = "import", session: str | None = None
+    ) -> int:
+        """Append many label events in one transaction (imports, bulk labels); returns the count.
 
         Raises:
             StoreError: Before writing anything, if an image or class is unknown.
@@ -563,11 +565,37 @@ class Store:
                 )
             rnd, now = _latest_done_round(c), utc_now()
             c.executemany(
-                "INSERT INTO label_events(image_id, event, class_name, annotator, time, round, strategy) "
-                "VALUES (?, 'label', ?, ?, ?, ?, ?)",
-                [(i, names[str(n).casefold()], annotator, now, rnd, strategy) for i, n in labels],
+                "INSERT INTO label_events(image_id, event, class_name, annotator, session, time, round, strategy) "
+                "VALUES (?, 'label', ?, ?, ?, ?, ?, ?)",
+                [(i, names[str(n).casefold()], annotator, session, now, rnd, strategy) for i, n in labels],
             )
         return len(labels)
+
+    def clear(self, image_ids: Iterable[str], *, annotator: str, session: str | None = None) -> int:
+        """Return images to unlabeled: undo every effective event on each, in one transaction.
+
+        The history keeps everything (one ``undo`` row per reverted event, recorded as
+        ``annotator``'s); an image without a current state is left as it is.
+
+        Returns:
+            The number of images whose state changed.
+        """
+        if not annotator or not str(annotator).strip():
+            raise StoreError("annotator must be a non-blank name")
+        changed = 0
+        with self.transaction() as c:
+            now = utc_now()
+            for image_id in dict.fromkeys(image_ids):
+                targets = c.execute(
+                    "SELECT id, round, strategy FROM effective_events WHERE image_id = ? ORDER BY id DESC", (image_id,)
+                ).fetchall()
+                c.executemany(
+                    "INSERT INTO label_events(image_id, event, annotator, session, time, round, strategy, undoes) "
+                    "VALUES (?, 'undo', ?, ?, ?, ?, ?, ?)",
+                    [(image_id, annotator, session, now, t["round"], t["strategy"], t["id"]) for t in targets],
+                )
+                changed += bool(targets)
+        return changed
 
     def events(self, image_id: str | None = None, *, since_id: int = 0) -> list[LabelEvent]:
         """The label history in order (all images, or one)."""
