@@ -35,9 +35,26 @@ def _pages() -> list:
     return pages
 
 
-def _sidebar() -> None:
-    from pages._session import annotator, current_project
+def _login_gate() -> None:
+    """With Streamlit's login configured, nothing but a sign-in screen until the user signs in."""
+    from pages._session import auth_configured
 
+    if not auth_configured() or st.user.is_logged_in:
+        return
+    st.title("ActiveKD Studio")
+    st.write("This server requires you to sign in; every label is recorded under your account.")
+    st.button("Sign in", key="akd_login", type="primary", on_click=st.login)
+    st.stop()
+
+
+def _sidebar() -> None:
+    from pages._session import annotator, auth_configured, current_project
+
+    if auth_configured():
+        st.sidebar.text(f"Signed in as {annotator()}")
+        st.sidebar.button("Sign out", key="akd_logout", on_click=st.logout)
+    else:
+        st.sidebar.caption("Single-user mode: no login is configured; set the annotator on the Project page.")
     try:
         project = current_project()
     except Exception as exc:  # shown on every page; the Project page lets the user fix it
@@ -48,6 +65,16 @@ def _sidebar() -> None:
     st.sidebar.caption(f"{counts['labeled']}/{counts['total']} labeled · annotator: {annotator()}")
 
 
+def _restore_from_url() -> None:
+    from pages._session import adopt_url_state
+
+    problem = adopt_url_state()
+    if problem:
+        st.warning(problem)
+
+
+_login_gate()
+_restore_from_url()
 nav = st.navigation(_pages())
 _sidebar()
 nav.run()

@@ -98,6 +98,67 @@ def project_folder() -> Path:
     return demo_folder(st.session_state.get(KEY_DEMO) or DEFAULT_DEMO)
 
 
+# ---- where the session is, kept in the URL (reload, bookmark, shared link) ------------------
+
+URL_PROJECT, URL_DEMO, URL_ANNOTATOR = "project", "demo", "annotator"
+
+
+def adopt_url_state() -> str | None:
+    """Take the open project and the annotator from the URL when this session has none yet.
+
+    Called first on every run (``app.py``), so a reload or a bookmark returns to the same
+    project as the same annotator. A project folder from the URL is opened only when it is
+    one this server's user opened or created before (:func:`activekd_core.recent.is_known`):
+    a link cannot make the app open an arbitrary folder.
+
+    Returns:
+        A message to show when the URL named a project that was not opened, else None.
+    """
+    from activekd_core import recent
+
+    params = st.query_params
+    problem = None
+    if pinned_folder() is None and not st.session_state.get(KEY_FOLDER) and not st.session_state.get(KEY_DEMO):
+        folder, demo = params.get(URL_PROJECT), params.get(URL_DEMO)
+        if folder:
+            if recent.is_known(activekd_home(), folder):
+                st.session_state[KEY_FOLDER] = str(Path(folder).resolve())
+            else:
+                problem = ("The link names a project folder this app has not opened before; open it on the "
+                           "Project page if you trust it.")
+        elif demo in DEMOS:
+            st.session_state[KEY_DEMO] = demo
+    if not auth_configured() and KEY_ANNOTATOR not in st.session_state:
+        name = params.get(URL_ANNOTATOR)
+        if name:
+            try:
+                st.session_state[KEY_ANNOTATOR] = valid_annotator(name)
+            except ValueError:
+                pass
+    sync_url()
+    return problem
+
+
+def sync_url() -> None:
+    """Write this session's project and annotator into the URL's query parameters."""
+    params = st.query_params
+    wanted: dict[str, str] = {}
+    if pinned_folder() is None:
+        if st.session_state.get(KEY_FOLDER):
+            wanted[URL_PROJECT] = str(st.session_state[KEY_FOLDER])
+        else:
+            wanted[URL_DEMO] = str(st.session_state.get(KEY_DEMO) or DEFAULT_DEMO)
+    if not auth_configured() and st.session_state.get(KEY_ANNOTATOR):
+        wanted[URL_ANNOTATOR] = str(st.session_state[KEY_ANNOTATOR])
+    for key in (URL_PROJECT, URL_DEMO, URL_ANNOTATOR):
+        value = wanted.get(key)
+        if value is None:
+            if key in params:
+                del params[key]
+        elif params.get(key) != value:
+            params[key] = value
+
+
 def _settle(project: Project) -> Project:
     """Move what is loaded so far (modules, the project's pool) out of the garbage collector's sight.
 
@@ -167,7 +228,11 @@ def open_project_folder(folder: Path | str) -> Project:
     project = _open_folder(str(folder.resolve()))
     st.session_state[KEY_FOLDER] = str(folder.resolve())
     st.session_state.pop(KEY_DEMO, None)
+    from activekd_core import recent
+
+    recent.remember(activekd_home(), folder.resolve())
     forget_page_state()
+    sync_url()
     return project
 
 
@@ -185,6 +250,7 @@ def open_demo_project(name: str) -> Project:
     st.session_state.pop(KEY_FOLDER, None)
     st.session_state[KEY_DEMO] = name
     forget_page_state()
+    sync_url()
     return current_project()
 
 
@@ -195,10 +261,69 @@ def forget_page_state() -> None:
             del st.session_state[key]
 
 
+MAX_ANNOTATOR_CHARS = 80
+
+
+def valid_annotator(name: str) -> str:
+    """An annotator name as typed, checked: 1-80 printable characters after trimming.
+
+    Raises:
+        ValueError: With what is wrong (blank, too long, control or invisible characters).
+    """
+    import unicodedata
+
+    name = str(name).strip()
+    if not name:
+        raise ValueError("the annotator name is blank")
+    if len(name) > MAX_ANNOTATOR_CHARS:
+        raise ValueError(f"the annotator name is longer than {MAX_ANNOTATOR_CHARS} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        raise ValueError("the annotator name contains control or invisible characters")
+    return name
+
+
+def auth_configured() -> bool:
+    """Whether the server runs with Streamlit's login (an ``[auth]`` section in its secrets)."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # noqa: BLE001 - no secrets file at all: single-user mode
+        return False
+
+
+def signed_in_user() -> str | None:
+    """The signed-in user's e-mail (else name, else subject) when login is configured, else None."""
+    if not auth_configured() or not getattr(st.user, "is_logged_in", False):
+        return None
+    for claim in ("email", "name", "preferred_username", "sub"):
+        value = st.user.get(claim)
+        if value:
+            return str(value)[:MAX_ANNOTATOR_CHARS]
+    return None
+
+
+def default_annotator() -> str:
+    """``$ACTIVEKD_ANNOTATOR``, else the operating-system user, else "expert"."""
+    import getpass
+
+    env = os.environ.get("ACTIVEKD_ANNOTATOR", "").strip()
+    if env:
+        return env[:MAX_ANNOTATOR_CHARS]
+    try:
+        return getpass.getuser()[:MAX_ANNOTATOR_CHARS] or "expert"
+    except Exception:  # noqa: BLE001 - no user name in this environment
+        return "expert"
+
+
 def annotator() -> str:
-    """Who is labeling (recorded with every event); set on the Project page."""
-    name = st.session_state.get(KEY_ANNOTATOR) or os.environ.get("ACTIVEKD_ANNOTATOR") or "expert"
-    return str(name)
+    """Who is labeling (recorded with every event).
+
+    With login configured it is the signed-in user and cannot be typed; otherwise
+    (single-user mode) the name set on the Project page, kept in the URL, defaulting to
+    :func:`default_annotator`.
+    """
+    if auth_configured():
+        return signed_in_user() or "(not signed in)"
+    return str(st.session_state.get(KEY_ANNOTATOR) or default_annotator())
 
 
 def session_id() -> str:

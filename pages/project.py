@@ -19,13 +19,17 @@ from activekd_core.store import StoreError, validate_class_names
 from pages._session import (
     DEMOS,
     KEY_ANNOTATOR,
+    MAX_ANNOTATOR_CHARS,
     annotator,
+    auth_configured,
     current_demo,
     current_project,
     open_demo_project,
     open_project_folder,
     pinned_folder,
     show_project_error,
+    sync_url,
+    valid_annotator,
 )
 
 TEACHER_KINDS = {
@@ -230,15 +234,28 @@ def _current_section(project: Project) -> None:
                f"{len(project.classes)} classes · teacher **{cfg['teacher_spec'].get('kind')}** · "
                f"student **{cfg.get('student_arch')}** · batch **{project.batch_size}** · "
                f"strategy **{project.strategy}**")
+    if auth_configured():
+        st.text_input("Annotator (your sign-in; recorded with every label)", value=annotator(), disabled=True,
+                      key="prj_annotator_locked")
+        return
     st.text_input("Annotator (recorded with every label)", value=annotator(), key="prj_annotator_input",
-                  on_change=_set_annotator)
+                  on_change=_set_annotator, max_chars=MAX_ANNOTATOR_CHARS,
+                  help="Single-user mode (no login configured): the name is kept in this page's URL.")
+    problem = st.session_state.get("prj_annotator_problem")
+    if problem:
+        st.error(problem)
 
 
 def _set_annotator() -> None:
     # copied to a non-widget key: Streamlit drops a widget's state on pages that do not draw it
-    name = str(st.session_state.get("prj_annotator_input") or "").strip()
-    if name:
-        st.session_state[KEY_ANNOTATOR] = name
+    raw = str(st.session_state.get("prj_annotator_input") or "")
+    try:
+        st.session_state[KEY_ANNOTATOR] = valid_annotator(raw)
+        st.session_state.pop("prj_annotator_problem", None)
+    except ValueError as exc:
+        st.session_state["prj_annotator_problem"] = f"Annotator not changed: {exc}."
+        return
+    sync_url()
 
 
 def _scan_section(project: Project) -> None:

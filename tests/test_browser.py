@@ -60,21 +60,23 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwrig
 class Server:
     """``streamlit run app.py`` in its own process group (so SIGKILL takes all of it)."""
 
-    def __init__(self, home: Path, log: Path) -> None:
+    def __init__(self, home: Path, log: Path, extra_args: tuple[str, ...] = (), port: int = 0) -> None:
         self.home = home
         self.log = log
+        self.extra_args = tuple(extra_args)
+        self.fixed_port = port
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> str:
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         env = dict(os.environ, ACTIVEKD_HOME=str(self.home), ACTIVEKD_DEMO_PER_CLASS="4", HF_HUB_OFFLINE="1",
                    PYTHONPATH=str(ROOT))
         env.pop("ACTIVEKD_PROJECT", None)
         env.pop("ACTIVEKD_TRAIN_IN_THREAD", None)
         cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
                "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+               "--browser.gatherUsageStats", "false", *self.extra_args]
         fh = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                      start_new_session=True)
