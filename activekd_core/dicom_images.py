@@ -17,8 +17,9 @@ decoded by the pylibjpeg plugins (``pylibjpeg``, ``pylibjpeg-libjpeg``,
   (:func:`pydicom.pixels.pixel_array` with ``index``: the other frames are not read).
 * **Pixels** (:func:`frame_to_rgb8`): modality LUT or RescaleSlope/RescaleIntercept
   (also from enhanced multi-frame functional groups), then the recipe's window (preset or
-  manual) or, with ``window="auto"``, the file's VOI LUT, else its first
-  WindowCenter/WindowWidth (with VOILUTFunction), else the frame's min-max; MONOCHROME1 is
+  manual) or, with ``window="auto"``, the frame's own window (enhanced multi-frame
+  functional groups), else the file's VOI LUT (preferred, as pydicom does), else its
+  first WindowCenter/WindowWidth (with VOILUTFunction), else the frame's min-max; MONOCHROME1 is
   inverted after the window; RGB and YBR_* are converted to RGB by pydicom, PALETTE COLOR
   through its lookup tables; more than 8 bits per colour sample are scaled by BitsStored.
 * **Patient data never leaves this module.** Headers are read with ``specific_tags``
@@ -526,16 +527,19 @@ def _frame_modality(header: Dataset, frame: int) -> Dataset:
     return header
 
 
-def _frame_window(header: Dataset, frame: int) -> tuple[float, float, str] | None:
+def _frame_window(header: Dataset, frame: int, *, top_level: bool) -> tuple[float, float, str] | None:
+    """The frame's window from its functional groups, or (``top_level``) the header's first one."""
+    if top_level:
+        if "WindowCenter" in header and "WindowWidth" in header:
+            center, width = _first(header.WindowCenter), _first(header.WindowWidth)
+            if center is not None and width is not None:
+                return float(center), float(width), str(header.get("VOILUTFunction", "") or "LINEAR")
+        return None
     for group in _functional_groups(header, frame):
         items = group.get("FrameVOILUTSequence")
         if items and "WindowCenter" in items[0] and "WindowWidth" in items[0]:
             item = items[0]
             return float(_first(item.WindowCenter)), float(_first(item.WindowWidth)), str(item.get("VOILUTFunction", "") or "LINEAR")
-    if "WindowCenter" in header and "WindowWidth" in header:
-        center, width = _first(header.WindowCenter), _first(header.WindowWidth)
-        if center is not None and width is not None:
-            return float(center), float(width), str(header.get("VOILUTFunction", "") or "LINEAR")
     return None
 
 
@@ -553,9 +557,11 @@ def _voi_to_unit(values: npt.NDArray, stored: npt.NDArray, header: Dataset, reci
     imposed = recipe.window_values()
     if imposed is not None:
         return linear_window(values, imposed[0], imposed[1])
-    window = _frame_window(header, frame)
+    window = _frame_window(header, frame, top_level=False)
     if window is None and header.get("VOILUTSequence"):
         return _voi_lut_to_unit(values, header)
+    if window is None:
+        window = _frame_window(header, frame, top_level=True)
     if window is not None:
         center, width, function = window
         if width >= 1 or (function.strip().upper() != "LINEAR" and width > 0):

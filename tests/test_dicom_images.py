@@ -183,6 +183,43 @@ def test_voi_lut_function_sigmoid_from_header(tmp_path: Path) -> None:
     assert (rgb[10:20, :, 0] == round(255 / (1 + np.exp(-4 * (-1040) / 400)))).all()
 
 
+def test_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4, 0, 16])  # LUTDescriptor: 4 entries from 0, 16 bits
+    item.add_new(0x00283006, "US", [0, 1000, 3000, 4000])  # LUTData
+    arr = np.array([[0, 1], [2, 3]], dtype=np.uint16)
+    path = write_dicom(
+        tmp_path / "lut.dcm", arr, modality="OT", sop_class=SecondaryCaptureImageStorage,
+        VOILUTSequence=[item], WindowCenter=0, WindowWidth=2,  # the LUT wins over the window
+    )
+    grey = read_dicom_rgb(path, DisplayRecipe())[:, :, 0]
+    assert grey.tolist() == [[0, 64], [191, 255]]  # the table's 0..4000 output range becomes 0..255
+    forced = read_dicom_rgb(path, DisplayRecipe(window="manual", window_center=1.5, window_width=4))[:, :, 0]
+    # DICOM LINEAR with c=1.5, w=4: ((x - 1) / 3 + 0.5) * 255 -> 42.5, 127.5, 212.5 (half to even), 3 > 2.5 -> 255
+    assert forced.tolist() == [[42, 128], [212, 255]]  # a chosen window overrides the file's LUT
+
+
+def test_enhanced_multiframe_functional_groups(tmp_path: Path) -> None:
+    frames = np.full((2, 4, 4), 40 + 1024, dtype=np.int16)
+
+    def group(**values: object) -> Dataset:
+        ds = Dataset()
+        for key, value in values.items():
+            setattr(ds, key, value)
+        return ds
+
+    shared = group(PixelValueTransformationSequence=[group(RescaleSlope=1, RescaleIntercept=-1024, RescaleType="HU")])
+    per_frame = [
+        group(FrameVOILUTSequence=[group(WindowCenter=40, WindowWidth=400)]),
+        group(FrameVOILUTSequence=[group(WindowCenter=-600, WindowWidth=1500)]),
+    ]
+    path = write_dicom(
+        tmp_path / "enh.dcm", frames, SharedFunctionalGroupsSequence=[shared], PerFrameFunctionalGroupsSequence=per_frame
+    )
+    assert (read_dicom_rgb(path, DisplayRecipe(), frame=0) == 128).all()  # 40 HU in 40/400
+    assert (read_dicom_rgb(path, DisplayRecipe(), frame=1) == 236).all()  # 40 HU in -600/1500
+
+
 def test_no_window_falls_back_to_min_max(tmp_path: Path) -> None:
     arr = np.array([[100, 200], [300, 500]], dtype=np.uint16)
     path = write_dicom(tmp_path / "mm.dcm", arr, modality="OT", sop_class=SecondaryCaptureImageStorage)
