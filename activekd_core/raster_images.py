@@ -12,9 +12,10 @@ GDAL writes them (pixel- or band-interleaved); further pages (overviews, masks) 
   bands' segments are not even read. No zarr store is needed. Peak memory is the window
   plus one decoded segment.
 * **Bounded before decoding** (:func:`inspect_raster`): pixel count of what will be
-  decoded (the window, or the whole image when it is not chipped), number of bands,
-  number of chips, and every segment's byte range against the file size (a truncated file
-  is reported instead of decoding zeros).
+  decoded (the window, or the whole image when it is not chipped, and each stored tile
+  or strip, since one is decoded whole), number of bands, number of chips, and every
+  segment's byte range against the file size (a truncated file is reported instead of
+  decoding zeros).
 * **Display** (:func:`bands_to_rgb8`): bands mapped to R, G, B by the recipe (1-based band
   numbers), stretched per band (stored pool percentiles, per-image percentiles, min-max or
   the type's range), NaN/inf/nodata pixels shown as :data:`NODATA_RGB`; MINISWHITE is
@@ -134,7 +135,7 @@ def inspect_raster(
         page = _first_page(tf, label)
         info = _info(tf, page)
         _check_limits(info, recipe, label, max_pixels=max_pixels, max_bands=max_bands, max_chips=max_chips)
-        _check_segments(tf, page, label)
+        _check_segments(tf, page, label, max_pixels)
     return info
 
 
@@ -188,11 +189,22 @@ def _n_starts(extent: int, size: int, step: int) -> int:
     return n + (1 if (n - 1) * step + size < extent else 0)
 
 
-def _check_segments(tf: tifffile.TiffFile, page: tifffile.TiffPage, label: str) -> None:
+def _check_segments(tf: tifffile.TiffFile, page: tifffile.TiffPage, label: str, max_pixels: int) -> None:
+    """Segment table consistent with the layout, inside the file, and each small enough to decode."""
+    layout = _segment_layout(page)
+    seg_pixels = layout.seg_w * layout.seg_h
+    seg_samples = seg_pixels * (1 if layout.planar else layout.samples)
+    if seg_pixels > max_pixels or seg_samples > 4 * max_pixels:
+        kind = "tiles" if layout.tiled else "strips"
+        raise ImageLoadError(
+            label,
+            f"stored in {kind} of {layout.seg_w}x{layout.seg_h} pixels, more than the pixel limit of {max_pixels:,} "
+            "to decode at once; save it tiled (e.g. gdal_translate -co TILED=YES) to read it in chips",
+        )
     size = tf.filehandle.size
     offsets = np.asarray(page.dataoffsets, dtype=np.uint64)
     counts = np.asarray(page.databytecounts, dtype=np.uint64)
-    expected = _segment_layout(page).count
+    expected = layout.count
     if offsets.size != expected or counts.size != expected:
         raise ImageLoadError(label, f"corrupt TIFF: {offsets.size} data segments listed, {expected} expected for this layout")
     ends = offsets + counts
@@ -280,7 +292,7 @@ def read_window(
             raise ImageLoadError(label, f"too many bands: {info.bands:,} exceeds the limit of {max_bands:,}")
         if info.dtype == "unknown" or np.dtype(info.dtype).kind not in "biuf":
             raise ImageLoadError(label, f"unsupported sample type {info.dtype} (expected integers or real floats)")
-        _check_segments(tf, page, label)
+        _check_segments(tf, page, label, max_pixels)
         return _read_window(tf, page, info, window, bands, label, max_pixels)
 
 
@@ -395,7 +407,7 @@ def read_raster_rgb(
         bands = display_bands(info.bands, recipe)
         if page.photometric == tifffile.PHOTOMETRIC.PALETTE and info.bands == 1:
             bands = (1,)
-        _check_segments(tf, page, label)
+        _check_segments(tf, page, label, max_pixels)
         arr = _read_window(tf, page, info, window, bands, label, max_pixels)
         nodata = recipe.nodata if recipe.nodata is not None else info.nodata
         if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
@@ -535,7 +547,7 @@ def compute_band_ranges(
                 page = _first_page(tf, "sample")
                 info = _info(tf, page)
                 bands = display_bands(info.bands, recipe)
-                _check_segments(tf, page, "sample")
+                _check_segments(tf, page, "sample", max_pixels)
                 arr = _read_window(tf, page, info, window, bands, "sample", max_pixels)
         except (ImageLoadError, OSError):
             continue

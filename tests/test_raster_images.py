@@ -274,6 +274,16 @@ def test_bigtiff_beyond_pixel_limit_needs_chips(tmp_path: Path) -> None:
         inspect_raster(path, DisplayRecipe(chip_size=16), max_chips=100)
 
 
+def test_one_huge_strip_cannot_be_chipped(tmp_path: Path) -> None:
+    path = tmp_path / "strip.tif"
+    tifffile.imwrite(path, np.zeros((300, 400), dtype=np.uint16), rowsperstrip=300, compression="zlib")
+    with pytest.raises(ImageLoadError, match="strips of 400x300 pixels.*TILED=YES"):
+        inspect_raster(path, DisplayRecipe(chip_size=128), max_pixels=100_000)
+    with pytest.raises(ImageLoadError, match="strips of 400x300"):
+        read_window(path, (0, 0, 10, 10), max_pixels=100_000)
+    assert read_window(path, (0, 0, 10, 10)).shape == (10, 10, 1)  # fine under the default limit
+
+
 def test_truncated_tiff_reported(tmp_path: Path, big_tiled: tuple[Path, np.ndarray]) -> None:
     path, _ = big_tiled
     data = path.read_bytes()
