@@ -197,7 +197,14 @@ def read_technical_header(source: Source, *, name: str | None = None) -> Dataset
 def _read_header(fh: BinaryIO, label: str) -> Dataset:
     fh.seek(0)
     try:
-        return pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=list(TECHNICAL_TAGS))
+        header = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=list(TECHNICAL_TAGS))
+        position = fh.tell()
+        for keyword in TECHNICAL_TAGS:  # decode now: a malformed value fails here, with a reason
+            header.get(keyword)
+        for element in getattr(header, "file_meta", Dataset()):
+            element.value  # noqa: B018 - decoding is the point
+        fh.seek(position)
+        return header
     except InvalidDicomError as exc:
         raise ImageLoadError(label, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from exc
     except Exception as exc:  # noqa: BLE001 - a hostile header must never escape as another error
@@ -255,7 +262,7 @@ def inspect_dicom(
             transfer syntax no installed decoder handles (and what to install).
     """
     label = _label(source, name)
-    with _opened(source) as fh:
+    with _opened(source) as fh, _reasons(label, fh):
         header = _read_header(fh, label)
         info = _check_header(header, label, max_frames=max_frames, max_pixels=max_pixels, max_bytes=max_bytes)
         _check_pixel_element(fh, header, info, label)
@@ -443,7 +450,7 @@ def read_dicom_rgb(
         ImageLoadError: With the reason (never a patient value).
     """
     label = _label(source, name)
-    with _opened(source) as fh:
+    with _opened(source) as fh, _reasons(label, fh):
         header = _read_header(fh, label)
         info = _check_header(header, label, max_frames=max_frames, max_pixels=max_pixels, max_bytes=max_bytes)
         _check_pixel_element(fh, header, info, label)
@@ -590,6 +597,19 @@ def _opened(source: Source) -> Iterator[BinaryIO]:
     else:
         source.seek(0)
         yield source
+
+
+@contextmanager
+def _reasons(label: str, fh: BinaryIO) -> Iterator[None]:
+    """Turn any unexpected library error on a hostile file into an :class:`ImageLoadError`."""
+    try:
+        yield
+    except ImageLoadError:
+        raise
+    except MemoryError as exc:
+        raise ImageLoadError(label, "not enough memory to read this DICOM file") from exc
+    except Exception as exc:  # noqa: BLE001 - one hostile file must never stop a scan
+        raise ImageLoadError(label, f"corrupt DICOM file: {_scrub(exc, fh)}") from exc
 
 
 def _label(source: Source, name: str | None) -> str:

@@ -639,8 +639,16 @@ def _tiff(source: Source, label: str) -> Iterator[tifffile.TiffFile]:
                 raise ImageLoadError(label, f"unreadable TIFF header: {_bounded(exc)}") from exc
             with tf:
                 yield tf
+    except ImageLoadError:
+        raise
     except OSError as exc:
+        if exc.errno is None:  # raised by a decoder on malformed data, not by the file system
+            raise ImageLoadError(label, f"corrupt TIFF: {_bounded(exc)}") from exc
         raise ImageLoadError(label, f"cannot read the file: {exc.strerror or _bounded(exc)}") from exc
+    except MemoryError as exc:
+        raise ImageLoadError(label, "not enough memory to read this TIFF") from exc
+    except Exception as exc:  # noqa: BLE001 - one hostile file must never stop a scan
+        raise ImageLoadError(label, f"corrupt TIFF: {_bounded(exc)}") from exc
 
 
 def _first_page(tf: tifffile.TiffFile, label: str) -> tifffile.TiffPage:

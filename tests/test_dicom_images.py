@@ -449,3 +449,25 @@ def test_technical_tags_are_an_allow_list(ct_file: Path) -> None:
     assert tags["WindowCenter"] == 40.0  # first of several
     header = read_technical_header(io.BytesIO(ct_file.read_bytes()))
     assert "PatientName" not in header and "PatientID" not in header
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_corrupted_files_only_ever_raise_image_load_error(name: str) -> None:
+    data = Path(_testdata(name)).read_bytes()
+    rng = np.random.default_rng(7)
+    recipe = DisplayRecipe(frames="each")
+    for trial in range(60):
+        damaged = bytearray(data)
+        if trial % 2:
+            damaged = damaged[: int(rng.integers(132, len(damaged)))]
+        else:
+            for pos in rng.integers(132, len(damaged), size=int(rng.integers(1, 12))):
+                damaged[int(pos)] = int(rng.integers(0, 256))
+        source = io.BytesIO(bytes(damaged))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for call in (lambda: scan_entries(source, "x", recipe), lambda: read_display_rgb(source, None, recipe)):
+                try:
+                    call()
+                except ImageLoadError as exc:
+                    assert exc.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ import tifffile
 from activekd_core import raster_images
 from activekd_core.display_recipe import BAND_PRESETS, NODATA_RGB, DisplayRecipe
 from activekd_core.image_formats import needs_raster_reader, read_display_rgb, scan_entries, sniff_format
-from activekd_core.image_items import split_item_id
+from activekd_core.image_items import ItemRef, split_item_id
 from activekd_core.images import ImageLoadError
 from activekd_core.raster_images import (
     bands_to_rgb8,
@@ -344,3 +345,26 @@ def test_file_object_source(s2_file: Path) -> None:
         assert raster_images.is_tiff(fh)
         out = read_raster_rgb(fh, DisplayRecipe(), name="s2")
     assert out.shape == (40, 30, 3)
+
+
+def test_corrupted_tiffs_only_ever_raise_image_load_error(big_tiled: tuple[Path, np.ndarray]) -> None:
+    path, _ = big_tiled
+    data = path.read_bytes()[:20000]  # header, tile table and the first tiles
+    rng = np.random.default_rng(11)
+    recipe = DisplayRecipe(chip_size=128)
+    for trial in range(60):
+        damaged = bytearray(data)
+        if trial % 2:
+            damaged = damaged[: int(rng.integers(4, len(damaged)))]
+        else:
+            for pos in rng.integers(4, 400, size=int(rng.integers(1, 8))):  # the IFD and tag values
+                damaged[int(pos)] = int(rng.integers(0, 256))
+        source = io.BytesIO(bytes(damaged))
+        for call in (
+            lambda: scan_entries(source, "x", recipe),
+            lambda: read_display_rgb(source, ItemRef("x", window=(0, 0, 128, 128)), recipe),
+        ):
+            try:
+                call()
+            except ImageLoadError as exc:
+                assert exc.reason
