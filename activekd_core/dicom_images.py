@@ -49,7 +49,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_d
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from activekd_core.display_pixels import fit_max_side, grey_to_rgb, linear_window, range_to_unit, to_uint8
+from activekd_core.display_pixels import fit_size, grey_to_rgb, linear_window, range_to_unit, to_uint8
 from activekd_core.display_recipe import DisplayRecipe
 from activekd_core.image_items import ItemRef
 from activekd_core.images import DEFAULT_MAX_PIXELS, ImageLoadError
@@ -427,6 +427,7 @@ def read_dicom_rgb(
     frame: int | None = None,
     name: str | None = None,
     max_side: int | None = None,
+    min_side: int | None = None,
     max_frames: int = DEFAULT_MAX_FRAMES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -439,6 +440,7 @@ def read_dicom_rgb(
         frame: 0-based frame; None takes the recipe's choice (middle frame, or the only one).
         name: How to name the file in errors.
         max_side: Shrink so the longer side is at most this (None: full size).
+        min_side: Or shrink so the shorter side is this (decode-at-size for training).
         max_frames: See :func:`inspect_dicom`.
         max_pixels: See :func:`inspect_dicom`.
         max_bytes: See :func:`inspect_dicom`.
@@ -464,7 +466,7 @@ def read_dicom_rgb(
         raise
     except Exception as exc:  # noqa: BLE001 - odd LUTs or values must come back as a reason
         raise ImageLoadError(label, f"cannot apply the display pipeline: {_bounded(exc)}") from exc
-    return fit_max_side(rgb, max_side)
+    return fit_size(rgb, max_side=max_side, min_side=min_side)
 
 
 def _decode_frame(fh: BinaryIO, header: Dataset, info: DicomInfo, index: int, label: str) -> npt.NDArray:

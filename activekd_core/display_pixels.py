@@ -85,21 +85,47 @@ def grey_to_rgb(grey: npt.NDArray) -> UInt8Array:
     return np.repeat(np.asarray(grey, dtype=np.uint8)[:, :, None], 3, axis=2)
 
 
-def fit_max_side(rgb: UInt8Array, max_side: int | None) -> UInt8Array:
-    """Shrink an ``(H, W, 3)`` uint8 image so its longer side is at most ``max_side``.
+def shrink_factor(height: int, width: int, *, max_side: int | None = None, min_side: int | None = None) -> float:
+    """The scale (<= 1) that :func:`fit_size` applies to an image of this size.
 
-    Keeps the aspect ratio (each side at least 1 pixel); antialiased (Lanczos). Images
-    already small enough, and ``max_side=None``, are returned unchanged.
+    Args:
+        height: Image height.
+        width: Image width.
+        max_side: Longer side wanted at most (display size).
+        min_side: Shorter side wanted (decode-at-size for training: no smaller than this).
+            Give at most one of the two.
+
+    Returns:
+        1.0 when the image is already small enough or neither is given.
     """
-    if max_side is None:
-        return rgb
-    if max_side < 1:
-        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    if max_side is not None and min_side is not None:
+        raise ValueError("give max_side or min_side, not both")
+    if max_side is not None:
+        if max_side < 1:
+            raise ValueError(f"max_side must be >= 1, got {max_side}")
+        return min(1.0, max_side / max(height, width))
+    if min_side is not None:
+        if min_side < 1:
+            raise ValueError(f"min_side must be >= 1, got {min_side}")
+        return min(1.0, min_side / min(height, width))
+    return 1.0
+
+
+def fit_size(rgb: UInt8Array, *, max_side: int | None = None, min_side: int | None = None) -> UInt8Array:
+    """Shrink an ``(H, W, 3)`` uint8 image (never enlarge it), keeping its aspect ratio.
+
+    With ``max_side`` the longer side becomes at most ``max_side``; with ``min_side`` the
+    shorter side becomes ``min_side`` (as torchvision's ``Resize(min_side)``, before a
+    centre crop). Antialiased (Lanczos); each side at least 1 pixel. An image already
+    small enough is returned unchanged (the same object).
+    """
     height, width = rgb.shape[:2]
-    longer = max(height, width)
-    if longer <= max_side:
+    scale = shrink_factor(height, width, max_side=max_side, min_side=min_side)
+    if scale >= 1.0:
         return rgb
-    scale = max_side / longer
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min_side is not None:  # the shorter side lands exactly on min_side
+        size = (min_side, max(1, round(height * scale))) if width <= height else (max(1, round(width * scale)), min_side)
+    else:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
     img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
     return np.asarray(img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))

@@ -137,6 +137,7 @@ def read_display_rgb(
     *,
     name: str | None = None,
     max_side: int | None = None,
+    min_side: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> npt.NDArray[np.uint8]:
     """The display RGB of one item of a DICOM or TIFF file.
@@ -148,6 +149,9 @@ def read_display_rgb(
         recipe: The project's display recipe.
         name: How to name the file in errors.
         max_side: Shrink so the longer side is at most this (None: full resolution).
+        min_side: Or shrink so the shorter side is this (decode-at-size for the pixel
+            cache's resize + centre crop). Rasters with overviews are then read from the
+            coarsest overview that is still large enough.
         max_pixels: Most pixels decoded at once.
 
     Returns:
@@ -162,8 +166,12 @@ def read_display_rgb(
         if item is not None and item.window is not None:
             raise ImageLoadError(name or str(source), "a DICOM item cannot be a chip window")
         frame = item.frame if item is not None else None
-        return dicom_images.read_dicom_rgb(source, recipe, frame=frame, name=name, max_side=max_side, max_pixels=max_pixels)
+        return dicom_images.read_dicom_rgb(
+            source, recipe, frame=frame, name=name, max_side=max_side, min_side=min_side, max_pixels=max_pixels
+        )
     if kind == "tiff":
         window = item.window if item is not None else None
-        return raster_images.read_raster_rgb(source, recipe, window=window, name=name, max_side=max_side, max_pixels=max_pixels)
+        return raster_images.read_raster_rgb(
+            source, recipe, window=window, name=name, max_side=max_side, min_side=min_side, max_pixels=max_pixels
+        )
     raise ValueError("neither DICOM nor TIFF: read it with the Pillow path")

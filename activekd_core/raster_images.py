@@ -31,7 +31,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import tifffile
 
-from activekd_core.display_pixels import fit_max_side, grey_to_rgb, range_to_unit, to_uint8
+from activekd_core.display_pixels import fit_size, grey_to_rgb, range_to_unit, shrink_factor, to_uint8
 from activekd_core.display_recipe import NODATA_RGB, DisplayRecipe
 from activekd_core.image_items import ItemRef, chip_windows
 from activekd_core.images import DEFAULT_MAX_PIXELS, ImageLoadError
@@ -374,6 +374,7 @@ def read_raster_rgb(
     window: tuple[int, int, int, int] | None = None,
     name: str | None = None,
     max_side: int | None = None,
+    min_side: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bands: int = DEFAULT_MAX_BANDS,
     require_valid: bool | None = None,
@@ -386,6 +387,10 @@ def read_raster_rgb(
         window: ``(x, y, w, h)`` of a chip, or None for the whole image.
         name: How to name the file in errors.
         max_side: Shrink so the longer side is at most this (None: full size).
+        min_side: Or shrink so the shorter side is this (decode-at-size for training).
+            With either, a file with overviews (COG / GDAL pyramids, tifffile's
+            ``series[0].levels``) is read from the coarsest overview whose window still
+            reaches that size, so a thumbnail never decodes the full resolution.
         max_pixels: Most pixels decoded.
         max_bands: Most bands the file may have.
         require_valid: Refuse images without a single valid (non-NaN, non-nodata) pixel.
@@ -407,9 +412,10 @@ def read_raster_rgb(
         bands = display_bands(info.bands, recipe)
         if page.photometric == tifffile.PHOTOMETRIC.PALETTE and info.bands == 1:
             bands = (1,)
-        _check_segments(tf, page, label, max_pixels)
-        arr = _read_window(tf, page, info, window, bands, label, max_pixels)
         nodata = recipe.nodata if recipe.nodata is not None else info.nodata
+        level, level_info, level_window = _pick_level(tf, page, info, window, max_side=max_side, min_side=min_side)
+        _check_segments(tf, level, label, max_pixels)
+        arr = _read_window(tf, level, level_info, level_window, bands, label, max_pixels)
         if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
             rgb = _palette_rgb(arr[:, :, 0], page.colormap)
         else:
@@ -419,7 +425,56 @@ def read_raster_rgb(
             if require_valid and not valid.any():
                 raise ImageLoadError(label, "no valid pixels: every value is NaN, infinite or the nodata value")
             rgb = bands_to_rgb8(arr, bands, recipe, valid=valid, invert=page.photometric == tifffile.PHOTOMETRIC.MINISWHITE)
-    return fit_max_side(rgb, max_side)
+    return fit_size(rgb, max_side=max_side, min_side=min_side)
+
+
+def _pick_level(
+    tf: tifffile.TiffFile,
+    page: tifffile.TiffPage,
+    info: RasterInfo,
+    window: tuple[int, int, int, int] | None,
+    *,
+    max_side: int | None,
+    min_side: int | None,
+) -> tuple[tifffile.TiffPage, RasterInfo, tuple[int, int, int, int] | None]:
+    """The coarsest overview whose part of ``window`` still reaches the requested size."""
+    if max_side is None and min_side is None:
+        return page, info, window
+    x, y, w, h = window if window is not None else (0, 0, info.width, info.height)
+    w, h = min(w, info.width - x), min(h, info.height - y)
+    if w < 1 or h < 1:
+        return page, info, window  # _read_window reports the bad window
+    target = shrink_factor(h, w, max_side=max_side, min_side=min_side)
+    try:
+        levels = [lv.keyframe for lv in tf.series[0].levels[1:]] if tf.series else []
+    except Exception:  # noqa: BLE001 - an odd pyramid: read the full resolution
+        return page, info, window
+    best = (page, info, window)
+    for level in levels:
+        if not isinstance(level, tifffile.TiffPage) or int(level.imagedepth) > 1:
+            continue
+        if level.samplesperpixel != page.samplesperpixel or level.dtype != page.dtype:
+            continue
+        lw, lh = int(level.imagewidth), int(level.imagelength)
+        if not (0 < lw < info.width and 0 < lh < info.height):
+            continue
+        fx, fy = lw / info.width, lh / info.height
+        x0, y0 = int(x * fx), int(y * fy)
+        x1, y1 = min(lw, math.ceil((x + w) * fx)), min(lh, math.ceil((y + h) * fy))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        # Large enough when the level's window has at least the pixels the shrunk output needs.
+        if (x1 - x0) < w * target - 0.5 or (y1 - y0) < h * target - 0.5:
+            continue
+        if (x1 - x0) * (y1 - y0) < _window_pixels(best):
+            best = (level, replace(info, width=lw, height=lh), (x0, y0, x1 - x0, y1 - y0))
+    return best
+
+
+def _window_pixels(choice: tuple[tifffile.TiffPage, RasterInfo, tuple[int, int, int, int] | None]) -> int:
+    """Pixels a level choice decodes."""
+    _page, info, window = choice
+    return window[2] * window[3] if window is not None else info.width * info.height
 
 
 def bands_to_rgb8(

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from activekd_core.display_pixels import fit_max_side, linear_window
+from activekd_core.display_pixels import fit_size, linear_window
 from activekd_core.display_recipe import WINDOW_PRESETS, DisplayRecipe, RecipeError, window_presets_for
 from activekd_core.image_items import ItemRef, chip_windows, split_item_id
 
@@ -117,8 +117,13 @@ def test_chip_windows_cover_the_image() -> None:
         chip_windows(10, 10, 8, 8)
 
 
-def test_fit_max_side() -> None:
+def test_fit_size() -> None:
     img = np.zeros((100, 40, 3), dtype=np.uint8)
-    assert fit_max_side(img, 50).shape == (50, 20, 3)
-    assert fit_max_side(img, 200) is img
-    assert fit_max_side(img, None) is img
+    assert fit_size(img, max_side=50).shape == (50, 20, 3)
+    assert fit_size(img, max_side=200) is img
+    assert fit_size(img) is img
+    assert fit_size(img, min_side=20).shape == (50, 20, 3)  # shorter side becomes 20
+    assert fit_size(np.zeros((30, 90, 3), dtype=np.uint8), min_side=24).shape == (24, 72, 3)
+    assert fit_size(img, min_side=64) is img  # never enlarged
+    with pytest.raises(ValueError):
+        fit_size(img, max_side=10, min_side=10)

@@ -251,6 +251,37 @@ def test_window_max_side_shrinks(big_tiled: tuple[Path, np.ndarray]) -> None:
     assert out.shape == (64, 128, 3)
 
 
+def test_thumbnails_read_from_overviews(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    full = rng.integers(0, 4000, (1024, 768, 3)).astype(np.uint16)
+    half, quarter = full[::2, ::2], full[::4, ::4]
+    path = tmp_path / "cog.tif"
+    with tifffile.TiffWriter(path) as tw:
+        opts = {"tile": (128, 128), "photometric": "minisblack", "planarconfig": "contig", "compression": "zlib"}
+        tw.write(full, subifds=2, **opts)
+        tw.write(half, subfiletype=1, **opts)
+        tw.write(quarter, subfiletype=1, **opts)
+    decoded: list[tuple[int, int]] = []
+    original = raster_images._read_window
+
+    def spy(tf, page, info, window, bands, label, max_pixels):  # type: ignore[no-untyped-def]
+        decoded.append((int(page.imagewidth), int(page.imagelength)))
+        return original(tf, page, info, window, bands, label, max_pixels)
+
+    monkeypatch.setattr(raster_images, "_read_window", spy)
+    recipe = DisplayRecipe(stretch="none")
+    thumb = read_raster_rgb(path, recipe, max_side=200)
+    assert decoded[-1] == (192, 256) and thumb.shape == (200, 150, 3)  # the quarter level is enough
+    read_raster_rgb(path, recipe, min_side=300)
+    assert decoded[-1] == (384, 512)  # a quarter (192 wide) would be too small: the half level
+    chip = read_raster_rgb(path, recipe, window=(256, 512, 256, 256), min_side=64)
+    assert decoded[-1] == (192, 256)
+    expected = np.rint(quarter[128:192, 64:128].astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert np.array_equal(chip[:, :, 0], expected[:, :, 0])  # the quarter level's matching window
+    read_raster_rgb(path, recipe)
+    assert decoded[-1] == (768, 1024)  # full size without a target
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_thousand_bands_refused(tmp_path: Path) -> None:
     path = tmp_path / "hyper.tif"
