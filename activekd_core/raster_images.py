@@ -157,10 +157,7 @@ def _info(tf: tifffile.TiffFile, page: tifffile.TiffPage) -> RasterInfo:
 def _check_limits(info: RasterInfo, recipe: DisplayRecipe, label: str, *, max_pixels: int, max_bands: int, max_chips: int) -> None:
     if info.width < 1 or info.height < 1:
         raise ImageLoadError(label, f"invalid size {info.width}x{info.height}")
-    if info.bands > max_bands:
-        raise ImageLoadError(label, f"too many bands: {info.bands:,} exceeds the limit of {max_bands:,}")
-    if info.dtype == "unknown" or np.dtype(info.dtype).kind not in "biuf":
-        raise ImageLoadError(label, f"unsupported sample type {info.dtype} (expected integers or real floats)")
+    _check_bands_and_type(info, label, max_bands)
     bands = display_bands(info.bands, recipe)
     missing = [b for b in bands if b > info.bands]
     if missing:
@@ -286,12 +283,7 @@ def read_window(
     """
     label = _label(source, name)
     with _tiff(source, label) as tf:
-        page = _first_page(tf, label)
-        info = _info(tf, page)
-        if info.bands > max_bands:
-            raise ImageLoadError(label, f"too many bands: {info.bands:,} exceeds the limit of {max_bands:,}")
-        if info.dtype == "unknown" or np.dtype(info.dtype).kind not in "biuf":
-            raise ImageLoadError(label, f"unsupported sample type {info.dtype} (expected integers or real floats)")
+        page, info = _checked_page(tf, label, max_bands)
         _check_segments(tf, page, label, max_pixels)
         return _read_window(tf, page, info, window, bands, label, max_pixels)
 
@@ -405,10 +397,7 @@ def read_raster_rgb(
     """
     label = _label(source, name)
     with _tiff(source, label) as tf:
-        page = _first_page(tf, label)
-        info = _info(tf, page)
-        if info.bands > max_bands:
-            raise ImageLoadError(label, f"too many bands: {info.bands:,} exceeds the limit of {max_bands:,}")
+        page, info = _checked_page(tf, label, max_bands)
         bands = display_bands(info.bands, recipe)
         if page.photometric == tifffile.PHOTOMETRIC.PALETTE and info.bands == 1:
             bands = (1,)
@@ -599,8 +588,7 @@ def compute_band_ranges(
         source, window = samples[int(i)]
         try:
             with _tiff(source, _label(source, None)) as tf:
-                page = _first_page(tf, "sample")
-                info = _info(tf, page)
+                page, info = _checked_page(tf, "sample", DEFAULT_MAX_BANDS)
                 bands = display_bands(info.bands, recipe)
                 _check_segments(tf, page, "sample", max_pixels)
                 arr = _read_window(tf, page, info, window, bands, "sample", max_pixels)
@@ -704,6 +692,21 @@ def _tiff(source: Source, label: str) -> Iterator[tifffile.TiffFile]:
         raise ImageLoadError(label, "not enough memory to read this TIFF") from exc
     except Exception as exc:  # noqa: BLE001 - one hostile file must never stop a scan
         raise ImageLoadError(label, f"corrupt TIFF: {_bounded(exc)}") from exc
+
+
+def _check_bands_and_type(info: RasterInfo, label: str, max_bands: int) -> None:
+    if info.bands > max_bands:
+        raise ImageLoadError(label, f"too many bands: {info.bands:,} exceeds the limit of {max_bands:,}")
+    if info.dtype == "unknown" or np.dtype(info.dtype).kind not in "biuf":
+        raise ImageLoadError(label, f"unsupported sample type {info.dtype} (expected integers or real floats)")
+
+
+def _checked_page(tf: tifffile.TiffFile, label: str, max_bands: int) -> tuple[tifffile.TiffPage, RasterInfo]:
+    """The first page and its summary, refusing too many bands or a non-real sample type."""
+    page = _first_page(tf, label)
+    info = _info(tf, page)
+    _check_bands_and_type(info, label, max_bands)
+    return page, info
 
 
 def _first_page(tf: tifffile.TiffFile, label: str) -> tifffile.TiffPage:

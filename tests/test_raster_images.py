@@ -399,3 +399,11 @@ def test_corrupted_tiffs_only_ever_raise_image_load_error(big_tiled: tuple[Path,
                 call()
             except ImageLoadError as exc:
                 assert exc.reason
+
+
+def test_complex_samples_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.tif"
+    tifffile.imwrite(path, np.zeros((4, 4), dtype=np.complex64))
+    for call in (inspect_raster, lambda p: read_raster_rgb(p, DisplayRecipe()), read_window):
+        with pytest.raises(ImageLoadError, match="unsupported sample type complex64"):
+            call(path)
