@@ -89,6 +89,7 @@ class ScanReport:
 
 
 REVISIT = "revisit"  # strategy name of a batch of skipped/unsure images sent back for another look
+PREFETCH_KEY = "prefetched_batch"  # settings key of the batch prepared while the open one is labeled
 
 
 @dataclass
@@ -858,7 +859,8 @@ class Project:
         """The open batch, selecting a new one when none is open or the open one is complete."""
         view = self.current_batch()
         if view is None or view.complete:
-            self.next_batch(progress)
+            if self.promote_prefetched() is None:
+                self.next_batch(progress)
             view = self.current_batch()
         assert view is not None
         return view
@@ -895,9 +897,14 @@ class Project:
             return "teacher-probs", probs, probs, 0
         return "teacher", probs, None, 0
 
-    def _run_strategy(self, strategy: str, k: int, rng: np.random.Generator, progress: ProgressFn | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, str, str, int]:
+    def _run_strategy(self, strategy: str, k: int, rng: np.random.Generator, progress: ProgressFn | None = None,
+                      *, reserved: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, str, str, int]:
         """Run ``strategy`` over the candidates (labeled rows seed it), storing nothing.
+
+        Args:
+            reserved: Images about to be labeled (the open batch while the next one is
+                prepared): they seed the selection as labeled images do and are never picked.
+                Class-aware strategies count them under the predicted class.
 
         Returns:
             ``(pool rows in pick order, per-pick scores, strategy actually used, space, model round)``.
@@ -907,6 +914,9 @@ class Project:
             ProjectError: If no unlabeled image is left to query.
         """
         labeled, candidates = self.candidate_rows()
+        reserved_rows = np.asarray(sorted({self.row_of()[i] for i in reserved if i in self.row_of()}), dtype=np.int64)
+        reserved_rows = reserved_rows[np.isin(reserved_rows, candidates)]
+        candidates = candidates[~np.isin(candidates, reserved_rows)]
         if candidates.size == 0:
             raise ProjectError("no image left to query: every image is labeled, skipped, unsure or in the audit set")
         k = min(int(k), int(candidates.size))
@@ -916,6 +926,13 @@ class Project:
             # e.g. a stand-in teacher before any label gives uniform rows: every distance
             # is 0, so farthest-first would just take pool order. Start at random instead.
             strategy, space, feats = "random", f"{space} (uninformative: random start)", None
+        labeled_y = self._labeled_classes(labeled)
+        if reserved_rows.size:
+            guess = (np.asarray(probs[reserved_rows]).argmax(axis=1) if probs is not None
+                     else np.zeros(reserved_rows.size, dtype=np.int64))
+            order = np.argsort(np.concatenate([labeled, reserved_rows]), kind="stable")
+            labeled = np.concatenate([labeled, reserved_rows])[order]
+            labeled_y = np.concatenate([labeled_y, guess.astype(np.int64)])[order]
         subset = np.sort(np.concatenate([labeled, candidates]))
         pos = np.searchsorted(subset, labeled)
         sel = _select(
@@ -923,7 +940,7 @@ class Project:
             probs=None if probs is None else probs[subset],
             features=None if feats is None else feats[subset],
             labeled=pos,
-            labeled_y=self._labeled_classes(labeled),
+            labeled_y=labeled_y,
             k=k,
             rng=rng,
         )
@@ -948,6 +965,80 @@ class Project:
         view = self.current_batch()
         assert view is not None
         return view
+
+    # ---- the next batch, prepared while the current one is labeled -------------------------
+
+    def prefetch_wanted(self) -> bool:
+        """Whether the open batch still has open images and no next batch is prepared for it."""
+        view = self.current_batch()
+        if view is None or view.complete or view.batch.strategy == REVISIT:
+            return False
+        ready = self.store.get_setting(PREFETCH_KEY)
+        return not (isinstance(ready, dict) and ready.get("after_batch") == view.batch.id)
+
+    def prefetch_next_batch(self, progress: ProgressFn | None = None) -> bool:
+        """Select the batch that follows the open one, before the open one is finished; store it aside.
+
+        The open batch's images seed the selection as if labeled (they will be), with the
+        same random stream as :meth:`next_batch`: in the student's space (any round after
+        the first) and with a teacher that does not learn from labels, the prepared batch
+        is the one :meth:`next_batch` would pick once the open batch is labeled. A teacher
+        that refits on labels (stand-in, CLAP) is used as fitted now; class-balanced
+        selection counts the open images under their predicted class; an image that ends
+        up skipped still counted as a seed.
+        :meth:`promote_prefetched` opens it the moment the open batch is complete.
+
+        Returns:
+            True when a batch was prepared (False: nothing open, or nothing left to pick).
+        """
+        view = self.current_batch()
+        if view is None or view.complete:
+            return False
+        n_batches = len(self.store.batches())
+        rng = np.random.default_rng([int(self.config.get("seed", 0)), n_batches])
+        try:
+            picked, scores, strategy, space, model_round = self._run_strategy(
+                self.strategy, self.batch_size, rng, progress, reserved=[it.image_id for it in view.batch.items])
+        except ProjectError:
+            return False
+        ids = self.pool().ids
+        self.store.set_setting(PREFETCH_KEY, {
+            "after_batch": view.batch.id,
+            "model_round": model_round,
+            "strategy": strategy,
+            "space": space,
+            "picks": [[ids[int(r)], None if not np.isfinite(sc) else float(sc)] for r, sc in zip(picked, scores)],
+        })
+        return True
+
+    def promote_prefetched(self) -> BatchView | None:
+        """Open the prepared batch when the open one is complete; None when there is none usable.
+
+        A prepared batch is dropped when it belongs to another batch or was chosen by a student
+        that is no longer the active one; images that got a state meanwhile are left out.
+        """
+        with self._lock:
+            ready = self.store.get_setting(PREFETCH_KEY)
+            if not isinstance(ready, dict):
+                return None
+            view = self.current_batch()
+            latest = self.store.batches()[-1].id if view is None and self.store.batches() else None
+            after = view.batch.id if view is not None else latest
+            if view is not None and not view.complete:
+                return None
+            active = self.active_round()
+            if ready.get("after_batch") != after or ready.get("model_round") != (active.id if active else 0):
+                self.store.set_setting(PREFETCH_KEY, None)
+                return None
+            _, candidates = self.candidate_rows()
+            ids = self.pool().ids
+            open_ids = {ids[int(r)] for r in candidates}
+            picks = [(i, sc) for i, sc in ready.get("picks", []) if i in open_ids]
+            self.store.set_setting(PREFETCH_KEY, None)
+            if not picks:
+                return None
+            self.store.open_batch(int(ready["model_round"]), str(ready["strategy"]), str(ready["space"]), picks)
+            return self.current_batch()
 
     def preview_batch(self, strategy: str, k: int | None = None, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The batch ``strategy`` would pick next, in the same space as :meth:`next_batch`; nothing is stored.
@@ -1337,7 +1428,19 @@ def select_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: s
         view = project.current_batch()
         if view is not None and not view.complete:
             return view.batch.id
+        promoted = project.promote_prefetched()
+        if promoted is not None:
+            return promoted.batch.id
         return project.next_batch(progress).batch.id
+    finally:
+        project.close()
+
+
+def prefetch_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: str) -> bool:
+    """Job entry point (worker process): prepare the batch after the open one (see ``prefetch_next_batch``)."""
+    project = Project.open(folder)
+    try:
+        return project.prefetch_wanted() and project.prefetch_next_batch(progress)
     finally:
         project.close()
 

@@ -3,7 +3,9 @@
 Every action runs in a button callback, i.e. the event is committed to the project's
 database before the page reruns. A rerun reads the open batch and the image states
 from the store and the thumbnails from a cache: nothing heavy is recomputed on a click.
-Only when the batch is complete is the next one selected (with a spinner).
+While a batch is labeled the next one is prepared in a worker process, so the next grid
+appears at once when the last image is done; without a prepared batch the next one is
+selected then (with progress).
 
 Keyboard (Streamlit's native button shortcuts; ``R`` and ``C`` belong to Streamlit):
 ``1``-``9`` (``0`` for a tenth class) label the focused image, ``S`` skips, ``U`` marks
@@ -76,8 +78,8 @@ def _start_selection(project: Project) -> None:
     """
     jobs = project.jobs()
     with batch_lock(str(project.folder)):
-        if jobs.running("select") is not None:
-            return
+        if jobs.running("select") is not None or jobs.running("prefetch") is not None:
+            return  # a running prefetch stores the next batch: wait for it instead of selecting twice
         view = project.current_batch()
         if view is not None and not view.complete:
             return
@@ -85,6 +87,19 @@ def _start_selection(project: Project) -> None:
             jobs.start_process("select", "activekd_core.project:select_batch_job", {"folder": str(project.folder)})
         except JobBusy:
             pass
+
+
+def _start_prefetch(project: Project) -> None:
+    """Prepare the next batch in a worker process while this one is labeled (once per batch)."""
+    if not project.prefetch_wanted():
+        return
+    jobs = project.jobs()
+    if jobs.running("select") is not None or jobs.running("prefetch") is not None:
+        return
+    try:
+        jobs.start_process("prefetch", "activekd_core.project:prefetch_batch_job", {"folder": str(project.folder)})
+    except JobBusy:
+        pass
 
 
 def _batch(project: Project) -> BatchView | None:
@@ -95,7 +110,11 @@ def _batch(project: Project) -> BatchView | None:
     """
     view = project.current_batch()
     if view is not None and not view.complete:
+        _start_prefetch(project)
         return view
+    promoted = project.promote_prefetched()  # prepared while this batch was labeled: no wait
+    if promoted is not None:
+        return promoted
     _, candidates = project.candidate_rows()
     if candidates.size == 0:
         return None
@@ -113,7 +132,7 @@ def _batch(project: Project) -> BatchView | None:
 
 @st.fragment(run_every=SELECT_POLL_SECONDS)
 def _selection_progress(project: Project) -> None:
-    running = project.jobs().running("select")
+    running = project.jobs().running("select") or project.jobs().running("prefetch")
     if running is None:
         st.rerun()  # the batch is stored (or the job failed): redraw the whole page
     text = f"Selecting the next batch with {project.strategy}... {running.elapsed:.0f} s"

@@ -174,3 +174,52 @@ def test_review_page_relabels_and_bulk_labels_with_confirmation(tmp_path, monkey
     finally:
         db.close()
         st.cache_resource.clear()
+
+
+# ---- the next batch prepared during the current one -------------------------------------------
+
+
+def test_prefetched_batch_is_what_next_batch_would_pick(tmp_path: Path) -> None:
+    """With a teacher that does not learn from labels, the prepared batch equals the later selection."""
+    results = []
+    for name in ("ahead", "after"):
+        root = tmp_path / name / "images"
+        truth = make_images(root, per_class=6)
+        p = new_project(tmp_path / name, root, batch_size=3)
+        try:
+            view = p.ensure_batch()
+            batch_ids = [it.image_id for it in view.batch.items]
+            if name == "ahead":
+                assert p.prefetch_wanted() and p.prefetch_next_batch()
+                assert not p.prefetch_wanted()  # prepared once per batch
+                assert p.promote_prefetched() is None  # not while the batch is open
+            for i in batch_ids:
+                p.label(i, truth[i], annotator="ann")
+            nxt = p.promote_prefetched() if name == "ahead" else p.next_batch()
+            assert nxt is not None
+            results.append([it.image_id for it in nxt.batch.items])
+            assert not set(results[-1]) & set(batch_ids)
+        finally:
+            p.close()
+    assert results[0] == results[1]
+
+
+def test_prefetched_batch_is_dropped_when_stale(project) -> None:
+    p, truth = project
+    view = p.ensure_batch()
+    assert p.prefetch_next_batch()
+    ready = p.store.get_setting("prefetched_batch")
+    first = ready["picks"][0][0]
+    p.label(first, truth[first], annotator="rev")  # labeled from Review meanwhile: left out
+    for it in view.batch.items:
+        p.skip(it.image_id, annotator="ann")
+    promoted = p.promote_prefetched()
+    assert promoted is not None and first not in [it.image_id for it in promoted.batch.items]
+    assert len(promoted.batch.items) == len(ready["picks"]) - 1
+    assert p.promote_prefetched() is None  # used once
+    # prepared for a batch that is no longer the latest: ignored and cleared
+    assert p.prefetch_next_batch()
+    p.queue_images([i for i in p.pool().ids if i not in p.store.current()][:2])
+    for it in p.current_batch().batch.items:
+        p.skip(it.image_id, annotator="ann")
+    assert p.promote_prefetched() is None and p.store.get_setting("prefetched_batch") is None
