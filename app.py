@@ -17,6 +17,26 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `pages._session` and `activekd_core` import from the app folder
     sys.path.insert(0, str(HERE))
 
+
+
+def _refuse_foreign_connections() -> None:
+    """Serve nothing to a browser on another site or at a host name this server does not have.
+
+    Runs first on every script run of every page (before any widget exists, so no callback
+    of this session can run either). Streamlit's own checks (``server.allowedHosts``,
+    ``server.enableCORS``) refuse most of these before the WebSocket opens; this closes
+    what they leave open (see :mod:`activekd_core.web_access`).
+    """
+    from activekd_core.web_access import refusal
+
+    why = refusal(st.context.headers, st.get_option("server.allowedHosts"),
+                  st.get_option("server.corsAllowedOrigins"))
+    if why is not None:
+        st.text(f"Refused: {why}. Open ActiveKD Studio at its own address (README, Security).")
+        st.stop()
+
+
+_refuse_foreign_connections()
 st.set_page_config(page_title="ActiveKD Studio", page_icon=":material/label:", layout="wide")
 
 

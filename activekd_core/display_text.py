@@ -1,0 +1,135 @@
+"""Show text that came from a file, a folder, a CSV or a person literally, and bound its length.
+
+Streamlit renders most strings it is given (``st.markdown``, ``caption``, ``error``,
+``toast``, widget labels, ``help``, radio options) as Markdown, so a name such as
+``[support desk](http://x)`` would become a live link and ``![x](http://host/p.png)``
+would make every viewer's browser fetch that URL. Every page shows such text through this
+module, never by pasting it into a Markdown string:
+
+* :func:`visible` for text elements (``st.text``, tables, select-box options): control,
+  bidi-override and zero-width characters become visible escapes (``\\u202e``), length is
+  bounded with an ellipsis.
+* :func:`md` for Markdown: :func:`visible`, then every ASCII punctuation character is
+  backslash-escaped (CommonMark allows it for all of them), which also defuses
+  Streamlit's extensions (``:blue[...]``, ``:material/x:``, ``$...$``) and GFM autolinks.
+* :func:`code` for an inline code span that no backtick in the text can close.
+* :func:`check_name` at input: names people type (annotator, project, class) must be
+  visible text of bounded length.
+
+No Streamlit import: tested directly.
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+
+NAME_MAX = 120
+"""Longest annotator, project or class name accepted at input (characters)."""
+
+SHOW_MAX = 200
+"""Default display bound of one name or id (characters, before escaping)."""
+
+MESSAGE_MAX = 1000
+"""Default display bound of an error message that may quote names."""
+
+ELLIPSIS = "…"
+
+# Invisible letters (category Lo/So) used to fake blank or look-alike names.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def _hidden(ch: str) -> bool:
+    """Control (Cc), format (Cf: bidi overrides, zero-width, soft hyphen, tags), surrogate
+    (Cs: undecodable bytes of a file name), line/paragraph separators, invisible letters."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") or ch in _INVISIBLE_LETTERS
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if ch == "\n":
+        return "\\n"
+    if ch == "\t":
+        return "\\t"
+    if ch == "\r":
+        return "\\r"
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def visible(text: object, limit: int = SHOW_MAX, *, keep_newlines: bool = False) -> str:
+    """``text`` as plain characters a reader can see, at most about ``limit`` long.
+
+    Args:
+        text: Anything; ``str()`` is applied (``None`` shows as ``"None"``).
+        limit: Longest shown length; longer text is cut and ends with ``…``.
+        keep_newlines: Keep ``\\n`` (multi-line messages); every other hidden character
+            is still escaped.
+
+    Returns:
+        The text with each control, bidi, zero-width or other invisible character replaced
+        by a visible escape such as ``\\u202e``.
+    """
+    raw = text if isinstance(text, str) else str(text)
+    limit = max(1, int(limit))
+    cut = len(raw) > limit
+    raw = raw[: limit + 1]  # escaping never needs more than this: bounded work on huge input
+    out = "".join(_escape_char(c) if _hidden(c) and not (keep_newlines and c == "\n") else c for c in raw)
+    if cut or len(out) > limit:
+        out = out[: limit - 1] + ELLIPSIS
+    return out
+
+
+def md(text: object, limit: int = SHOW_MAX, *, keep_newlines: bool = False) -> str:
+    """``text`` escaped for Streamlit Markdown so that it renders literally.
+
+    Safe inside ``st.markdown``/``caption``/``error``/``toast``, widget labels, ``help``
+    and radio options; not inside a code span (use :func:`code`).
+    """
+    shown = visible(text, limit, keep_newlines=keep_newlines)
+    escaped = "".join("\\" + c if c in _PUNCTUATION else c for c in shown)
+    if keep_newlines:
+        escaped = escaped.replace("\n", "  \n")  # a hard line break, as the text had
+    return escaped
+
+
+def code(text: object, limit: int = SHOW_MAX) -> str:
+    """An inline Markdown code span showing ``text`` literally (e.g. a file name)."""
+    shown = visible(text, limit)
+    longest = run = 0
+    for c in shown:
+        run = run + 1 if c == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    return f"{fence} {shown} {fence}"  # one space each side is stripped by CommonMark
+
+
+def check_name(text: object, what: str, limit: int = NAME_MAX) -> str:
+    """Validate a name typed by a person (annotator, project, class).
+
+    Args:
+        text: The proposed name.
+        what: What it names, for the message (``"annotator name"``).
+        limit: Longest accepted length in characters.
+
+    Returns:
+        The name with surrounding whitespace removed.
+
+    Raises:
+        ValueError: If it is blank, longer than ``limit``, or holds control, bidi-override
+            or zero-width characters; the message says which and how long it is.
+    """
+    name = str(text).strip()
+    if not name:
+        raise ValueError(f"the {what} is blank")
+    if len(name) > limit:
+        raise ValueError(f"the {what} is {len(name):,} characters long; at most {limit} are allowed")
+    hidden = sorted({_escape_char(c) for c in name if _hidden(c)})
+    if hidden:
+        raise ValueError(f"the {what} contains invisible or control characters ({', '.join(hidden[:5])}); "
+                         "type it again without them")
+    return name
