@@ -37,7 +37,9 @@ def _refuse_foreign_connections() -> None:
 
 
 _refuse_foreign_connections()
-st.set_page_config(page_title="ActiveKD Studio", page_icon=":material/label:", layout="wide")
+# An emoji icon: Streamlit turns it into a data: URL. A ":material/...:" page icon would make
+# every browser fetch the favicon from fonts.gstatic.com (nothing may leave this machine).
+st.set_page_config(page_title="ActiveKD Studio", page_icon="🏷️", layout="wide")
 
 
 def _pages() -> list:
@@ -55,16 +57,17 @@ def _pages() -> list:
 
 
 def _sidebar() -> None:
+    from activekd_core.display_text import MESSAGE_MAX, md
     from pages._session import annotator, current_project
 
     try:
         project = current_project()
     except Exception as exc:  # shown on every page; the Project page lets the user fix it
-        st.sidebar.error(f"No project open: {exc}")
+        st.sidebar.error(f"No project open: {md(exc, MESSAGE_MAX)}")
         return
-    st.sidebar.markdown(f"**{project.name}**")
+    st.sidebar.markdown(f"**{md(project.name)}**")
     counts = project.counts()
-    st.sidebar.caption(f"{counts['labeled']}/{counts['total']} labeled · annotator: {annotator()}")
+    st.sidebar.caption(f"{counts['labeled']}/{counts['total']} labeled · annotator: {md(annotator())}")
 
 
 nav = st.navigation(_pages())

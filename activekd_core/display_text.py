@@ -105,7 +105,9 @@ def code(text: object, limit: int = SHOW_MAX) -> str:
         run = run + 1 if c == "`" else 0
         longest = max(longest, run)
     fence = "`" * (longest + 1)
-    return f"{fence} {shown} {fence}"  # one space each side is stripped by CommonMark
+    if shown[:1] in ("`", " ") or shown[-1:] in ("`", " "):
+        return f"{fence} {shown} {fence}"  # CommonMark strips one space each side
+    return f"{fence}{shown}{fence}"
 
 
 def check_name(text: object, what: str, limit: int = NAME_MAX) -> str:

@@ -49,10 +49,11 @@ def test_md_of_links_and_images_renders_their_source_text() -> None:
 
 
 def test_code_span_cannot_be_closed_by_backticks_in_the_text() -> None:
-    assert code("cat.png") == "` cat.png `"
+    assert code("cat.png") == "`cat.png`"
+    assert code(" padded ") == "`  padded  `"
     out = code("a`b``c")
     fence = re.match(r"`+", out).group(0)
-    assert fence == "```" and out == "``` a`b``c ```"
+    assert fence == "```" and out == "```a`b``c```"
     assert "```" not in out[len(fence):-len(fence)]
     assert code("`start") == "`` `start ``"
 
