@@ -21,6 +21,7 @@ No Streamlit import: tested directly.
 
 from __future__ import annotations
 
+import re
 import string
 import unicodedata
 
@@ -34,6 +35,8 @@ MESSAGE_MAX = 1000
 """Default display bound of an error message that may quote names."""
 
 ELLIPSIS = "…"
+WORD_JOINER = "\u2060"
+_WWW = re.compile(r"(www)(?=\\\.)", re.IGNORECASE)
 
 # Invisible letters (category Lo/So) used to fake blank or look-alike names.
 _INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
@@ -89,9 +92,16 @@ def md(text: object, limit: int = SHOW_MAX, *, keep_newlines: bool = False) -> s
 
     Safe inside ``st.markdown``/``caption``/``error``/``toast``, widget labels, ``help``
     and radio options; not inside a code span (use :func:`code`).
+
+    Backslash escapes do not stop GFM's autolinks (``http://...``, ``www.``, e-mail
+    addresses) nor Streamlit's ``:emoji:`` shortcodes: those are found in the text after
+    parsing. An invisible WORD JOINER (U+2060) after each ``:`` and ``@`` and inside
+    ``www.`` breaks them; it shows nothing and :func:`visible` escapes any U+2060 of the
+    text itself, so every U+2060 in the output is one of these.
     """
     shown = visible(text, limit, keep_newlines=keep_newlines)
-    escaped = "".join("\\" + c if c in _PUNCTUATION else c for c in shown)
+    escaped = "".join("\\" + c + (WORD_JOINER if c in ":@" else "") if c in _PUNCTUATION else c for c in shown)
+    escaped = _WWW.sub(lambda m: m.group(1) + WORD_JOINER, escaped)
     if keep_newlines:
         escaped = escaped.replace("\n", "  \n")  # a hard line break, as the text had
     return escaped

@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from activekd_core.display_text import NAME_MAX, check_name, code, md, visible
+from activekd_core.display_text import NAME_MAX, WORD_JOINER, check_name, code, md, visible
 
 HOSTILE = [
     "a`b``c",
@@ -22,8 +22,8 @@ HOSTILE = [
 
 
 def _unescape(text: str) -> str:
-    """CommonMark backslash escapes removed (what a Markdown renderer shows)."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
+    """CommonMark backslash escapes and the invisible word joiners removed (what a reader sees)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text).replace(WORD_JOINER, "")
 
 
 @pytest.mark.parametrize("text", HOSTILE)
@@ -43,9 +43,20 @@ def test_md_escapes_every_markdown_character_and_shows_the_same_text(text: str) 
 
 
 def test_md_of_links_and_images_renders_their_source_text() -> None:
-    assert md("![x](http://h/)") == r"\!\[x\]\(http\:\/\/h\/\)"
-    assert md("[a](http://x)") == r"\[a\]\(http\:\/\/x\)"
+    assert md("![x](http://h/)").replace(WORD_JOINER, "") == r"\!\[x\]\(http\:\/\/h\/\)"
+    assert md("[a](http://x)").replace(WORD_JOINER, "") == r"\[a\]\(http\:\/\/x\)"
     assert md("plain name 42") == "plain name 42"
+
+
+def test_autolinks_and_shortcodes_are_broken_by_an_invisible_joiner() -> None:
+    """GFM links bare URLs, www. names and e-mail addresses found in the parsed text, escapes or not."""
+    out = md("http://evil.test HTTPS://x www.evil.test WWW.x a@evil.test :smile:")
+    assert not re.search(r"https?\\?:\\?/", out, re.IGNORECASE)  # "http" + ":" + "/" never adjacent
+    assert not re.search(r"www\\?\.", out, re.IGNORECASE)
+    assert not re.search(r"@\w", out.replace("\\", ""))
+    assert ":smile:" not in out.replace("\\", "")
+    assert _unescape(out) == "http://evil.test HTTPS://x www.evil.test WWW.x a@evil.test :smile:"
+    assert WORD_JOINER not in md("plain name") and md("\u2060") == "\\\\u2060"
 
 
 def test_code_span_cannot_be_closed_by_backticks_in_the_text() -> None:
