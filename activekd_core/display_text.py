@@ -13,6 +13,7 @@ module, never by pasting it into a Markdown string:
   backslash-escaped (CommonMark allows it for all of them), which also defuses
   Streamlit's extensions (``:blue[...]``, ``:material/x:``, ``$...$``) and GFM autolinks.
 * :func:`code` for an inline code span that no backtick in the text can close.
+* :func:`plotly_text` for labels of Plotly figures (they read a small HTML subset).
 * :func:`check_name` at input: names people type (annotator, project, class) must be
   visible text of bounded length.
 
@@ -21,6 +22,7 @@ No Streamlit import: tested directly.
 
 from __future__ import annotations
 
+import html
 import re
 import string
 import unicodedata
@@ -118,6 +120,16 @@ def code(text: object, limit: int = SHOW_MAX) -> str:
     if shown[:1] in ("`", " ") or shown[-1:] in ("`", " "):
         return f"{fence} {shown} {fence}"  # CommonMark strips one space each side
     return f"{fence}{shown}{fence}"
+
+
+def plotly_text(text: object, limit: int = SHOW_MAX) -> str:
+    """``text`` for a Plotly label (legend, axis tick, title, hover text) shown literally.
+
+    Plotly reads a small HTML subset in every label (``<a href>`` becomes a live link,
+    ``<b>``, ``<span style>``...) and decodes entities, so ``<``, ``>`` and ``&`` are
+    written as entities; hidden characters are made visible as by :func:`visible`.
+    """
+    return html.escape(visible(text, limit), quote=False)
 
 
 def check_name(text: object, what: str, limit: int = NAME_MAX) -> str:
