@@ -9,9 +9,10 @@ module, never by pasting it into a Markdown string:
 * :func:`visible` for text elements (``st.text``, tables, select-box options): control,
   bidi-override and zero-width characters become visible escapes (``\\u202e``), length is
   bounded with an ellipsis.
-* :func:`md` for Markdown: :func:`visible`, then every ASCII punctuation character is
-  backslash-escaped (CommonMark allows it for all of them), which also defuses
-  Streamlit's extensions (``:blue[...]``, ``:material/x:``, ``$...$``) and GFM autolinks.
+* :func:`md` for Markdown: :func:`visible`, then every character that can open Markdown
+  syntax is backslash-escaped (CommonMark allows it for any ASCII punctuation), which
+  also defuses Streamlit's extensions (``:blue[...]``, ``:material/x:``, ``$...$``); an
+  invisible word joiner defuses GFM autolinks.
 * :func:`code` for an inline code span that no backtick in the text can close.
 * :func:`plotly_text` for labels of Plotly figures (they read a small HTML subset).
 * :func:`check_name` at input: names people type (annotator, project, class) must be
@@ -38,7 +39,12 @@ MESSAGE_MAX = 1000
 
 ELLIPSIS = "…"
 WORD_JOINER = "\u2060"
-_WWW = re.compile(r"(www)(?=\\\.)", re.IGNORECASE)
+_WWW = re.compile(r"(www)(?=\.)", re.IGNORECASE)
+# A block marker at the start of a line: list, heading, quote, setext underline, ordered list.
+_LINE_START = re.compile(r"^([ \t]*)(?:([-+#>=])|(\d{1,9})([.)]))", re.MULTILINE)
+
+MD_INLINE = frozenset("\\`*_[]<~$:|&@")
+"""Characters :func:`md` always escapes: each can open inline Markdown/GFM/Streamlit syntax."""
 
 # Invisible letters (category Lo/So) used to fake blank or look-alike names.
 _INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
@@ -95,6 +101,13 @@ def md(text: object, limit: int = SHOW_MAX, *, keep_newlines: bool = False) -> s
     Safe inside ``st.markdown``/``caption``/``error``/``toast``, widget labels, ``help``
     and radio options; not inside a code span (use :func:`code`).
 
+    Backslash-escaped: every character that opens inline syntax anywhere in a line
+    (:data:`MD_INLINE`: code, emphasis, strikethrough, links and images, HTML and
+    autolinks, entities, tables, math, Streamlit's ``:directives[...]``) and, at the
+    start of a line, the characters that open a block (``-``, ``+``, ``#``, ``>``, ``=``,
+    ``1.``/``1)``). Other punctuation (``-`` inside a word, ``.``, ``/``, quotes) stays as
+    it is, so the Markdown source still reads like the text.
+
     Backslash escapes do not stop GFM's autolinks (``http://...``, ``www.``, e-mail
     addresses) nor Streamlit's ``:emoji:`` shortcodes: those are found in the text after
     parsing. An invisible WORD JOINER (U+2060) after each ``:`` and ``@`` and inside
@@ -102,11 +115,23 @@ def md(text: object, limit: int = SHOW_MAX, *, keep_newlines: bool = False) -> s
     text itself, so every U+2060 in the output is one of these.
     """
     shown = visible(text, limit, keep_newlines=keep_newlines)
-    escaped = "".join("\\" + c + (WORD_JOINER if c in ":@" else "") if c in _PUNCTUATION else c for c in shown)
+    escaped = "".join(_escape_md_char(c) for c in shown)
     escaped = _WWW.sub(lambda m: m.group(1) + WORD_JOINER, escaped)
+    escaped = _LINE_START.sub(_escape_line_start, escaped)
     if keep_newlines:
         escaped = escaped.replace("\n", "  \n")  # a hard line break, as the text had
     return escaped
+
+
+def _escape_line_start(m: re.Match[str]) -> str:
+    indent, marker, digits, dot = m.groups()
+    return f"{indent}\\{marker}" if marker else f"{indent}{digits}\\{dot}"
+
+
+def _escape_md_char(c: str) -> str:
+    if c not in MD_INLINE:
+        return c
+    return "\\" + c + (WORD_JOINER if c in ":@" else "")
 
 
 def code(text: object, limit: int = SHOW_MAX) -> str:

@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from activekd_core.display_text import NAME_MAX, WORD_JOINER, check_name, code, md, visible
+from activekd_core.display_text import MD_INLINE, NAME_MAX, WORD_JOINER, check_name, code, md, visible
 
 HOSTILE = [
     "a`b``c",
@@ -27,25 +27,29 @@ def _unescape(text: str) -> str:
 
 
 @pytest.mark.parametrize("text", HOSTILE)
-def test_md_escapes_every_markdown_character_and_shows_the_same_text(text: str) -> None:
-    out = md(text, limit=10_000)
-    # no punctuation character is left unescaped: nothing can open a link, image, code span,
-    # HTML tag, emphasis, directive or math
+def test_md_escapes_every_markdown_opener_and_shows_the_same_text(text: str) -> None:
+    out = md(text, limit=10_000, keep_newlines=True)
+    # no character that opens inline syntax is left unescaped: nothing can open a link, image,
+    # code span, HTML tag, entity, emphasis, strikethrough, table, directive or math
     i = 0
     while i < len(out):
         if out[i] == "\\":
             assert i + 1 < len(out) and out[i + 1] in string.punctuation, (out, i)
             i += 2
             continue
-        assert out[i] not in string.punctuation, (out, i)
+        assert out[i] not in MD_INLINE, (out, i)
         i += 1
-    assert _unescape(out) == visible(text, limit=10_000)
+    # no line starts a block (list, heading, quote, setext underline, ordered list)
+    for line in out.split("\n"):
+        assert not re.match(r"[ \t]*([-+#>=]|\d+[.)])", line), line
+    assert _unescape(out).replace("  \n", "\n") == visible(text, limit=10_000, keep_newlines=True)
 
 
 def test_md_of_links_and_images_renders_their_source_text() -> None:
-    assert md("![x](http://h/)").replace(WORD_JOINER, "") == r"\!\[x\]\(http\:\/\/h\/\)"
-    assert md("[a](http://x)").replace(WORD_JOINER, "") == r"\[a\]\(http\:\/\/x\)"
+    assert md("![x](http://h/)").replace(WORD_JOINER, "") == r"!\[x\](http\://h/)"
+    assert md("[a](http://x)").replace(WORD_JOINER, "") == r"\[a\](http\://x)"
     assert md("plain name 42") == "plain name 42"
+    assert md("missing-weights.safetensors") == "missing-weights.safetensors"  # reads like the text
 
 
 def test_autolinks_and_shortcodes_are_broken_by_an_invisible_joiner() -> None:
@@ -101,7 +105,7 @@ def test_plain_unicode_is_left_alone() -> None:
 
 def test_keep_newlines_for_messages() -> None:
     assert visible("line 1\nline 2\u202e", keep_newlines=True) == "line 1\nline 2\\u202e"
-    assert md("a\n# b", keep_newlines=True) == "a  \n\\# b"
+    assert md("a\n# b\n2. c", keep_newlines=True) == "a  \n\\# b  \n2\\. c"
 
 
 def test_a_200000_character_name_is_bounded() -> None:
