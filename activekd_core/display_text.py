@@ -39,7 +39,16 @@ MESSAGE_MAX = 1000
 
 ELLIPSIS = "…"
 WORD_JOINER = "\u2060"
-_WWW = re.compile(r"(www)(?=\.)", re.IGNORECASE)
+# What GFM and Streamlit find in the text after parsing, where a word joiner goes: the colon of
+# an autolink's scheme, the opening colon of an :emoji: or :material/icon: shortcode, the @ of
+# an e-mail address, the www of a www. name (matched on the already escaped text).
+_AFTER_PARSE = re.compile(
+    r"(?:https?|mailto|xmpp)\\:"
+    r"|\\:(?=(?:[\w+/-]|\\_)+\\:)"
+    r"|(?<=[\w.+-])\\@(?=[\w-])"
+    r"|www(?=\.)",
+    re.IGNORECASE,
+)
 # A block marker at the start of a line: list, heading, quote, setext underline, ordered list.
 _LINE_START = re.compile(r"^([ \t]*)(?:([-+#>=])|(\d{1,9})([.)]))", re.MULTILINE)
 
@@ -110,13 +119,14 @@ def md(text: object, limit: int = SHOW_MAX, *, keep_newlines: bool = False) -> s
 
     Backslash escapes do not stop GFM's autolinks (``http://...``, ``www.``, e-mail
     addresses) nor Streamlit's ``:emoji:`` shortcodes: those are found in the text after
-    parsing. An invisible WORD JOINER (U+2060) after each ``:`` and ``@`` and inside
-    ``www.`` breaks them; it shows nothing and :func:`visible` escapes any U+2060 of the
-    text itself, so every U+2060 in the output is one of these.
+    parsing. An invisible WORD JOINER (U+2060) right there (after ``http:``, the first
+    colon of ``:name:``, the ``@`` of an address, inside ``www.``) breaks them; it shows
+    nothing and :func:`visible` escapes any U+2060 of the text itself, so every U+2060 in
+    the output is one of these. Plain text such as ``Demo: textile`` gets none.
     """
     shown = visible(text, limit, keep_newlines=keep_newlines)
-    escaped = "".join(_escape_md_char(c) for c in shown)
-    escaped = _WWW.sub(lambda m: m.group(1) + WORD_JOINER, escaped)
+    escaped = "".join("\\" + c if c in MD_INLINE else c for c in shown)
+    escaped = _AFTER_PARSE.sub(lambda m: m.group(0) + WORD_JOINER, escaped)
     escaped = _LINE_START.sub(_escape_line_start, escaped)
     if keep_newlines:
         escaped = escaped.replace("\n", "  \n")  # a hard line break, as the text had
@@ -126,12 +136,6 @@ def md(text: object, limit: int = SHOW_MAX, *, keep_newlines: bool = False) -> s
 def _escape_line_start(m: re.Match[str]) -> str:
     indent, marker, digits, dot = m.groups()
     return f"{indent}\\{marker}" if marker else f"{indent}{digits}\\{dot}"
-
-
-def _escape_md_char(c: str) -> str:
-    if c not in MD_INLINE:
-        return c
-    return "\\" + c + (WORD_JOINER if c in ":@" else "")
 
 
 def code(text: object, limit: int = SHOW_MAX) -> str:

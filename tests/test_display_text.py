@@ -60,7 +60,10 @@ def test_autolinks_and_shortcodes_are_broken_by_an_invisible_joiner() -> None:
     assert not re.search(r"@\w", out.replace("\\", ""))
     assert ":smile:" not in out.replace("\\", "")
     assert _unescape(out) == "http://evil.test HTTPS://x www.evil.test WWW.x a@evil.test :smile:"
-    assert WORD_JOINER not in md("plain name") and md("\u2060") == "\\\\u2060"
+    assert md("_http://x").count(WORD_JOINER) == 1  # GFM links a URL right after "_" too
+    for plain in ("plain name", "Demo: textile", "10:30", "a @ b", "time: 3 s; ratio 1:2"):
+        assert WORD_JOINER not in md(plain), plain  # find-in-page and copy see the plain text
+    assert md("\u2060") == "\\\\u2060"
 
 
 def test_code_span_cannot_be_closed_by_backticks_in_the_text() -> None:

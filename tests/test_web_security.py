@@ -34,7 +34,8 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwrig
 websockets_client = pytest.importorskip("websockets.sync.client", reason="the websockets package is not installed")
 
 EVIL = "evil.test"
-CLASSES = ["[support desk](http://evil.test/phish)", "![i](http://evil.test/class.png)", "<b>bold</b>`tick"]
+CLASSES = ["[support desk](http://evil.test/phish)", "![i](http://evil.test/class.png)", "<b>bold</b>`tick",
+           ":blue[big] :smile: $x^2$ ~~gone~~ www.evil.test"]
 FILES = ["a`b.png", "![f](http__evil.test_file.png).png", "[desk](http___evil.test).png", "plain_1.png",
          "plain_2.png", "plain_3.png"]
 ANNOTATOR = "![a](http://evil.test/annotator.png) [support desk](http://evil.test/desk)"
@@ -304,7 +305,7 @@ def test_hostile_names_render_literally_in_the_browser(server, browser, project_
     sidebar = page.locator("[data-testid='stSidebar']").inner_text().replace("\u2060", "")
     links = page.evaluate("[...document.querySelectorAll('a[href]')].map(a => a.href)")
     images = page.evaluate("[...document.querySelectorAll('img')].map(i => i.src)")
-    bolds = page.evaluate("[...document.querySelectorAll('main b')].map(b => b.innerText)")
+    bolds = page.evaluate("[...document.querySelectorAll('main b, main del, main .katex')].map(b => b.innerText)")
     body = page.locator("main").inner_text().replace("\u2060", "")
     page.close()
     assert not [h for h in links if EVIL in h], links
