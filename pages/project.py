@@ -237,8 +237,10 @@ def _current_section(project: Project) -> None:
                f"{len(project.classes)} classes · teacher **{md(cfg['teacher_spec'].get('kind'))}** · "
                f"student **{md(cfg.get('student_arch'))}** · batch **{project.batch_size}** · "
                f"strategy **{md(project.strategy)}**")
-    st.text_input("Annotator (recorded with every label)", value=annotator()[:NAME_MAX], key="prj_annotator_input",
-                  on_change=_set_annotator, max_chars=NAME_MAX)
+    if "prj_annotator_input" not in st.session_state:  # (re)drawn: show the current name
+        st.session_state["prj_annotator_input"] = annotator()[:NAME_MAX]
+    st.text_input("Annotator (recorded with every label)", key="prj_annotator_input", on_change=_set_annotator,
+                  max_chars=NAME_MAX)
     problem = st.session_state.pop(K_ANNOTATOR_ERR, None)
     if problem:
         st.error(f"Annotator not changed: {md(problem, MESSAGE_MAX)}")
