@@ -28,7 +28,6 @@ import uuid
 from pathlib import Path
 
 import streamlit as st
-
 from PIL import Image
 
 from activekd_core.display_text import MESSAGE_MAX, md
