@@ -17,7 +17,28 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `pages._session` and `activekd_core` import from the app folder
     sys.path.insert(0, str(HERE))
 
-st.set_page_config(page_title="ActiveKD Studio", page_icon=":material/label:", layout="wide")
+
+def _refuse_foreign_connections() -> None:
+    """Serve nothing to a browser on another site or at a host name this server does not have.
+
+    Runs first on every script run of every page (before any widget exists, so no callback
+    of this session can run either). Streamlit's own checks (``server.allowedHosts``,
+    ``server.enableCORS``) refuse most of these before the WebSocket opens; this closes
+    what they leave open (see :mod:`activekd_core.web_access`).
+    """
+    from activekd_core.web_access import refusal
+
+    why = refusal(st.context.headers, st.get_option("server.allowedHosts"),
+                  st.get_option("server.corsAllowedOrigins"))
+    if why is not None:
+        st.text(f"Refused: {why}. Open ActiveKD Studio at its own address (README, Security).")
+        st.stop()
+
+
+_refuse_foreign_connections()
+# An emoji icon: Streamlit turns it into a data: URL. A ":material/...:" page icon would make
+# every browser fetch the favicon from fonts.gstatic.com (nothing may leave this machine).
+st.set_page_config(page_title="ActiveKD Studio", page_icon="🏷️", layout="wide")
 
 
 def _pages() -> list:
@@ -48,6 +69,7 @@ def _login_gate() -> None:
 
 
 def _sidebar() -> None:
+    from activekd_core.display_text import MESSAGE_MAX, md
     from pages._session import annotator, auth_configured, current_project
 
     if auth_configured():
@@ -58,11 +80,11 @@ def _sidebar() -> None:
     try:
         project = current_project()
     except Exception as exc:  # shown on every page; the Project page lets the user fix it
-        st.sidebar.error(f"No project open: {exc}")
+        st.sidebar.error(f"No project open: {md(exc, MESSAGE_MAX)}")
         return
-    st.sidebar.markdown(f"**{project.name}**")
+    st.sidebar.markdown(f"**{md(project.name)}**")
     counts = project.counts()
-    st.sidebar.caption(f"{counts['labeled']}/{counts['total']} labeled · annotator: {annotator()}")
+    st.sidebar.caption(f"{counts['labeled']}/{counts['total']} labeled · annotator: {md(annotator())}")
 
 
 def _restore_from_url() -> None:
@@ -73,8 +95,10 @@ def _restore_from_url() -> None:
         st.warning(problem)
 
 
+# st.navigation first: it ends Streamlit's pages-folder mode before pages._session is imported
+# (which would otherwise rerun the script once, see pages._session._leave_pages_folder_mode).
+nav = st.navigation(_pages())
 _login_gate()
 _restore_from_url()
-nav = st.navigation(_pages())
 _sidebar()
 nav.run()

@@ -28,6 +28,7 @@ from plotly.subplots import make_subplots
 
 from activekd_core.bias import ClassificationReport, TeacherComparison
 from activekd_core.coverage import GreedyTrace
+from activekd_core.display_text import plotly_text
 
 __all__ = [
     "Overlay",
@@ -155,7 +156,8 @@ def _top_k(probs: np.ndarray, classes: Sequence[str], k: int = 3) -> list[str]:
     k = min(k, probs.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     vals = np.take_along_axis(probs, order, axis=1)
-    return [", ".join(f"{classes[c]} {v:.2f}" for c, v in zip(o, vv)) for o, vv in zip(order, vals)]
+    names = [plotly_text(c) for c in classes]
+    return [", ".join(f"{names[c]} {v:.2f}" for c, v in zip(o, vv)) for o, vv in zip(order, vals)]
 
 
 def hover_texts(
@@ -178,13 +180,13 @@ def hover_texts(
         student_probs: ``(N, C)`` student probabilities.
 
     Returns:
-        One HTML string per index.
+        One HTML string per index; ids and names are escaped (shown literally).
     """
     idx = _idx(indices)
-    lines = [[f"<b>{ids[i] if ids is not None else f'#{i}'}</b>"] for i in idx]
+    lines = [[f"<b>{plotly_text(ids[i]) if ids is not None else f'#{i}'}</b>"] for i in idx]
     if human is not None:
         for li, i in zip(lines, idx):
-            li.append(f"human: {human[i]}")
+            li.append(f"human: {plotly_text(human[i])}")
     for name, probs in (("teacher", teacher_probs), ("student", student_probs)):
         if probs is None:
             continue
@@ -279,12 +281,14 @@ def _pair_figure(
         if ov.indices.size and (ov.indices.min() < 0 or ov.indices.max() >= n):
             raise ValueError(f"figures: overlay {ov.name!r} has indices out of range [0, {n})")
     use_gl = (shown.size > GL_THRESHOLD) if gl is None else gl
+    shown_names = [plotly_text(c) for c in classes]  # legend entries and axis titles read HTML
     cats = point_categories(
-        n, classes, color_by=color_by, labeled=labeled, y=y, teacher_probs=teacher_probs, student_probs=student_probs
+        n, shown_names, color_by=color_by, labeled=labeled, y=y, teacher_probs=teacher_probs,
+        student_probs=student_probs,
     )
-    human = _human_names(n, classes, labeled, y)
-    colors = class_colors(classes)
-    order = [str(c) for c in classes] + [UNLABELED]
+    human = _human_names(n, classes, labeled, y)  # raw: hover_texts escapes
+    colors = class_colors(shown_names)
+    order = shown_names + [UNLABELED]
     need = np.unique(np.concatenate([shown, *[ov.indices for ov in overlays]]))  # hover text only where drawn
     texts = np.empty(n, dtype=object)
     texts[need] = hover_texts(need, classes, ids=ids, human=human, teacher_probs=teacher_probs,
@@ -333,9 +337,9 @@ def _pair_figure(
         fig.update_yaxes(showticklabels=False, zeroline=False)
     else:
         axes = {f"ternary{'' if i == 0 else i + 1}": {
-            "aaxis": {"title": {"text": str(classes[0])}},
-            "baxis": {"title": {"text": str(classes[1])}},
-            "caxis": {"title": {"text": str(classes[2])}},
+            "aaxis": {"title": {"text": shown_names[0]}},
+            "baxis": {"title": {"text": shown_names[1]}},
+            "caxis": {"title": {"text": shown_names[2]}},
         } for i in range(len(panels))}
         fig.update_layout(**axes)
     return fig
@@ -513,8 +517,8 @@ def confusion_heatmap(report: ClassificationReport, *, normalized: bool = True, 
     fig = go.Figure(
         go.Heatmap(
             z=cmn if normalized else cm,
-            x=report.classes,
-            y=report.classes,
+            x=[plotly_text(c) for c in report.classes],
+            y=[plotly_text(c) for c in report.classes],
             text=text,
             texttemplate="%{text}",
             colorscale="Blues",
@@ -569,9 +573,10 @@ def priors_figure(priors: pd.DataFrame, *, title: str = "Predicted vs human clas
         title: Figure title.
     """
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=priors["class"], y=priors["predicted_share"], name="predicted (whole pool)",
+    names = [plotly_text(c) for c in priors["class"]]
+    fig.add_trace(go.Bar(x=names, y=priors["predicted_share"], name="predicted (whole pool)",
                          customdata=priors["predicted_count"], hovertemplate="%{x}: %{y:.1%} (%{customdata})<extra></extra>"))
-    fig.add_trace(go.Bar(x=priors["class"], y=priors["human_share"], name="human labels",
+    fig.add_trace(go.Bar(x=names, y=priors["human_share"], name="human labels",
                          customdata=priors["human_count"], hovertemplate="%{x}: %{y:.1%} (%{customdata})<extra></extra>"))
     fig.update_layout(barmode="group", title=title, yaxis={"title": "share", "tickformat": ".0%"})
     return fig
@@ -608,7 +613,7 @@ def confidence_correctness_figure(df: pd.DataFrame, *, title: str = "Confidence 
         fig.add_trace(
             go.Box(
                 y=part["confidence"], name=name, boxpoints="all", jitter=0.4, pointpos=0, marker_color=colour,
-                customdata=part["index"].to_numpy(), hovertext=[f"#{i}: human {h}, predicted {p}" for i, h, p in
+                customdata=part["index"].to_numpy(), hovertext=[f"#{i}: human {plotly_text(h)}, predicted {plotly_text(p)}" for i, h, p in
                                                                 zip(part["index"], part["human"], part["predicted"])],
             )
         )
@@ -668,11 +673,12 @@ def comparison_figure(cmp: TeacherComparison, *, metric: str = "recall", title: 
     if f"{metric}_before" not in cmp.per_class:
         raise ValueError(f"figures: unknown comparison metric {metric!r}")
     pc = cmp.per_class
+    names = [plotly_text(c) for c in pc["class"]]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=pc["class"], y=pc[f"{metric}_before"], name="before"))
-    fig.add_trace(go.Bar(x=pc["class"], y=pc[f"{metric}_after"], name="after"))
+    fig.add_trace(go.Bar(x=names, y=pc[f"{metric}_before"], name="before"))
+    fig.add_trace(go.Bar(x=names, y=pc[f"{metric}_after"], name="after"))
     if metric == "predicted_share":
-        fig.add_trace(go.Scatter(x=pc["class"], y=pc["human_share"], mode="markers", name="human share",
+        fig.add_trace(go.Scatter(x=names, y=pc["human_share"], mode="markers", name="human share",
                                  marker={"symbol": "line-ew-open", "size": 24, "line": {"width": 3}}))
     fig.update_layout(barmode="group", title=title or f"{metric} per class, before vs after")
     return fig

@@ -36,6 +36,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from activekd_core.display_text import check_name
+
 SCHEMA_VERSION = 1
 EVENTS = ("label", "skip", "unsure", "undo")
 ROUND_STATES = ("running", "done", "failed", "cancelled", "interrupted")
@@ -240,7 +242,8 @@ def utc_now() -> str:
 
 
 def validate_class_names(names: Sequence[str]) -> list[str]:
-    """Check class names: at least two, none blank, no duplicates (case-insensitive).
+    """Check class names: at least two, none blank, no duplicates (case-insensitive), each at most
+    :data:`activekd_core.display_text.NAME_MAX` characters of visible text.
 
     Args:
         names: Proposed class names.
@@ -260,6 +263,12 @@ def validate_class_names(names: Sequence[str]) -> list[str]:
     blanks = [i + 1 for i, n in enumerate(cleaned) if not n]
     if blanks:
         problems.append(f"blank class name in row(s) {blanks}")
+    for i, n in enumerate(cleaned):
+        if n:
+            try:
+                check_name(n, f"class name in row {i + 1}")
+            except ValueError as exc:  # too long, or invisible/control characters
+                problems.append(str(exc))
     seen: dict[str, str] = {}
     dups = []
     for n in cleaned:

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import functools
 import gc
-import io
 import os
 import threading
 import uuid
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 
+from activekd_core.display_text import MESSAGE_MAX, NAME_MAX, check_name, md
+from activekd_core.image_view import BytesCache, ZoomWindow, fit_image, png_bytes, render_zoom, zoom_window
 from activekd_core.paths import resolve_inside
 from activekd_core.project import Project, ProjectError, open_demo
 
@@ -132,7 +134,7 @@ def adopt_url_state() -> str | None:
         name = params.get(URL_ANNOTATOR)
         if name:
             try:
-                st.session_state[KEY_ANNOTATOR] = valid_annotator(name)
+                st.session_state[KEY_ANNOTATOR] = check_name(name, "annotator name")
             except ValueError:
                 pass
     sync_url()
@@ -205,7 +207,7 @@ def _first_open_demo(name: str) -> Project:
     bar = status.progress(0.0)
 
     def progress(done: int, total: int, message: str = "") -> None:
-        bar.progress(min(1.0, done / total) if total else 0.0, text=f"{message} {done}/{total}".strip())
+        bar.progress(min(1.0, done / total) if total else 0.0, text=f"{md(message)} {done}/{total}".strip())
 
     with _OPEN_LOCK:  # created here, outside the cache (elements cannot be drawn from a cached call)
         open_demo(name, base_dir=activekd_home(), per_class=demo_per_class(), progress=progress).close()
@@ -261,27 +263,6 @@ def forget_page_state() -> None:
             del st.session_state[key]
 
 
-MAX_ANNOTATOR_CHARS = 80
-
-
-def valid_annotator(name: str) -> str:
-    """An annotator name as typed, checked: 1-80 printable characters after trimming.
-
-    Raises:
-        ValueError: With what is wrong (blank, too long, control or invisible characters).
-    """
-    import unicodedata
-
-    name = str(name).strip()
-    if not name:
-        raise ValueError("the annotator name is blank")
-    if len(name) > MAX_ANNOTATOR_CHARS:
-        raise ValueError(f"the annotator name is longer than {MAX_ANNOTATOR_CHARS} characters")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
-        raise ValueError("the annotator name contains control or invisible characters")
-    return name
-
-
 def auth_configured() -> bool:
     """Whether the server runs with Streamlit's login (an ``[auth]`` section in its secrets)."""
     try:
@@ -297,7 +278,7 @@ def signed_in_user() -> str | None:
     for claim in ("email", "name", "preferred_username", "sub"):
         value = st.user.get(claim)
         if value:
-            return str(value)[:MAX_ANNOTATOR_CHARS]
+            return str(value)[:NAME_MAX]
     return None
 
 
@@ -307,9 +288,9 @@ def default_annotator() -> str:
 
     env = os.environ.get("ACTIVEKD_ANNOTATOR", "").strip()
     if env:
-        return env[:MAX_ANNOTATOR_CHARS]
+        return env[:NAME_MAX]
     try:
-        return getpass.getuser()[:MAX_ANNOTATOR_CHARS] or "expert"
+        return getpass.getuser()[:NAME_MAX] or "expert"
     except Exception:  # noqa: BLE001 - no user name in this environment
         return "expert"
 
@@ -351,21 +332,25 @@ def _resolved(root: str, image_id: str) -> Path:
     return resolve_inside(root, image_id, must_exist=True)
 
 
-@st.cache_data(show_spinner=False, max_entries=4096)
-def _thumbnail_png(path: str, mtime_ns: int, size: int, box: int) -> bytes:
-    from activekd_core.images import load_rgb
+IMAGE_CACHE_MB_DEFAULT = 256
 
-    img = load_rgb(Path(path))
-    if box > 0:
-        w, h = img.size
-        factor = box // max(w, h)
-        if factor >= 2:  # small images (digits are 8x8): whole-number upscale, crisp pixels
-            img = img.resize((w * factor, h * factor), resample=0)
-        elif max(w, h) > box:
-            img.thumbnail((box, box))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+
+@st.cache_resource(show_spinner=False)
+def image_bytes_cache() -> BytesCache:
+    """PNG bytes of thumbnails and zoomed views, shared by all sessions, bounded in bytes
+    (``$ACTIVEKD_IMAGE_CACHE_MB``, default 256 MB)."""
+    raw = os.environ.get("ACTIVEKD_IMAGE_CACHE_MB", "").strip()
+    megabytes = int(raw) if raw.isdigit() and int(raw) > 0 else IMAGE_CACHE_MB_DEFAULT
+    return BytesCache(megabytes << 20)
+
+
+def _thumbnail_png(path: str, mtime_ns: int, size: int, box: int) -> bytes:
+    def make() -> bytes:
+        from activekd_core.images import load_rgb
+
+        return png_bytes(fit_image(load_rgb(Path(path)), box))
+
+    return image_bytes_cache().get_or_make(("thumb", path, mtime_ns, size, box), make)
 
 
 def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
@@ -382,9 +367,31 @@ def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
     return _thumbnail_png(str(path), stat.st_mtime_ns, stat.st_size, box)
 
 
+def zoom_png(project: Project, image_id: str, zoom: float,
+             center: tuple[float, float]) -> tuple[bytes, ZoomWindow, tuple[int, int]]:
+    """PNG bytes of the part of ``image_id`` a ``zoom`` x view shows around ``center``, that
+    window, and the image's upright ``(width, height)``.
+
+    The view is at most :data:`activekd_core.image_view.VIEWPORT`: only the visible window
+    is resampled, whatever the zoom (see :func:`activekd_core.image_view.zoom_window`).
+    """
+    from activekd_core.images import load_rgb
+
+    path = image_path(project, image_id)
+    stat = path.stat()
+    with Image.open(path) as probe:  # the header only: no pixels decoded
+        width, height = probe.size
+        if probe.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation turns it by 90 degrees
+            width, height = height, width
+    window = zoom_window(width, height, zoom, center)
+    key = ("zoom", str(path), stat.st_mtime_ns, stat.st_size, window)
+    data = image_bytes_cache().get_or_make(key, lambda: png_bytes(render_zoom(load_rgb(path), window)))
+    return data, window, (width, height)
+
+
 def show_project_error(exc: BaseException) -> None:
     """Show why the project could not be opened, with a pointer to the Project page."""
-    st.error(f"Cannot open the project: {exc}")
+    st.error(f"Cannot open the project: {md(exc, MESSAGE_MAX)}")
     st.info("Choose or create a project on the **Project** page.")
 
 

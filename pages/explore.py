@@ -36,6 +36,7 @@ from activekd_core.explore_state import (
     read_pool_state,
     selection_space_probs,
 )
+from activekd_core.display_text import MESSAGE_MAX, md
 from activekd_core.project import Project
 from pages._session import current_project, show_project_error, thumbnail
 
@@ -165,7 +166,7 @@ def _demo_controls(project: Project, state: PoolState) -> tuple[list[figs.Overla
             try:
                 picks[name], scores[name] = project.preview_batch(name, k)
             except Exception as exc:  # a strategy that cannot run here (e.g. no features yet)
-                st.warning(f"{name}: {type(exc).__name__}: {exc}")
+                st.warning(f"{md(name)}: {type(exc).__name__}: {md(exc, MESSAGE_MAX)}")
         overlays.extend(figs.strategy_overlays(picks, scores))
         trace = None
         step = 0
@@ -198,14 +199,15 @@ def _image_grid(project: Project, state: PoolState, rows: np.ndarray, *, key: st
     cols = st.columns(6)
     for j, r in enumerate(shown):
         r = int(r)
-        cap = [state.ids[r], f"human: {human[r]}", f"teacher: {state.classes[int(t_top[r])]} {state.teacher[r].max():.2f}"]
+        cap = [md(state.ids[r]), f"human: {md(human[r])}",
+               f"teacher: {md(state.classes[int(t_top[r])])} {state.teacher[r].max():.2f}"]
         if s_top is not None:
-            cap.append(f"student: {state.classes[int(s_top[r])]} {state.student[r].max():.2f}")  # type: ignore[index]
+            cap.append(f"student: {md(state.classes[int(s_top[r])])} {state.student[r].max():.2f}")  # type: ignore[index]
         with cols[j % 6]:
             try:
                 st.image(thumbnail(project, state.ids[r], 160), caption=" · ".join(cap))
             except Exception as exc:  # a file removed since the scan: say so, keep the grid
-                st.warning(f"{state.ids[r]}: {exc}")
+                st.warning(f"{md(state.ids[r])}: {md(exc, MESSAGE_MAX)}")
     queueable = np.intersect1d(rows, state.candidates)
     if queueable.size == 0:
         st.caption("None of the selected images can be queued (all are labeled, skipped, unsure or audit images).")
@@ -224,7 +226,7 @@ def render(project: Project) -> None:
                         "a few-shot teacher)..."):
             state = read_pool_state(project)
     except Exception as exc:  # e.g. CLIP weights missing offline: the message says how to supply them
-        st.error(f"Cannot read the teacher's predictions: {type(exc).__name__}: {exc}")
+        st.error(f"Cannot read the teacher's predictions: {type(exc).__name__}: {md(exc, MESSAGE_MAX)}")
         return
     if state.n == 0:
         st.info("The project has no images.")
@@ -250,12 +252,12 @@ def render(project: Project) -> None:
         st.fragment(run_every=2)(poll_layouts)(cache_dir, tuple(pending))
     for name, lay in (("Teacher", t_layout), ("Student", s_layout)):
         if lay is not None and lay.pending and _failed(project, lay):
-            st.warning(f"{name}: {lay.note}. PCA is shown instead.")
+            st.warning(f"{name}: {md(lay.note, MESSAGE_MAX)}. PCA is shown instead.")
             if st.button("Retry UMAP", key=f"{KEY_PREFIX}retry_{name}"):
                 st.session_state[KEY_PREFIX + "retry"] = True
                 st.rerun()
         elif lay is not None and lay.note and not lay.pending:
-            st.caption(f"{name}: {lay.note}")
+            st.caption(f"{name}: {md(lay.note, MESSAGE_MAX)}")
 
     keep = np.unique(np.concatenate([state.human_rows, state.query, *state.picked_rounds.values(),
                                      *[ov.indices for ov in overlays]]).astype(np.int64))

@@ -19,18 +19,19 @@ import time
 
 import streamlit as st
 
+from activekd_core.display_text import MESSAGE_MAX, code, md
 from activekd_core.jobs import JobBusy
 from activekd_core.project import BatchView, Project
 from pages._session import (
     annotator,
     batch_lock,
     current_project,
-    image_path,
     session_id,
     show_project_error,
     strategy_score_label,
     teacher_suggestions,
     thumbnail,
+    zoom_png,
 )
 
 CLASS_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
@@ -48,6 +49,9 @@ GRID_BOX = 320  # thumbnail size in pixels (images are shown at column width)
 K_FOCUS = "lbl_focus"
 K_BATCH = "lbl_batch_key"
 K_ZOOM = "lbl_zoom"
+K_PAN_X = "lbl_pan_x"
+K_PAN_Y = "lbl_pan_y"
+ZOOMS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
 K_FOCUS_MODE = "lbl_focus_mode"
 K_SHOW_TEACHER = "lbl_show_teacher"
 K_SOURCE = "lbl_source"
@@ -120,7 +124,8 @@ def _batch(project: Project) -> BatchView | None:
         return None
     latest = project.jobs().latest("select")
     if latest is not None and latest.state in ("failed", "interrupted") and not st.session_state.pop(K_RETRY, False):
-        st.error(f"Selecting the next batch failed: {latest.error.splitlines()[0] if latest.error else 'no message'}")
+        first_line = latest.error.splitlines()[0] if latest.error else "no message"
+        st.error(f"Selecting the next batch failed: {md(first_line, MESSAGE_MAX)}")
         st.button("Try again", key="lbl_retry_select", on_click=lambda: st.session_state.__setitem__(K_RETRY, True))
         st.session_state[K_STOP] = True
         return None
@@ -135,9 +140,9 @@ def _selection_progress(project: Project) -> None:
     running = project.jobs().running("select") or project.jobs().running("prefetch")
     if running is None:
         st.rerun()  # the batch is stored (or the job failed): redraw the whole page
-    text = f"Selecting the next batch with {project.strategy}... {running.elapsed:.0f} s"
+    text = f"Selecting the next batch with {md(project.strategy)}... {running.elapsed:.0f} s"
     if running.message:
-        text += f" · {running.message}"
+        text += f" · {md(running.message, MESSAGE_MAX)}"
     st.progress(running.fraction, text=text)
     st.caption("The other pages stay usable meanwhile.")
 
@@ -226,17 +231,17 @@ def _state_text(event) -> str:
     if event is None:
         return "not labeled yet"
     if event.event == "label":
-        return f"labeled **{event.class_name}** by {event.annotator}"
+        return f"labeled **{md(event.class_name)}** by {md(event.annotator)}"
     return {"skip": "skipped", "unsure": "marked unsure"}.get(event.event, event.event)
 
 
 def _why(strategy: str, score: float | None, pos: int) -> str:
     if strategy == "audit":
         return "Audit image: a uniform random sample for measuring accuracy (never used to train or select)."
-    label = strategy_score_label(strategy)
+    label = md(strategy_score_label(strategy))
     if score is None:
-        return f"Pick #{pos + 1} of {strategy} (no score recorded)."
-    return f"Pick #{pos + 1} of {strategy}. Score {score:.4f}: {label}."
+        return f"Pick #{pos + 1} of {md(strategy)} (no score recorded)."
+    return f"Pick #{pos + 1} of {md(strategy)}. Score {score:.4f}: {label}."
 
 
 def _class_buttons(classes: list[str], image_id: str, pos: int, ids: list[str], event, key: str) -> None:
@@ -249,9 +254,9 @@ def _class_buttons(classes: list[str], image_id: str, pos: int, ids: list[str], 
             k = start + j
             chosen = event is not None and event.event == "label" and event.class_name == name
             cols[j].button(
-                name, key=f"lbl_{key}_{pos}_c{k}", type="primary" if chosen else "secondary",
+                md(name), key=f"lbl_{key}_{pos}_c{k}", type="primary" if chosen else "secondary",
                 on_click=_act, args=("label", image_id, pos, ids, name), width="stretch", wrap=True,
-                help=f"Label as {name}" + (f" (key {keys[k]} when focused)" if k < len(keys) else ""),
+                help=f"Label as {md(name)}" + (f" (key {keys[k]} when focused)" if k < len(keys) else ""),
             )
     a, b, c = st.columns(3, gap="small")
     a.button("Skip", key=f"lbl_{key}_{pos}_skip", on_click=_act, args=("skip", image_id, pos, ids),
@@ -270,11 +275,11 @@ def _card(project: Project, classes: list[str], image_id: str, score: float | No
         try:
             st.image(thumbnail(project, image_id, GRID_BOX), width="stretch", output_format="PNG")
         except Exception as exc:  # outside the root, removed, unreadable: say so, keep the page
-            st.error(f"Cannot show {image_id}: {exc}")
-        st.caption(f"`{image_id}` — {_state_text(event)}")
+            st.error(f"Cannot show {code(image_id)}: {md(exc, MESSAGE_MAX)}")
+        st.caption(f"{code(image_id)} — {_state_text(event)}")
         if suggestions is not None and image_id in suggestions:
             cls, p = suggestions[image_id]
-            st.caption(f"Teacher suggests **{cls}** ({100 * p:.0f}%)")
+            st.caption(f"Teacher suggests **{md(cls)}** ({100 * p:.0f}%)")
         with st.popover("Why this image?", width="stretch"):
             st.write(_why(strategy, score, pos))
         _class_buttons(classes, image_id, pos, ids, event, key)
@@ -284,8 +289,8 @@ def _keyboard_bar(classes: list[str], ids: list[str], focus: int) -> None:
     """Buttons acting on the focused image, each with a keyboard shortcut."""
     with st.container(key="lbl_keys", horizontal=True):
         for k, (name, shortcut) in enumerate(zip(classes, class_keys(classes))):
-            st.button(name, key=f"lbl_key_c{k}", shortcut=shortcut, on_click=_act_focused,
-                      args=("label", ids, name), help=f"Label the focused image #{focus + 1} as {name}")
+            st.button(md(name), key=f"lbl_key_c{k}", shortcut=shortcut, on_click=_act_focused,
+                      args=("label", ids, name), help=f"Label the focused image #{focus + 1} as {md(name)}")
         st.button("Skip", key="lbl_key_skip", shortcut="S", on_click=_act_focused, args=("skip", ids))
         st.button("Unsure", key="lbl_key_unsure", shortcut="U", on_click=_act_focused, args=("unsure", ids))
         st.button("Undo", key="lbl_key_undo", shortcut="Z", on_click=_undo, args=(ids,), icon=":material/undo:")
@@ -310,26 +315,35 @@ def _style(focus: int) -> None:
 
 def _focus_view(project: Project, image_id: str, score: float | None, pos: int, ids: list[str], event,
                 key: str, strategy: str, suggestions: dict | None) -> None:
-    """One image at full resolution with zoom, for careful work."""
+    """One image with zoom and pan, for careful work.
+
+    Only the visible window is rendered, at most the viewport's size, whatever the zoom
+    (``pages._session.zoom_png``): zooming a large photo never builds the whole enlarged image.
+    """
     left, right = st.columns([3, 1])
     with right:
-        zoom = st.select_slider("Zoom", options=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0], value=1.0, key=K_ZOOM,
-                                format_func=lambda z: f"{z:g}x")
-        path = image_path(project, image_id)
-        from PIL import Image
-
-        with Image.open(path) as img:
-            w, h = img.size
-        st.caption(f"`{image_id}` · {w}×{h} px · {_state_text(event)}")
+        zoom = st.select_slider("Zoom", options=ZOOMS, value=1.0, key=K_ZOOM, format_func=lambda z: f"{z:g}x")
+        pan = (st.session_state.setdefault(K_PAN_X, 50) / 100, st.session_state.setdefault(K_PAN_Y, 50) / 100)
+        try:
+            data, window, (w, h) = zoom_png(project, image_id, zoom, pan)
+        except Exception as exc:  # outside the root, removed, unreadable: say so, keep the page
+            data, window, (w, h) = None, None, (0, 0)
+            st.error(f"Cannot show {code(image_id)}: {md(exc, MESSAGE_MAX)}")
+        if window is not None and not window.whole:
+            st.slider("Pan left-right (%)", 0, 100, step=5, key=K_PAN_X)
+            st.slider("Pan up-down (%)", 0, 100, step=5, key=K_PAN_Y)
+        st.caption(f"{code(image_id)} · {w}×{h} px · {_state_text(event)}")
         if suggestions is not None and image_id in suggestions:
             cls, p = suggestions[image_id]
-            st.caption(f"Teacher suggests **{cls}** ({100 * p:.0f}%)")
+            st.caption(f"Teacher suggests **{md(cls)}** ({100 * p:.0f}%)")
         st.caption(_why(strategy, score, pos))
         _class_buttons(project.classes, image_id, pos, ids, event, key + "_fm")
         st.button("Back to the grid", key="lbl_fm_back", on_click=_toggle_focus_mode)
-    with left:
-        box = max(1, round(max(w, h) * zoom))
-        st.image(thumbnail(project, image_id, box), width=min(box, 4096), output_format="PNG")
+    if data is not None:
+        with left:
+            x0, y0, x1, y1 = window.box
+            st.image(data, width=window.size[0], output_format="PNG",
+                     caption=f"pixels {x0}-{x1} × {y0}-{y1} at {zoom:g}x")
 
 
 def main() -> None:
@@ -348,7 +362,7 @@ def main() -> None:
         source = "query batch"
     key, items, strategy = _items(project, "audit" if source == "audit set" else "batch")
     if K_NOTICE in st.session_state:
-        st.toast(st.session_state.pop(K_NOTICE))
+        st.toast(md(st.session_state.pop(K_NOTICE), MESSAGE_MAX))  # notices quote names: plain text
     if st.session_state.pop(K_STOP, False):
         _counts(project)
         return
@@ -367,7 +381,7 @@ def main() -> None:
 
     top = st.columns([3, 2, 1, 2])
     unit = "audit chunk" if source == "audit set" else "batch"
-    top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this {unit} · strategy **{strategy}**")
+    top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this {unit} · strategy **{md(strategy)}**")
     show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, value=False,
                                  help="Hidden by default to avoid anchoring on the teacher's guess.")
     n_cols = top[2].selectbox("Per row", [2, 3, 4, 5, 6], index=2, key="lbl_cols")
@@ -380,7 +394,7 @@ def main() -> None:
         try:
             suggestions = teacher_suggestions(project, key, tuple(ids))
         except Exception as exc:
-            st.warning(f"Teacher suggestion unavailable: {exc}")
+            st.warning(f"Teacher suggestion unavailable: {md(exc, MESSAGE_MAX)}")
         else:
             if not suggestions:
                 st.caption("The teacher has not scored this pool yet; its suggestions appear after its first pass "
@@ -420,7 +434,7 @@ def _timing() -> None:
 
 def _counts(project: Project) -> None:
     counts = project.counts()
-    per_class = " · ".join(f"{name}: **{n}**" for name, n in counts["per_class"].items())
+    per_class = " · ".join(f"{md(name)}: **{n}**" for name, n in counts["per_class"].items())
     st.caption(f"Labeled per class: {per_class} — skipped {counts['skipped']}, unsure {counts['unsure']}, "
                f"unlabeled {counts['unlabeled']} of {counts['total']}"
                + (f", audit set {counts['audit']}" if counts["audit"] else ""))

@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from activekd_core.display_text import MESSAGE_MAX, NAME_MAX, check_name, code, md, visible
 from activekd_core.project import DEFAULT_STRATEGY, Project, ProjectError
 from activekd_core.store import StoreError, validate_class_names
 from pages._session import (
     DEMOS,
     KEY_ANNOTATOR,
-    MAX_ANNOTATOR_CHARS,
     annotator,
     auth_configured,
     current_demo,
@@ -29,7 +29,6 @@ from pages._session import (
     pinned_folder,
     show_project_error,
     sync_url,
-    valid_annotator,
 )
 
 TEACHER_KINDS = {
@@ -39,6 +38,7 @@ TEACHER_KINDS = {
     "Precomputed probabilities file": "precomputed",
 }
 K_MSG = "prj_msg"
+K_ANNOTATOR_ERR = "prj_annotator_error"
 
 
 # ---- helpers (no algorithm: they only shape inputs for the core) ------------------------------
@@ -105,7 +105,7 @@ def _arches() -> list[str]:
 def _open_section() -> None:
     st.subheader("Open a project")
     if pinned_folder() is not None:
-        st.info(f"This server is pinned to {pinned_folder()} (ACTIVEKD_PROJECT); restart without it to switch.")
+        st.info(f"This server is pinned to {code(pinned_folder())} (ACTIVEKD_PROJECT); restart without it to switch.")
         return
     cols = st.columns(len(DEMOS) + 1)
     for col, name in zip(cols, DEMOS):
@@ -117,7 +117,7 @@ def _open_section() -> None:
                 st.session_state[K_MSG] = f"Opened the {name} demo."
                 st.rerun()
             except Exception as exc:
-                st.error(f"Cannot open the {name} demo: {exc}")
+                st.error(f"Cannot open the {name} demo: {md(exc, MESSAGE_MAX)}")
     with st.form("prj_open"):
         folder = st.text_input("Existing project folder", key="prj_open_folder", placeholder="/path/to/project")
         if st.form_submit_button("Open"):
@@ -126,10 +126,10 @@ def _open_section() -> None:
             else:
                 try:
                     open_project_folder(folder.strip())
-                    st.session_state[K_MSG] = f"Opened {folder.strip()}."
+                    st.session_state[K_MSG] = f"Opened {code(folder.strip())}."
                     st.rerun()
                 except Exception as exc:
-                    st.error(f"Cannot open {folder.strip()}: {exc}")
+                    st.error(f"Cannot open {code(folder.strip())}: {md(exc, MESSAGE_MAX)}")
 
 
 def _teacher_spec(kind: str) -> tuple[dict | None, list[str]]:
@@ -147,7 +147,7 @@ def _teacher_spec(kind: str) -> tuple[dict | None, list[str]]:
                                   help="e.g. openai, laion2b_s34b_b79k, or /path/to/open_clip_model.safetensors")
         reason = clip_weights_reason(model, pretrained)
         if reason:
-            st.warning(f"CLIP weights not available: {reason}\n\n"
+            st.warning(f"CLIP weights not available: {md(reason, MESSAGE_MAX)}\n\n"
                        "Choose the offline stand-in teacher, or supply a local checkpoint.")
             problems.append(f"CLIP weights not available for {model} / {pretrained}")
         else:
@@ -176,9 +176,9 @@ def _create_section() -> None:
     if image_root.strip():
         root = Path(image_root.strip()).expanduser()
         if not root.exists():
-            st.error(f"Image folder not found: {root}")
+            st.error(f"Image folder not found: {code(root)}")
         elif not root.is_dir():
-            st.error(f"Not a folder: {root}")
+            st.error(f"Not a folder: {code(root)}")
     st.write("Classes (name and the text prompt the CLIP teacher reads):")
     table = st.data_editor(
         pd.DataFrame({"name": ["", ""], "prompt": ["", ""]}),
@@ -189,7 +189,7 @@ def _create_section() -> None:
     classes, class_problems = class_table_problems(table)
     if classes or len(class_problems) > 1:  # the user has started filling the table
         for p in class_problems:
-            st.error(f"Classes: {p}")
+            st.error(f"Classes: {md(p, MESSAGE_MAX)}")
     else:
         st.caption("Add at least two classes.")
     kind_label = st.selectbox("Teacher", list(TEACHER_KINDS), key="prj_new_teacher")
@@ -209,8 +209,13 @@ def _create_section() -> None:
             problems.append("enter a project folder")
         if not image_root.strip():
             problems.append("enter an image folder")
+        if folder.strip():
+            try:
+                check_name(Path(folder.strip()).name, "project folder name")
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
-            st.error("Not created: " + "; ".join(problems))
+            st.error("Not created: " + md("; ".join(problems), MESSAGE_MAX))
             return
         try:
             with st.spinner("Scanning images and checking the teacher..."):
@@ -219,41 +224,45 @@ def _create_section() -> None:
             report = project.scan_report()
             project.close()
             open_project_folder(folder.strip())
-            st.session_state[K_MSG] = (f"Created {folder.strip()}: {report.n_images} images, "
+            st.session_state[K_MSG] = (f"Created {code(folder.strip())}: {report.n_images} images, "
                                        f"{len(report.skipped)} skipped (see the scan report).")
             st.rerun()
         except (ProjectError, StoreError, ValueError) as exc:
-            st.error(f"Not created: {exc}")
+            st.error(f"Not created: {md(exc, MESSAGE_MAX)}")
 
 
 def _current_section(project: Project) -> None:
-    st.subheader(project.name)
+    st.subheader(md(project.name))
     counts = project.counts()
     cfg = project.config
-    st.caption(f"Folder `{project.folder}` · images `{project.image_root}` · {counts['total']} images · "
-               f"{len(project.classes)} classes · teacher **{cfg['teacher_spec'].get('kind')}** · "
-               f"student **{cfg.get('student_arch')}** · batch **{project.batch_size}** · "
-               f"strategy **{project.strategy}**")
+    st.caption(f"Folder {code(project.folder)} · images {code(project.image_root)} · {counts['total']} images · "
+               f"{len(project.classes)} classes · teacher **{md(cfg['teacher_spec'].get('kind'))}** · "
+               f"student **{md(cfg.get('student_arch'))}** · batch **{project.batch_size}** · "
+               f"strategy **{md(project.strategy)}**")
     if auth_configured():
         st.text_input("Annotator (your sign-in; recorded with every label)", value=annotator(), disabled=True,
                       key="prj_annotator_locked")
         return
-    st.text_input("Annotator (recorded with every label)", value=annotator(), key="prj_annotator_input",
-                  on_change=_set_annotator, max_chars=MAX_ANNOTATOR_CHARS,
+    if "prj_annotator_input" not in st.session_state:  # (re)drawn: show the current name
+        st.session_state["prj_annotator_input"] = annotator()[:NAME_MAX]
+    st.text_input("Annotator (recorded with every label)", key="prj_annotator_input", on_change=_set_annotator,
+                  max_chars=NAME_MAX,
                   help="Single-user mode (no login configured): the name is kept in this page's URL.")
-    problem = st.session_state.get("prj_annotator_problem")
+    problem = st.session_state.pop(K_ANNOTATOR_ERR, None)
     if problem:
-        st.error(problem)
+        st.error(f"Annotator not changed: {md(problem, MESSAGE_MAX)}")
 
 
 def _set_annotator() -> None:
     # copied to a non-widget key: Streamlit drops a widget's state on pages that do not draw it
     raw = str(st.session_state.get("prj_annotator_input") or "")
+    if not raw.strip():
+        return
     try:
-        st.session_state[KEY_ANNOTATOR] = valid_annotator(raw)
-        st.session_state.pop("prj_annotator_problem", None)
-    except ValueError as exc:
-        st.session_state["prj_annotator_problem"] = f"Annotator not changed: {exc}."
+        st.session_state[KEY_ANNOTATOR] = check_name(raw, "annotator name")
+    except ValueError as exc:  # too long, or invisible characters: keep the previous name
+        st.session_state[K_ANNOTATOR_ERR] = str(exc)
+        st.session_state["prj_annotator_input"] = annotator()
         return
     sync_url()
 
@@ -263,7 +272,8 @@ def _scan_section(project: Project) -> None:
     with st.expander(f"Scan report: {report.n_images} usable images, {len(report.skipped)} skipped",
                      expanded=bool(report.skipped) and len(report.skipped) < 50):
         if report.skipped:
-            st.dataframe(pd.DataFrame(report.skipped, columns=["file", "reason"]), hide_index=True,
+            skipped = [(visible(f), visible(r, MESSAGE_MAX)) for f, r in report.skipped]
+            st.dataframe(pd.DataFrame(skipped, columns=["file", "reason"]), hide_index=True,
                          width="stretch")
         else:
             st.write("No file was skipped.")
@@ -282,10 +292,11 @@ def _import_section(project: Project) -> None:
             st.success(f"Imported {len(result.labels)} labels.")
             if result.problems:
                 st.warning(f"{len(result.problems)} row(s) skipped or worth a look:")
-                st.dataframe(pd.DataFrame([(p.row, p.value, p.reason) for p in result.problems],
+                st.dataframe(pd.DataFrame([(p.row, visible(p.value), visible(p.reason, MESSAGE_MAX))
+                                           for p in result.problems],
                                           columns=["row", "value", "reason"]), hide_index=True)
         except Exception as exc:
-            st.error(f"Nothing imported: {exc}")
+            st.error(f"Nothing imported: {md(exc, MESSAGE_MAX)}")
         finally:
             tmp.unlink(missing_ok=True)
     if b.button("Import from class sub-folders", key="prj_import_dirs",
@@ -295,23 +306,23 @@ def _import_section(project: Project) -> None:
             st.success(f"Imported {n} labels from sub-folder names.")
             if unknown:
                 st.warning("Folders not matching a class (not imported): "
-                           + ", ".join(f"{k} ({v})" for k, v in sorted(unknown.items())))
+                           + md(", ".join(f"{k} ({v})" for k, v in sorted(unknown.items())), MESSAGE_MAX))
         except Exception as exc:
-            st.error(f"Nothing imported: {exc}")
+            st.error(f"Nothing imported: {md(exc, MESSAGE_MAX)}")
 
 
 def _export_section(project: Project) -> None:
     st.subheader("Export")
-    st.caption(f"Files are written into `{project.path('exports')}`.")
+    st.caption(f"Files are written into {code(project.path('exports'))}.")
     a, b, c, d = st.columns(4)
     for col, fmt in ((a, "csv"), (b, "json")):
         if col.button(f"Labels as {fmt.upper()}", key=f"prj_exp_{fmt}", width="stretch"):
             try:
                 rep = project.export_labels(fmt)
                 st.session_state[f"prj_exp_file_{fmt}"] = str(rep.dest)
-                st.success(f"{rep.count} labels written to {rep.dest}")
+                st.success(f"{rep.count} labels written to {code(rep.dest)}")
             except Exception as exc:
-                st.error(f"Export failed: {exc}")
+                st.error(f"Export failed: {md(exc, MESSAGE_MAX)}")
         path = st.session_state.get(f"prj_exp_file_{fmt}")
         if path and Path(path).is_file():
             col.download_button(f"Download labels.{fmt}", Path(path).read_bytes(), file_name=f"labels.{fmt}",
@@ -319,19 +330,19 @@ def _export_section(project: Project) -> None:
     if c.button("ImageFolder tree", key="prj_exp_tree", width="stretch"):
         try:
             rep = project.export_imagefolder()
-            st.success(f"{rep.count} images written to {rep.dest}"
+            st.success(f"{rep.count} images written to {code(rep.dest)}"
                        + (f"; {len(rep.skipped)} skipped" if rep.skipped else ""))
         except Exception as exc:
-            st.error(f"Export failed: {exc}")
+            st.error(f"Export failed: {md(exc, MESSAGE_MAX)}")
     if d.button("Trained student", key="prj_exp_student", width="stretch",
                 disabled=project.active_round() is None, help="safetensors + TorchScript (+ ONNX when installed)"):
         try:
             with st.spinner("Exporting the student..."):
                 rep = project.export_student()
             st.session_state["prj_exp_student_files"] = [str(f) for f in rep.files]
-            st.success(f"Student written to {rep.dest}")
+            st.success(f"Student written to {code(rep.dest)}")
         except Exception as exc:
-            st.error(f"Export failed: {exc}")
+            st.error(f"Export failed: {md(exc, MESSAGE_MAX)}")
     for f in st.session_state.get("prj_exp_student_files", []):
         p = Path(f)
         if p.is_file() and p.suffix in (".safetensors", ".pt", ".onnx", ".json"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from activekd_core.display_text import MESSAGE_MAX, md
 from activekd_core.project import Project, ProjectError
 from activekd_core.review_state import SORTS, STATES, ReviewFilter
 from pages._session import annotator, current_project, session_id, show_project_error, thumbnail
@@ -145,9 +146,9 @@ def _bulk(project: Project, matching: list[str], selected: set[str]) -> None:
         p_action, p_ids, p_cls = pending
         what = {"label": f"label {len(p_ids)} image(s) as {p_cls}", "queue": f"send {len(p_ids)} image(s) to the queue",
                 "clear": f"clear {len(p_ids)} image(s)"}[p_action]
-        st.warning(f"Confirm: {what}?", icon=":material/warning:")
+        st.warning(f"Confirm: {md(what)}?", icon=":material/warning:")
         yes, no = st.columns(2)
-        if yes.button(f"Yes, {what}", key=K_PREFIX + "bulk_yes", type="primary"):
+        if yes.button(f"Yes, {md(what)}", key=K_PREFIX + "bulk_yes", type="primary"):
             st.session_state.pop(K_PENDING, None)
             try:
                 st.session_state[K_NOTICE] = ("success", _apply(project, p_action, p_ids, p_cls))
@@ -167,8 +168,8 @@ def main() -> None:
         show_project_error(exc)
         return
     notice = st.session_state.pop(K_NOTICE, None)
-    if notice:
-        (st.success if notice[0] == "success" else st.error)(notice[1])
+    if notice:  # notices hold ids and class names: shown literally
+        (st.success if notice[0] == "success" else st.error)(md(notice[1], MESSAGE_MAX))
     revisit = project.revisit_ids()
     if revisit and st.button(f"Revisit the {len(revisit)} skipped and unsure image(s) on the Label page",
                              key=K_PREFIX + "revisit"):

@@ -29,6 +29,7 @@ import streamlit as st
 
 from activekd_core import bias
 from activekd_core import figures as figs
+from activekd_core.display_text import MESSAGE_MAX, md, visible
 from activekd_core.project import Project, ProjectError
 from pages._session import current_project, show_project_error, thumbnail
 
@@ -72,7 +73,7 @@ def student_probs(project: Project) -> tuple[int | None, np.ndarray | None]:
     try:
         return active.id, np.asarray(project.student_outputs(active.id)[0], dtype=np.float32)
     except ProjectError as exc:
-        st.warning(str(exc))
+        st.warning(md(exc, MESSAGE_MAX))
         return None, None
 
 
@@ -98,10 +99,10 @@ def _gallery(project: Project, ids: list[str], df: pd.DataFrame, caption: Any, k
         image_id = ids[int(row.index)]
         with cols[j % 6]:
             try:
-                st.image(thumbnail(project, image_id, 160), caption=f"{image_id} · {caption(row)}")
+                st.image(thumbnail(project, image_id, 160), caption=f"{md(image_id)} · {caption(row)}")
             except Exception as exc:  # a file removed since the scan
-                st.warning(f"{image_id}: {exc}")
-    st.dataframe(df.assign(image=[ids[int(i)] for i in df["index"]]), hide_index=True, key=key)
+                st.warning(f"{md(image_id)}: {md(exc, MESSAGE_MAX)}")
+    st.dataframe(df.assign(image=[visible(ids[int(i)]) for i in df["index"]]), hide_index=True, key=key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def accuracy_section(project: Project, rep: bias.BiasReport, ids: list[str]) -> 
                                           ("both_wrong_different", "both wrong, different")]):
             col.metric(label, d[k])
         if rep.disagreements is not None and not rep.disagreements.empty:
-            st.dataframe(rep.disagreements.assign(image=[ids[int(i)] for i in rep.disagreements["index"]]),
+            st.dataframe(rep.disagreements.assign(image=[visible(ids[int(i)]) for i in rep.disagreements["index"]]),
                          hide_index=True, key=KEY_PREFIX + "disagree_table")
 
 
@@ -148,8 +149,8 @@ def priors_section(rep: bias.BiasReport) -> None:
     if int(pr["human_count"].sum()) > 0:
         over = pr.loc[pr["difference"].idxmax()]
         under = pr.loc[pr["difference"].idxmin()]
-        st.caption(f"The teacher over-predicts **{over['class']}** most ({over['difference']:+.1%} of the pool vs "
-                   f"the human share) and under-predicts **{under['class']}** most ({under['difference']:+.1%}). "
+        st.caption(f"The teacher over-predicts **{md(over['class'])}** most ({over['difference']:+.1%} of the pool vs "
+                   f"the human share) and under-predicts **{md(under['class'])}** most ({under['difference']:+.1%}). "
                    "Human shares come from the chosen labels (actively picked labels are not a random sample; "
                    "the audit set is).")
     st.dataframe(pr, hide_index=True, key=KEY_PREFIX + "priors_table")
@@ -173,13 +174,13 @@ def galleries_section(project: Project, rep: bias.BiasReport, ids: list[str]) ->
     """Most confident teacher mistakes; largest teacher/student disagreement."""
     st.markdown("#### The teacher's most confident mistakes")
     _gallery(project, ids, rep.mistakes,
-             lambda r: f"human {r.human} · teacher {r.predicted} {r.confidence:.2f}", KEY_PREFIX + "mistakes")
+             lambda r: f"human {md(r.human)} · teacher {md(r.predicted)} {r.confidence:.2f}", KEY_PREFIX + "mistakes")
     st.markdown("#### Largest teacher/student disagreement (whole pool, total variation)")
     if rep.most_disagreeing is None:
         st.caption("No student yet: train a round first.")
     else:
         _gallery(project, ids, rep.most_disagreeing,
-                 lambda r: f"teacher {r.teacher} {r.teacher_confidence:.2f} · student {r.student} "
+                 lambda r: f"teacher {md(r.teacher)} {r.teacher_confidence:.2f} · student {md(r.student)} "
                            f"{r.student_confidence:.2f} · TV {r.score:.2f}", KEY_PREFIX + "disagreeing")
 
 
@@ -211,7 +212,7 @@ def workshop_section(project: Project, teacher_before: np.ndarray, labels: Label
     classes = project.classes
     if zs is None:
         info = teacher.describe() if hasattr(teacher, "describe") else {}
-        st.info(f"This project's teacher is **{info.get('display_name', info.get('kind', 'not CLIP'))}**: it does "
+        st.info(f"This project's teacher is **{md(info.get('display_name', info.get('kind', 'not CLIP')))}**: it does "
                 "not read text prompts, so editing them here would change nothing. With a CLIP teacher (zero-shot "
                 "or few-shot, chosen on the Project page) this workshop re-scores the cached image features with "
                 "new prompts in seconds and compares every metric before and after.")
@@ -233,7 +234,7 @@ def workshop_section(project: Project, teacher_before: np.ndarray, labels: Label
         prompts: dict[str, list[str]] = {}
         cols = st.columns(min(3, len(classes)))
         for i, c in enumerate(classes):
-            text = cols[i % len(cols)].text_area(f"Prompts for '{c}' (one per line)",
+            text = cols[i % len(cols)].text_area(f"Prompts for '{md(c)}' (one per line)",
                                                  value=_prompt_lines(zs.class_prompts.get(c)),
                                                  key=f"{KEY_PREFIX}ws_prompt_{i}")
             lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -248,7 +249,7 @@ def workshop_section(project: Project, teacher_before: np.ndarray, labels: Label
                 after = project.candidate_teacher_probs(prompts, templates, fit=fit)
             cmp = bias.compare_teachers(teacher_before, after, labels.y, labels.rows, classes)
         except (ValueError, ProjectError) as exc:
-            st.error(f"Cannot use these prompts: {exc}")
+            st.error(f"Cannot use these prompts: {md(exc, MESSAGE_MAX)}")
         else:
             st.session_state[KEY_CANDIDATE] = {
                 "class_prompts": prompts, "templates": templates, "after": after,
@@ -312,9 +313,9 @@ def render(project: Project) -> None:
             teacher = np.asarray(project.teacher_probs(fit=fit and fittable), dtype=np.float32)
         desc = teacher_obj.describe() if hasattr(teacher_obj, "describe") else {}
     except Exception as exc:  # e.g. CLIP weights missing offline: the message says how to supply them
-        st.error(f"Cannot read the teacher's predictions: {type(exc).__name__}: {exc}")
+        st.error(f"Cannot read the teacher's predictions: {type(exc).__name__}: {md(exc, MESSAGE_MAX)}")
         return
-    st.caption(f"Teacher: {desc.get('display_name', desc.get('kind', '?'))}")
+    st.caption(f"Teacher: {md(desc.get('display_name', desc.get('kind', '?')))}")
     if fittable and fit and which != "audit":
         st.caption("This teacher was fitted on the training labels, so its scores on them are in-sample "
                    "(optimistic); the audit set gives an honest estimate.")

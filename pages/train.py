@@ -15,6 +15,7 @@ import os
 
 import streamlit as st
 
+from activekd_core.display_text import MESSAGE_MAX, md, visible
 from activekd_core.jobs import JobBusy
 from activekd_core.project import Project, ProjectError
 from pages._session import current_project, show_project_error
@@ -68,7 +69,7 @@ def _live(folder: str) -> None:
     running = jobs.running("train")
     latest = running or jobs.latest("train")
     if running is not None:
-        st.progress(running.fraction, text=running.message or "starting...")
+        st.progress(running.fraction, text=md(running.message, MESSAGE_MAX) if running.message else "starting...")
         a, b, c = st.columns(3)
         a.metric("Step", f"{running.step}/{running.total}" if running.total else "—")
         b.metric("Elapsed", _fmt_seconds(running.elapsed))
@@ -90,7 +91,7 @@ def _live(folder: str) -> None:
         st.success(f"Last run (job {latest.id}) finished in {_fmt_seconds(latest.elapsed)}: "
                    f"round {result.get('round', '?')} is the active model.")
     elif latest.state in ("failed", "cancelled", "interrupted"):
-        st.error(f"Last run (job {latest.id}) {latest.state}: {latest.error or 'no message'}. "
+        st.error(f"Last run (job {latest.id}) {latest.state}: {md(latest.error or 'no message', MESSAGE_MAX)}. "
                  "Labels and the previous model are unchanged.")
 
 
@@ -112,7 +113,7 @@ def _history(project: Project) -> None:
             for score in project.audit_report():
                 audit[(score.model, score.round)] = score.text()
         except Exception as exc:
-            st.warning(f"Audit accuracy unavailable: {exc}")
+            st.warning(f"Audit accuracy unavailable: {md(exc, MESSAGE_MAX)}")
     rows = []
     for r in rounds:
         m = r.metrics or {}
@@ -128,7 +129,7 @@ def _history(project: Project) -> None:
             "student audit acc": audit.get(("student", r.id), "—"),
             "teacher audit acc": _score_text((m.get("audit") or {}).get("teacher")) or audit.get(("teacher", 0), "—"),
             "started": r.started,
-            "error": r.error or "",
+            "error": visible(r.error or "", MESSAGE_MAX),
         })
     st.dataframe(rows, hide_index=True, width="stretch")
     if audit:
@@ -155,7 +156,7 @@ def _audit_controls(project: Project) -> None:
                 st.session_state[K_NOTICE] = ("info", f"Audit set of {len(made)} images created.")
                 st.rerun()
             except ProjectError as exc:
-                st.error(str(exc))
+                st.error(md(exc, MESSAGE_MAX))
 
 
 def main() -> None:
@@ -168,11 +169,11 @@ def main() -> None:
         return
     note = st.session_state.pop(K_NOTICE, None)
     if note:
-        getattr(st, note[0])(note[1])
+        getattr(st, note[0])(md(note[1], MESSAGE_MAX))  # notices quote job errors: plain text
     labeled, _ = project.training_labels()
     running = project.jobs().running("train")
     cfg = project.config
-    st.caption(f"Student **{cfg.get('student_arch')}** · strategy **{project.strategy}** · "
+    st.caption(f"Student **{md(cfg.get('student_arch'))}** · strategy **{md(project.strategy)}** · "
                f"{labeled.size} training labels · device: **{_cached_device()}**")
     st.button("Retrain student", key="trn_start", type="primary", icon=":material/model_training:",
               disabled=running is not None or labeled.size == 0, on_click=_start, args=(project,),

@@ -407,3 +407,23 @@ def test_pinned_project_folder(home, monkeypatch):
     assert any("pinned" in i.value for i in at.info)
     assert not [b for b in at.button if b.key == "prj_demo_digits"]
     assert not (home / "elsewhere").exists()
+
+
+def test_annotator_name_is_bounded_and_visible_at_input(home):
+    """A 200,000-character or bidi-override annotator name never becomes the annotator (issue 9, item 3)."""
+    from activekd_core.display_text import NAME_MAX
+    from pages._session import KEY_ANNOTATOR
+
+    at = _app()
+    at.switch_page("pages/project.py").run()
+    box = at.text_input(key="prj_annotator_input")
+    # the browser stops typing at max_chars; single-user mode starts from the OS user's name
+    assert box.proto.max_chars == NAME_MAX and box.value == __import__("getpass").getuser()
+    box.set_value("x" * 200_000).run()  # a crafted client ignores max_chars: Streamlit cuts it
+    assert at.session_state[KEY_ANNOTATOR] == "x" * NAME_MAX
+    at.text_input(key="prj_annotator_input").set_value("ada\u202eevil").run()
+    assert any("invisible or control characters" in e.value for e in at.error)
+    assert at.session_state[KEY_ANNOTATOR] == "x" * NAME_MAX
+    assert at.text_input(key="prj_annotator_input").value == "x" * NAME_MAX  # the box shows the kept name
+    at.text_input(key="prj_annotator_input").set_value("Dr. Ada").run()
+    assert not at.error and at.session_state[KEY_ANNOTATOR] == "Dr. Ada"

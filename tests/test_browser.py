@@ -11,14 +11,10 @@ the card shows the new label) and screenshots under ``/tmp/shots``.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -52,52 +48,9 @@ pytestmark = [
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_support import free_port  # noqa: E402
+from browser_support import Server  # noqa: E402
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-
-
-class Server:
-    """``streamlit run app.py`` in its own process group (so SIGKILL takes all of it)."""
-
-    def __init__(self, home: Path, log: Path, extra_args: tuple[str, ...] = (), port: int = 0) -> None:
-        self.home = home
-        self.log = log
-        self.extra_args = tuple(extra_args)
-        self.fixed_port = port
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 90.0) -> str:
-        self.port = self.fixed_port or free_port()
-        env = dict(os.environ, ACTIVEKD_HOME=str(self.home), ACTIVEKD_DEMO_PER_CLASS="4", HF_HUB_OFFLINE="1",
-                   PYTHONPATH=str(ROOT))
-        env.pop("ACTIVEKD_PROJECT", None)
-        env.pop("ACTIVEKD_TRAIN_IN_THREAD", None)
-        cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-               "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", *self.extra_args]
-        fh = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        return url
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError(f"streamlit did not answer on {url} within {timeout}s: {self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the server's whole process group (as a crash would)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
 
 def _wait(predicate, timeout: float, what: str, poll: float = 0.1):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser import ARGS, CHROMIUM, Server, _settled, _wait, home, playwright_api  # noqa: E402,F401
-from browser_support import free_port  # noqa: E402
+from browser_support import ARGS, CHROMIUM, Server, free_port  # noqa: E402
+from test_browser import _settled, _wait, home, playwright_api  # noqa: E402,F401
 
 pytestmark = [
     pytest.mark.browser,

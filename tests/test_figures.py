@@ -172,3 +172,25 @@ def test_strategy_overlays(pool):
     assert drawn == {"pcoreset next": [1, 2], "random next": [3, 4, 50]}
     with pytest.raises(ValueError, match="2 picks but 1 scores"):
         figures.strategy_overlays({"entropy": [1, 2]}, scores={"entropy": [0.1]})
+
+
+HOSTILE_CLASSES = ["<a href='http://evil.test/x'>cat</a>", "<b>dog</b> & co", "fox<br>"]
+
+
+def test_names_in_figures_are_text_not_plotly_html(pool):
+    """Plotly turns <a href> in legends, ticks and hover text into live links: names are escaped."""
+    t, s, labeled, y, _ = pool
+    ids = [f"<a href='http://evil.test/{i}'>img{i}</a>.png" for i in range(t.shape[0])]
+    txy = projection.pca_layout(t)
+    figs_ = [
+        figures.scatter_pair(txy, None, HOSTILE_CLASSES, labeled=labeled, y=y, teacher_probs=t, ids=ids),
+        figures.ternary_pair(t, s, HOSTILE_CLASSES, labeled=labeled, y=y, ids=ids),
+        figures.confusion_heatmap(bias.classification_report(t, y, labeled, HOSTILE_CLASSES)),
+        figures.priors_figure(bias.priors(t, y, labeled, HOSTILE_CLASSES)),
+    ]
+    for fig in figs_:
+        text = fig.to_json()
+        assert "<a href" not in text and "<b>dog" not in text and "fox<br>" not in text
+        assert "&lt;a href=" in text
+    legend = [tr.name for tr in figs_[0].data if tr.meta["role"] == "points"]
+    assert "&lt;b&gt;dog&lt;/b&gt; &amp; co" in legend
