@@ -1122,6 +1122,23 @@ class Project:
         self.store.set_audit_set(ids)
         return ids
 
+    def audit_chunk(self) -> tuple[int, list[str]]:
+        """The audit images to label now: ``(chunk number, ids)``, or ``(-1, [])`` when all are labeled.
+
+        The audit set is cut into chunks of one batch size in its sampled order; the chunk
+        shown is the first one with an unlabeled image. It stays the same while it is
+        labeled (labeled images keep their place), so the grid does not shift under the
+        expert's keys.
+        """
+        ids = self.store.audit_ids()
+        labels = self.store.current_labels()
+        size = max(1, self.batch_size)
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
+            if any(i not in labels for i in chunk):
+                return start // size, chunk
+        return -1, []
+
     def audit_progress(self) -> tuple[int, int]:
         """``(labeled audit images, audit set size)``."""
         ids = self.store.audit_ids()

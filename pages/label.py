@@ -65,11 +65,10 @@ K_LAST_MS = "lbl_last_action_ms"
 # ---- the items on screen ---------------------------------------------------------------------
 
 
-def _audit_items(project: Project) -> list[tuple[str, float | None]]:
-    """The next unlabeled audit images (at most one batch), in the audit set's order."""
-    labels = project.store.current_labels()
-    todo = [i for i in project.store.audit_ids() if i not in labels]
-    return [(i, None) for i in todo[: project.batch_size]]
+def _audit_items(project: Project) -> tuple[int, list[tuple[str, float | None]]]:
+    """``(chunk number, items)`` of the audit chunk to label now (see ``Project.audit_chunk``)."""
+    chunk, ids = project.audit_chunk()
+    return chunk, [(i, None) for i in ids]
 
 
 def _start_selection(project: Project) -> None:
@@ -150,8 +149,8 @@ def _selection_progress(project: Project) -> None:
 def _items(project: Project, source: str) -> tuple[str, list[tuple[str, float | None]], str]:
     """``(key, [(image id, score)], strategy name)`` of what is on screen."""
     if source == "audit":
-        items = _audit_items(project)
-        return f"audit-{len(project.store.audit_ids())}", items, "audit"
+        chunk, items = _audit_items(project)
+        return f"audit-{chunk}", items, "audit"
     view = _batch(project)
     if view is None:
         return "none", [], project.strategy
@@ -355,8 +354,8 @@ def main() -> None:
         show_project_error(exc)
         return
 
-    n_audit_left = len(_audit_items(project))
-    if n_audit_left:
+    audit_done, audit_total = project.audit_progress()
+    if audit_done < audit_total:
         source = st.segmented_control("Images", ["query batch", "audit set"], default="query batch", key=K_SOURCE)
     else:
         source = "query batch"
@@ -380,8 +379,12 @@ def main() -> None:
     done = sum(1 for s in states.values() if s is not None)
 
     top = st.columns([3, 2, 1, 2])
-    unit = "audit chunk" if source == "audit set" else "batch"
-    top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this {unit} · strategy **{md(strategy)}**")
+    if source == "audit set":  # counts up over the whole audit set; labeled images stay in place
+        audit_done, audit_total = project.audit_progress()
+        top[0].progress(audit_done / max(1, audit_total),
+                        text=f"{audit_done}/{audit_total} audit images labeled · {done}/{len(ids)} in this chunk")
+    else:
+        top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this batch · strategy **{md(strategy)}**")
     show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, value=False,
                                  help="Hidden by default to avoid anchoring on the teacher's guess.")
     n_cols = top[2].selectbox("Per row", [2, 3, 4, 5, 6], index=2, key="lbl_cols")

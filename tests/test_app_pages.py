@@ -194,6 +194,26 @@ def test_audit_set_is_labeled_apart_from_the_batch(home):
         assert rows.size == 0  # audit labels never train
 
 
+def test_audit_images_stay_in_place_while_labeled_by_keys(home):
+    """Labeling the audit set by keys: every image in turn, nothing shifts, progress counts up."""
+    with Project.open(home / "projects" / "textile") as project:
+        project.store.close_batches()  # the whole 12-image pool is free for the audit sample
+        audit = project.create_audit_set(5)
+    assert len(audit) == 5
+    at = _app()
+    at.segmented_control(key="lbl_source").set_value("audit set").run()
+    assert _card_ids(at) == audit
+    for n in range(1, 5):
+        at.button(key="lbl_key_c0").click().run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert _card_ids(at) == audit  # labeled images keep their place (they used to vanish)
+        texts = [p.proto.text or "" for p in at.get("progress")]
+        assert any(f"{n}/5 audit images labeled" in t for t in texts), texts
+    with _db(home) as db:
+        labels = db.current_labels()
+    assert [i for i in audit if i in labels] == audit[:4]  # each in turn: none skipped over
+
+
 def test_two_sessions_label_the_same_image_last_write_wins(home):
     a, b = _app(), _app()
     ids = _card_ids(a)
