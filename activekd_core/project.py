@@ -89,6 +89,8 @@ class ScanReport:
 
 
 REVISIT = "revisit"  # strategy name of a batch of skipped/unsure images sent back for another look
+MANUAL = "manual"  # strategy name of a queue of images chosen by hand (Explore, Review)
+QUEUE_STRATEGIES = (MANUAL, REVISIT)  # batches a retrain keeps open
 PREFETCH_KEY = "prefetched_batch"  # settings key of the batch prepared while the open one is labeled
 
 
@@ -814,7 +816,10 @@ class Project:
             except StoreError:
                 pass
             raise
-        self.store.close_batches()
+        open_batch = self.store.open_batch_current()
+        if open_batch is None or open_batch.strategy not in QUEUE_STRATEGIES:
+            # the next batch comes from the new student; a queue the user made stays until done or dismissed
+            self.store.close_batches()
         rec = self.store.round(round_id)
         assert rec is not None
         return rec
@@ -1064,10 +1069,18 @@ class Project:
         if not queued:
             raise ProjectError("none of the chosen images can be queued: they are labeled, skipped, unsure or audit images")
         active = self.active_round()
-        self.store.open_batch(active.id if active else 0, "manual", reason, [(i, None) for i in queued])
+        self.store.open_batch(active.id if active else 0, MANUAL, reason, [(i, None) for i in queued])
         view = self.current_batch()
         assert view is not None
         return view
+
+    def dismiss_queue(self) -> bool:
+        """Close the open batch when it is a queue made by hand or a revisit; returns whether one was closed."""
+        batch = self.store.open_batch_current()
+        if batch is None or batch.strategy not in QUEUE_STRATEGIES:
+            return False
+        self.store.close_batches()
+        return True
 
     def revisit_ids(self) -> list[str]:
         """Images currently skipped or marked unsure (audit images excluded), in pool order."""

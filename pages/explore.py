@@ -212,10 +212,22 @@ def _image_grid(project: Project, state: PoolState, rows: np.ndarray, *, key: st
     if queueable.size == 0:
         st.caption("None of the selected images can be queued (all are labeled, skipped, unsure or audit images).")
         return
-    if st.button(f"Send {queueable.size} unlabeled image(s) to the labeling queue", key=key,
+    pending_key = key + "_confirm"
+    if st.button(f"Send {queueable.size} unlabeled image(s) to the labeling queue...", key=key,
                  help="Replaces the open query batch; the Label page shows these images next."):
-        project.queue_images([state.ids[int(r)] for r in queueable], reason="explore selection")
-        st.success(f"Queued {queueable.size} image(s); open the Label page to label them.")
+        st.session_state[pending_key] = [state.ids[int(r)] for r in queueable]
+    pending = st.session_state.get(pending_key)
+    if pending:
+        st.warning(f"Confirm: replace the open batch with a queue of {len(pending)} image(s)? It stays until "
+                   "every image has a decision or you dismiss it on the Label page.")
+        yes, no = st.columns(2)
+        if yes.button(f"Yes, queue {len(pending)} image(s)", key=key + "_yes", type="primary"):
+            st.session_state.pop(pending_key, None)
+            view = project.queue_images(pending, reason="explore selection")
+            st.success(f"Queued {view.total} image(s); open the Label page to label them.")
+        elif no.button("Cancel", key=key + "_no"):
+            st.session_state.pop(pending_key, None)
+            st.rerun()
 
 
 def render(project: Project) -> None:

@@ -21,7 +21,7 @@ import streamlit as st
 
 from activekd_core.display_text import MESSAGE_MAX, code, md
 from activekd_core.jobs import JobBusy
-from activekd_core.project import BatchView, Project
+from activekd_core.project import QUEUE_STRATEGIES, REVISIT, BatchView, Project
 from pages._session import (
     annotator,
     batch_lock,
@@ -385,6 +385,8 @@ def main() -> None:
                         text=f"{audit_done}/{audit_total} audit images labeled · {done}/{len(ids)} in this chunk")
     else:
         top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this batch · strategy **{md(strategy)}**")
+    if source != "audit set":
+        _batch_origin(project)
     show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, value=False,
                                  help="Hidden by default to avoid anchoring on the teacher's guess.")
     n_cols = top[2].selectbox("Per row", [2, 3, 4, 5, 6], index=2, key="lbl_cols")
@@ -418,6 +420,29 @@ def main() -> None:
                 _card(project, classes, image_id, score, pos, ids, states[image_id], key, strategy, suggestions,
                       pos == focus)
     _timing()
+
+
+def _batch_origin(project: Project) -> None:
+    """Which model chose the open batch, and the queue controls (dismiss, revisit)."""
+    view = project.current_batch()
+    if view is None:
+        return
+    batch = view.batch
+    if batch.strategy in QUEUE_STRATEGIES:
+        what = "skipped and unsure images sent back" if batch.strategy == REVISIT else "a queue chosen by hand"
+        left, right = st.columns([4, 1])
+        left.caption(f"This is {what} ({view.done}/{view.total} decided); it stays until every image has a "
+                     "decision or you dismiss it.")
+        right.button("Dismiss this queue", key="lbl_dismiss_queue", on_click=project.dismiss_queue)
+        return
+    model = f"the student of round {batch.round}" if batch.round else "the teacher (no student trained yet)"
+    st.caption(f"Chosen by {md(batch.strategy)} on {model} ({md(batch.space)}).")
+    counts = project.counts()  # cached on the newest event: no pool scan per click
+    n_revisit = counts["skipped"] + counts["unsure"]
+    if n_revisit:
+        st.button(f"Revisit {n_revisit} skipped or unsure image(s)", key="lbl_revisit",
+                  on_click=project.queue_revisit,
+                  help="Opens them as a queue in place of this batch; this batch is selected again afterwards.")
 
 
 def _timing() -> None:

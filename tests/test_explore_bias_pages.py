@@ -159,6 +159,11 @@ def test_explore_selection_grid_sends_unlabeled_to_queue(demo: Project, pinned) 
     try:
         button.click().run()
         _no_errors(at)
+        # a confirmation that states the count comes first; nothing is queued before it
+        assert any("queue of 2 image(s)" in w.value for w in at.warning)
+        assert demo.store.open_batch_current().id == before.id
+        at.button(key="exp_queue_yes").click().run()
+        _no_errors(at)
         batch = demo.store.open_batch_current()
         assert batch is not None and batch.strategy == "manual"
         assert sorted(it.image_id for it in batch.items) == sorted([ids[10], ids[11]])

@@ -223,3 +223,17 @@ def test_prefetched_batch_is_dropped_when_stale(project) -> None:
     for it in p.current_batch().batch.items:
         p.skip(it.image_id, annotator="ann")
     assert p.promote_prefetched() is None and p.store.get_setting("prefetched_batch") is None
+
+
+def test_retrain_keeps_a_hand_made_queue_and_dismiss_closes_it(project, monkeypatch) -> None:
+    p, truth = project
+    ids = sorted(truth)
+    for i in ids[:6]:
+        p.label(i, truth[i], annotator="ann")
+    queue = [i for i in ids[6:] if i not in p.store.current()][:3]
+    p.queue_images(queue, reason="explore selection")
+    p.retrain()
+    view = p.current_batch()
+    assert view is not None and [it.image_id for it in view.batch.items] == queue  # used to be closed here
+    assert p.dismiss_queue() and p.current_batch() is None
+    assert not p.dismiss_queue()
