@@ -14,10 +14,12 @@ Threads: one connection, ``check_same_thread=False``, every use guarded by a re-
 lock (Streamlit runs each browser session's script in its own thread). Processes: a
 ``busy_timeout`` lets two processes (two servers, a training worker) share the file.
 
-Undo, exactly: ``undo(annotator, image_id=None)`` appends an ``undo`` event that points
-(``undoes``) at that annotator's most recent event that is not an undo and has not been
-undone yet (restricted to ``image_id`` when given). Repeated undos walk back that
-annotator's history. An image's current state is its latest non-undo event that has not
+Undo, exactly: ``undo(annotator, image_id=None, session=None)`` appends an ``undo`` event
+that points (``undoes``) at that annotator's most recent event that is not an undo and has
+not been undone yet (restricted to ``image_id`` when given). With a ``session`` (every
+browser session passes its own id) only events recorded by that same session qualify:
+two sessions of one annotator (everyone defaults to "expert") never undo each other's
+work. Repeated undos walk back that history. An image's current state is its latest non-undo event that has not
 been undone (last write wins across annotators); if none is left the image is
 unlabeled. Undoing an event that another annotator has since overwritten changes
 nothing visible: the later event stays current. Undo of an undo (redo) is not offered.
@@ -525,6 +527,12 @@ class Store:
     def undo(self, annotator: str = "expert", image_id: str | None = None, *, session: str | None = None) -> LabelEvent | None:
         """Revert ``annotator``'s latest not-yet-undone event (on ``image_id`` if given).
 
+        Args:
+            annotator: Whose events may be undone.
+            image_id: Only events on this image.
+            session: Only events recorded by this session (a browser session's id); None
+                (the command line, scripts) considers the annotator's events from anywhere.
+
         Returns:
             The event that was undone, or None when there was nothing to undo.
         """
@@ -534,6 +542,9 @@ class Store:
             if image_id is not None:
                 sql += " AND image_id = ?"
                 params.append(image_id)
+            if session is not None:
+                sql += " AND session = ?"
+                params.append(session)
             target = c.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
             if target is None:
                 return None

@@ -185,6 +185,23 @@ def test_undo_is_per_annotator_and_per_image(tmp_path: Path) -> None:
     assert store.undo("b") is None
 
 
+def test_undo_stays_inside_the_session_that_presses_it(tmp_path: Path) -> None:
+    """Two browser sessions of the same annotator: B's undo never reverts A's label."""
+    store = make_store(tmp_path)
+    store.label("img0.png", "cat", annotator="expert", session="A")
+    store.label("img1.png", "dog", annotator="expert", session="B")
+    store.label("img2.png", "fox", annotator="expert", session="A")  # A's label is the newest
+    undone = store.undo("expert", session="B")
+    assert undone is not None and undone.image_id == "img1.png" and undone.session == "B"
+    assert store.current_labels() == {"img0.png": "cat", "img2.png": "fox"}
+    assert store.undo("expert", session="B") is None  # B has nothing left; A's labels stay
+    assert store.current_labels() == {"img0.png": "cat", "img2.png": "fox"}
+    assert store.undo("expert", "img0.png", session="B") is None
+    assert store.undo("expert", session="A").image_id == "img2.png"  # type: ignore[union-attr]
+    # The undo row records the session that pressed it.
+    assert [e.session for e in store.events() if e.event == "undo"] == ["B", "A"]
+
+
 def test_undo_reverts_to_previous_state(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     store.label("img0.png", "cat", annotator="a")
