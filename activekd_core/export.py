@@ -16,7 +16,6 @@ place, so a crash never leaves a half-written export that looks complete.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from activekd_core.csv_safe import SafeDictWriter
 from activekd_core.paths import resolve_inside
 from activekd_core.store import Store
 
@@ -88,10 +88,15 @@ def label_rows(store: Store, image_root: Path | str, *, include_states: Sequence
 
 
 def export_labels_csv(store: Store, image_root: Path | str, dest: Path | str, **kw: Any) -> ExportReport:
-    """Write the current labels as CSV (header: :data:`LABEL_FIELDS`)."""
+    """Write the current labels as CSV (header: :data:`LABEL_FIELDS`).
+
+    Text cells that a spreadsheet would run as a formula (an id, class or annotator
+    starting with ``=``, ``+``, ``-``, ``@``...) are written with a leading ``'``
+    (:mod:`activekd_core.csv_safe`); the label import removes it again.
+    """
     rows = label_rows(store, image_root, **kw)
     buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=list(LABEL_FIELDS), lineterminator="\n")
+    writer = SafeDictWriter(buf, fieldnames=list(LABEL_FIELDS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     dest = Path(dest)

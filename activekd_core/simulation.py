@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from activekd_core.csv_safe import SafeDictWriter
 from activekd_core.training import TrainConfig, predict_student, train_round
 
 LogFn = Callable[[str], None]
@@ -388,7 +389,7 @@ def run_simulation(
     csv_path = out / "results.csv"
     picks_handle = open(out / "picks.jsonl", "w", encoding="utf-8")
     with picks_handle, open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
+        writer = SafeDictWriter(handle, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
         for kd in config.kd_modes:
             for seed in config.seeds:
