@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 
 from activekd_core import export as export_mod
-from activekd_core.images import ImagePool, scan_images
+from activekd_core.images import ImagePool, open_image_file, scan_images
 from activekd_core.store import (
     ImageRecord,
     LabelEvent,
@@ -1211,7 +1211,7 @@ def _image_records(pool: ImagePool) -> list[ImageRecord]:
             width, height = size
         else:
             try:
-                with Image.open(path) as img:
+                with open_image_file(pool.root, image_id) as fh, Image.open(fh) as img:
                     width, height = img.size
             except Exception:  # scanned as readable a moment ago; size is informative only
                 width = height = None

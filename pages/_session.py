@@ -20,7 +20,6 @@ anything heavy on a rerun: thumbnails are cached by file identity.
 
 from __future__ import annotations
 
-import functools
 import gc
 import io
 import os
@@ -211,26 +210,38 @@ def session_id() -> str:
 def image_path(project: Project, image_id: str) -> Path:
     """The file of ``image_id``, refused unless it lies inside the project's image root.
 
+    Checked afresh on every call (never cached: a file may be replaced by a symbolic link
+    at any time). Files are read through :func:`activekd_core.images.load_image`, which
+    checks again at the moment of opening.
+
     Raises:
         activekd_core.paths.PathOutsideRoot: If the id escapes the image root.
         FileNotFoundError: If the file is gone.
     """
-    return _resolved(str(project.image_root), image_id)
+    return resolve_inside(project.image_root, image_id, must_exist=True)
 
 
-@functools.lru_cache(maxsize=65536)
-def _resolved(root: str, image_id: str) -> Path:
-    # Cached: a rerun does not re-walk every path component of every image on screen.
-    # Safe: the cached path was checked to lie inside the root, and that resolved path
-    # (never the id again) is what gets opened.
-    return resolve_inside(root, image_id, must_exist=True)
+def image_size(project: Project, image_id: str) -> tuple[int, int]:
+    """``(width, height)`` of ``image_id`` from its header, opened confined to the image root.
+
+    Raises:
+        activekd_core.paths.PathOutsideRoot: If the file escapes the image root.
+        OSError: If it cannot be read.
+    """
+    from PIL import Image
+
+    from activekd_core.images import open_image_file
+
+    with open_image_file(project.image_root, image_id) as fh, Image.open(fh) as img:
+        return img.size
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def _thumbnail_png(path: str, mtime_ns: int, size: int, box: int) -> bytes:
-    from activekd_core.images import load_rgb
+def _thumbnail_png(root: str, image_id: str, mtime_ns: int, size: int, box: int) -> bytes:
+    from activekd_core.images import load_image
 
-    img = load_rgb(Path(path))
+    # Opened confined to the root at this moment; decoded at the size the box needs.
+    img = load_image(root, image_id, draft_size=box if box > 0 else None)
     if box > 0:
         w, h = img.size
         factor = box // max(w, h)
@@ -249,12 +260,19 @@ def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
     Large images are shrunk to fit; images at most half of ``box`` are enlarged by a
     whole-number factor with nearest-neighbour sampling (no invented detail).
 
-    The cache key is the resolved path, its modification time and size, so a changed
-    file is re-read and an unchanged one never is.
+    The cache key is the root, the id, the file's modification time and size, so a
+    changed file is re-read and an unchanged one never is; the id is checked against the
+    root on every call, and a decode opens the file confined to the root.
+
+    Raises:
+        activekd_core.paths.PathOutsideRoot: If the file escapes the image root.
+        FileNotFoundError: If the file is gone.
+        activekd_core.images.ImageLoadError: If it cannot be decoded (or was swapped for a
+            link out of the root between the check and the decode).
     """
     path = image_path(project, image_id)
     stat = path.stat()
-    return _thumbnail_png(str(path), stat.st_mtime_ns, stat.st_size, box)
+    return _thumbnail_png(str(project.image_root), image_id, stat.st_mtime_ns, stat.st_size, box)
 
 
 def show_project_error(exc: BaseException) -> None:

@@ -23,7 +23,7 @@ from pages._session import (
     annotator,
     batch_lock,
     current_project,
-    image_path,
+    image_size,
     session_id,
     show_project_error,
     strategy_score_label,
@@ -296,11 +296,7 @@ def _focus_view(project: Project, image_id: str, score: float | None, pos: int, 
     with right:
         zoom = st.select_slider("Zoom", options=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0], value=1.0, key=K_ZOOM,
                                 format_func=lambda z: f"{z:g}x")
-        path = image_path(project, image_id)
-        from PIL import Image
-
-        with Image.open(path) as img:
-            w, h = img.size
+        w, h = image_size(project, image_id)
         st.caption(f"`{image_id}` · {w}×{h} px · {_state_text(event)}")
         if suggestions is not None and image_id in suggestions:
             cls, p = suggestions[image_id]
