@@ -65,6 +65,10 @@ PROJECT_FORMAT = 1
 DEFAULT_STRATEGY = "pcoreset"
 TEACHER_HISTORY_SETTING = "teacher_history"
 DEMO_BATCH_SIZE = {"textile": 10, "digits": 20}
+# A round refuses to train when more than this share of the pool cannot be decoded (or any
+# labeled image cannot): a moved or emptied image folder must not train on blank pixels.
+MAX_UNDECODABLE_SHARE = 0.02
+UNDECODABLE_LISTED = 50  # images named in a round record or an error message
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -750,17 +754,25 @@ class Project:
     def retrain(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> RoundRecord:
         """Train one round on all current labels; on success it becomes the active model.
 
-        Steps: teacher probabilities (cached), decoded pixels (cached), ``train_round``,
-        checkpoint written atomically, predictions for the whole pool stored, audit
+        Steps: teacher probabilities (cached), decoded pixels (cached), a check that the
+        images decoded (see below), ``train_round``, checkpoint written atomically, predictions for the whole pool stored, audit
         scores, round marked done and open batches closed (the next batch uses the new
         student). On any failure or cancel, the round is marked failed/cancelled with
         the error, its files are removed, and the exception is re-raised; labels and the
         previous model are untouched.
 
+        Images that cannot be decoded (deleted, moved, corrupt, swapped for a link out of
+        the image root) are never trained on as blank pixels: when only a few unlabeled
+        ones fail (at most :data:`MAX_UNDECODABLE_SHARE` of the pool) they are left out of
+        training and selection and listed in the round's ``metrics["undecodable"]``
+        (:meth:`undecodable_images`); when any labeled image or more than that share
+        fails, the round fails with a message naming the files.
+
         Raises:
-            ProjectError: If nothing is labeled yet.
+            ProjectError: If nothing is labeled yet, or the images cannot be decoded (the
+                round is recorded as failed; the previous model stays active).
         """
-        from activekd_core.pixel_cache import decode_pool
+        from activekd_core.pixel_cache import decode_pool_with_report
         from activekd_core.student import save_student
         from activekd_core.training import predict_student, train_round
 
@@ -779,13 +791,18 @@ class Project:
         out_base = self.path("cache", "student", f"round_{round_id:04d}")
         written: list[Path] = []
         try:
-            pixels = decode_pool(self.pool(), config.image_size, cache_dir=self.path("cache", "pixels"),
-                                 progress=_phase(progress, "decode"), cancel=cancel)
-            result = train_round(pixels, labeled, y, tprobs, config, progress=_phase(progress, "train"), cancel=cancel)
+            decoded = decode_pool_with_report(self.pool(), config.image_size, cache_dir=self.path("cache", "pixels"),
+                                              progress=_phase(progress, "decode"), cancel=cancel)
+            pixels = decoded.pixels
+            failed = _check_decoded(decoded.failures, labeled, len(self.pool()))
+            result = train_round(pixels, labeled, y, tprobs, config, progress=_phase(progress, "train"), cancel=cancel,
+                                 exclude=np.asarray(sorted(failed), dtype=np.int64))
             if cancel is not None and cancel.is_set():
                 raise InterruptedError("training cancelled")
             metrics = dict(result.metrics)
             metrics["device"] = result.device
+            metrics["undecodable"] = {"count": len(failed), "images": [
+                {"id": self.pool().ids[r], "reason": failed[r]} for r in sorted(failed)[:UNDECODABLE_LISTED]]}
             ckpt = self.path(ckpt_rel)
             written.append(ckpt)
             save_student(result.model, ckpt, extra={"round": round_id, "classes": self.classes})
@@ -854,13 +871,21 @@ class Project:
         assert view is not None
         return view
 
+    def undecodable_images(self) -> list[tuple[str, str]]:
+        """``(id, reason)`` of the images the active round left out because they could not be
+        decoded (at most :data:`UNDECODABLE_LISTED`; see :meth:`retrain`); never queried."""
+        rec = self.active_round()
+        listed = ((rec.metrics or {}).get("undecodable") or {}).get("images") if rec is not None else None
+        return [(str(d.get("id")), str(d.get("reason"))) for d in listed or [] if isinstance(d, dict)]
+
     def candidate_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(labeled rows, candidate rows)``: labeled images seed selection; candidates have no state."""
+        """``(labeled rows, candidate rows)``: labeled images seed selection; candidates have no
+        state and were not left out of the active round as undecodable."""
         row_of = self.row_of()
         current = self.store.current()
         audit = set(self.store.audit_ids())
         labeled = sorted(row_of[i] for i, e in current.items() if e.event == "label" and i not in audit)
-        blocked = set(current) | audit
+        blocked = set(current) | audit | {image_id for image_id, _ in self.undecodable_images()}
         candidates = [r for r, i in enumerate(self.pool().ids) if i not in blocked]
         return np.asarray(labeled, dtype=np.int64), np.asarray(candidates, dtype=np.int64)
 
@@ -1161,6 +1186,35 @@ def _phase(progress: ProgressFn | None, phase: str) -> ProgressFn | None:
         progress(done, total, f"{phase}: {message}" if message else phase)
 
     return report
+
+
+def _check_decoded(failures: dict[int, str], labeled: np.ndarray, n_pool: int) -> dict[int, str]:
+    """The pool rows that failed to decode, when a round may train without them.
+
+    Raises:
+        ProjectError: If a labeled image failed, or more than :data:`MAX_UNDECODABLE_SHARE`
+            of the pool did; the message names the files (and how many more).
+    """
+    if not failures:
+        return {}
+    bad_labeled = [int(r) for r in labeled if int(r) in failures]
+    if bad_labeled:
+        raise ProjectError(
+            f"cannot train: {len(bad_labeled)} labeled image(s) could not be decoded and would be trained as blank "
+            f"images: {_name_failures(failures, bad_labeled)}. Restore the files (or undo their labels) and retrain; "
+            "the previous model stays active.")
+    if len(failures) > MAX_UNDECODABLE_SHARE * n_pool:
+        raise ProjectError(
+            f"cannot train: {len(failures)} of {n_pool} images ({100 * len(failures) / max(1, n_pool):.1f}%) could not "
+            f"be decoded, more than the {100 * MAX_UNDECODABLE_SHARE:g}% allowed: {_name_failures(failures, sorted(failures))}. "
+            "Was the image folder moved or emptied? The previous model stays active.")
+    return dict(failures)
+
+
+def _name_failures(failures: dict[int, str], rows: list[int], limit: int = 10) -> str:
+    """``"<id>: <reason>; ..."`` for the first ``limit`` rows, and how many more."""
+    shown = "; ".join(failures[r] for r in rows[:limit])
+    return shown + (f"; and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
 def _check_teacher(spec: dict[str, Any], names: list[str], prompts: list[str], pool: ImagePool) -> str | None:

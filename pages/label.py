@@ -309,6 +309,15 @@ def _focus_view(project: Project, image_id: str, score: float | None, pos: int, 
         st.image(thumbnail(project, image_id, box), width=min(box, 4096), output_format="PNG")
 
 
+def _undecodable_notice(project: Project) -> None:
+    """Say which images the active round left out because they could not be decoded (names shown literally)."""
+    left_out = project.undecodable_images()
+    if left_out:
+        with st.expander(f"{len(left_out)} image(s) could not be decoded and were left out of training and "
+                         "selection; restore them and retrain to use them", icon=":material/warning:"):
+            st.text("\n".join(f"{image_id}: {reason}" for image_id, reason in left_out))
+
+
 def main() -> None:
     """Draw the Label page."""
     st.title("Label")
@@ -318,6 +327,7 @@ def main() -> None:
         show_project_error(exc)
         return
 
+    _undecodable_notice(project)
     n_audit_left = len(_audit_items(project))
     if n_audit_left:
         source = st.segmented_control("Images", ["query batch", "audit set"], default="query batch", key=K_SOURCE)

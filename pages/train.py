@@ -128,6 +128,7 @@ def _history(project: Project) -> None:
             "student audit acc": audit.get(("student", r.id), "—"),
             "teacher audit acc": _score_text((m.get("audit") or {}).get("teacher")) or audit.get(("teacher", 0), "—"),
             "started": r.started,
+            "left out (undecodable)": int(((m.get("undecodable") or {}).get("count")) or 0),
             "error": r.error or "",
         })
     st.dataframe(rows, hide_index=True, width="stretch")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -818,3 +819,75 @@ def test_create_opens_each_image_once(tmp_path: Path, images, monkeypatch) -> No
     assert set(recs) == set(truth) and all((r.width, r.height) == (24, 20) for r in recs.values())
     scanned = [n for n in opened if str(root.resolve()) in n]
     assert len(scanned) == len(truth), f"{len(scanned)} opens for {len(truth)} images"
+
+
+# ---- images that cannot be decoded at training time (issue 9 item 7) --------------------------
+
+
+def _trained_project(tmp_path: Path, images) -> tuple[Project, dict[str, str]]:
+    root, truth = images
+    p = new_project(tmp_path, root, train=dict(TRAIN, kd=False))
+    label_some(p, truth)
+    assert p.retrain().status == "done"
+    p.close()
+    return Project.open(tmp_path / "proj"), truth  # a fresh process's view: pool fingerprint re-read
+
+
+def test_round_with_every_image_gone_fails_naming_files_and_keeps_the_model(tmp_path: Path, images) -> None:
+    root, _ = images
+    p, _ = _trained_project(tmp_path, images)
+    shutil.rmtree(root)
+    root.mkdir()  # the folder is there, the images are not
+    with pytest.raises(ProjectError, match=r"could not be decoded.*(red|green|blue)/\d\.png") as info:
+        p.retrain()
+    assert "previous model stays active" in str(info.value)
+    assert [r.status for r in p.store.rounds()] == ["done", "failed"]
+    assert "could not be decoded" in (p.store.round(2).error or "")  # type: ignore[union-attr]
+    assert p.active_round().id == 1  # type: ignore[union-attr]
+    assert not (tmp_path / "proj" / "checkpoints" / "round_0002.safetensors").exists()
+    p.close()
+
+
+def test_labeled_image_that_cannot_be_decoded_fails_the_round(tmp_path: Path, images) -> None:
+    p, _ = _trained_project(tmp_path, images)
+    labeled, _ = p.training_labels()
+    victim = p.pool().ids[int(labeled[0])]
+    (p.image_root / victim).write_bytes(b"not an image any more")
+    with pytest.raises(ProjectError, match="1 labeled image") as info:
+        p.retrain()
+    assert victim in str(info.value) and p.active_round().id == 1  # type: ignore[union-attr]
+    p.close()
+
+
+def test_few_undecodable_unlabeled_images_are_left_out_and_reported(tmp_path: Path, images, monkeypatch) -> None:
+    import activekd_core.training as training
+
+    monkeypatch.setattr(project_mod, "MAX_UNDECODABLE_SHARE", 0.1)
+    p, _ = _trained_project(tmp_path, images)
+    labeled, candidates = p.candidate_rows()
+    victim_row = int(candidates[0])
+    victim = p.pool().ids[victim_row]
+    (p.image_root / victim).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    seen: dict[str, Any] = {}
+    real = training.train_round
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(training, "train_round", spy)
+    rec = p.retrain()
+    assert rec.status == "done" and p.active_round().id == rec.id  # type: ignore[union-attr]
+    assert seen["exclude"].tolist() == [victim_row]  # never drawn as an unlabeled (blank) image
+    assert rec.metrics["undecodable"]["count"] == 1
+    assert p.undecodable_images()[0][0] == victim and p.undecodable_images()[0][1]
+    assert victim_row not in p.candidate_rows()[1].tolist()  # never queried for labeling
+    p.close()
+
+
+def test_train_round_never_samples_excluded_rows(tmp_path: Path) -> None:
+    from activekd_core.training import TrainConfig, train_round
+
+    pixels = np.full((12, 8, 8, 3), 100, np.uint8)
+    with pytest.raises(ValueError, match="labeled row is also excluded"):
+        train_round(pixels, [0, 1], [0, 1], None, TrainConfig(**dict(TRAIN, kd=False, image_size=8)), exclude=[1])
