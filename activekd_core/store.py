@@ -10,6 +10,18 @@ a second at most, so the extra millisecond per commit is invisible; losing a lab
 not. Every write method is one ``BEGIN IMMEDIATE ... COMMIT`` transaction that has
 committed before the method returns.
 
+Identity: the file's device and inode are recorded when it is opened. Every write checks,
+before it begins and again after it commits, that the file at ``path`` is still that file,
+so a project folder removed and re-created while a server runs can never receive a write
+meant for the deleted file, nor a label be acknowledged that is not in the file at that
+path (:class:`DatabaseReplacedError`; :meth:`Store.replaced` asks without raising).
+
+Damage: opening runs ``PRAGMA quick_check`` (stopped after :data:`QUICK_CHECK_SECONDS`;
+a check that runs out of time lets the database open), and any corruption SQLite reports
+later is raised as :class:`DatabaseDamagedError`, whose message says how to recover
+(:func:`recovery_advice`: SQLite's ``.recover``, or the last backup), instead of a raw
+``sqlite3.DatabaseError``. :attr:`Store.damage` remembers it for callers that cache stores.
+
 Threads: one connection, ``check_same_thread=False``, every use guarded by a re-entrant
 lock (Streamlit runs each browser session's script in its own thread). Processes: a
 ``busy_timeout`` lets two processes (two servers, a training worker) share the file.
@@ -28,8 +40,10 @@ nothing visible: the later event stays current. Undo of an undo (redo) is not of
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +56,7 @@ SCHEMA_VERSION = 1
 EVENTS = ("label", "skip", "unsure", "undo")
 ROUND_STATES = ("running", "done", "failed", "cancelled", "interrupted")
 BUSY_TIMEOUT_MS = 15_000
+QUICK_CHECK_SECONDS = 3.0
 
 _SCHEMA = """
 CREATE TABLE images (
@@ -156,6 +171,19 @@ class StoreError(Exception):
 
 class SchemaVersionError(StoreError):
     """The database was written by a newer (or unknown) version of ActiveKD Studio."""
+
+
+class DatabaseReplacedError(StoreError):
+    """The file at the database's path is no longer the one this connection writes to.
+
+    The project folder was removed, or ``project.db`` deleted or replaced, while it was
+    open. Nothing more is written through this connection (a label written now would
+    land in a deleted file); reopen the project.
+    """
+
+
+class DatabaseDamagedError(StoreError):
+    """The database file is damaged (SQLite reports corruption); the message says how to recover."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +313,8 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        self._identity = _file_identity(path)
+        self.damage: str | None = None  # set when SQLite reported corruption through this store
         self._lock = threading.RLock()
         # (newest event id seen, image id -> current event); the dict is never mutated once
         # handed out (callers get a read-only view of it), see :meth:`current`.
@@ -343,6 +373,14 @@ class Store:
             raise SchemaVersionError(
                 f"{path}: schema version {live} (this version reads 1 to {SCHEMA_VERSION}); nothing was changed"
             )
+        try:
+            problem = quick_check(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if problem is not None and problem != "ok":
+            conn.close()
+            raise DatabaseDamagedError(f"{path}: the database is damaged ({problem}). {recovery_advice(path)}")
         conn.execute("PRAGMA journal_mode=WAL")
         return cls(path, conn)
 
@@ -360,21 +398,52 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def replaced(self) -> bool:
+        """True when the file at :attr:`path` is gone or is another file than the one opened."""
+        return self._identity is None or _file_identity(self.path) != self._identity
+
+    def _check_identity(self, when: str) -> None:
+        if self.replaced():
+            raise DatabaseReplacedError(
+                f"{self.path}: the project database was removed or replaced while it was open ({when}); "
+                "nothing was saved to the new file. Reopen the project (choose it again on the Project page)."
+            )
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE``) committed on exit, rolled back on error."""
+        """A write transaction (``BEGIN IMMEDIATE``) committed on exit, rolled back on error.
+
+        Raises:
+            DatabaseReplacedError: Before writing, when the file at :attr:`path` was replaced;
+                after committing, when it was replaced meanwhile (the write went to the old
+                file and must not be reported as saved).
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+            self._check_identity("checked before writing")
+            with self._damage_reported():
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            self._check_identity("checked after writing: the last change went to the old file")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, self._damage_reported():
             return self._conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _damage_reported(self) -> Iterator[None]:
+        """Turn SQLite's corruption errors into :class:`DatabaseDamagedError` (and remember them)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            self.damage = str(exc)
+            raise DatabaseDamagedError(f"{self.path}: the database is damaged ({exc}). {recovery_advice(self.path)}") from exc
 
     def integrity_check(self) -> str:
         """Run ``PRAGMA integrity_check`` and return its first line (``"ok"`` when sound)."""
@@ -821,6 +890,62 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def quick_check(conn: sqlite3.Connection, seconds: float = QUICK_CHECK_SECONDS) -> str | None:
+    """Run ``PRAGMA quick_check`` for at most ``seconds``.
+
+    Returns:
+        ``"ok"``, the problems SQLite found (first few, ``; ``-joined), or None when the
+        check did not finish in time (a very large database; it is then not refused).
+    """
+    deadline = time.monotonic() + max(0.0, seconds)
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+    try:
+        rows = conn.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "interrupt" in str(exc).lower():
+            return None
+        raise
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        conn.set_progress_handler(None, 0)
+    lines = [str(r[0]) for r in rows]
+    return "ok" if lines == ["ok"] else "; ".join(lines)
+
+
+def recovery_advice(path: Path | str) -> str:
+    """How to recover a damaged project database (one paragraph, for error messages)."""
+    path = Path(path)
+    return (
+        "Nothing was changed. To recover: stop ActiveKD Studio, copy the project folder somewhere safe, then run "
+        f"`sqlite3 {path.name} \".recover\" | sqlite3 {path.name}.recovered` inside {path.parent} and, if it "
+        f"succeeds, replace {path.name} by {path.name}.recovered (SQLite's .recover copies every row it can still "
+        "read); or restore the project folder from your last backup. Until then, open or create another project "
+        "on the Project page."
+    )
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """True for SQLite's "the file is damaged" errors (not constraint or operational errors)."""
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError,
+                        sqlite3.NotSupportedError)):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+    text = str(exc).lower()
+    return "malformed" in text or "corrupt" in text or "not a database" in text
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file at ``path``, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _peek_version(path: Path) -> tuple[int, int]:
     """``(user_version, number of tables)`` read through a short-lived plain connection.
 
@@ -839,6 +964,8 @@ def _peek_version(path: Path) -> tuple[int, int]:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         n_tables = int(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0])
     except sqlite3.DatabaseError as exc:
+        if _is_corruption(exc) and "not a database" not in str(exc):
+            raise DatabaseDamagedError(f"{path}: the database is damaged ({exc}). {recovery_advice(path)}") from exc
         raise StoreError(f"{path}: not a readable SQLite database: {exc}. Nothing was changed.") from exc
     finally:
         conn.close()

@@ -124,16 +124,38 @@ def _open_demo(name: str, home: str, per_class: int | None) -> Project:
 def current_project() -> Project:
     """The open project of this session (cached per folder, shared across sessions).
 
+    A cached project whose ``project.db`` was removed or replaced since it was opened (the
+    folder deleted and re-created while the server runs), or through which SQLite reported
+    damage, is dropped from the cache and opened again from the file now at that path, so
+    no session keeps working on a deleted or broken file.
+
     Raises:
         ProjectError: If the chosen folder holds no project.
         activekd_core.store.SchemaVersionError: If it was written by a newer version.
+        activekd_core.store.DatabaseDamagedError: If the database is damaged (the message
+            says how to recover).
     """
     demo = current_demo()
     if demo is not None:
         if not (demo_folder(demo) / "project.db").is_file():
             return _first_open_demo(demo)
-        return _open_demo(demo, str(activekd_home()), demo_per_class())
-    return _open_folder(str(project_folder().resolve()))
+        args: tuple = (demo, str(activekd_home()), demo_per_class())
+        return _fresh(_open_demo, args)
+    return _fresh(_open_folder, (str(project_folder().resolve()),))
+
+
+def _fresh(opener, args: tuple) -> Project:
+    """``opener(*args)`` from the cache, reopened once when its database file is stale or damaged."""
+    project = opener(*args)
+    if not (project.store.replaced() or project.store.damage):
+        return project
+    try:
+        opener.clear(*args)  # only this entry (the other projects stay open)
+    except TypeError:  # a Streamlit without per-argument clearing
+        opener.clear()
+    if opener is _open_demo and not (demo_folder(args[0]) / "project.db").is_file():
+        return _first_open_demo(args[0])
+    return opener(*args)
 
 
 def _first_open_demo(name: str) -> Project:

@@ -404,3 +404,50 @@ def test_pinned_project_folder(home, monkeypatch):
     assert any("pinned" in i.value for i in at.info)
     assert not [b for b in at.button if b.key == "prj_demo_digits"]
     assert not (home / "elsewhere").exists()
+
+
+def test_project_folder_recreated_while_running_gets_the_next_label(home):
+    """Issue 9 item 6: the folder is removed and re-created at the same path while the server
+    runs; the next click must land in the file now at that path (before: in the deleted file)."""
+    at = _app()
+    ids = _card_ids(at)
+    key = _batch_key(at)
+    at.button(key=f"{key}_0_c0").click().run()
+    folder = home / "projects" / "textile"
+    shutil.rmtree(folder)
+    with open_demo("textile", base_dir=home, per_class=4) as fresh:
+        fresh.update_config(train=TRAIN_FAST)
+        assert fresh.store.events() == []
+    at.button(key=f"{key}_1_c1").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    with _db(home) as db:
+        classes = db.class_names()
+        # The click after the re-creation is in the file at that path; nothing was acknowledged elsewhere.
+        assert db.current_labels() == {ids[1]: classes[1]}
+    at.run()
+    assert any("1/10 done" in (p.proto.text or "") for p in at.get("progress"))  # the page shows the new file
+
+
+def test_damaged_database_shows_how_to_recover_and_the_project_page_still_switches(home):
+    """Issue 9 item 9: one damaged page gives a clear message (not a traceback) on every page."""
+    import sqlite3
+
+    db = home / "projects" / "textile" / "project.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'images'").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as fh:
+        fh.seek((root - 1) * page_size)
+        fh.write(b"\xa5" * page_size)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, [e.message for e in at.exception]
+    shown = " ".join(e.value for e in at.error)
+    assert "damaged" in shown and ".recover" in shown
+    at.switch_page("pages/project.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    at.button(key="prj_demo_digits").click().run()  # the session can still switch project
+    assert not at.exception, [e.message for e in at.exception]
+    assert (home / "projects" / "digits" / "project.db").is_file()
+    assert not any("damaged" in e.value for e in at.error)
