@@ -365,15 +365,21 @@ class Project:
     def recover(self) -> int:
         """Clean up after a training process that died: returns the rounds marked interrupted.
 
-        When no training job is alive, rounds left 'running' are marked interrupted and
-        temporary files of unfinished atomic writes (``*.tmp`` in ``checkpoints/`` and
-        ``cache/student/``) are removed. Finished files are never touched.
+        Runs on open and whenever a page asks (cheap when nothing is running). A round left
+        'running' is marked interrupted when the process that started it is gone (killed,
+        out of memory, or a failure that could not even record itself, e.g. a full disk),
+        or, for a round of this process, when its ``retrain`` call has ended; rounds from
+        before owners were recorded are marked when no training job is alive. When no round
+        and no training job is live any more, temporary files of unfinished atomic writes
+        (``*.tmp`` in ``checkpoints/`` and ``cache/student/``) are removed. Finished files
+        are never touched.
         """
         from activekd_core.jobs import JobRunner
 
-        if JobRunner(self.store).running("train") is not None:
-            return 0
-        n = self.store.mark_stale_rounds()
+        job_alive = JobRunner(self.store).running("train") is not None
+        n = self.store.mark_stale_rounds(alive=lambda rec: _round_alive(self.store, rec, job_alive))
+        if job_alive or any(r.status == "running" for r in self.store.rounds()):
+            return n
         for sub in (("checkpoints",), ("cache", "student")):
             folder = self.path(*sub)
             if folder.is_dir():
@@ -786,7 +792,11 @@ class Project:
         space = "student" if active else "teacher"
         tprobs = self.teacher_probs(_phase(progress, "teacher"), cancel) if config.kd else None
         teacher_info = self._teacher_base or {"kind": self.config["teacher_spec"].get("kind")}
-        round_id = self.store.start_round(self.strategy, space, picks=picks, teacher=teacher_info, n_labeled=int(labeled.size))
+        round_id = self.store.start_round(self.strategy, space, picks=picks, teacher=teacher_info,
+                                          n_labeled=int(labeled.size), owner=_this_process())
+        live_key = (str(self.store.path), round_id)
+        with _LIVE_LOCK:
+            _LIVE_ROUNDS.add(live_key)
         ckpt_rel = f"checkpoints/round_{round_id:04d}.safetensors"
         out_base = self.path("cache", "student", f"round_{round_id:04d}")
         written: list[Path] = []
@@ -823,9 +833,12 @@ class Project:
                 f.unlink(missing_ok=True)
             try:
                 self.store.finish_round(round_id, "cancelled" if cancelled else "failed", error=f"{type(exc).__name__}: {exc}")
-            except StoreError:
+            except Exception:  # noqa: BLE001 - e.g. a full disk; recover() marks the round interrupted
                 pass
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE_ROUNDS.discard(live_key)
         self.store.close_batches()
         rec = self.store.round(round_id)
         assert rec is not None
@@ -1186,6 +1199,44 @@ def _phase(progress: ProgressFn | None, phase: str) -> ProgressFn | None:
         progress(done, total, f"{phase}: {message}" if message else phase)
 
     return report
+
+
+_LIVE_ROUNDS: set[tuple[str, int]] = set()  # (db path, round id) of retrain calls running in this process
+_LIVE_LOCK = threading.Lock()
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux ``/proc``; tells a reused pid apart), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b") ", 1)[-1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _this_process() -> dict[str, Any]:
+    """Who runs a round: host, pid and the pid's start time."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _round_alive(store: Store, rec: RoundRecord, job_alive: bool) -> bool:
+    """Whether the process running a 'running' round is still at it (see :meth:`Project.recover`)."""
+    import socket
+
+    from activekd_core.jobs import _pid_alive
+
+    owner = (rec.metrics or {}).get("owner")
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return job_alive  # recorded before owners were: the old rule
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's process (torchrun on a shared folder): cannot tell, leave it
+    pid = int(owner["pid"])
+    if pid == os.getpid() and owner.get("start") == _process_start(pid):
+        with _LIVE_LOCK:
+            return (str(store.path), rec.id) in _LIVE_ROUNDS
+    return _pid_alive(pid) and (owner.get("start") is None or owner.get("start") == _process_start(pid))
 
 
 def _check_decoded(failures: dict[int, str], labeled: np.ndarray, n_pool: int) -> dict[int, str]:

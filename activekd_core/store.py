@@ -44,7 +44,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -787,13 +787,19 @@ class Store:
 
     # ---- rounds --------------------------------------------------------------------
 
-    def start_round(self, strategy: str, space: str, *, picks: list, teacher: dict, n_labeled: int) -> int:
-        """Record a training round as running; returns its id (1, 2, ...)."""
+    def start_round(self, strategy: str, space: str, *, picks: list, teacher: dict, n_labeled: int,
+                    owner: dict | None = None) -> int:
+        """Record a training round as running; returns its id (1, 2, ...).
+
+        ``owner`` (which process runs it) is kept in the round's metrics while it runs, so
+        a later open can tell a live round from one whose process died.
+        """
+        metrics = {"owner": owner} if owner else {}
         with self.transaction() as c:
             cur = c.execute(
-                "INSERT INTO rounds(strategy, space, picks, teacher, status, n_labeled, started) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?)",
-                (strategy, space, json.dumps(picks), json.dumps(teacher), n_labeled, utc_now()),
+                "INSERT INTO rounds(strategy, space, picks, teacher, metrics, status, n_labeled, started) "
+                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                (strategy, space, json.dumps(picks), json.dumps(teacher), json.dumps(metrics), n_labeled, utc_now()),
             )
             return int(cur.lastrowid)
 
@@ -837,13 +843,27 @@ class Store:
         rows = self._query("SELECT * FROM rounds WHERE status = 'done' ORDER BY id DESC LIMIT 1")
         return _round(rows[0]) if rows else None
 
-    def mark_stale_rounds(self, error: str = "interrupted: the process running it stopped") -> int:
-        """Mark rounds left 'running' by a dead process as interrupted; returns how many."""
+    def mark_stale_rounds(
+        self,
+        error: str = "interrupted: the process running it stopped",
+        alive: Callable[[RoundRecord], bool] | None = None,
+    ) -> int:
+        """Mark rounds left 'running' by a dead process as interrupted; returns how many.
+
+        Args:
+            error: The message stored with each.
+            alive: Tells a live round (left alone) from a stale one; None marks every
+                running round.
+        """
+        running = [r for r in self.rounds() if r.status == "running"]
+        stale = [r.id for r in running if alive is None or not alive(r)]
+        if not stale:
+            return 0
         with self.transaction() as c:
-            return c.execute(
-                "UPDATE rounds SET status = 'interrupted', error = ?, finished = ? WHERE status = 'running'",
-                (error, utc_now()),
-            ).rowcount
+            return sum(c.execute(
+                "UPDATE rounds SET status = 'interrupted', error = ?, finished = ? WHERE id = ? AND status = 'running'",
+                (error, utc_now(), rid),
+            ).rowcount for rid in stale)
 
     # ---- audit set -----------------------------------------------------------------
 

@@ -102,6 +102,10 @@ def _score_text(d: dict | None) -> str | None:
 
 
 def _history(project: Project) -> None:
+    try:
+        project.recover()  # a round whose process died (killed, disk full) is shown as interrupted, not running
+    except Exception as exc:  # e.g. the database is busy: the history is still worth showing
+        st.caption(f"Could not check for interrupted rounds: {exc}")
     rounds = project.store.rounds()
     if not rounds:
         st.caption("No rounds yet: label a few images, then retrain.")

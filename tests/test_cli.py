@@ -178,3 +178,25 @@ def test_simulate_reports_every_skipped_file_on_stderr_and_in_skipped_csv(tmp_pa
     assert all(r["reason"] for r in rows)
     config = json.loads((out / "config.json").read_text())
     assert sum(config["split_sizes"].values()) == 30  # the blank decode is neither trained nor tested on
+
+
+def test_train_errors_are_one_line_with_a_nonzero_exit(tmp_path, capsys, monkeypatch):
+    """A disk-full round or a damaged database: one line on stderr, no traceback, exit code != 0."""
+    from activekd_core.project import Project
+
+    folder = _small_project(tmp_path)
+
+    def disk_full(self, *a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Project, "retrain", disk_full)
+    assert main(["train", "--project", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "error: OSError: [Errno 28] No space left on device" in err and "Traceback" not in err
+    monkeypatch.undo()
+    with open(folder / "project.db", "r+b") as fh:  # damage the file's header page
+        fh.seek(100)
+        fh.write(b"\xa5" * 3000)
+    code = main(["train", "--project", str(folder)])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1

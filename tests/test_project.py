@@ -891,3 +891,66 @@ def test_train_round_never_samples_excluded_rows(tmp_path: Path) -> None:
     pixels = np.full((12, 8, 8, 3), 100, np.uint8)
     with pytest.raises(ValueError, match="labeled row is also excluded"):
         train_round(pixels, [0, 1], [0, 1], None, TrainConfig(**dict(TRAIN, kd=False, image_size=8)), exclude=[1])
+
+
+# ---- rounds whose process died (issue 9 item 11) ---------------------------------------------
+
+
+def test_round_of_a_live_process_stays_running_and_is_interrupted_once_it_dies(tmp_path: Path, images) -> None:
+    import subprocess
+    import sys
+
+    root, truth = images
+    p = new_project(tmp_path, root)
+    p.close()
+    repo = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, time\n"
+        "from activekd_core.project import _this_process\n"
+        "from activekd_core.store import Store\n"
+        "s = Store.open(sys.argv[1])\n"
+        "s.start_round('pcoreset', 'teacher', picks=[], teacher={}, n_labeled=1, owner=_this_process())\n"
+        "print('started', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "proj" / "project.db")],
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(repo)))
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "started"
+        p = Project.open(tmp_path / "proj")  # e.g. the server opening while a CLI round trains
+        assert [r.status for r in p.store.rounds()] == ["running"]  # a live round is left alone
+        assert p.recover() == 0
+    finally:
+        worker.kill()
+        worker.wait()
+    assert p.recover() == 1  # its process was killed: no restart needed to see it
+    rec = p.store.round(1)
+    assert rec is not None and rec.status == "interrupted" and "stopped" in (rec.error or "")
+    p.close()
+
+
+def test_round_that_cannot_record_its_failure_is_marked_interrupted(tmp_path: Path, images, monkeypatch) -> None:
+    """Disk full: training fails and so does writing 'failed'; the original error is raised and the
+    round does not stay 'running' once its retrain call is over."""
+    import activekd_core.training as training
+
+    root, truth = images
+    p = new_project(tmp_path, root, train=dict(TRAIN, kd=False))
+    label_some(p, truth)
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    def cannot_write(*a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(training, "train_round", disk_full)
+    monkeypatch.setattr(p.store, "finish_round", cannot_write)
+    with pytest.raises(OSError, match="No space left"):
+        p.retrain()
+    monkeypatch.undo()
+    monkeypatch.setattr(project_mod, "_make_teacher", FakeTeacher)
+    assert [r.status for r in p.store.rounds()] == ["running"]
+    assert p.recover() == 1
+    assert [r.status for r in p.store.rounds()] == ["interrupted"]
+    p.close()
