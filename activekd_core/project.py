@@ -191,6 +191,7 @@ class Project:
         self._pool: ImagePool | None = None
         self.last_teacher_file: Path | None = None
         self._counts_cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._valid_outputs: dict[int, tuple[Any, ...]] = {}  # round id -> file identity of checked outputs
 
     # ---- creating and opening ----------------------------------------------------------
 
@@ -715,12 +716,53 @@ class Project:
         return self.store.latest_done_round()
 
     def student_outputs(self, round_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """The stored ``(probs, features)`` of a round's student for the whole pool (read-only memory maps)."""
+        """The stored ``(probs, features)`` of a round's student for the whole pool (read-only memory maps).
+
+        The files are validated the first time each version of them is read: probabilities
+        ``(N, C)`` and features ``(N, D)`` of a floating dtype, all finite, rows of ``probs``
+        summing to 1. Missing, unreadable or invalid files (a damaged or hand-edited cache)
+        are recomputed from the round's checkpoint and rewritten atomically.
+
+        Raises:
+            ProjectError: If they are invalid and cannot be recomputed (e.g. the checkpoint
+                is gone or damaged); the message says why.
+        """
         base = self.path("cache", "student", f"round_{round_id:04d}")
+        paths = (Path(f"{base}_probs.npy"), Path(f"{base}_features.npy"))
         try:
-            return np.load(f"{base}_probs.npy", mmap_mode="r"), np.load(f"{base}_features.npy", mmap_mode="r")
+            identity = tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in (p.stat() for p in paths))
+            probs, feats = (np.load(p, mmap_mode="r") for p in paths)
+            if self._valid_outputs.get(round_id) == identity:
+                return probs, feats
+            problem = _student_output_problem(probs, feats, len(self.pool()), len(self.classes))
         except FileNotFoundError as exc:
-            raise ProjectError(f"round {round_id}: stored predictions missing ({exc.filename})") from exc
+            problem = f"missing ({Path(exc.filename or '').name})"
+        except (OSError, ValueError, EOFError) as exc:
+            problem = f"unreadable ({exc})"
+        if problem is None:
+            self._valid_outputs[round_id] = identity
+            return probs, feats
+        with self._lock:
+            return self._recompute_student_outputs(round_id, paths, problem)
+
+    def _recompute_student_outputs(self, round_id: int, paths: tuple[Path, Path], problem: str
+                                   ) -> tuple[np.ndarray, np.ndarray]:
+        from activekd_core.pixel_cache import decode_pool_with_report
+        from activekd_core.student import CheckpointError
+        from activekd_core.training import predict_student
+
+        try:
+            model, header = self.load_student(round_id)
+        except (ProjectError, CheckpointError) as exc:
+            raise ProjectError(f"round {round_id}: the stored predictions are {problem} and cannot be recomputed: "
+                               f"{exc}. Retrain to make a new round.") from exc
+        size = int(header.get("image_size") or self.train_config().image_size)
+        decoded = decode_pool_with_report(self.pool(), size, cache_dir=self.path("cache", "pixels"))
+        probs, feats = predict_student(model, decoded.pixels)
+        for path, arr in zip(paths, (probs, feats)):
+            _atomic_save_npy(path, arr)
+        self._valid_outputs.pop(round_id, None)
+        return np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r")
 
     def checkpoint_path(self, round_id: int | None = None) -> Path | None:
         """Absolute checkpoint of a round (default: the active one), or None."""
@@ -1199,6 +1241,23 @@ def _phase(progress: ProgressFn | None, phase: str) -> ProgressFn | None:
         progress(done, total, f"{phase}: {message}" if message else phase)
 
     return report
+
+
+def _student_output_problem(probs: np.ndarray, feats: np.ndarray, n: int, n_classes: int) -> str | None:
+    """Why stored student outputs cannot be used (wrong shape, dtype, non-finite values), or None."""
+    if probs.ndim != 2 or probs.shape != (n, n_classes):
+        return f"of the wrong shape (probabilities {probs.shape}, expected {(n, n_classes)})"
+    if feats.ndim != 2 or feats.shape[0] != n or feats.shape[1] < 1:
+        return f"of the wrong shape (features {feats.shape}, expected ({n}, D))"
+    if probs.dtype.kind != "f" or feats.dtype.kind != "f":
+        return f"of the wrong type (probabilities {probs.dtype}, features {feats.dtype})"
+    for start in range(0, n, 65536):  # in blocks: a memory map is never copied whole
+        p = np.asarray(probs[start:start + 65536], dtype=np.float64)
+        if not np.isfinite(p).all() or (p < -1e-6).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+            return "not probabilities (non-finite, negative, or rows not summing to 1)"
+        if not np.isfinite(feats[start:start + 65536]).all():
+            return "not finite (features)"
+    return None
 
 
 _LIVE_ROUNDS: set[tuple[str, int]] = set()  # (db path, round id) of retrain calls running in this process

@@ -954,3 +954,32 @@ def test_round_that_cannot_record_its_failure_is_marked_interrupted(tmp_path: Pa
     assert p.recover() == 1
     assert [r.status for r in p.store.rounds()] == ["interrupted"]
     p.close()
+
+
+def test_corrupt_student_cache_is_validated_and_recomputed(tmp_path: Path, images) -> None:
+    """Issue 9 item 10: a wrong-shape, wrong-dtype or garbage student cache is recomputed, not a traceback."""
+    root, truth = images
+    p = new_project(tmp_path, root)
+    label_some(p, truth)
+    rec = p.retrain()
+    good_probs, good_feats = (np.array(a) for a in p.student_outputs(rec.id))
+    base = tmp_path / "proj" / "cache" / "student" / f"round_{rec.id:04d}"
+    damages = [
+        ("probs", lambda f: np.save(f, np.zeros((3, 3), np.int64))),  # wrong shape and dtype
+        ("probs", lambda f: np.save(f, good_probs.astype(np.int32))),  # right shape, wrong dtype
+        ("probs", lambda f: np.save(f, np.full_like(good_probs, np.nan))),  # not probabilities
+        ("features", lambda f: Path(f).write_bytes(b"\x93NUMPY garbage")),  # unreadable
+        ("features", lambda f: Path(f).unlink()),  # missing
+    ]
+    for which, damage in damages:
+        damage(f"{base}_{which}.npy")
+        probs, feats = p.student_outputs(rec.id)
+        assert probs.dtype == np.float32 and probs.shape == good_probs.shape and feats.shape == good_feats.shape
+        np.testing.assert_allclose(probs, good_probs, atol=1e-5)
+        np.testing.assert_allclose(feats, good_feats, atol=1e-4)
+        assert np.load(f"{base}_{which}.npy").shape == (good_probs if which == "probs" else good_feats).shape
+    (tmp_path / "proj" / rec.checkpoint).unlink()  # type: ignore[operator]
+    np.save(f"{base}_probs.npy", np.zeros((2, 2)))
+    with pytest.raises(ProjectError, match="cannot be recomputed"):
+        p.student_outputs(rec.id)
+    p.close()
