@@ -451,3 +451,20 @@ def test_damaged_database_shows_how_to_recover_and_the_project_page_still_switch
     assert not at.exception, [e.message for e in at.exception]
     assert (home / "projects" / "digits" / "project.db").is_file()
     assert not any("damaged" in e.value for e in at.error)
+
+
+def test_undo_in_one_session_never_reverts_another_sessions_label(home):
+    """Issue 9 item 5: both sessions are "expert"; B's Z undoes B's label, not A's newer one."""
+    a, b = _app(), _app()
+    ids, key = _card_ids(a), _batch_key(a)
+    assert _card_ids(b) == ids
+    b.button(key=f"{key}_1_c1").click().run()
+    a.button(key=f"{key}_0_c0").click().run()  # A's label is the newest event
+    b.button(key="lbl_key_undo").click().run()
+    assert not b.exception
+    with _db(home) as db:
+        classes = db.class_names()
+        assert db.current_labels() == {ids[0]: classes[0]}
+    b.button(key="lbl_key_undo").click().run()  # nothing of B's is left to undo
+    with _db(home) as db:
+        assert db.current_labels() == {ids[0]: classes[0]}
