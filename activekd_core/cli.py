@@ -36,8 +36,10 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -450,8 +452,36 @@ def _summarize(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code.
+
+    Any error is printed as one line on stderr (``error: <kind>: <message>``) with exit
+    code 1; set ``ACTIVEKD_DEBUG=1`` to see the full traceback as well. Ctrl-C exits
+    with 130.
+    """
     args = _build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the command line reports, it does not crash
+        if os.environ.get("ACTIVEKD_DEBUG", "").strip() in ("1", "true", "yes"):
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """``<kind>: <message>`` on one line, bounded, for any exception (kind omitted for our own errors)."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    if len(text) > 2000:
+        text = text[:2000] + "..."
+    kind = type(exc).__name__
+    ours = type(exc).__module__.startswith("activekd_core")
+    return text if ours else f"{kind}: {text}"
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "simulate":
         return _simulate(args)
     if args.command == "summarize":

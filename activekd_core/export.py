@@ -16,7 +16,6 @@ place, so a crash never leaves a half-written export that looks complete.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -29,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from activekd_core.paths import resolve_inside
+from activekd_core.csv_safe import SafeDictWriter
+from activekd_core.images import open_image_file
 from activekd_core.store import Store
 
 LABEL_FIELDS = ("id", "path", "label", "annotator", "time", "round", "strategy", "state", "event_id")
@@ -88,10 +88,15 @@ def label_rows(store: Store, image_root: Path | str, *, include_states: Sequence
 
 
 def export_labels_csv(store: Store, image_root: Path | str, dest: Path | str, **kw: Any) -> ExportReport:
-    """Write the current labels as CSV (header: :data:`LABEL_FIELDS`)."""
+    """Write the current labels as CSV (header: :data:`LABEL_FIELDS`).
+
+    Text cells that a spreadsheet would run as a formula (an id, class or annotator
+    starting with ``=``, ``+``, ``-``, ``@``...) are written with a leading ``'``
+    (:mod:`activekd_core.csv_safe`); the label import removes it again.
+    """
     rows = label_rows(store, image_root, **kw)
     buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=list(LABEL_FIELDS), lineterminator="\n")
+    writer = SafeDictWriter(buf, fieldnames=list(LABEL_FIELDS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     dest = Path(dest)
@@ -147,19 +152,13 @@ def export_imagefolder(
         for image_id, name in store.current_labels().items():
             if image_id in skip:
                 continue
+            target = staging / folders[name] / image_id.replace("/", "__")
             try:
-                src = resolve_inside(image_root, image_id, must_exist=True)
-            except (ValueError, FileNotFoundError) as exc:
+                _export_one(image_root, image_id, target, hardlink=mode == "hardlink")
+            except (ValueError, OSError) as exc:  # refused (outside the root) or unreadable
+                target.unlink(missing_ok=True)
                 skipped.append((image_id, str(exc)))
                 continue
-            target = staging / folders[name] / image_id.replace("/", "__")
-            if mode == "hardlink":
-                try:
-                    os.link(src, target)
-                except OSError:
-                    shutil.copy2(src, target)
-            else:
-                shutil.copy2(src, target)
             count += 1
         if dest.exists():
             dest.rmdir()
@@ -168,6 +167,29 @@ def export_imagefolder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ExportReport(dest, count, skipped=skipped)
+
+
+def _export_one(image_root: Path | str, image_id: str, target: Path, *, hardlink: bool) -> None:
+    """Copy (or hard-link) one pool image to ``target``, reading only a file inside the root.
+
+    The source is opened confined to the root (:func:`activekd_core.images.open_image_file`)
+    and the bytes come from that open file. A hard link is made to the checked path and
+    kept only when it is the very file that was opened (same device and inode).
+    """
+    with open_image_file(image_root, image_id) as src:
+        opened = os.fstat(src.fileno())
+        if hardlink:
+            try:
+                os.link(Path(image_root).resolve() / image_id, target, follow_symlinks=False)
+                linked = os.stat(target, follow_symlinks=False)
+                if (linked.st_dev, linked.st_ino) == (opened.st_dev, opened.st_ino):
+                    return
+                target.unlink()
+            except OSError:
+                target.unlink(missing_ok=True)
+        with open(target, "xb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.utime(target, ns=(opened.st_atime_ns, opened.st_mtime_ns))
 
 
 def export_student(

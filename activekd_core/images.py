@@ -30,6 +30,24 @@ Design decisions (documented here because callers depend on them):
 * **Links.** Symlinked folders are not followed (no loops). A file symlink is used only
   when it resolves to a regular file inside the root; loops, dangling links and links
   leading out of the root are reported.
+* **Confined opening.** Every reader of a pool image (thumbnails, training pixels,
+  teachers, exports) opens it with :func:`open_image_file` / :func:`load_image`, which
+  check *at the moment of opening* that the file actually opened lies inside the image
+  root: the id is resolved and checked (:func:`activekd_core.paths.resolve_inside`), the
+  file is opened with ``O_NOFOLLOW`` (a last component swapped for a symbolic link since
+  the check is refused), and the opened descriptor itself is checked (its path through
+  ``/proc/self/fd`` on Linux, else its device and inode against the checked path). A
+  file replaced by a link to somewhere outside the root after it was first shown or
+  scanned is therefore never read. :func:`load_rgb` takes a plain path (no root) and is
+  for files that are not pool images.
+* **Memory.** Decoding allocates about ``width * height * 4`` bytes before any resizing
+  (an 8000x8000 RGBA PNG of 249 KB holds 256 MB of pixels). With ``draft_size``, JPEGs are
+  decoded at a reduced DCT scale and other formats are box-reduced right after decoding,
+  before any mode conversion, so the conversions work on the small image. Every decode
+  first reserves its estimated peak from a process-wide :class:`DecodeBudget`
+  (:data:`DECODE_BUDGET`, ``$ACTIVEKD_DECODE_MEMORY_MB``, default an eighth of the RAM,
+  at most 512 MiB), so concurrent decoders (pixel cache threads, thumbnails) wait rather
+  than add their peaks; one decode larger than the whole budget runs alone.
 * **Formats.** Only the decoders for the listed suffixes are enabled
   (``Image.open(formats=...)``), so a file named ``.png`` that is really some exotic
   format is refused rather than handed to a rarely used decoder.
@@ -50,6 +68,8 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from activekd_core.paths import PathOutsideRoot, resolve_inside
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -214,6 +234,193 @@ def _os_error_reason(exc: OSError) -> str:
     return f"cannot read the file: {exc.strerror or exc}"
 
 
+class DecodeBudget:
+    """A counting semaphore over bytes: concurrent decodes together stay under ``capacity``.
+
+    ``reserve(n)`` waits until ``n`` bytes are free (a request larger than the whole
+    capacity waits until nothing else is reserved, then runs alone), and releases them on
+    exit. Used by every image decode in this process (see the module docstring).
+
+    Attributes:
+        capacity: Bytes that may be reserved at once.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, int(capacity))
+        self._in_use = 0
+        self._peak = 0
+        self._cond = threading.Condition()
+
+    @property
+    def in_use(self) -> int:
+        """Bytes reserved right now."""
+        return self._in_use
+
+    @property
+    def peak(self) -> int:
+        """The most bytes reserved at once since creation (for tests and benchmarks)."""
+        return self._peak
+
+    def reserve(self, nbytes: int) -> _Reservation:
+        """A context manager holding ``nbytes`` (clamped to the capacity) while it is open."""
+        return _Reservation(self, min(max(0, int(nbytes)), self.capacity))
+
+    def _acquire(self, n: int) -> None:
+        with self._cond:
+            while self._in_use + n > self.capacity:
+                self._cond.wait()
+            self._in_use += n
+            self._peak = max(self._peak, self._in_use)
+
+    def _release(self, n: int) -> None:
+        with self._cond:
+            self._in_use -= n
+            self._cond.notify_all()
+
+
+class _Reservation:
+    def __init__(self, budget: DecodeBudget, n: int) -> None:
+        self.budget, self.n = budget, n
+
+    def __enter__(self) -> _Reservation:
+        self.budget._acquire(self.n)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.budget._release(self.n)
+
+
+def _default_budget_bytes() -> int:
+    raw = os.environ.get("ACTIVEKD_DECODE_MEMORY_MB", "").strip()
+    if raw:
+        try:
+            return max(16, int(raw)) << 20
+        except ValueError:
+            pass
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 4 << 30
+    return int(min(512 << 20, max(128 << 20, ram // 8)))
+
+
+DECODE_BUDGET = DecodeBudget(_default_budget_bytes())
+# Pillow allocates pixels in blocks of 16 MB by default. glibc serves blocks that size from
+# per-thread heap arenas, which keep the memory after an image is freed, so N decoding
+# threads would each hold on to their largest decode. Blocks above glibc's largest mmap
+# threshold (32 MB) are mapped and unmapped one by one, so freed pixels go back to the
+# system at once. Small images are unaffected (a block is never larger than the image).
+_PILLOW_BLOCK_BYTES = 64 << 20
+if Image.core.get_block_size() < _PILLOW_BLOCK_BYTES:
+    Image.core.set_block_size(_PILLOW_BLOCK_BYTES)
+# Modes whose pixels may be box-averaged (not palette indices, not 1-bit, not I;16).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"})
+
+
+def estimate_decode_bytes(width: int, height: int, mode: str, *, reduced: bool) -> int:
+    """Estimated peak bytes of decoding a ``width`` x ``height`` image of ``mode``.
+
+    Pillow stores 1/L/P in one byte per pixel, I;16 in two and every other mode in four.
+    A decode that is reduced right away (``draft_size``) peaks at the full-size pixels
+    plus the small copy; a full-size decode also holds a few full-size conversions
+    (alpha compositing, RGB).
+    """
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    pixels = int(width) * int(height)
+    return pixels * per_pixel + (pixels * 4 // 4 if reduced else pixels * 4 * 3)
+
+
+def open_image_file(root: Path | str, image_id: str) -> BinaryIO:
+    """Open the pool image ``image_id`` for reading, confined to ``root`` when it is opened.
+
+    See "Confined opening" in the module docstring: the id is resolved and checked, the
+    file is opened without following a final symbolic link, and the descriptor actually
+    opened must be a regular file inside ``root``.
+
+    Args:
+        root: The image root.
+        image_id: The image's id (POSIX path relative to ``root``).
+
+    Returns:
+        A binary file object (the caller closes it).
+
+    Raises:
+        activekd_core.paths.PathOutsideRoot: The id, or the file it leads to at the moment
+            of opening, lies outside ``root`` (a ``ValueError``).
+        OSError: The file cannot be opened (missing, permission, not a regular file).
+    """
+    root_resolved = Path(root).resolve(strict=True)
+    path = resolve_inside(root_resolved, image_id)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = _os_open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the last component became a symbolic link after the check
+            raise PathOutsideRoot(root_resolved, image_id, "replaced by a symbolic link while being opened") from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if stat_module.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        if not stat_module.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (device, pipe or socket)", str(path))
+        opened = _descriptor_path(fd)
+        if opened is not None:
+            if not Path(opened).is_relative_to(root_resolved):
+                raise PathOutsideRoot(root_resolved, image_id, f"the file opened lies outside (at {opened})")
+        else:  # no /proc: the file opened must be the one that was checked
+            now = os.stat(path, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise PathOutsideRoot(root_resolved, image_id, "the file changed while being opened")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _os_open(path: Path, flags: int) -> int:
+    """``os.open`` (a seam so tests can swap a file between the check and the open)."""
+    return os.open(path, flags)
+
+
+def _descriptor_path(fd: int) -> str | None:
+    """The path the kernel holds for an open descriptor (Linux ``/proc``), or None."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def load_image(
+    root: Path | str, image_id: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> Image.Image:
+    """Load the pool image ``image_id`` as RGB, opened confined to ``root`` (see :func:`open_image_file`).
+
+    The same decoding as :func:`load_rgb`; every way the file can be unusable, a refused
+    (escaping) file included, is an :class:`ImageLoadError`.
+
+    Raises:
+        ImageLoadError: With the path and the reason.
+    """
+    display = Path(root) / display_id(image_id)
+    try:
+        handle = open_image_file(root, image_id)
+    except PathOutsideRoot as exc:
+        raise ImageLoadError(display, f"refused: {exc.reason}") from exc
+    except FileNotFoundError as exc:
+        raise ImageLoadError(display, "file not found (deleted, or a dangling symbolic link)") from exc
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            raise ImageLoadError(display, "not a regular file (device, pipe or socket)") from exc
+        raise ImageLoadError(display, _os_error_reason(exc)) from exc
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise ImageLoadError(display, "empty file (0 bytes)")
+        return _decode(handle, display, max_pixels, draft_size)
+
+
 def load_rgb(
     path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
 ) -> Image.Image:
@@ -222,14 +429,17 @@ def load_rgb(
     Applies EXIF orientation, takes the first frame of animations, converts
     1/L/LA/P/PA/RGBA/CMYK/YCbCr/I;16/I/F modes to 8-bit RGB (alpha composited on white;
     16-bit, 32-bit and float images are min-max stretched to 0..255 per image), and
-    refuses images with more than ``max_pixels`` pixels before decoding them.
+    refuses images with more than ``max_pixels`` pixels before decoding them. Pool
+    images are read with :func:`load_image` instead (confined to the image root).
 
     Args:
         path: Image file.
         max_pixels: Largest width * height accepted (checked from the header).
-        draft_size: When given, JPEG files may be decoded at a reduced scale (1/2, 1/4,
-            1/8) as long as both sides stay at least ``draft_size`` pixels: much faster
-            for thumbnails and training inputs. Other formats are unaffected.
+        draft_size: The size the caller needs (the shorter side, in pixels). When
+            given, JPEG files may be decoded at a reduced scale (1/2, 1/4, 1/8) and other
+            formats are box-reduced right after decoding, in both cases keeping the shorter
+            side at least ``draft_size`` (at least twice that for the box reduction):
+            much faster and far less memory for thumbnails and training inputs.
 
     Returns:
         A fully loaded RGB image.
@@ -246,7 +456,19 @@ def load_rgb(
             raise ImageLoadError(path, "not a regular file (device, pipe or socket)")
         if st.st_size == 0:
             raise ImageLoadError(path, "empty file (0 bytes)")
-        with _open_file(path) as fh, Image.open(fh, formats=ALLOWED_FORMATS) as img:
+        handle = _open_file(path)
+    except ImageLoadError:
+        raise
+    except OSError as exc:
+        raise ImageLoadError(path, _os_error_reason(exc)) from exc
+    with handle:
+        return _decode(handle, path, max_pixels, draft_size)
+
+
+def _decode(fh: BinaryIO, path: Path, max_pixels: int, draft_size: int | None) -> Image.Image:
+    """Decode an open image file to RGB (see :func:`load_rgb`), within :data:`DECODE_BUDGET`."""
+    try:
+        with Image.open(fh, formats=ALLOWED_FORMATS) as img:
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageLoadError(path, _too_large(width, height, max_pixels))
@@ -255,9 +477,13 @@ def load_rgb(
             img.seek(0)
             if draft_size and img.format in _JPEG_FORMATS:
                 img.draft("RGB", _draft_request(width, height, draft_size))
-            img.load()
-            img = _upright(img)
-            return _to_rgb(img, path)
+            w, h = img.size  # after draft: the size that will be decoded
+            with DECODE_BUDGET.reserve(estimate_decode_bytes(w, h, img.mode, reduced=bool(draft_size))):
+                img.load()
+                if draft_size:
+                    img = _reduce(img, draft_size)
+                img = _upright(img)
+                return _to_rgb(img, path)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -272,6 +498,14 @@ def load_rgb(
         raise ImageLoadError(path, f"corrupt image: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - a hostile file must never escape as another error
         raise ImageLoadError(path, f"corrupt image (decoder error {type(exc).__name__}: {exc})") from exc
+
+
+def _reduce(img: Image.Image, target: int) -> Image.Image:
+    """Box-reduce a decoded image by a whole factor keeping its shorter side >= 2 * ``target``."""
+    factor = min(img.size) // (2 * max(1, int(target)))
+    if factor < 2 or img.mode not in _REDUCIBLE_MODES:
+        return img
+    return img.reduce(factor)
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -472,10 +706,18 @@ def _jpeg_has_end_marker(fh: BinaryIO) -> bool:
     return b"\xff\xd9" in fh.read(_JPEG_TAIL_BYTES)
 
 
-def file_digest(path: Path | str, *, chunk_size: int = 1 << 20) -> str:
-    """BLAKE2b-128 hex digest of a file's bytes."""
+def file_digest(path: Path | str, *, chunk_size: int = 1 << 20, root: Path | str | None = None) -> str:
+    """BLAKE2b-128 hex digest of a file's bytes.
+
+    Args:
+        path: The file; with ``root``, an image id opened confined to ``root``
+            (:func:`open_image_file`).
+        chunk_size: Bytes read at a time.
+        root: The image root, for pool images.
+    """
     digest = hashlib.blake2b(digest_size=16)
-    with _open_file(Path(path)) as fh:
+    handle = open_image_file(root, os.fspath(path)) if root is not None else _open_file(Path(path))
+    with handle as fh:
         while chunk := fh.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
@@ -511,8 +753,8 @@ def find_duplicates(pool: ImagePool, *, progress: ProgressFn | None = None) -> l
         by_hash: dict[str, list[int]] = {}
         for i in rows:
             try:
-                by_hash.setdefault(file_digest(pool.path(i)), []).append(i)
-            except OSError:
+                by_hash.setdefault(file_digest(pool.ids[i], root=pool.root), []).append(i)
+            except (OSError, ValueError):  # unreadable, or refused as outside the root
                 pass
             done += 1
             if progress is not None:

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from activekd_core.csv_safe import restore_cell
 from activekd_core.images import ImagePool, display_id
 
 ID_COLUMNS = ("id", "path", "filename")
@@ -154,6 +155,8 @@ def labels_from_csv(
                 result.problems.append(LabelProblem(row_number, raw_id, f"blank {id_col}"))
                 continue
             image_id, reason = _match_id(raw_id, id_col, known, root, by_name)
+            if image_id is None and restore_cell(raw_id) != raw_id:  # a cell our CSV export quoted
+                image_id, _ = _match_id(restore_cell(raw_id), id_col, known, root, by_name)
             if image_id is None:
                 result.problems.append(LabelProblem(row_number, raw_id, reason or "unknown image"))
                 continue
@@ -161,6 +164,8 @@ def labels_from_csv(
                 result.problems.append(LabelProblem(row_number, raw_id, "blank label"))
                 continue
             label = raw_label
+            if allowed is not None and label not in allowed and restore_cell(label) in allowed:
+                label = restore_cell(label)
             if allowed is not None and label not in allowed:
                 matches = folded.get(label.casefold(), [])
                 if len(matches) == 1:

@@ -1,6 +1,6 @@
 """Decode a pool's images once into a uint8 ``(N, size, size, 3)`` array, cached on disk.
 
-Resizing: each image is loaded as RGB by :func:`activekd_core.images.load_rgb` (EXIF
+Resizing: each image is loaded as RGB by :func:`activekd_core.images.load_image` (EXIF
 orientation applied, alpha on white), its **shorter side is scaled to** ``size`` **and the
 centre** ``size x size`` **square is cropped** (the same geometry as torchvision's
 ``Resize(size)`` + ``CenterCrop(size)``; bicubic, antialiased). Nothing is padded: very
@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from activekd_core.images import DEFAULT_MAX_PIXELS, ImageLoadError, ImagePool, display_id, load_rgb
+from activekd_core.images import DEFAULT_MAX_PIXELS, ImageLoadError, ImagePool, display_id, load_image
 
 try:  # POSIX only; elsewhere concurrent decoders of one pool are not serialised.
     import fcntl
@@ -213,9 +213,8 @@ def _decode_rows(
     n = len(pool)
 
     def decode(row: int) -> tuple[int, npt.NDArray[np.uint8] | None, str | None]:
-        path = pool.path(row)
-        try:
-            img = load_rgb(path, max_pixels=max_pixels, draft_size=size)
+        try:  # opened confined to the image root (a file swapped for an escaping link is refused)
+            img = load_image(pool.root, pool.ids[row], max_pixels=max_pixels, draft_size=size)
             return row, resize_center_crop(img, size), None
         except ImageLoadError as exc:
             return row, None, f"{display_id(pool.ids[row])}: {exc.reason}"

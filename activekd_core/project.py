@@ -45,8 +45,7 @@ import numpy as np
 from PIL import Image
 
 from activekd_core import export as export_mod
-from activekd_core.images import ImagePool, scan_images
-from activekd_core.paths import resolve_inside
+from activekd_core.images import ImagePool, open_image_file, scan_images
 from activekd_core.store import (
     ImageRecord,
     LabelEvent,
@@ -66,6 +65,10 @@ PROJECT_FORMAT = 1
 DEFAULT_STRATEGY = "pcoreset"
 TEACHER_HISTORY_SETTING = "teacher_history"
 DEMO_BATCH_SIZE = {"textile": 10, "digits": 20}
+# A round refuses to train when more than this share of the pool cannot be decoded (or any
+# labeled image cannot): a moved or emptied image folder must not train on blank pixels.
+MAX_UNDECODABLE_SHARE = 0.02
+UNDECODABLE_LISTED = 50  # images named in a round record or an error message
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -194,6 +197,7 @@ class Project:
         self._pool: ImagePool | None = None
         self.last_teacher_file: Path | None = None
         self._counts_cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._valid_outputs: dict[int, tuple[Any, ...]] = {}  # round id -> file identity of checked outputs
 
     # ---- creating and opening ----------------------------------------------------------
 
@@ -368,15 +372,21 @@ class Project:
     def recover(self) -> int:
         """Clean up after a training process that died: returns the rounds marked interrupted.
 
-        When no training job is alive, rounds left 'running' are marked interrupted and
-        temporary files of unfinished atomic writes (``*.tmp`` in ``checkpoints/`` and
-        ``cache/student/``) are removed. Finished files are never touched.
+        Runs on open and whenever a page asks (cheap when nothing is running). A round left
+        'running' is marked interrupted when the process that started it is gone (killed,
+        out of memory, or a failure that could not even record itself, e.g. a full disk),
+        or, for a round of this process, when its ``retrain`` call has ended; rounds from
+        before owners were recorded are marked when no training job is alive. When no round
+        and no training job is live any more, temporary files of unfinished atomic writes
+        (``*.tmp`` in ``checkpoints/`` and ``cache/student/``) are removed. Finished files
+        are never touched.
         """
         from activekd_core.jobs import JobRunner
 
-        if JobRunner(self.store).running("train") is not None:
-            return 0
-        n = self.store.mark_stale_rounds()
+        job_alive = JobRunner(self.store).running("train") is not None
+        n = self.store.mark_stale_rounds(alive=lambda rec: _round_alive(self.store, rec, job_alive))
+        if job_alive or any(r.status == "running" for r in self.store.rounds()):
+            return n
         for sub in (("checkpoints",), ("cache", "student")):
             folder = self.path(*sub)
             if folder.is_dir():
@@ -469,9 +479,11 @@ class Project:
         """Mark an image as unsure (kept out of training and selection until changed)."""
         return self.store.unsure(image_id, **self._label_kw(image_id, annotator, session))
 
-    def undo(self, *, annotator: str = "expert", image_id: str | None = None, session: str | None = None) -> LabelEvent | None:
-        """Undo the annotator's latest event (see :mod:`activekd_core.store` for the exact rule)."""
-        return self.store.undo(annotator, image_id, session=session)
+    def undo(self, *, annotator: str = "expert", image_id: str | None = None, session: str | None = None,
+             image_ids: Sequence[str] | None = None) -> LabelEvent | None:
+        """Undo the annotator's latest event (see :mod:`activekd_core.store` for the exact rule);
+        ``image_ids`` limits it to those images (the ones on screen)."""
+        return self.store.undo(annotator, image_id, session=session, image_ids=image_ids)
 
     def training_labels(self) -> tuple[np.ndarray, np.ndarray]:
         """Pool rows and class indices of labeled images, audit set excluded (sorted by row)."""
@@ -712,12 +724,53 @@ class Project:
         return self.store.latest_done_round()
 
     def student_outputs(self, round_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """The stored ``(probs, features)`` of a round's student for the whole pool (read-only memory maps)."""
+        """The stored ``(probs, features)`` of a round's student for the whole pool (read-only memory maps).
+
+        The files are validated the first time each version of them is read: probabilities
+        ``(N, C)`` and features ``(N, D)`` of a floating dtype, all finite, rows of ``probs``
+        summing to 1. Missing, unreadable or invalid files (a damaged or hand-edited cache)
+        are recomputed from the round's checkpoint and rewritten atomically.
+
+        Raises:
+            ProjectError: If they are invalid and cannot be recomputed (e.g. the checkpoint
+                is gone or damaged); the message says why.
+        """
         base = self.path("cache", "student", f"round_{round_id:04d}")
+        paths = (Path(f"{base}_probs.npy"), Path(f"{base}_features.npy"))
         try:
-            return np.load(f"{base}_probs.npy", mmap_mode="r"), np.load(f"{base}_features.npy", mmap_mode="r")
+            identity = tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in (p.stat() for p in paths))
+            probs, feats = (np.load(p, mmap_mode="r") for p in paths)
+            if self._valid_outputs.get(round_id) == identity:
+                return probs, feats
+            problem = _student_output_problem(probs, feats, len(self.pool()), len(self.classes))
         except FileNotFoundError as exc:
-            raise ProjectError(f"round {round_id}: stored predictions missing ({exc.filename})") from exc
+            problem = f"missing ({Path(exc.filename or '').name})"
+        except (OSError, ValueError, EOFError) as exc:
+            problem = f"unreadable ({exc})"
+        if problem is None:
+            self._valid_outputs[round_id] = identity
+            return probs, feats
+        with self._lock:
+            return self._recompute_student_outputs(round_id, paths, problem)
+
+    def _recompute_student_outputs(self, round_id: int, paths: tuple[Path, Path], problem: str
+                                   ) -> tuple[np.ndarray, np.ndarray]:
+        from activekd_core.pixel_cache import decode_pool_with_report
+        from activekd_core.student import CheckpointError
+        from activekd_core.training import predict_student
+
+        try:
+            model, header = self.load_student(round_id)
+        except (ProjectError, CheckpointError) as exc:
+            raise ProjectError(f"round {round_id}: the stored predictions are {problem} and cannot be recomputed: "
+                               f"{exc}. Retrain to make a new round.") from exc
+        size = int(header.get("image_size") or self.train_config().image_size)
+        decoded = decode_pool_with_report(self.pool(), size, cache_dir=self.path("cache", "pixels"))
+        probs, feats = predict_student(model, decoded.pixels)
+        for path, arr in zip(paths, (probs, feats)):
+            _atomic_save_npy(path, arr)
+        self._valid_outputs.pop(round_id, None)
+        return np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r")
 
     def checkpoint_path(self, round_id: int | None = None) -> Path | None:
         """Absolute checkpoint of a round (default: the active one), or None."""
@@ -757,17 +810,25 @@ class Project:
     def retrain(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> RoundRecord:
         """Train one round on all current labels; on success it becomes the active model.
 
-        Steps: teacher probabilities (cached), decoded pixels (cached), ``train_round``,
-        checkpoint written atomically, predictions for the whole pool stored, audit
+        Steps: teacher probabilities (cached), decoded pixels (cached), a check that the
+        images decoded (see below), ``train_round``, checkpoint written atomically, predictions for the whole pool stored, audit
         scores, round marked done and open batches closed (the next batch uses the new
         student). On any failure or cancel, the round is marked failed/cancelled with
         the error, its files are removed, and the exception is re-raised; labels and the
         previous model are untouched.
 
+        Images that cannot be decoded (deleted, moved, corrupt, swapped for a link out of
+        the image root) are never trained on as blank pixels: when only a few unlabeled
+        ones fail (at most :data:`MAX_UNDECODABLE_SHARE` of the pool) they are left out of
+        training and selection and listed in the round's ``metrics["undecodable"]``
+        (:meth:`undecodable_images`); when any labeled image or more than that share
+        fails, the round fails with a message naming the files.
+
         Raises:
-            ProjectError: If nothing is labeled yet.
+            ProjectError: If nothing is labeled yet, or the images cannot be decoded (the
+                round is recorded as failed; the previous model stays active).
         """
-        from activekd_core.pixel_cache import decode_pool
+        from activekd_core.pixel_cache import decode_pool_with_report
         from activekd_core.student import save_student
         from activekd_core.training import predict_student, train_round
 
@@ -781,18 +842,27 @@ class Project:
         space = "student" if active else "teacher"
         tprobs = self.teacher_probs(_phase(progress, "teacher"), cancel) if config.kd else None
         teacher_info = self._teacher_base or {"kind": self.config["teacher_spec"].get("kind")}
-        round_id = self.store.start_round(self.strategy, space, picks=picks, teacher=teacher_info, n_labeled=int(labeled.size))
+        round_id = self.store.start_round(self.strategy, space, picks=picks, teacher=teacher_info,
+                                          n_labeled=int(labeled.size), owner=_this_process())
+        live_key = (str(self.store.path), round_id)
+        with _LIVE_LOCK:
+            _LIVE_ROUNDS.add(live_key)
         ckpt_rel = f"checkpoints/round_{round_id:04d}.safetensors"
         out_base = self.path("cache", "student", f"round_{round_id:04d}")
         written: list[Path] = []
         try:
-            pixels = decode_pool(self.pool(), config.image_size, cache_dir=self.path("cache", "pixels"),
-                                 progress=_phase(progress, "decode"), cancel=cancel)
-            result = train_round(pixels, labeled, y, tprobs, config, progress=_phase(progress, "train"), cancel=cancel)
+            decoded = decode_pool_with_report(self.pool(), config.image_size, cache_dir=self.path("cache", "pixels"),
+                                              progress=_phase(progress, "decode"), cancel=cancel)
+            pixels = decoded.pixels
+            failed = _check_decoded(decoded.failures, labeled, len(self.pool()))
+            result = train_round(pixels, labeled, y, tprobs, config, progress=_phase(progress, "train"), cancel=cancel,
+                                 exclude=np.asarray(sorted(failed), dtype=np.int64))
             if cancel is not None and cancel.is_set():
                 raise InterruptedError("training cancelled")
             metrics = dict(result.metrics)
             metrics["device"] = result.device
+            metrics["undecodable"] = {"count": len(failed), "images": [
+                {"id": self.pool().ids[r], "reason": failed[r]} for r in sorted(failed)[:UNDECODABLE_LISTED]]}
             ckpt = self.path(ckpt_rel)
             written.append(ckpt)
             save_student(result.model, ckpt, extra={"round": round_id, "classes": self.classes})
@@ -813,9 +883,12 @@ class Project:
                 f.unlink(missing_ok=True)
             try:
                 self.store.finish_round(round_id, "cancelled" if cancelled else "failed", error=f"{type(exc).__name__}: {exc}")
-            except StoreError:
+            except Exception:  # noqa: BLE001 - e.g. a full disk; recover() marks the round interrupted
                 pass
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE_ROUNDS.discard(live_key)
         open_batch = self.store.open_batch_current()
         if open_batch is None or open_batch.strategy not in QUEUE_STRATEGIES:
             # the next batch comes from the new student; a queue the user made stays until done or dismissed
@@ -870,13 +943,21 @@ class Project:
         assert view is not None
         return view
 
+    def undecodable_images(self) -> list[tuple[str, str]]:
+        """``(id, reason)`` of the images the active round left out because they could not be
+        decoded (at most :data:`UNDECODABLE_LISTED`; see :meth:`retrain`); never queried."""
+        rec = self.active_round()
+        listed = ((rec.metrics or {}).get("undecodable") or {}).get("images") if rec is not None else None
+        return [(str(d.get("id")), str(d.get("reason"))) for d in listed or [] if isinstance(d, dict)]
+
     def candidate_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(labeled rows, candidate rows)``: labeled images seed selection; candidates have no state."""
+        """``(labeled rows, candidate rows)``: labeled images seed selection; candidates have no
+        state and were not left out of the active round as undecodable."""
         row_of = self.row_of()
         current = self.store.current()
         audit = set(self.store.audit_ids())
         labeled = sorted(row_of[i] for i, e in current.items() if e.event == "label" and i not in audit)
-        blocked = set(current) | audit
+        blocked = set(current) | audit | {image_id for image_id, _ in self.undecodable_images()}
         candidates = [r for r, i in enumerate(self.pool().ids) if i not in blocked]
         return np.asarray(labeled, dtype=np.int64), np.asarray(candidates, dtype=np.int64)
 
@@ -1245,7 +1326,8 @@ class Project:
         """
         if image_id not in self.row_of():
             raise ValueError(f"{image_id[:200]!r} is not an image of this project")
-        return resolve_inside(self.image_root, image_id, must_exist=True).read_bytes()
+        with open_image_file(self.image_root, image_id) as fh:
+            return fh.read()
 
     def active_student_probs(self) -> np.ndarray | None:
         """The active student's probabilities for the pool (a read-only memory map), or None."""
@@ -1490,6 +1572,93 @@ def _phase(progress: ProgressFn | None, phase: str) -> ProgressFn | None:
     return report
 
 
+def _student_output_problem(probs: np.ndarray, feats: np.ndarray, n: int, n_classes: int) -> str | None:
+    """Why stored student outputs cannot be used (wrong shape, dtype, non-finite values), or None."""
+    if probs.ndim != 2 or probs.shape != (n, n_classes):
+        return f"of the wrong shape (probabilities {probs.shape}, expected {(n, n_classes)})"
+    if feats.ndim != 2 or feats.shape[0] != n or feats.shape[1] < 1:
+        return f"of the wrong shape (features {feats.shape}, expected ({n}, D))"
+    if probs.dtype.kind != "f" or feats.dtype.kind != "f":
+        return f"of the wrong type (probabilities {probs.dtype}, features {feats.dtype})"
+    for start in range(0, n, 65536):  # in blocks: a memory map is never copied whole
+        p = np.asarray(probs[start:start + 65536], dtype=np.float64)
+        if not np.isfinite(p).all() or (p < -1e-6).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+            return "not probabilities (non-finite, negative, or rows not summing to 1)"
+    # Features (N x 512 for a ResNet) are checked on their first and last rows only: reading
+    # every round's whole file on an Explore visit would cost more than it protects.
+    ends = np.concatenate([np.asarray(feats[:256]), np.asarray(feats[-256:])]) if n else np.zeros((0, 1))
+    if not np.isfinite(ends).all():
+        return "not finite (features)"
+    return None
+
+
+_LIVE_ROUNDS: set[tuple[str, int]] = set()  # (db path, round id) of retrain calls running in this process
+_LIVE_LOCK = threading.Lock()
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux ``/proc``; tells a reused pid apart), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b") ", 1)[-1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _this_process() -> dict[str, Any]:
+    """Who runs a round: host, pid and the pid's start time."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _round_alive(store: Store, rec: RoundRecord, job_alive: bool) -> bool:
+    """Whether the process running a 'running' round is still at it (see :meth:`Project.recover`)."""
+    import socket
+
+    from activekd_core.jobs import _pid_alive
+
+    owner = (rec.metrics or {}).get("owner")
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return job_alive  # recorded before owners were: the old rule
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's process (torchrun on a shared folder): cannot tell, leave it
+    pid = int(owner["pid"])
+    if pid == os.getpid() and owner.get("start") == _process_start(pid):
+        with _LIVE_LOCK:
+            return (str(store.path), rec.id) in _LIVE_ROUNDS
+    return _pid_alive(pid) and (owner.get("start") is None or owner.get("start") == _process_start(pid))
+
+
+def _check_decoded(failures: dict[int, str], labeled: np.ndarray, n_pool: int) -> dict[int, str]:
+    """The pool rows that failed to decode, when a round may train without them.
+
+    Raises:
+        ProjectError: If a labeled image failed, or more than :data:`MAX_UNDECODABLE_SHARE`
+            of the pool did; the message names the files (and how many more).
+    """
+    if not failures:
+        return {}
+    bad_labeled = [int(r) for r in labeled if int(r) in failures]
+    if bad_labeled:
+        raise ProjectError(
+            f"cannot train: {len(bad_labeled)} labeled image(s) could not be decoded and would be trained as blank "
+            f"images: {_name_failures(failures, bad_labeled)}. Restore the files (or undo their labels) and retrain; "
+            "the previous model stays active.")
+    if len(failures) > MAX_UNDECODABLE_SHARE * n_pool:
+        raise ProjectError(
+            f"cannot train: {len(failures)} of {n_pool} images ({100 * len(failures) / max(1, n_pool):.1f}%) could not "
+            f"be decoded, more than the {100 * MAX_UNDECODABLE_SHARE:g}% allowed: {_name_failures(failures, sorted(failures))}. "
+            "Was the image folder moved or emptied? The previous model stays active.")
+    return dict(failures)
+
+
+def _name_failures(failures: dict[int, str], rows: list[int], limit: int = 10) -> str:
+    """``"<id>: <reason>; ..."`` for the first ``limit`` rows, and how many more."""
+    shown = "; ".join(failures[r] for r in rows[:limit])
+    return shown + (f"; and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
 def _check_teacher(spec: dict[str, Any], names: list[str], prompts: list[str], pool: ImagePool) -> str | None:
     """Build the teacher once to check its spec (CLIP weights load lazily, so this is cheap).
 
@@ -1538,7 +1707,7 @@ def _image_records(pool: ImagePool) -> list[ImageRecord]:
             width, height = size
         else:
             try:
-                with Image.open(path) as img:
+                with open_image_file(pool.root, image_id) as fh, Image.open(fh) as img:
                     width, height = img.size
             except Exception:  # scanned as readable a moment ago; size is informative only
                 width = height = None

@@ -23,7 +23,8 @@ the images they picked; round 0 is trained once per (seed, kd) and shared.
 
 Outputs in ``out``: ``results.csv`` (one row per strategy, kd, seed, round; written as
 it goes), ``picks.jsonl`` (the image ids each strategy picked after each round, with
-their scores), ``config.json`` (settings and teacher provenance), ``summary.txt`` (mean ±
+their scores), ``skipped.csv`` (every file left out, with the reason; also printed by the
+command line), ``config.json`` (settings and teacher provenance), ``summary.txt`` (mean ±
 std per strategy per round) and ``accuracy.html`` (plotly; ``accuracy.png`` too when
 kaleido is installed).
 """
@@ -43,6 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from activekd_core.csv_safe import SafeDictWriter, write_rows
 from activekd_core.training import TrainConfig, predict_student, train_round
 
 LogFn = Callable[[str], None]
@@ -147,6 +149,8 @@ class LabeledData:
         pixels: uint8 ``(N, S, S, 3)``.
         root: Image root folder.
         prompts: Class -> CLIP prompt (demo datasets), else None.
+        skipped: ``(id, reason)`` of every file left out (unreadable, undecodable, or
+            outside any class folder), in id order.
     """
 
     name: str
@@ -156,6 +160,7 @@ class LabeledData:
     pixels: npt.NDArray[np.uint8]
     root: Path
     prompts: dict[str, str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -185,8 +190,8 @@ def load_dataset(dataset: str, image_size: int, data_dir: Path, log: LogFn | Non
     Raises:
         SimulationError: Unknown dataset, an empty folder, or fewer than 2 classes.
     """
-    from activekd_core.images import ImagePool, scan_images
-    from activekd_core.pixel_cache import decode_pool
+    from activekd_core.images import ImagePool, display_id, scan_images
+    from activekd_core.pixel_cache import decode_pool_with_report
 
     say = log or (lambda _m: None)
     data_dir = Path(data_dir)
@@ -210,6 +215,8 @@ def load_dataset(dataset: str, image_size: int, data_dir: Path, log: LogFn | Non
         prompts = None
         name = root.name
     pool = scan_images(root)
+    skipped = [(p.id, p.reason) for p in pool.problems]
+    skipped += [(display_id(i), "not inside a class sub-folder (no label)") for i in pool.ids if i not in labels]
     ids = [i for i in pool.ids if i in labels]
     if not ids:
         raise SimulationError(f"{root}: no labelled images (expected one sub-folder per class)")
@@ -217,10 +224,38 @@ def load_dataset(dataset: str, image_size: int, data_dir: Path, log: LogFn | Non
         raise SimulationError(f"{root}: need at least 2 classes, found {classes}")
     labelled_pool = ImagePool(root=pool.root, ids=ids, problems=list(pool.problems))
     say(f"decoding {len(ids):,} images to {image_size} px")
-    pixels = decode_pool(labelled_pool, image_size, cache_dir=data_dir / "pixels")
+    decoded = decode_pool_with_report(labelled_pool, image_size, cache_dir=data_dir / "pixels")
+    keep = np.array([row not in decoded.failures for row in range(len(ids))], dtype=bool)
+    for row, message in sorted(decoded.failures.items()):
+        # The failure text is "<id>: <reason>"; never train or test on the blank row.
+        skipped.append((display_id(ids[row]), message.split(": ", 1)[-1]))
+    pixels = np.asarray(decoded.pixels)[keep] if not keep.all() else np.asarray(decoded.pixels)
+    ids = [i for i, k in zip(ids, keep) if k]
     index = {c: k for k, c in enumerate(classes)}
     y = np.array([index[labels[i]] for i in ids], dtype=np.int64)
-    return LabeledData(name, classes, ids, y, np.asarray(pixels), Path(root), prompts)
+    skipped.sort()
+    return LabeledData(name, classes, ids, y, pixels, Path(root), prompts, skipped)
+
+
+def report_skipped(data: LabeledData, out: Path, say: LogFn) -> Path:
+    """Write ``out/skipped.csv`` (``id, reason``; header only when nothing was skipped) and log each file.
+
+    Args:
+        data: The loaded dataset.
+        out: The simulation's output folder.
+        say: Receives one line per skipped file and a count (the CLI prints them on stderr).
+
+    Returns:
+        The CSV file written.
+    """
+    path = out / "skipped.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        write_rows(handle, ["id", "reason"], data.skipped)
+    for image_id, reason in data.skipped:
+        say(f"skipped {image_id!r}: {reason}")
+    if data.skipped:
+        say(f"{len(data.skipped)} file(s) skipped; listed in {path}")
+    return path
 
 
 def make_splits(y: npt.NDArray[np.int64], test_frac: float, reference_frac: float, seed: int) -> Splits:
@@ -352,6 +387,7 @@ def run_simulation(
     flip = (not is_digits) if config.flip is None else config.flip
 
     data = load_dataset(config.dataset, size, data_dir, say)
+    report_skipped(data, out, say)
     ref_frac = config.reference_frac if config.teacher == "standin" else 0.0
     splits = make_splits(data.y, config.test_frac, ref_frac, config.split_seed)
     teacher_all, teacher_desc = build_teacher_probs(config, data, splits, say)
@@ -388,7 +424,7 @@ def run_simulation(
     csv_path = out / "results.csv"
     picks_handle = open(out / "picks.jsonl", "w", encoding="utf-8")
     with picks_handle, open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
+        writer = SafeDictWriter(handle, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
         for kd in config.kd_modes:
             for seed in config.seeds:
@@ -399,6 +435,7 @@ def run_simulation(
                     for rnd in range(config.rounds):
                         key = (rnd, tuple(sorted(labeled.tolist())))
                         tag = f"[{'KD' if kd else 'CE'} seed {seed} {strategy} round {rnd + 1}/{config.rounds} · {len(labeled)} labels]"
+                        probs = feats = None  # the last round selects nothing, so needs neither
                         if key in cache:
                             res_metrics, probs, feats = cache[key]
                             acc = res_metrics["accuracy"]

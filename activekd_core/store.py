@@ -10,14 +10,28 @@ a second at most, so the extra millisecond per commit is invisible; losing a lab
 not. Every write method is one ``BEGIN IMMEDIATE ... COMMIT`` transaction that has
 committed before the method returns.
 
+Identity: the file's device and inode are recorded when it is opened. Every write checks,
+before it begins and again after it commits, that the file at ``path`` is still that file,
+so a project folder removed and re-created while a server runs can never receive a write
+meant for the deleted file, nor a label be acknowledged that is not in the file at that
+path (:class:`DatabaseReplacedError`; :meth:`Store.replaced` asks without raising).
+
+Damage: opening runs ``PRAGMA quick_check`` (stopped after :data:`QUICK_CHECK_SECONDS`;
+a check that runs out of time lets the database open), and any corruption SQLite reports
+later is raised as :class:`DatabaseDamagedError`, whose message says how to recover
+(:func:`recovery_advice`: SQLite's ``.recover``, or the last backup), instead of a raw
+``sqlite3.DatabaseError``. :attr:`Store.damage` remembers it for callers that cache stores.
+
 Threads: one connection, ``check_same_thread=False``, every use guarded by a re-entrant
 lock (Streamlit runs each browser session's script in its own thread). Processes: a
 ``busy_timeout`` lets two processes (two servers, a training worker) share the file.
 
-Undo, exactly: ``undo(annotator, image_id=None)`` appends an ``undo`` event that points
-(``undoes``) at that annotator's most recent event that is not an undo and has not been
-undone yet (restricted to ``image_id`` when given). Repeated undos walk back that
-annotator's history. An image's current state is its latest non-undo event that has not
+Undo, exactly: ``undo(annotator, image_id=None, session=None)`` appends an ``undo`` event
+that points (``undoes``) at that annotator's most recent event that is not an undo and has
+not been undone yet (restricted to ``image_id`` when given). With a ``session`` (every
+browser session passes its own id) only events recorded by that same session qualify:
+two sessions of one annotator (everyone defaults to "expert") never undo each other's
+work. Repeated undos walk back that history. An image's current state is its latest non-undo event that has not
 been undone (last write wins across annotators); if none is left the image is
 unlabeled. Undoing an event that another annotator has since overwritten changes
 nothing visible: the later event stays current. Undo of an undo (redo) is not offered.
@@ -26,9 +40,11 @@ nothing visible: the later event stays current. Undo of an undo (redo) is not of
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,6 +58,7 @@ SCHEMA_VERSION = 1
 EVENTS = ("label", "skip", "unsure", "undo")
 ROUND_STATES = ("running", "done", "failed", "cancelled", "interrupted")
 BUSY_TIMEOUT_MS = 15_000
+QUICK_CHECK_SECONDS = 3.0
 
 _SCHEMA = """
 CREATE TABLE images (
@@ -156,6 +173,19 @@ class StoreError(Exception):
 
 class SchemaVersionError(StoreError):
     """The database was written by a newer (or unknown) version of ActiveKD Studio."""
+
+
+class DatabaseReplacedError(StoreError):
+    """The file at the database's path is no longer the one this connection writes to.
+
+    The project folder was removed, or ``project.db`` deleted or replaced, while it was
+    open. Nothing more is written through this connection (a label written now would
+    land in a deleted file); reopen the project.
+    """
+
+
+class DatabaseDamagedError(StoreError):
+    """The database file is damaged (SQLite reports corruption); the message says how to recover."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +322,8 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        self._identity = _file_identity(path)
+        self.damage: str | None = None  # set when SQLite reported corruption through this store
         self._lock = threading.RLock()
         # (newest event id seen, image id -> current event); the dict is never mutated once
         # handed out (callers get a read-only view of it), see :meth:`current`.
@@ -350,6 +382,14 @@ class Store:
             raise SchemaVersionError(
                 f"{path}: schema version {live} (this version reads 1 to {SCHEMA_VERSION}); nothing was changed"
             )
+        try:
+            problem = quick_check(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if problem is not None and problem != "ok":
+            conn.close()
+            raise DatabaseDamagedError(f"{path}: the database is damaged ({problem}). {recovery_advice(path)}")
         conn.execute("PRAGMA journal_mode=WAL")
         return cls(path, conn)
 
@@ -367,21 +407,52 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def replaced(self) -> bool:
+        """True when the file at :attr:`path` is gone or is another file than the one opened."""
+        return self._identity is None or _file_identity(self.path) != self._identity
+
+    def _check_identity(self, when: str) -> None:
+        if self.replaced():
+            raise DatabaseReplacedError(
+                f"{self.path}: the project database was removed or replaced while it was open ({when}); "
+                "nothing was saved to the new file. Reopen the project (choose it again on the Project page)."
+            )
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE``) committed on exit, rolled back on error."""
+        """A write transaction (``BEGIN IMMEDIATE``) committed on exit, rolled back on error.
+
+        Raises:
+            DatabaseReplacedError: Before writing, when the file at :attr:`path` was replaced;
+                after committing, when it was replaced meanwhile (the write went to the old
+                file and must not be reported as saved).
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+            self._check_identity("checked before writing")
+            with self._damage_reported():
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            self._check_identity("checked after writing: the last change went to the old file")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, self._damage_reported():
             return self._conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _damage_reported(self) -> Iterator[None]:
+        """Turn SQLite's corruption errors into :class:`DatabaseDamagedError` (and remember them)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            self.damage = str(exc)
+            raise DatabaseDamagedError(f"{self.path}: the database is damaged ({exc}). {recovery_advice(self.path)}") from exc
 
     def integrity_check(self) -> str:
         """Run ``PRAGMA integrity_check`` and return its first line (``"ok"`` when sound)."""
@@ -531,8 +602,17 @@ class Store:
         """Mark ``image_id`` as unsure; see :meth:`add_event`."""
         return self.add_event(image_id, "unsure", **kw)
 
-    def undo(self, annotator: str = "expert", image_id: str | None = None, *, session: str | None = None) -> LabelEvent | None:
+    def undo(self, annotator: str = "expert", image_id: str | None = None, *, session: str | None = None,
+             image_ids: Sequence[str] | None = None) -> LabelEvent | None:
         """Revert ``annotator``'s latest not-yet-undone event (on ``image_id`` if given).
+
+        Args:
+            annotator: Whose events may be undone.
+            image_id: Only events on this image.
+            session: Only events recorded by this session (a browser session's id); None
+                (the command line, scripts) considers the annotator's events from anywhere.
+            image_ids: Only events on these images (e.g. the ones on screen: Z never
+                reverts a decision the expert can no longer see).
 
         Returns:
             The event that was undone, or None when there was nothing to undo.
@@ -543,6 +623,15 @@ class Store:
             if image_id is not None:
                 sql += " AND image_id = ?"
                 params.append(image_id)
+            if session is not None:
+                sql += " AND session = ?"
+                params.append(session)
+            if image_ids is not None:
+                wanted = list(dict.fromkeys(image_ids))
+                if not wanted:
+                    return None
+                sql += f" AND image_id IN ({','.join('?' * len(wanted))})"
+                params.extend(wanted)
             target = c.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
             if target is None:
                 return None
@@ -744,13 +833,19 @@ class Store:
 
     # ---- rounds --------------------------------------------------------------------
 
-    def start_round(self, strategy: str, space: str, *, picks: list, teacher: dict, n_labeled: int) -> int:
-        """Record a training round as running; returns its id (1, 2, ...)."""
+    def start_round(self, strategy: str, space: str, *, picks: list, teacher: dict, n_labeled: int,
+                    owner: dict | None = None) -> int:
+        """Record a training round as running; returns its id (1, 2, ...).
+
+        ``owner`` (which process runs it) is kept in the round's metrics while it runs, so
+        a later open can tell a live round from one whose process died.
+        """
+        metrics = {"owner": owner} if owner else {}
         with self.transaction() as c:
             cur = c.execute(
-                "INSERT INTO rounds(strategy, space, picks, teacher, status, n_labeled, started) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?)",
-                (strategy, space, json.dumps(picks), json.dumps(teacher), n_labeled, utc_now()),
+                "INSERT INTO rounds(strategy, space, picks, teacher, metrics, status, n_labeled, started) "
+                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                (strategy, space, json.dumps(picks), json.dumps(teacher), json.dumps(metrics), n_labeled, utc_now()),
             )
             return int(cur.lastrowid)
 
@@ -794,13 +889,27 @@ class Store:
         rows = self._query("SELECT * FROM rounds WHERE status = 'done' ORDER BY id DESC LIMIT 1")
         return _round(rows[0]) if rows else None
 
-    def mark_stale_rounds(self, error: str = "interrupted: the process running it stopped") -> int:
-        """Mark rounds left 'running' by a dead process as interrupted; returns how many."""
+    def mark_stale_rounds(
+        self,
+        error: str = "interrupted: the process running it stopped",
+        alive: Callable[[RoundRecord], bool] | None = None,
+    ) -> int:
+        """Mark rounds left 'running' by a dead process as interrupted; returns how many.
+
+        Args:
+            error: The message stored with each.
+            alive: Tells a live round (left alone) from a stale one; None marks every
+                running round.
+        """
+        running = [r for r in self.rounds() if r.status == "running"]
+        stale = [r.id for r in running if alive is None or not alive(r)]
+        if not stale:
+            return 0
         with self.transaction() as c:
-            return c.execute(
-                "UPDATE rounds SET status = 'interrupted', error = ?, finished = ? WHERE status = 'running'",
-                (error, utc_now()),
-            ).rowcount
+            return sum(c.execute(
+                "UPDATE rounds SET status = 'interrupted', error = ?, finished = ? WHERE id = ? AND status = 'running'",
+                (error, utc_now(), rid),
+            ).rowcount for rid in stale)
 
     # ---- audit set -----------------------------------------------------------------
 
@@ -847,6 +956,62 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def quick_check(conn: sqlite3.Connection, seconds: float = QUICK_CHECK_SECONDS) -> str | None:
+    """Run ``PRAGMA quick_check`` for at most ``seconds``.
+
+    Returns:
+        ``"ok"``, the problems SQLite found (first few, ``; ``-joined), or None when the
+        check did not finish in time (a very large database; it is then not refused).
+    """
+    deadline = time.monotonic() + max(0.0, seconds)
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+    try:
+        rows = conn.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "interrupt" in str(exc).lower():
+            return None
+        raise
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        conn.set_progress_handler(None, 0)
+    lines = [str(r[0]) for r in rows]
+    return "ok" if lines == ["ok"] else "; ".join(lines)
+
+
+def recovery_advice(path: Path | str) -> str:
+    """How to recover a damaged project database (one paragraph, for error messages)."""
+    path = Path(path)
+    return (
+        "Nothing was changed. To recover: stop ActiveKD Studio, copy the project folder somewhere safe, then run "
+        f"`sqlite3 {path.name} \".recover\" | sqlite3 {path.name}.recovered` inside {path.parent} and, if it "
+        f"succeeds, replace {path.name} by {path.name}.recovered (SQLite's .recover copies every row it can still "
+        "read); or restore the project folder from your last backup. Until then, open or create another project "
+        "on the Project page."
+    )
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """True for SQLite's "the file is damaged" errors (not constraint or operational errors)."""
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError,
+                        sqlite3.NotSupportedError)):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+    text = str(exc).lower()
+    return "malformed" in text or "corrupt" in text or "not a database" in text
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file at ``path``, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _peek_version(path: Path) -> tuple[int, int]:
     """``(user_version, number of tables)`` read through a short-lived plain connection.
 
@@ -865,6 +1030,8 @@ def _peek_version(path: Path) -> tuple[int, int]:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         n_tables = int(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0])
     except sqlite3.DatabaseError as exc:
+        if _is_corruption(exc) and "not a database" not in str(exc):
+            raise DatabaseDamagedError(f"{path}: the database is damaged ({exc}). {recovery_advice(path)}") from exc
         raise StoreError(f"{path}: not a readable SQLite database: {exc}. Nothing was changed.") from exc
     finally:
         conn.close()

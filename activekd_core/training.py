@@ -310,6 +310,7 @@ def _send_round(
     y: np.ndarray,
     teacher_probs: np.ndarray | None,
     config: TrainConfig,
+    exclude: np.ndarray | None = None,
 ) -> None:
     source = _memmap_source(pixels)
     spec = {
@@ -319,14 +320,17 @@ def _send_round(
         "y": y,
         "teacher_probs": None if teacher_probs is None else np.asarray(teacher_probs, dtype=np.float32),
         "config": config,
+        "exclude": exclude,
     }
     distributed.broadcast_object(spec, info)
 
 
-def _receive_round(info: distributed.DistInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, TrainConfig]:
+def _receive_round(
+    info: distributed.DistInfo,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, TrainConfig, np.ndarray | None]:
     spec = distributed.broadcast_object(None, info)
     pixels = np.load(spec["pixels_path"], mmap_mode="r") if spec["pixels_path"] else spec["pixels"]
-    return pixels, spec["labeled"], spec["y"], spec["teacher_probs"], spec["config"]
+    return pixels, spec["labeled"], spec["y"], spec["teacher_probs"], spec["config"], spec.get("exclude")
 
 
 def follow_train_round(progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> TrainResult:
@@ -349,6 +353,7 @@ def train_round(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     checkpoint_path: Path | None = None,
+    exclude: npt.ArrayLike | None = None,
 ) -> TrainResult:
     """Train a fresh DHO student on one round's labels (module notes give the recipe).
 
@@ -362,6 +367,8 @@ def train_round(
         progress: ``progress(step, total, message)`` with loss, images/s and ETA.
         cancel: Set it to stop; :class:`TrainingCancelled` is raised.
         checkpoint_path: Where to write the trained student (safetensors, atomic).
+        exclude: Pool rows never trained on (e.g. images that could not be decoded, whose
+            rows are blank); they must not be labeled.
 
     Returns:
         A :class:`TrainResult`.
@@ -375,13 +382,18 @@ def train_round(
     info = distributed.init_distributed(device)
     if info.enabled and not info.is_main:
         # Rank 0 is the source of truth: its inputs and config replace this rank's.
-        pixels, labeled, y, teacher_probs, config = _receive_round(info)
+        pixels, labeled, y, teacher_probs, config, exclude = _receive_round(info)
         device = pick_device(config.device)
     labeled = np.asarray(labeled, dtype=np.int64)
     y = np.asarray(y, dtype=np.int64)
     _check_inputs(pixels, labeled, y, teacher_probs, config.kd)
+    excluded = np.unique(np.asarray(exclude if exclude is not None else [], dtype=np.int64))
+    if excluded.size and (excluded.min() < 0 or excluded.max() >= pixels.shape[0]):
+        raise ValueError("train_round: excluded rows out of range")
+    if np.isin(labeled, excluded).any():
+        raise ValueError("train_round: a labeled row is also excluded (an undecodable image cannot be trained on)")
     if info.enabled and info.is_main:
-        _send_round(info, pixels, labeled, y, teacher_probs, config)
+        _send_round(info, pixels, labeled, y, teacher_probs, config, excluded)
     teacher = None
     if config.kd:
         teacher = np.ascontiguousarray(teacher_probs, dtype=np.float32)
@@ -394,9 +406,12 @@ def train_round(
     n = pixels.shape[0]
     mask = np.ones(n, dtype=bool)
     mask[labeled] = False
+    mask[excluded] = False
     unlabeled = np.flatnonzero(mask)
     if len(unlabeled) == 0:
-        unlabeled = np.arange(n)
+        keep = np.ones(n, dtype=bool)
+        keep[excluded] = False
+        unlabeled = np.flatnonzero(keep)
     steps = derive_steps(config, n)
 
     torch.manual_seed(config.seed)

@@ -20,7 +20,6 @@ anything heavy on a rerun: thumbnails are cached by file identity.
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import threading
@@ -188,16 +187,38 @@ def _open_demo(name: str, home: str, per_class: int | None) -> Project:
 def current_project() -> Project:
     """The open project of this session (cached per folder, shared across sessions).
 
+    A cached project whose ``project.db`` was removed or replaced since it was opened (the
+    folder deleted and re-created while the server runs), or through which SQLite reported
+    damage, is dropped from the cache and opened again from the file now at that path, so
+    no session keeps working on a deleted or broken file.
+
     Raises:
         ProjectError: If the chosen folder holds no project.
         activekd_core.store.SchemaVersionError: If it was written by a newer version.
+        activekd_core.store.DatabaseDamagedError: If the database is damaged (the message
+            says how to recover).
     """
     demo = current_demo()
     if demo is not None:
         if not (demo_folder(demo) / "project.db").is_file():
             return _first_open_demo(demo)
-        return _open_demo(demo, str(activekd_home()), demo_per_class())
-    return _open_folder(str(project_folder().resolve()))
+        args: tuple = (demo, str(activekd_home()), demo_per_class())
+        return _fresh(_open_demo, args)
+    return _fresh(_open_folder, (str(project_folder().resolve()),))
+
+
+def _fresh(opener, args: tuple) -> Project:
+    """``opener(*args)`` from the cache, reopened once when its database file is stale or damaged."""
+    project = opener(*args)
+    if not (project.store.replaced() or project.store.damage):
+        return project
+    try:
+        opener.clear(*args)  # only this entry (the other projects stay open)
+    except TypeError:  # a Streamlit without per-argument clearing
+        opener.clear()
+    if opener is _open_demo and not (demo_folder(args[0]) / "project.db").is_file():
+        return _first_open_demo(args[0])
+    return opener(*args)
 
 
 def _first_open_demo(name: str) -> Project:
@@ -317,19 +338,15 @@ def session_id() -> str:
 def image_path(project: Project, image_id: str) -> Path:
     """The file of ``image_id``, refused unless it lies inside the project's image root.
 
+    Checked afresh on every call (never cached: a file may be replaced by a symbolic link
+    at any time). Files are read through :func:`activekd_core.images.load_image`, which
+    checks again at the moment of opening.
+
     Raises:
         activekd_core.paths.PathOutsideRoot: If the id escapes the image root.
         FileNotFoundError: If the file is gone.
     """
-    return _resolved(str(project.image_root), image_id)
-
-
-@functools.lru_cache(maxsize=65536)
-def _resolved(root: str, image_id: str) -> Path:
-    # Cached: a rerun does not re-walk every path component of every image on screen.
-    # Safe: the cached path was checked to lie inside the root, and that resolved path
-    # (never the id again) is what gets opened.
-    return resolve_inside(root, image_id, must_exist=True)
+    return resolve_inside(project.image_root, image_id, must_exist=True)
 
 
 IMAGE_CACHE_MB_DEFAULT = 256
@@ -344,13 +361,14 @@ def image_bytes_cache() -> BytesCache:
     return BytesCache(megabytes << 20)
 
 
-def _thumbnail_png(path: str, mtime_ns: int, size: int, box: int) -> bytes:
+def _thumbnail_png(root: str, image_id: str, mtime_ns: int, size: int, box: int) -> bytes:
     def make() -> bytes:
-        from activekd_core.images import load_rgb
+        from activekd_core.images import load_image
 
-        return png_bytes(fit_image(load_rgb(Path(path)), box))
+        # Opened confined to the root at this moment; decoded at the size the box needs.
+        return png_bytes(fit_image(load_image(root, image_id, draft_size=box if box > 0 else None), box))
 
-    return image_bytes_cache().get_or_make(("thumb", path, mtime_ns, size, box), make)
+    return image_bytes_cache().get_or_make(("thumb", root, image_id, mtime_ns, size, box), make)
 
 
 def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
@@ -359,12 +377,19 @@ def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
     Large images are shrunk to fit; images at most half of ``box`` are enlarged by a
     whole-number factor with nearest-neighbour sampling (no invented detail).
 
-    The cache key is the resolved path, its modification time and size, so a changed
-    file is re-read and an unchanged one never is.
+    The cache key is the root, the id, the file's modification time and size, so a
+    changed file is re-read and an unchanged one never is; the id is checked against the
+    root on every call, and a decode opens the file confined to the root.
+
+    Raises:
+        activekd_core.paths.PathOutsideRoot: If the file escapes the image root.
+        FileNotFoundError: If the file is gone.
+        activekd_core.images.ImageLoadError: If it cannot be decoded (or was swapped for a
+            link out of the root between the check and the decode).
     """
     path = image_path(project, image_id)
     stat = path.stat()
-    return _thumbnail_png(str(path), stat.st_mtime_ns, stat.st_size, box)
+    return _thumbnail_png(str(project.image_root), image_id, stat.st_mtime_ns, stat.st_size, box)
 
 
 def zoom_png(project: Project, image_id: str, zoom: float,
@@ -375,17 +400,18 @@ def zoom_png(project: Project, image_id: str, zoom: float,
     The view is at most :data:`activekd_core.image_view.VIEWPORT`: only the visible window
     is resampled, whatever the zoom (see :func:`activekd_core.image_view.zoom_window`).
     """
-    from activekd_core.images import load_rgb
+    from activekd_core.images import load_image, open_image_file
 
-    path = image_path(project, image_id)
-    stat = path.stat()
-    with Image.open(path) as probe:  # the header only: no pixels decoded
-        width, height = probe.size
-        if probe.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation turns it by 90 degrees
-            width, height = height, width
+    root = str(project.image_root)
+    with open_image_file(root, image_id) as fh:  # confined at the moment of opening
+        stat = os.fstat(fh.fileno())
+        with Image.open(fh) as probe:  # the header only: no pixels decoded
+            width, height = probe.size
+            if probe.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation turns it by 90 degrees
+                width, height = height, width
     window = zoom_window(width, height, zoom, center)
-    key = ("zoom", str(path), stat.st_mtime_ns, stat.st_size, window)
-    data = image_bytes_cache().get_or_make(key, lambda: png_bytes(render_zoom(load_rgb(path), window)))
+    key = ("zoom", root, image_id, stat.st_mtime_ns, stat.st_size, window)
+    data = image_bytes_cache().get_or_make(key, lambda: png_bytes(render_zoom(load_image(root, image_id), window)))
     return data, window, (width, height)
 
 

@@ -198,7 +198,7 @@ def _act_focused(action: str, ids: list[str], class_name: str | None = None) -> 
 
 def _undo(ids: list[str]) -> None:
     project = current_project()
-    undone = project.undo(annotator=annotator(), session=session_id())
+    undone = project.undo(annotator=annotator(), session=session_id(), image_ids=ids)  # only what is on screen
     if undone is None:
         st.session_state[K_NOTICE] = "Nothing to undo."
         return
@@ -345,6 +345,15 @@ def _focus_view(project: Project, image_id: str, score: float | None, pos: int, 
                      caption=f"pixels {x0}-{x1} × {y0}-{y1} at {zoom:g}x")
 
 
+def _undecodable_notice(project: Project) -> None:
+    """Say which images the active round left out because they could not be decoded (names shown literally)."""
+    left_out = project.undecodable_images()
+    if left_out:
+        with st.expander(f"{len(left_out)} image(s) could not be decoded and were left out of training and "
+                         "selection; restore them and retrain to use them", icon=":material/warning:"):
+            st.text("\n".join(f"{image_id}: {reason}" for image_id, reason in left_out))
+
+
 def main() -> None:
     """Draw the Label page."""
     st.title("Label")
@@ -354,6 +363,7 @@ def main() -> None:
         show_project_error(exc)
         return
 
+    _undecodable_notice(project)
     audit_done, audit_total = project.audit_progress()
     if audit_done < audit_total:
         source = st.segmented_control("Images", ["query batch", "audit set"], default="query batch", key=K_SOURCE)

@@ -103,6 +103,10 @@ def _score_text(d: dict | None) -> str | None:
 
 
 def _history(project: Project) -> None:
+    try:
+        project.recover()  # a round whose process died (killed, disk full) is shown as interrupted, not running
+    except Exception as exc:  # e.g. the database is busy: the history is still worth showing
+        st.caption(f"Could not check for interrupted rounds: {exc}")
     rounds = project.store.rounds()
     if not rounds:
         st.caption("No rounds yet: label a few images, then retrain.")
@@ -129,6 +133,7 @@ def _history(project: Project) -> None:
             "student audit acc": audit.get(("student", r.id), "—"),
             "teacher audit acc": _score_text((m.get("audit") or {}).get("teacher")) or audit.get(("teacher", 0), "—"),
             "started": r.started,
+            "left out (undecodable)": int(((m.get("undecodable") or {}).get("count")) or 0),
             "error": visible(r.error or "", MESSAGE_MAX),
         })
     st.dataframe(rows, hide_index=True, width="stretch")

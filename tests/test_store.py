@@ -185,6 +185,23 @@ def test_undo_is_per_annotator_and_per_image(tmp_path: Path) -> None:
     assert store.undo("b") is None
 
 
+def test_undo_stays_inside_the_session_that_presses_it(tmp_path: Path) -> None:
+    """Two browser sessions of the same annotator: B's undo never reverts A's label."""
+    store = make_store(tmp_path)
+    store.label("img0.png", "cat", annotator="expert", session="A")
+    store.label("img1.png", "dog", annotator="expert", session="B")
+    store.label("img2.png", "fox", annotator="expert", session="A")  # A's label is the newest
+    undone = store.undo("expert", session="B")
+    assert undone is not None and undone.image_id == "img1.png" and undone.session == "B"
+    assert store.current_labels() == {"img0.png": "cat", "img2.png": "fox"}
+    assert store.undo("expert", session="B") is None  # B has nothing left; A's labels stay
+    assert store.current_labels() == {"img0.png": "cat", "img2.png": "fox"}
+    assert store.undo("expert", "img0.png", session="B") is None
+    assert store.undo("expert", session="A").image_id == "img2.png"  # type: ignore[union-attr]
+    # The undo row records the session that pressed it.
+    assert [e.session for e in store.events() if e.event == "undo"] == ["B", "A"]
+
+
 def test_undo_reverts_to_previous_state(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     store.label("img0.png", "cat", annotator="a")
@@ -370,3 +387,105 @@ def test_incremental_current_exact_across_connections(tmp_path: Path, monkeypatc
     assert a.newest_event_id() == max(a.event_ids())
     b.close()
     a.close()
+
+
+# ---- a replaced or damaged database file (issue 9 items 6 and 9) ------------------------------
+
+
+def test_writes_to_a_replaced_database_are_refused_never_acknowledged(tmp_path: Path) -> None:
+    """The project folder is removed and re-created at the same path while a store is open."""
+    import shutil
+
+    from activekd_core.store import DatabaseReplacedError
+
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    old = make_store(folder)
+    old.label("img0.png", "cat")
+    assert not old.replaced()
+    shutil.rmtree(folder)
+    folder.mkdir()
+    new = make_store(folder)  # same path, another file
+    assert old.replaced()
+    with pytest.raises(DatabaseReplacedError, match="removed or replaced.*Reopen the project"):
+        old.label("img1.png", "dog")
+    with pytest.raises(DatabaseReplacedError):
+        old.undo("expert")
+    assert new.events() == []  # nothing reached the file at that path, and nothing was claimed saved
+    reopened = Store.open(folder / "project.db")
+    assert not reopened.replaced() and reopened.label("img1.png", "dog") > 0
+    assert new.current_labels() == {"img1.png": "dog"}
+    # Removed without a replacement: refused as well.
+    (folder / "project.db").unlink()
+    with pytest.raises(DatabaseReplacedError):
+        reopened.label("img2.png", "fox")
+    for s in (old, new, reopened):
+        s.close()
+
+
+def test_replacement_between_begin_and_commit_is_not_acknowledged(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from activekd_core.store import DatabaseReplacedError
+
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    store = make_store(folder)
+    real_check = Store._check_identity
+
+    swapped: list[bool] = []
+
+    def swap_after_first_check(self, when):  # type: ignore[no-untyped-def]
+        real_check(self, when)
+        if self is store and "before" in when and not swapped:  # replaced while the write is in flight
+            swapped.append(True)
+            shutil.move(str(folder), str(tmp_path / "gone"))
+            folder.mkdir()
+            make_store(folder).close()
+
+    monkeypatch.setattr(Store, "_check_identity", swap_after_first_check)
+    with pytest.raises(DatabaseReplacedError, match="went to the old file"):
+        store.label("img0.png", "cat")
+    store.close()
+
+
+def _damage_a_table_page(db: Path, table: str) -> None:
+    conn = sqlite3.connect(db)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    conn.close()
+    assert root > 1
+    with open(db, "r+b") as fh:
+        fh.seek((root - 1) * page_size)
+        fh.write(b"\xa5" * page_size)
+
+
+def test_damaged_page_is_found_on_open_with_how_to_recover(tmp_path: Path) -> None:
+    from activekd_core.store import DatabaseDamagedError
+
+    store = make_store(tmp_path, n=400)
+    store.label("img0.png", "cat")
+    store.close()
+    _damage_a_table_page(tmp_path / "project.db", "label_events")
+    with pytest.raises(DatabaseDamagedError) as info:
+        Store.open(tmp_path / "project.db")
+    text = str(info.value)
+    assert "damaged" in text and ".recover" in text and "backup" in text and "Project page" in text
+    assert isinstance(info.value, StoreError)
+
+
+def test_damage_found_after_opening_is_a_clear_error_not_a_raw_sqlite_one(tmp_path: Path, monkeypatch) -> None:
+    from activekd_core import store as store_mod
+    from activekd_core.store import DatabaseDamagedError
+
+    store = make_store(tmp_path, n=400)
+    store.label("img0.png", "cat")
+    store.close()
+    _damage_a_table_page(tmp_path / "project.db", "label_events")
+    monkeypatch.setattr(store_mod, "quick_check", lambda conn: None)  # as if the check ran out of time
+    damaged = Store.open(tmp_path / "project.db")
+    with pytest.raises(DatabaseDamagedError, match="recover"):
+        damaged.events()
+    assert damaged.damage
+    damaged.close()

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from activekd_core import distributed
 from activekd_core.distributed import DistInfo
-from activekd_core.images import ImageLoadError, ImagePool, load_rgb
+from activekd_core.images import ImageLoadError, ImagePool, load_image
 from activekd_core.teachers.base import Cancelled, ProgressFn, TeacherUnavailable, check_cancel
 from activekd_core.teachers.feature_cache import FeatureCache, cache_key, default_cache_root
 from activekd_core.teachers.prompts import ClassPrompts, build_class_texts, prompts_key, resolve_templates
@@ -424,7 +424,7 @@ class _PoolImages(Dataset):
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int, str]:
         row = self.start + k
         try:
-            return self.transform(load_rgb(self.root / self.ids[row])), row, ""
+            return self.transform(load_image(self.root, self.ids[row], draft_size=self.size)), row, ""
         except ImageLoadError as exc:
             return torch.zeros(3, self.size, self.size), row, exc.reason or "unreadable"
         except Exception as exc:  # a transform failure must not stop the batch either

@@ -36,7 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from activekd_core.images import ImageLoadError, ImagePool, load_rgb
+from activekd_core.images import ImageLoadError, ImagePool, load_image
 from activekd_core.teachers.base import ProgressFn, check_labels, softmax_rows
 
 STANDIN_LABEL = "offline stand-in (not CLIP)"
@@ -84,7 +84,7 @@ def pool_pixels(pool: ImagePool, size: int = 32, progress: ProgressFn | None = N
     out = np.full((len(pool), size, size, 3), 128, dtype=np.uint8)
     for i in range(len(pool)):
         try:
-            img = ImageOps.fit(load_rgb(pool.path(i)), (size, size), Image.Resampling.BILINEAR)
+            img = ImageOps.fit(load_image(pool.root, pool.ids[i], draft_size=size), (size, size), Image.Resampling.BILINEAR)
             out[i] = np.asarray(img, dtype=np.uint8)
         except ImageLoadError:
             pass
