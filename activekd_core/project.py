@@ -94,7 +94,9 @@ class ScanReport:
 REVISIT = "revisit"  # strategy name of a batch of skipped/unsure images sent back for another look
 MANUAL = "manual"  # strategy name of a queue of images chosen by hand (Explore, Review)
 QUEUE_STRATEGIES = (MANUAL, REVISIT)  # batches a retrain keeps open
-PREFETCH_KEY = "prefetched_batch"  # settings key of the batch prepared while the open one is labeled
+PREFETCH_KEY = "prefetched_batch"
+CLASS_KEYS_KEY = "class_keys"  # settings key of the project's own label keys
+VIEW_PREFS_PREFIX = "view_prefs:"  # settings key prefix of one annotator's Label page setup  # settings key of the batch prepared while the open one is labeled
 
 
 @dataclass
@@ -444,6 +446,45 @@ class Project:
             with self._lock:
                 self._teacher = None
                 self._teacher_base = None
+
+    # ---- per-project keys and per-user view settings --------------------------------------
+
+    def class_keys(self) -> list[str]:
+        """The key of each of the first ten classes (the project's own, else the defaults)."""
+        from activekd_core.label_keys import default_class_keys
+
+        keys = self.store.get_setting(CLASS_KEYS_KEY)
+        if isinstance(keys, list) and len(keys) == min(len(self.classes), 10):
+            return [str(k) for k in keys]
+        return default_class_keys(self.classes)
+
+    def set_class_keys(self, text: str) -> list[str]:
+        """Set the keys from text like ``"a s d f"`` (empty: back to the defaults).
+
+        Raises:
+            ProjectError: If the keys are not usable (the message says why).
+        """
+        from activekd_core.label_keys import parse_class_keys
+
+        try:
+            keys = parse_class_keys(text, self.classes)
+        except ValueError as exc:
+            raise ProjectError(f"keys not changed: {exc}") from exc
+        self.store.set_setting(CLASS_KEYS_KEY, keys if text.strip() else None)
+        return keys
+
+    def view_prefs(self, annotator: str) -> dict[str, Any]:
+        """How ``annotator`` last set up the Label page in this project (per row, teacher hint, zoom...)."""
+        prefs = self.store.get_setting(VIEW_PREFS_PREFIX + annotator[:200])
+        return dict(prefs) if isinstance(prefs, dict) else {}
+
+    def set_view_pref(self, annotator: str, name: str, value: Any) -> None:
+        """Remember one Label page setting for ``annotator`` in this project (JSON value)."""
+        prefs = self.view_prefs(annotator)
+        if prefs.get(name) == value:
+            return
+        prefs[name] = value
+        self.store.set_setting(VIEW_PREFS_PREFIX + annotator[:200], prefs)
 
     def pool(self) -> ImagePool:
         """The usable images in pool order (from the store; no rescan)."""

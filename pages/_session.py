@@ -280,7 +280,7 @@ def open_demo_project(name: str) -> Project:
 def forget_page_state() -> None:
     """Drop per-project page state (focus, zoom, ...) after switching projects."""
     for key in list(st.session_state.keys()):
-        if isinstance(key, str) and key.startswith("lbl_"):
+        if isinstance(key, str) and (key.startswith("lbl_") or key == "prj_keys"):
             del st.session_state[key]
 
 

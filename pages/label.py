@@ -34,15 +34,6 @@ from pages._session import (
     zoom_png,
 )
 
-CLASS_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
-
-
-def class_keys(classes: list[str]) -> list[str]:
-    """The key of each class (the first ten): its own digit when every class is named by a
-    distinct single digit (the digits demo: "0".."9"), else 1-9 then 0 in display order."""
-    if all(len(c) == 1 and c.isdigit() for c in classes) and len(set(classes)) == len(classes):
-        return list(classes)
-    return CLASS_KEYS[: len(classes)]
 SELECT_POLL_SECONDS = 0.5  # how often the page polls a running batch selection
 GRID_BOX = 320  # thumbnail size in pixels (images are shown at column width)
 
@@ -54,6 +45,8 @@ K_PAN_Y = "lbl_pan_y"
 ZOOMS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
 K_FOCUS_MODE = "lbl_focus_mode"
 K_SHOW_TEACHER = "lbl_show_teacher"
+K_COLS = "lbl_cols"
+PER_ROW_CHOICES = [2, 3, 4, 5, 6]
 K_SOURCE = "lbl_source"
 K_NOTICE = "lbl_notice"
 K_RETRY = "lbl_retry_select"
@@ -243,8 +236,8 @@ def _why(strategy: str, score: float | None, pos: int) -> str:
     return f"Pick #{pos + 1} of {md(strategy)}. Score {score:.4f}: {label}."
 
 
-def _class_buttons(classes: list[str], image_id: str, pos: int, ids: list[str], event, key: str) -> None:
-    keys = class_keys(classes)
+def _class_buttons(classes: list[str], keys: list[str], image_id: str, pos: int, ids: list[str], event,
+                   key: str) -> None:
     longest = max(len(c) for c in classes)
     per_row = 5 if longest <= 3 else (2 if longest <= 7 else 1)  # full names, never truncated
     for start in range(0, len(classes), per_row):
@@ -266,8 +259,8 @@ def _class_buttons(classes: list[str], image_id: str, pos: int, ids: list[str], 
              icon=":material/zoom_in:")
 
 
-def _card(project: Project, classes: list[str], image_id: str, score: float | None, pos: int, ids: list[str],
-          event, key: str, strategy: str, suggestions: dict | None, focused: bool) -> None:
+def _card(project: Project, classes: list[str], keys: list[str], image_id: str, score: float | None, pos: int,
+          ids: list[str], event, key: str, strategy: str, suggestions: dict | None, focused: bool) -> None:
     with st.container(border=True, key=f"lbl_card_{pos}"):
         head = f"**#{pos + 1}**" + (" · :blue[focused]" if focused else "")
         st.markdown(head)
@@ -281,13 +274,13 @@ def _card(project: Project, classes: list[str], image_id: str, score: float | No
             st.caption(f"Teacher suggests **{md(cls)}** ({100 * p:.0f}%)")
         with st.popover("Why this image?", width="stretch"):
             st.write(_why(strategy, score, pos))
-        _class_buttons(classes, image_id, pos, ids, event, key)
+        _class_buttons(classes, keys, image_id, pos, ids, event, key)
 
 
-def _keyboard_bar(classes: list[str], ids: list[str], focus: int) -> None:
+def _keyboard_bar(classes: list[str], keys: list[str], ids: list[str], focus: int) -> None:
     """Buttons acting on the focused image, each with a keyboard shortcut."""
     with st.container(key="lbl_keys", horizontal=True):
-        for k, (name, shortcut) in enumerate(zip(classes, class_keys(classes))):
+        for k, (name, shortcut) in enumerate(zip(classes, keys)):
             st.button(md(name), key=f"lbl_key_c{k}", shortcut=shortcut, on_click=_act_focused,
                       args=("label", ids, name), help=f"Label the focused image #{focus + 1} as {md(name)}")
         st.button("Skip", key="lbl_key_skip", shortcut="S", on_click=_act_focused, args=("skip", ids))
@@ -321,7 +314,8 @@ def _focus_view(project: Project, image_id: str, score: float | None, pos: int, 
     """
     left, right = st.columns([3, 1])
     with right:
-        zoom = st.select_slider("Zoom", options=ZOOMS, value=1.0, key=K_ZOOM, format_func=lambda z: f"{z:g}x")
+        zoom = st.select_slider("Zoom", options=ZOOMS, key=K_ZOOM, format_func=lambda z: f"{z:g}x",
+                                on_change=_save_pref, args=(project, K_ZOOM))
         pan = (st.session_state.setdefault(K_PAN_X, 50) / 100, st.session_state.setdefault(K_PAN_Y, 50) / 100)
         try:
             data, window, (w, h) = zoom_png(project, image_id, zoom, pan)
@@ -336,7 +330,7 @@ def _focus_view(project: Project, image_id: str, score: float | None, pos: int, 
             cls, p = suggestions[image_id]
             st.caption(f"Teacher suggests **{md(cls)}** ({100 * p:.0f}%)")
         st.caption(_why(strategy, score, pos))
-        _class_buttons(project.classes, image_id, pos, ids, event, key + "_fm")
+        _class_buttons(project.classes, project.class_keys(), image_id, pos, ids, event, key + "_fm")
         st.button("Back to the grid", key="lbl_fm_back", on_click=_toggle_focus_mode)
     if data is not None:
         with left:
@@ -397,11 +391,13 @@ def main() -> None:
         top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this batch · strategy **{md(strategy)}**")
     if source != "audit set":
         _batch_origin(project)
-    show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, value=False,
+    _seed_view_prefs(project)
+    show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, on_change=_save_pref,
+                                 args=(project, K_SHOW_TEACHER),
                                  help="Hidden by default to avoid anchoring on the teacher's guess.")
-    n_cols = top[2].selectbox("Per row", [2, 3, 4, 5, 6], index=2, key="lbl_cols")
-    keys = class_keys(project.classes)
-    top[3].caption(f"Keys: {keys[0]}-{keys[-1]} label the focused image, S skip, U unsure, Z undo, "
+    n_cols = top[2].selectbox("Per row", PER_ROW_CHOICES, key=K_COLS, on_change=_save_pref, args=(project, K_COLS))
+    keys = project.class_keys()
+    top[3].caption(f"Keys {', '.join(keys)} label the focused image, S skip, U unsure, Z undo, "
                    "←/→ or J/K move, F focus mode")
     _counts(project)
     suggestions = None
@@ -416,7 +412,7 @@ def main() -> None:
                            "(selecting a batch or opening Teacher bias runs it).")
 
     classes = project.classes
-    _keyboard_bar(classes, ids, focus)
+    _keyboard_bar(classes, keys, ids, focus)
     _style(focus)
     if st.session_state.get(K_FOCUS_MODE):
         image_id, score = items[focus]
@@ -427,9 +423,31 @@ def main() -> None:
         for j, (image_id, score) in enumerate(items[start:start + n_cols]):
             pos = start + j
             with cols[j]:
-                _card(project, classes, image_id, score, pos, ids, states[image_id], key, strategy, suggestions,
+                _card(project, classes, keys, image_id, score, pos, ids, states[image_id], key, strategy, suggestions,
                       pos == focus)
     _timing()
+
+
+# Label page settings remembered per annotator and project (Streamlit forgets a widget's state
+# in any run that does not draw it, e.g. while the next batch was selected): widget key -> default.
+VIEW_PREFS = {K_SHOW_TEACHER: False, K_COLS: 4, K_ZOOM: 1.0}
+
+
+def _seed_view_prefs(project: Project) -> None:
+    """Put the annotator's stored Label page settings into any widget state Streamlit dropped."""
+    missing = [k for k in VIEW_PREFS if k not in st.session_state]
+    if not missing:
+        return
+    stored = project.view_prefs(annotator())
+    for k in missing:
+        value = stored.get(k, VIEW_PREFS[k])
+        if k == K_COLS and value not in PER_ROW_CHOICES or k == K_ZOOM and value not in ZOOMS:
+            value = VIEW_PREFS[k]
+        st.session_state[k] = value
+
+
+def _save_pref(project: Project, key: str) -> None:
+    project.set_view_pref(annotator(), key, st.session_state.get(key))
 
 
 def _batch_origin(project: Project) -> None:

@@ -239,6 +239,7 @@ def _current_section(project: Project) -> None:
                f"{len(project.classes)} classes · teacher **{md(cfg['teacher_spec'].get('kind'))}** · "
                f"student **{md(cfg.get('student_arch'))}** · batch **{project.batch_size}** · "
                f"strategy **{md(project.strategy)}**")
+    _keys_input(project)
     if auth_configured():
         st.text_input("Annotator (your sign-in; recorded with every label)", value=annotator(), disabled=True,
                       key="prj_annotator_locked")
@@ -251,6 +252,27 @@ def _current_section(project: Project) -> None:
     problem = st.session_state.pop(K_ANNOTATOR_ERR, None)
     if problem:
         st.error(f"Annotator not changed: {md(problem, MESSAGE_MAX)}")
+
+
+def _keys_input(project: Project) -> None:
+    """The label key of each class (Label page shortcuts), one character per class."""
+    if "prj_keys" not in st.session_state:
+        st.session_state["prj_keys"] = " ".join(project.class_keys())
+    st.text_input("Label keys, one per class in order (empty: the defaults)", key="prj_keys",
+                  on_change=_set_keys, args=(project,), max_chars=40,
+                  help="Letters or digits; S, U, Z, J, K, F, R and C are taken by the Label page and Streamlit.")
+    problem = st.session_state.pop("prj_keys_error", None)
+    if problem:
+        st.error(md(problem, MESSAGE_MAX))
+
+
+def _set_keys(project: Project) -> None:
+    try:
+        keys = project.set_class_keys(str(st.session_state.get("prj_keys") or ""))
+    except ProjectError as exc:
+        st.session_state["prj_keys_error"] = str(exc)
+        keys = project.class_keys()
+    st.session_state["prj_keys"] = " ".join(keys)
 
 
 def _set_annotator() -> None:

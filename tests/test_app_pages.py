@@ -322,7 +322,7 @@ def test_project_page_validates_and_switches_to_digits(home, tmp_path):
 
 
 def test_class_keys():
-    from pages.label import class_keys
+    from activekd_core.label_keys import default_class_keys as class_keys
 
     assert class_keys(["0", "1", "2"]) == ["0", "1", "2"]
     assert class_keys(["cat", "dog", "bird"]) == ["1", "2", "3"]
