@@ -9,6 +9,7 @@ message, and shows the core's messages verbatim.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -301,26 +302,35 @@ def _scan_section(project: Project) -> None:
             st.write("No file was skipped.")
 
 
+def _import_uploaded(up, suffix: str, reader) -> None:
+    """Write an uploaded file to a temporary file, import it with ``reader(path)``, report per row."""
+    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as fh:
+        fh.write(up.getvalue())
+        tmp = Path(fh.name)
+    try:
+        result = reader(tmp)
+        st.success(f"Imported {len(result.labels)} labels.")
+        if result.problems:
+            st.warning(f"{len(result.problems)} row(s) skipped or worth a look:")
+            st.dataframe(pd.DataFrame([(p.row, visible(p.value), visible(p.reason, MESSAGE_MAX))
+                                       for p in result.problems],
+                                      columns=["row", "value", "reason"]), hide_index=True)
+    except Exception as exc:  # noqa: BLE001 - shown, nothing was written
+        st.error(f"Nothing imported: {md(exc, MESSAGE_MAX)}")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _import_section(project: Project) -> None:
     st.subheader("Import labels")
     up = st.file_uploader("Labels CSV (columns id/path/filename and label/class)", type=["csv"], key="prj_import_csv")
-    a, b = st.columns(2)
+    ls_up = st.file_uploader("Label Studio JSON export (tasks with annotations)", type=["json"], key="prj_import_ls")
+    a, b, c = st.columns(3)
+    who = f"import:{annotator()}"
     if a.button("Import the CSV", key="prj_import_csv_go", disabled=up is None):
-        with tempfile.NamedTemporaryFile(suffix=".csv", delete=False) as fh:
-            fh.write(up.getvalue())
-            tmp = Path(fh.name)
-        try:
-            result = project.import_labels_csv(tmp, annotator=f"import:{annotator()}")
-            st.success(f"Imported {len(result.labels)} labels.")
-            if result.problems:
-                st.warning(f"{len(result.problems)} row(s) skipped or worth a look:")
-                st.dataframe(pd.DataFrame([(p.row, visible(p.value), visible(p.reason, MESSAGE_MAX))
-                                           for p in result.problems],
-                                          columns=["row", "value", "reason"]), hide_index=True)
-        except Exception as exc:
-            st.error(f"Nothing imported: {md(exc, MESSAGE_MAX)}")
-        finally:
-            tmp.unlink(missing_ok=True)
+        _import_uploaded(up, ".csv", lambda path: project.import_labels_csv(path, annotator=who))
+    if c.button("Import the Label Studio export", key="prj_import_ls_go", disabled=ls_up is None):
+        _import_uploaded(ls_up, ".json", lambda path: project.import_label_studio(path, annotator=who))
     if b.button("Import from class sub-folders", key="prj_import_dirs",
                 help="Label each image by its first folder name when it matches a class."):
         try:
@@ -333,43 +343,58 @@ def _import_section(project: Project) -> None:
             st.error(f"Nothing imported: {md(exc, MESSAGE_MAX)}")
 
 
+def _export_key(project: Project, name: str) -> str:
+    """Session key of an export's file list, per project: downloads always belong to the open project."""
+    return f"prj_exp_{name}:{project.folder}"
+
+
+def _offer_downloads(project: Project, col, name: str) -> None:
+    exports = project.path("exports").resolve()
+    for f in st.session_state.get(_export_key(project, name), []):
+        p = Path(f)
+        if p.is_file() and p.resolve().is_relative_to(exports):
+            col.download_button(f"Download {p.name}", p.read_bytes(), file_name=p.name, key=f"prj_dl_{p.name}",
+                                width="stretch")
+
+
+def _run_export(project: Project, col, name: str, action, what: str) -> None:
+    try:
+        rep = action()
+    except Exception as exc:  # noqa: BLE001 - shown, the page stays usable
+        col.error(f"Export failed: {md(exc, MESSAGE_MAX)}")
+        return
+    st.session_state[_export_key(project, name)] = [str(f) for f in (rep.files or [rep.dest])]
+    skipped = f"; {len(rep.skipped)} skipped" if rep.skipped else ""
+    col.success(f"{rep.count} {what} written to {code(rep.dest)}{skipped}")
+
+
 def _export_section(project: Project) -> None:
     st.subheader("Export")
-    st.caption(f"Files are written into {code(project.path('exports'))}.")
-    a, b, c, d = st.columns(4)
-    for col, fmt in ((a, "csv"), (b, "json")):
-        if col.button(f"Labels as {fmt.upper()}", key=f"prj_exp_{fmt}", width="stretch"):
-            try:
-                rep = project.export_labels(fmt)
-                st.session_state[f"prj_exp_file_{fmt}"] = str(rep.dest)
-                st.success(f"{rep.count} labels written to {code(rep.dest)}")
-            except Exception as exc:
-                st.error(f"Export failed: {md(exc, MESSAGE_MAX)}")
-        path = st.session_state.get(f"prj_exp_file_{fmt}")
-        if path and Path(path).is_file():
-            col.download_button(f"Download labels.{fmt}", Path(path).read_bytes(), file_name=f"labels.{fmt}",
-                                key=f"prj_dl_{fmt}", width="stretch")
-    if c.button("ImageFolder tree", key="prj_exp_tree", width="stretch"):
-        try:
-            rep = project.export_imagefolder()
-            st.success(f"{rep.count} images written to {code(rep.dest)}"
-                       + (f"; {len(rep.skipped)} skipped" if rep.skipped else ""))
-        except Exception as exc:
-            st.error(f"Export failed: {md(exc, MESSAGE_MAX)}")
-    if d.button("Trained student", key="prj_exp_student", width="stretch",
-                disabled=project.active_round() is None, help="safetensors + TorchScript (+ ONNX when installed)"):
-        try:
-            with st.spinner("Exporting the student..."):
-                rep = project.export_student()
-            st.session_state["prj_exp_student_files"] = [str(f) for f in rep.files]
-            st.success(f"Student written to {code(rep.dest)}")
-        except Exception as exc:
-            st.error(f"Export failed: {md(exc, MESSAGE_MAX)}")
-    for f in st.session_state.get("prj_exp_student_files", []):
-        p = Path(f)
-        if p.is_file() and p.suffix in (".safetensors", ".pt", ".onnx", ".json"):
-            d.download_button(f"Download {p.name}", p.read_bytes(), file_name=p.name, key=f"prj_dl_{p.name}",
-                              width="stretch")
+    st.caption(f"Files are written into {code(project.path('exports'))}. Predictions: one row per image with "
+               "its state, label, and the teacher's and the active student's probabilities and predicted class.")
+    exports = [
+        ("csv", "Labels CSV", lambda: project.export_labels("csv"), "labels"),
+        ("json", "Labels JSON", lambda: project.export_labels("json"), "labels"),
+        ("pred_csv", "Predictions CSV", lambda: project.export_predictions("csv"), "rows"),
+        ("pred_parquet", "Predictions Parquet", lambda: project.export_predictions("parquet"), "rows"),
+        ("label_studio", "Label Studio tasks", lambda: project.export_label_studio(), "tasks"),
+        ("hf", "HF dataset folder", lambda: project.export_hf_dataset(
+            project.path("exports", f"hf_dataset_{time.strftime('%Y%m%d-%H%M%S')}")), "images"),
+        ("tree", "ImageFolder tree", lambda: project.export_imagefolder(), "images"),
+    ]
+    cols = st.columns(4)
+    for j, (name, label, action, what) in enumerate(exports):
+        col = cols[j % 4]
+        if col.button(label, key=f"prj_exp_{name}", width="stretch"):
+            _run_export(project, col, name, action, what)
+        if name not in ("hf", "tree"):
+            _offer_downloads(project, col, name)
+    col = cols[len(exports) % 4]
+    if col.button("Trained student", key="prj_exp_student", width="stretch",
+                  disabled=project.active_round() is None, help="safetensors + TorchScript (+ ONNX when installed)"):
+        with st.spinner("Exporting the student..."):
+            _run_export(project, col, "student", project.export_student, "file(s)")
+    _offer_downloads(project, col, "student")
 
 
 def main() -> None:

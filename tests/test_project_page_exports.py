@@ -1,0 +1,24 @@
+"""Project page exports: every format offered, downloads always of the open project."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from test_app_pages import APP, _batch_key, demo_images, home  # noqa: F401 (fixtures)
+
+
+def test_downloads_belong_to_the_open_project(home) -> None:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.button(key=f"{_batch_key(at)}_0_c0").click().run()
+    at.switch_page("pages/project.py").run()
+    for name in ("csv", "pred_csv", "pred_parquet", "label_studio", "hf"):
+        at.button(key=f"prj_exp_{name}").click().run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+    offered = {b.key for b in at.get("download_button")}
+    assert {"prj_dl_labels.csv", "prj_dl_predictions.csv", "prj_dl_predictions.parquet",
+            "prj_dl_label_studio_tasks.json"} <= offered
+    assert list((home / "projects" / "textile" / "exports").glob("hf_dataset_*/dataset_info.json"))
+    at.button(key="prj_demo_digits").click().run()  # switch project: the textile files are not offered
+    assert not at.exception, [e.message for e in at.exception]
+    assert not [b for b in at.get("download_button") if b.key.startswith("prj_dl_")]
