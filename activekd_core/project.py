@@ -95,6 +95,7 @@ REVISIT = "revisit"  # strategy name of a batch of skipped/unsure images sent ba
 MANUAL = "manual"  # strategy name of a queue of images chosen by hand (Explore, Review)
 QUEUE_STRATEGIES = (MANUAL, REVISIT)  # batches a retrain keeps open
 PREFETCH_KEY = "prefetched_batch"
+AUTO_RETRAIN_KEY = "auto_retrain"  # settings key: retrain in the background after every batch
 CLASS_KEYS_KEY = "class_keys"  # settings key of the project's own label keys
 VIEW_PREFS_PREFIX = "view_prefs:"  # settings key prefix of one annotator's Label page setup  # settings key of the batch prepared while the open one is labeled
 
@@ -930,9 +931,12 @@ class Project:
         finally:
             with _LIVE_LOCK:
                 _LIVE_ROUNDS.discard(live_key)
-        open_batch = self.store.open_batch_current()
-        if open_batch is None or open_batch.strategy not in QUEUE_STRATEGIES:
-            # the next batch comes from the new student; a queue the user made stays until done or dismissed
+        view = self.current_batch()
+        if view is None or (view.batch.strategy not in QUEUE_STRATEGIES and (view.done == 0 or view.complete)):
+            # The next batch comes from the new student. A queue made by hand stays until done or
+            # dismissed, and so does a batch the expert is in the middle of (a background retrain
+            # must not pull the grid away mid-batch); the prepared next batch, chosen by the old
+            # student, is dropped by promote_prefetched.
             self.store.close_batches()
         rec = self.store.round(round_id)
         assert rec is not None
@@ -1195,6 +1199,21 @@ class Project:
         view = self.current_batch()
         assert view is not None
         return view
+
+    @property
+    def auto_retrain(self) -> bool:
+        """Whether a round starts in the background after every completed batch."""
+        return bool(self.store.get_setting(AUTO_RETRAIN_KEY, False))
+
+    @auto_retrain.setter
+    def auto_retrain(self, on: bool) -> None:
+        self.store.set_setting(AUTO_RETRAIN_KEY, bool(on))
+
+    def new_labels_since_model(self) -> int:
+        """Training labels added since the active student was trained (all of them before any round)."""
+        rows, _ = self.training_labels()
+        active = self.active_round()
+        return int(rows.size) - (active.n_labeled if active is not None else 0)
 
     def dismiss_queue(self) -> bool:
         """Close the open batch when it is a queue made by hand or a revisit; returns whether one was closed."""

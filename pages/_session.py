@@ -284,6 +284,11 @@ def forget_page_state() -> None:
             del st.session_state[key]
 
 
+def use_worker_process() -> bool:
+    """Train in a worker process (default) or a thread (``ACTIVEKD_TRAIN_IN_THREAD=1``, e.g. tests)."""
+    return os.environ.get("ACTIVEKD_TRAIN_IN_THREAD", "").strip() not in ("1", "true", "yes")
+
+
 def auth_configured() -> bool:
     """Whether the server runs with Streamlit's login (an ``[auth]`` section in its secrets)."""
     try:

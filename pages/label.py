@@ -31,6 +31,7 @@ from pages._session import (
     strategy_score_label,
     teacher_suggestions,
     thumbnail,
+    use_worker_process,
     zoom_png,
 )
 
@@ -108,6 +109,8 @@ def _batch(project: Project) -> BatchView | None:
     if view is not None and not view.complete:
         _start_prefetch(project)
         return view
+    if view is not None and view.batch.strategy not in QUEUE_STRATEGIES:
+        _auto_retrain(project)
     promoted = project.promote_prefetched()  # prepared while this batch was labeled: no wait
     if promoted is not None:
         return promoted
@@ -450,6 +453,26 @@ def _save_pref(project: Project, key: str) -> None:
     project.set_view_pref(annotator(), key, st.session_state.get(key))
 
 
+def _retrain(project: Project) -> None:
+    try:
+        project.start_retrain(process=use_worker_process())
+        st.session_state[K_NOTICE] = "Training started in the background; the next batches use the new student."
+    except JobBusy:
+        st.session_state[K_NOTICE] = "Already training."
+    except Exception as exc:  # noqa: BLE001 - e.g. no label yet: said, labels untouched
+        st.session_state[K_NOTICE] = f"Could not start training: {exc}"
+
+
+def _set_auto_retrain(project: Project) -> None:
+    project.auto_retrain = bool(st.session_state.get("lbl_auto_retrain"))
+
+
+def _auto_retrain(project: Project) -> None:
+    """A batch was just completed: start a round when the project asks for it and nothing trains."""
+    if project.auto_retrain and project.new_labels_since_model() > 0 and project.jobs().running("train") is None:
+        _retrain(project)
+
+
 def _batch_origin(project: Project) -> None:
     """Which model chose the open batch, and the queue controls (dismiss, revisit)."""
     view = project.current_batch()
@@ -465,6 +488,18 @@ def _batch_origin(project: Project) -> None:
         return
     model = f"the student of round {batch.round}" if batch.round else "the teacher (no student trained yet)"
     st.caption(f"Chosen by {md(batch.strategy)} on {model} ({md(batch.space)}).")
+    fresh = project.new_labels_since_model()
+    a, b = st.columns([1, 2])
+    training = project.jobs().running("train")
+    if training is not None:
+        a.caption(f"Training in the background: {training.fraction:.0%}")
+    elif fresh > 0:
+        a.button(f"Retrain now ({fresh} new label{'s' if fresh != 1 else ''})", key="lbl_retrain",
+                 on_click=_retrain, args=(project,),
+                 help="Trains a new student in the background; you keep labeling meanwhile.")
+    b.toggle("Retrain automatically after every batch", key="lbl_auto_retrain", value=project.auto_retrain,
+             on_change=_set_auto_retrain, args=(project,),
+             help="The batches after a retrain are chosen by the newest student once it lands.")
     counts = project.counts()  # cached on the newest event: no pool scan per click
     n_revisit = counts["skipped"] + counts["unsure"]
     if n_revisit:

@@ -11,22 +11,20 @@ is shown here.
 
 from __future__ import annotations
 
-import os
 
 import streamlit as st
 
 from activekd_core.display_text import MESSAGE_MAX, md, visible
 from activekd_core.jobs import JobBusy
 from activekd_core.project import Project, ProjectError
-from pages._session import current_project, show_project_error
+from pages._session import current_project, show_project_error, use_worker_process
 
 POLL_SECONDS = 1.0
 K_NOTICE = "trn_notice"
 
 
 def _use_process() -> bool:
-    """Worker process (default) or a thread (``ACTIVEKD_TRAIN_IN_THREAD=1``, e.g. tests)."""
-    return os.environ.get("ACTIVEKD_TRAIN_IN_THREAD", "").strip() not in ("1", "true", "yes")
+    return use_worker_process()
 
 
 def _start(project: Project) -> None:
