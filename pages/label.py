@@ -15,6 +15,7 @@ it unsure, ``Z`` undoes the latest event, ``←``/``→`` or ``K``/``J`` move th
 
 from __future__ import annotations
 
+import os
 import time
 
 import streamlit as st
@@ -511,9 +512,13 @@ def _batch_origin(project: Project) -> None:
 def _timing() -> None:
     """Server time of the last action: from the click's callback to the end of the redraw.
 
-    Wall time includes waiting for a CPU on a busy machine; CPU time is what this
-    session's script thread itself used.
+    Shown only with ``ACTIVEKD_SHOW_TIMINGS=1`` (benchmarks, browser tests): a developer's
+    number, not something an expert needs while labeling. Wall time includes waiting for a
+    CPU on a busy machine; CPU time is what this session's script thread itself used.
     """
+    if os.environ.get("ACTIVEKD_SHOW_TIMINGS", "").strip() not in ("1", "true", "yes"):
+        st.session_state.pop(K_T0, None)
+        return
     t0 = st.session_state.pop(K_T0, None)
     if t0 is not None:
         st.session_state[K_LAST_MS] = (1000 * (time.perf_counter() - t0[0]), 1000 * (time.thread_time() - t0[1]))

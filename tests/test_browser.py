@@ -89,7 +89,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
     ids = [it.image_id for it in batch.items]
     key = f"lbl_batch-{batch.id}"
 
-    server = Server(home, tmp_path / "streamlit.log")
+    server = Server(home, tmp_path / "streamlit.log", env={"ACTIVEKD_SHOW_TIMINGS": "1"})
     url = server.start()
     try:
         with playwright_api.sync_playwright() as p:
