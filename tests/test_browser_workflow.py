@@ -1,0 +1,172 @@
+"""Chromium: two users at once, Review relabel and bulk action, and a batch turnover with no empty grid.
+
+One server per test on a 12-image textile demo (batches of 10); what the page did is read
+back from the project database.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_support import ARGS, CHROMIUM, Server  # noqa: E402
+from test_browser import _settled, _wait, home, playwright_api  # noqa: E402,F401
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: install Debian's chromium package"),
+]
+
+# Flags in the page when the Label grid is ever without cards (checked every animation frame).
+WATCH_EMPTY_GRID_JS = """() => {
+  window.__akdEmptied = false;
+  const check = () => {
+    if (document.querySelectorAll("[class*='st-key-lbl_card_']").length === 0) window.__akdEmptied = true;
+    if (!window.__akdStop) requestAnimationFrame(check);
+  };
+  requestAnimationFrame(check);
+}"""
+
+
+def _store(home: Path):
+    from activekd_core.store import Store
+
+    return Store.open(home / "projects" / "textile" / "project.db")
+
+
+def _button(page, key: str):
+    return page.locator(f".st-key-{key} button:visible").first
+
+
+def test_two_users_label_and_undo_only_their_own(home: Path, tmp_path: Path) -> None:
+    with _store(home) as s:
+        batch = s.open_batch_current()
+        classes = s.class_names()
+    key = f"lbl_batch-{batch.id}"
+    server = Server(home, tmp_path / "streamlit.log")
+    url = server.start()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            ada = browser.new_context().new_page()
+            bob = browser.new_context().new_page()
+            for page, name in ((ada, "ada"), (bob, "bob")):
+                page.set_default_timeout(60_000)
+                page.goto(f"{url}/?demo=textile&annotator={name}")
+                _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+                _settled(page)
+            _button(bob, f"{key}_1_c1").click()
+            _wait(lambda: len(_labels(home)) == 1, 30, "bob's label")
+            _settled(bob)
+            _button(ada, f"{key}_2_c2").click()
+            _wait(lambda: len(_labels(home)) == 2, 30, "ada's label")
+            _settled(ada)
+            bob.mouse.click(5, 300)
+            bob.keyboard.press("z")  # bob's undo reverts bob's label, never ada's newer one
+            _wait(lambda: len(_labels(home)) == 1, 30, "bob's undo")
+            with _store(home) as s:
+                events = [(e.event, e.annotator) for e in s.events()]
+                assert s.current_labels() == {batch.items[2].image_id: classes[2]}
+            assert events == [("label", "bob"), ("label", "ada"), ("undo", "bob")]
+            browser.close()
+    finally:
+        server.kill()
+
+
+def _labels(home: Path) -> dict[str, str]:
+    with _store(home) as s:
+        return s.current_labels()
+
+
+def test_review_relabel_and_bulk_label_in_chromium(home: Path, tmp_path: Path) -> None:
+    from activekd_core.project import Project
+
+    with Project.open(home / "projects" / "textile") as project:
+        ids = project.pool().ids
+        classes = project.classes
+        project.label(ids[0], classes[0], annotator="someone")
+    server = Server(home, tmp_path / "streamlit.log")
+    url = server.start()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/review?demo=textile&annotator=reviewer")
+            page.get_by_text("12 image(s) match").wait_for(timeout=90_000)
+            _settled(page)
+            # relabel the first card through its selectbox
+            page.locator(".st-key-rev_relabel_0").click()
+            page.get_by_role("option", name=classes[2], exact=True).click()
+            _wait(lambda: _labels(home).get(ids[0]) == classes[2], 30, "the relabel")
+            _settled(page)
+            # bulk: every unlabeled image as classes[1], after a confirmation that states the count
+            page.locator(".st-key-rev_states").click()
+            page.get_by_role("option", name="unlabeled", exact=True).click()
+            page.keyboard.press("Escape")
+            page.get_by_text("11 image(s) match").wait_for()
+            _settled(page)
+            page.locator(".st-key-rev_target").get_by_text("every matching image").click()
+            _settled(page)
+            page.locator(".st-key-rev_bulk_class").click()
+            page.get_by_role("option", name=classes[1], exact=True).click()
+            _settled(page)
+            _button(page, "rev_bulk_go").click()
+            page.get_by_text("Confirm: label 11 image(s)").wait_for()
+            assert len(_labels(home)) == 1  # nothing before the confirmation
+            _button(page, "rev_bulk_yes").click()
+            _wait(lambda: len(_labels(home)) == 12, 30, "the bulk label")
+            labels = _labels(home)
+            assert sum(1 for c in labels.values() if c == classes[1]) == 11 and labels[ids[0]] == classes[2]
+            with _store(home) as s:
+                assert {e.annotator for e in s.events()} == {"someone", "reviewer"}
+            browser.close()
+    finally:
+        server.kill()
+
+
+def test_batch_turnover_never_empties_the_grid(home: Path, tmp_path: Path) -> None:
+    from activekd_core.project import Project
+
+    with _store(home) as s:
+        batch = s.open_batch_current()
+    key = f"lbl_batch-{batch.id}"
+    server = Server(home, tmp_path / "streamlit.log")
+    url = server.start()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+            _settled(page)
+            for pos in range(9):
+                _button(page, f"{key}_{pos}_c{pos % 3}").scroll_into_view_if_needed()
+                _button(page, f"{key}_{pos}_c{pos % 3}").click()
+                _wait(lambda: len(_labels(home)) == pos + 1, 30, f"label {pos + 1}")
+                _settled(page)
+            with Project.open(home / "projects" / "textile") as project:  # prepared while we labeled
+                job = project.jobs().latest("prefetch")
+                assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
+            page.evaluate(WATCH_EMPTY_GRID_JS)
+            _button(page, f"{key}_9_c0").scroll_into_view_if_needed()
+            _button(page, f"{key}_9_c0").click()
+            _wait(lambda: _open_batch_id(home) != batch.id, 30, "the next batch to open")
+            next_key = f"lbl_batch-{_open_batch_id(home)}"
+            _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
+            page.evaluate("() => { window.__akdStop = true; }")
+            assert page.evaluate("() => window.__akdEmptied") is False
+            assert page.get_by_text("Selecting the next batch").count() == 0
+            browser.close()
+    finally:
+        server.kill()
+
+
+def _open_batch_id(home: Path) -> int | None:
+    with _store(home) as s:
+        b = s.open_batch_current()
+        return None if b is None else b.id
