@@ -64,6 +64,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from make_pool import CLASSES, make_pool  # noqa: E402
 
+TURNOVER_P95_TARGET_MS = 300  # the workflow issue: the next grid within 300 ms of the last label
 CLICK_P95_TARGET_MS = 150.0
 NEXT_BATCH_TARGET_S = 5.0
 CHROMIUM = "/usr/bin/chromium"
@@ -632,8 +633,9 @@ def report(n: int, core: dict[str, Any], app: dict[str, Any] | None, web: dict[s
                 f"{pct(b, 50):.0f} / {pct(b, 95):.0f} / {max(b):.0f} ms", vs(pct(b, 95), CLICK_P95_TARGET_MS))
         add("Chromium first page load (project open)", f"{web['browser_first_page_s']:.1f} s")
         if web["browser_turnover_s"]:
-            add("Chromium batch turnover (last click -> next batch shown), p50",
-                f"{pct(web['browser_turnover_s'], 50):.2f} s")
+            t = web["browser_turnover_s"]
+            add(f"Chromium batch turnover (last click -> next batch shown), {len(t)} turnovers, p50 / p95",
+                f"{pct(t, 50):.2f} / {pct(t, 95):.2f} s", vs(pct(t, 95) * 1000, TURNOVER_P95_TARGET_MS))
         add("streamlit server RSS idle / after open / after clicks (peak)",
             f"{web['server_rss_idle'].get('VmRSS', 0):.0f} / {web['server_rss_after_open'].get('VmRSS', 0):.0f} / "
             f"{web['server_rss_after_clicks'].get('VmRSS', 0):.0f} MB ({web['server_rss_after_clicks'].get('VmHWM', 0):.0f} MB peak)")
