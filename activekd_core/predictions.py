@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -22,6 +20,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from activekd_core.atomic import atomic_write_bytes
 
 __all__ = ["PREDICTION_FORMATS", "prediction_table", "write_predictions", "spreadsheet_safe"]
 
@@ -104,20 +104,6 @@ def prediction_table(
     return pd.DataFrame(data)
 
 
-def _atomic_bytes(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=str(dest.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_predictions(table: pd.DataFrame, dest: Path | str, fmt: PredictionFormat) -> Path:
     """Write a prediction table as ``csv``, ``jsonl`` or ``parquet`` (atomically).
 
@@ -145,7 +131,7 @@ def write_predictions(table: pd.DataFrame, dest: Path | str, fmt: PredictionForm
         data = buf_b.getvalue()
     else:
         raise ValueError(f"unknown prediction format {fmt!r}: use one of {', '.join(PREDICTION_FORMATS)}")
-    _atomic_bytes(dest, data)
+    atomic_write_bytes(dest, data)
     return dest
 
 

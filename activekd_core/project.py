@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from activekd_core import export as export_mod
+from activekd_core.atomic import atomic_write_text
 from activekd_core.images import ImagePool, open_image_file, scan_images
 from activekd_core.store import (
     ImageRecord,
@@ -1455,8 +1456,8 @@ class Project:
                                    model_version=version or "activekd", image_url=image_url or DEFAULT_IMAGE_URL)
         dest = Path(dest) if dest else self.path("exports", "label_studio_tasks.json")
         config = dest.with_name(dest.stem + ".config.xml")
-        export_mod._atomic_write(dest, json.dumps(tasks, ensure_ascii=False, indent=1).encode("utf-8"))
-        export_mod._atomic_write(config, labeling_config(self.classes).encode("utf-8"))
+        atomic_write_text(dest, json.dumps(tasks, ensure_ascii=False, indent=1))
+        atomic_write_text(config, labeling_config(self.classes))
         return export_mod.ExportReport(dest, len(tasks), [dest, config])
 
     def import_label_studio(self, path: Path | str, *, annotator: str = "label-studio") -> Any:

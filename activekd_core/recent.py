@@ -8,9 +8,9 @@ a crafted link cannot make it open, scan and serve a folder the user never chose
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from activekd_core.atomic import atomic_write_text
 
 __all__ = ["RECENT_FILE", "MAX_RECENT", "remember", "recent", "is_known"]
 
@@ -35,18 +35,7 @@ def remember(home: Path | str, folder: Path | str) -> None:
     """Put ``folder`` (resolved) first in the list, keeping at most :data:`MAX_RECENT` (atomic write)."""
     entry = str(Path(folder).resolve())
     items = [entry] + [f for f in recent(home) if f != entry]
-    dest = _file(home)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{RECENT_FILE}.", dir=str(dest.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(items[:MAX_RECENT], fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(_file(home), json.dumps(items[:MAX_RECENT], indent=1))
 
 
 def is_known(home: Path | str, folder: Path | str) -> bool:
