@@ -69,7 +69,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--clip-pretrained", default=None, help="local CLIP checkpoint file or folder for --teacher clip")
     sim.add_argument("--arch", default="small_cnn", choices=["small_cnn", "resnet18", "mobilenet_v3_small"])
     sim.add_argument("--image-size", type=int, default=None, help="pixel side (default 16 for digits (8x8 sources), else 64)")
-    sim.add_argument("--steps", type=int, default=None, help="steps per round (default: derived from the pool size)")
+    sim.add_argument("--steps", type=int, default=None,
+                     help="fixed steps per round (default: the --step-rule, which grows with the labels)")
+    sim.add_argument("--step-rule", choices=["reference", "pool"], default="reference",
+                     help="reference: 200 * ceil(labels / 64) steps (the paper); pool: from the pool size, "
+                     "constant across rounds (cheap, under-trains later rounds)")
+    sim.add_argument("--epochs", type=int, default=200, help="passes over the padded labeled set (reference rule)")
+    sim.add_argument("--max-steps", type=int, default=None, help="cap on derived steps per round")
     sim.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     sim.add_argument(
         "--threads",
@@ -183,6 +189,9 @@ def _simulate(args: argparse.Namespace) -> int:
             arch=args.arch,
             image_size=args.image_size,
             steps=args.steps,
+            step_rule=args.step_rule,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
             device=args.device,
             num_workers=args.workers,
             data_dir=args.data_dir,

@@ -747,6 +747,42 @@ class Project:
             overrides["weights"] = Path(overrides["weights"])
         return TrainConfig(**overrides)
 
+    def round_estimate(self, measure: bool = False) -> Any:
+        """Steps and expected duration of the next round (:mod:`activekd_core.round_estimate`).
+
+        The seconds per step come from earlier rounds with the same backbone, input size,
+        device and loss; with ``measure=True`` and no stored rate, a few steps on
+        synthetic data are timed now (seconds to a minute) and the rate is stored.
+        """
+        from activekd_core.devices import pick_device
+        from activekd_core.round_estimate import estimate_round, record_rate
+
+        config = self.train_config()
+        labeled, _ = self.training_labels()
+        device = pick_device(config.device).type
+        rates = self.store.get_setting("step_rates") or {}
+        est = estimate_round(config, int(labeled.size), len(self.pool()), device, rates)
+        if est.seconds_per_step is None and measure:
+            from activekd_core.training import measure_step_seconds
+
+            sps = measure_step_seconds(config, len(self.classes))
+            rates = record_rate(rates, est.key, sps * 100, 100, "measured")
+            self.store.set_setting("step_rates", rates)
+            est = estimate_round(config, int(labeled.size), len(self.pool()), device, rates)
+        return est
+
+    def _record_step_rate(self, config: Any, metrics: dict[str, Any]) -> None:
+        """Store a finished round's seconds per step for the next round's estimate."""
+        from activekd_core.round_estimate import rate_key, record_rate
+
+        try:
+            device = str(metrics.get("device", "cpu")).split(":")[0]
+            rates = record_rate(self.store.get_setting("step_rates") or {}, rate_key(config, device),
+                                float(metrics["seconds"]), int(metrics["steps"]), "previous rounds")
+            self.store.set_setting("step_rates", rates)
+        except (KeyError, TypeError, ValueError):
+            pass  # an estimate is a convenience: never fail a finished round over it
+
     def retrain(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> RoundRecord:
         """Train one round on all current labels; on success it becomes the active model.
 
@@ -799,6 +835,7 @@ class Project:
                 metrics["teacher_probs_file"] = self.last_teacher_file.relative_to(self.folder).as_posix()
             metrics = json.loads(json.dumps(metrics, default=str))
             self.store.finish_round(round_id, "done", metrics=metrics, checkpoint=ckpt_rel)
+            self._record_step_rate(config, metrics)
         except BaseException as exc:
             cancelled = (cancel is not None and cancel.is_set()) or type(exc).__name__ in (
                 "TrainingCancelled", "Cancelled", "JobCancelled", "InterruptedError")

@@ -15,11 +15,15 @@ One call of :func:`train_round` = one round of the PCoreSet/DHO protocol:
   normalisation, resizing to ``config.image_size`` and augmentation (random crop with
   reflect padding, optional horizontal flip) happen on the device.
 
-**Number of steps.** ``config.steps`` if set; otherwise
-``clip(ceil(steps_per_pool * N / batch_unlabeled), min_steps, max_steps)``, i.e. about
-``steps_per_pool`` passes over the pool of ``N`` images for the unlabeled stream
-(defaults 10 passes, 200..3000 steps; 200 steps for the 1.3k-image digits pool, 3000
-for pools above ~19k images).
+**Number of steps** (:func:`derive_steps`). ``config.steps`` if set; otherwise the
+reference rule (``step_rule="reference"``, PCoreSet's ``train_active_others.py``): the
+``L`` labeled images padded to a multiple of ``batch_labeled`` and iterated ``epochs``
+times, i.e. ``epochs * ceil(L / batch_labeled)`` steps (200 * ceil(L / 64): 200 steps
+up to 64 labels, 5,000 at 1,600), so later rounds train longer as labels grow. The
+legacy ``step_rule="pool"`` gives ``max(min_steps, ceil(steps_per_pool * N /
+batch_unlabeled))`` for a pool of ``N`` images, the same at every round (a cheap CPU
+setting; it under-trains later rounds). ``max_steps`` caps either rule (the user's
+"cap steps" option); ``metrics`` record the steps run, the uncapped count and the rule.
 
 **Determinism.** Batch rows come from a per-step stream ``default_rng([seed, step])``
 and augmentation from a seeded generator, so on CPU two runs with the same seed (and
@@ -86,7 +90,7 @@ class TrainConfig:
         arch: Student backbone (``small_cnn``, ``resnet18``, ``mobilenet_v3_small``).
         image_size: Side length the student sees; pixels of another size are resized
             on the device.
-        steps: Optimisation steps; ``None`` derives them from the pool size (module notes).
+        steps: Optimisation steps; ``None`` derives them with ``step_rule`` (module notes).
         batch_labeled: Labeled rows per step (sampled with replacement).
         batch_unlabeled: Unlabeled rows per step (used only with ``kd=True``).
         lr: Peak AdamW learning rate.
@@ -108,9 +112,12 @@ class TrainConfig:
         weights: Local ImageNet weights file for torchvision backbones.
         use_local_cache: Look for torchvision's cached ImageNet weights (never downloads).
         width: Width of ``small_cnn``.
-        steps_per_pool: Passes over the pool used to derive ``steps``.
-        min_steps: Lower bound of derived steps.
-        max_steps: Upper bound of derived steps.
+        step_rule: ``"reference"`` (``epochs * ceil(L / batch_labeled)``) or ``"pool"``
+            (legacy, from the pool size).
+        epochs: Passes over the padded labeled set (reference rule; 200 in the paper).
+        steps_per_pool: Passes over the pool (``"pool"`` rule only).
+        min_steps: Lower bound of the ``"pool"`` rule.
+        max_steps: Cap on derived steps (``None``: no cap).
         log_every: Progress interval in steps (``None``: about 50 reports per round).
     """
 
@@ -137,9 +144,11 @@ class TrainConfig:
     weights: Path | None = None
     use_local_cache: bool = True
     width: int = 16
+    step_rule: str = "reference"
+    epochs: int = 200
     steps_per_pool: float = 10.0
     min_steps: int = 200
-    max_steps: int = 3000
+    max_steps: int | None = None
     log_every: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -159,14 +168,45 @@ class TrainResult:
     device: str
 
 
-def derive_steps(config: TrainConfig, n_pool: int) -> int:
-    """Steps for a round: ``config.steps`` or the pool-size rule in the module notes."""
+STEP_RULES: tuple[str, ...] = ("reference", "pool")
+
+
+def reference_steps(n_labeled: int, batch_labeled: int = 64, epochs: int = 200) -> int:
+    """PCoreSet's steps per round: ``epochs * ceil(n_labeled / batch_labeled)`` (the labeled
+    set padded to a multiple of the batch and iterated ``epochs`` times)."""
+    if n_labeled < 1 or batch_labeled < 1 or epochs < 1:
+        raise ValueError(f"reference_steps: need n_labeled, batch_labeled, epochs >= 1, got {n_labeled}, {batch_labeled}, {epochs}")
+    return int(epochs) * math.ceil(int(n_labeled) / int(batch_labeled))
+
+
+def uncapped_steps(config: TrainConfig, n_labeled: int, n_pool: int) -> int:
+    """Steps the config's rule asks for before ``max_steps`` (``config.steps`` when set)."""
     if config.steps is not None:
         if config.steps < 1:
             raise ValueError(f"TrainConfig.steps must be >= 1, got {config.steps}")
         return int(config.steps)
-    raw = math.ceil(config.steps_per_pool * n_pool / max(1, config.batch_unlabeled))
-    return int(min(config.max_steps, max(config.min_steps, raw)))
+    if config.step_rule == "reference":
+        return reference_steps(max(1, n_labeled), config.batch_labeled, config.epochs)
+    if config.step_rule == "pool":
+        raw = math.ceil(config.steps_per_pool * n_pool / max(1, config.batch_unlabeled))
+        return int(max(config.min_steps, raw))
+    raise ValueError(f"TrainConfig.step_rule must be one of {STEP_RULES}, got {config.step_rule!r}")
+
+
+def derive_steps(config: TrainConfig, n_labeled: int, n_pool: int) -> int:
+    """Steps for a round: ``config.steps``, or the rule in the module notes, capped by ``max_steps``.
+
+    Args:
+        config: The round's settings.
+        n_labeled: Labeled images ``L`` this round trains on.
+        n_pool: Images in the pool (the ``"pool"`` rule only).
+    """
+    steps = uncapped_steps(config, n_labeled, n_pool)
+    if config.steps is None and config.max_steps is not None:
+        if config.max_steps < 1:
+            raise ValueError(f"TrainConfig.max_steps must be >= 1 or None, got {config.max_steps}")
+        steps = min(steps, int(config.max_steps))
+    return steps
 
 
 def lr_factor(step: int, total: int, warmup_frac: float) -> float:
@@ -397,7 +437,7 @@ def train_round(
     unlabeled = np.flatnonzero(mask)
     if len(unlabeled) == 0:
         unlabeled = np.arange(n)
-    steps = derive_steps(config, n)
+    steps = derive_steps(config, len(labeled), n)
 
     torch.manual_seed(config.seed)
     model, init_info = build_student(
@@ -518,6 +558,8 @@ def train_round(
     parts_cpu = parts.float().cpu().numpy()
     metrics: dict[str, Any] = {
         "steps": steps,
+        "steps_uncapped": uncapped_steps(config, len(labeled), n),
+        "step_rule": "fixed" if config.steps is not None else config.step_rule,
         "first_loss": float(loss_cpu[:tail].mean()),
         "final_loss": float(loss_cpu[-tail:].mean()),
         "final_ce": float(parts_cpu[-tail:, 0].mean()),
@@ -551,6 +593,32 @@ def train_round(
         metrics["checkpoint"] = str(checkpoint_path)
     distributed.barrier(info)
     return TrainResult(model=model, metrics=metrics, device=str(device))
+
+
+def measure_step_seconds(config: TrainConfig, num_classes: int, steps: int = 4) -> float:
+    """Seconds per optimisation step of ``config`` on this machine, measured on synthetic data.
+
+    Trains ``steps`` steps (at least 2) of a fresh student on random pixels at
+    ``config.image_size`` with the real batch sizes and loss, and returns the mean time
+    of the steps after the first (which pays for start-up). Used to estimate a round's
+    time before it starts.
+    """
+    from dataclasses import replace
+
+    steps = max(2, int(steps))
+    n = config.batch_labeled + config.batch_unlabeled
+    rng = np.random.default_rng(0)
+    px = rng.integers(0, 256, (n, config.image_size, config.image_size, 3), dtype=np.uint8)
+    labeled = np.arange(config.batch_labeled)
+    y = np.arange(config.batch_labeled) % num_classes
+    teacher = np.full((n, num_classes), 1.0 / num_classes, dtype=np.float32) if config.kd else None
+    cfg = replace(config, steps=steps, num_classes=num_classes, log_every=steps, num_workers=0)
+    res = train_round(px, labeled, y, teacher, cfg)
+    steady = res.metrics.get("images_per_second_steady")
+    per_step_images = config.batch_labeled + (config.batch_unlabeled if config.kd else 0)
+    if steady:
+        return per_step_images / float(steady)
+    return float(res.metrics["seconds"]) / steps
 
 
 @torch.inference_mode()
