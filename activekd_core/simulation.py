@@ -90,10 +90,15 @@ class SimulationConfig:
         image_size: Pixel side (default 16 for digits, whose source images are 8x8, so
             nothing is lost; 64 otherwise).
         steps: Steps per round. None: :func:`activekd_core.training.derive_steps` with
-            ``steps_per_pool`` passes over the pool and at least ``min_steps`` (150 steps
-            for the 1.4k-image digits pool: a few seconds per round on one CPU core).
-        steps_per_pool: Passes over the pool used to derive the steps.
-        min_steps: Lower bound of derived steps.
+            ``step_rule``.
+        step_rule: ``"reference"`` (default, the paper's ``epochs * ceil(L / 64)``
+            steps, growing with the labels ``L``) or ``"pool"`` (``steps_per_pool``
+            passes over the pool, at least ``min_steps``, the same at every round: a
+            cheap CPU setting that under-trains later rounds).
+        epochs: Passes over the padded labeled set (reference rule).
+        max_steps: Cap on derived steps (None: no cap).
+        steps_per_pool: Passes over the pool (``"pool"`` rule).
+        min_steps: Lower bound of the ``"pool"`` rule.
         batch_labeled: Labeled rows per step.
         batch_unlabeled: Unlabeled rows per step.
         flip: Horizontal flips (default: off for digits, on otherwise).
@@ -122,6 +127,9 @@ class SimulationConfig:
     arch: str = "small_cnn"
     image_size: int | None = None
     steps: int | None = None
+    step_rule: str = "reference"
+    epochs: int = 200
+    max_steps: int | None = None
     steps_per_pool: float = 7.0
     min_steps: int = 100
     batch_labeled: int = 64
@@ -407,6 +415,9 @@ def run_simulation(
                                 arch=config.arch,
                                 image_size=size,
                                 steps=config.steps,
+                                step_rule=config.step_rule,
+                                epochs=config.epochs,
+                                max_steps=config.max_steps,
                                 steps_per_pool=config.steps_per_pool,
                                 min_steps=config.min_steps,
                                 batch_labeled=config.batch_labeled,
@@ -437,6 +448,7 @@ def run_simulation(
                                 probs=probs,
                                 features=feats,
                                 labeled=labeled,
+                                labeled_y=y_pool[labeled],  # the oracle's TRUE labels (class_balanced)
                                 k=c,
                                 rng=np.random.default_rng([seed, 1 + rnd]),
                             )
