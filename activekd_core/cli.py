@@ -67,8 +67,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name for --teacher clip")
     sim.add_argument("--clip-pretrained", default=None, help="local CLIP checkpoint file or folder for --teacher clip")
-    sim.add_argument("--arch", default="small_cnn", choices=["small_cnn", "resnet18", "mobilenet_v3_small"])
-    sim.add_argument("--image-size", type=int, default=None, help="pixel side (default 16 for digits (8x8 sources), else 64)")
+    sim.add_argument("--preset", choices=["reference", "cpu-fast"], default="reference",
+                     help="student settings: reference = the paper's ImageNet-pretrained resnet18 at 224 px (needs "
+                     "torchvision's weights file; a GPU to be quick); cpu-fast = a random-init small CNN at 16 px "
+                     "(digits) or 64 px, seconds per round on a CPU")
+    sim.add_argument("--arch", default=None, choices=["small_cnn", "resnet18", "mobilenet_v3_small"],
+                     help="student backbone (default: the preset's)")
+    sim.add_argument("--image-size", type=int, default=None, help="pixel side (default: the preset's)")
+    sim.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                     help="ImageNet-pretrained torchvision student (default: the preset's)")
+    sim.add_argument("--download-weights", action="store_true",
+                     help="download missing ImageNet student weights into torchvision's cache (needs network)")
     sim.add_argument("--steps", type=int, default=None,
                      help="fixed steps per round (default: the --step-rule, which grows with the labels)")
     sim.add_argument("--step-rule", choices=["reference", "pool"], default="reference",
@@ -186,8 +195,11 @@ def _simulate(args: argparse.Namespace) -> int:
             clip_model=args.clip_model,
             clip_pretrained=args.clip_pretrained,
             precomputed=precomputed,
+            preset=args.preset,
             arch=args.arch,
             image_size=args.image_size,
+            pretrained=args.pretrained,
+            download_weights=args.download_weights,
             steps=args.steps,
             step_rule=args.step_rule,
             epochs=args.epochs,

@@ -255,6 +255,7 @@ class Project:
             problems.append(f"strategy {strategy!r} unknown; choose one of {known}")
         train = dict(train or {})
         _check_train_overrides(train, problems)
+        _check_student_weights(student_arch, train, problems)
         root = Path(image_root).expanduser()
         pool = None
         if not root.exists():
@@ -1232,6 +1233,25 @@ def _check_train_overrides(train: dict[str, Any], problems: list[str]) -> None:
     bad = sorted(set(train) - names)
     if bad:
         problems.append(f"unknown training settings {bad}")
+
+
+def _check_student_weights(arch: str, train: dict[str, Any], problems: list[str]) -> None:
+    """A pretrained torchvision student needs its ImageNet file now, not at the first round."""
+    if arch == "small_cnn" or not train.get("pretrained", True):
+        return
+    try:
+        from activekd_core.student import PretrainedWeightsMissing, resolve_pretrained_file
+    except ImportError:
+        return
+    weights = train.get("weights")
+    try:
+        resolve_pretrained_file(arch, Path(weights) if weights else None,
+                                use_local_cache=train.get("use_local_cache", True), download=False)
+    except PretrainedWeightsMissing as exc:
+        if not train.get("download_weights"):
+            problems.append(f"student: {exc}")
+    except (FileNotFoundError, ValueError) as exc:
+        problems.append(f"student: {exc}")
 
 
 def _uninformative(x: np.ndarray | None) -> bool:

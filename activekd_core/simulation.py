@@ -64,7 +64,17 @@ RESULT_COLUMNS = [
     "teacher",
     "arch",
     "image_size",
+    "student_init",
 ]
+
+#: Named student settings. ``reference``: the paper's student (ImageNet-pretrained
+#: ResNet-18 at 224 px; needs torchvision's weights file offline, and a GPU to be quick).
+#: ``cpu-fast``: a randomly initialised three-layer CNN at 16 px (digits) or 64 px, a few
+#: seconds per round on one CPU core; not the paper's student.
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {"arch": "resnet18", "image_size": 224, "pretrained": True},
+    "cpu-fast": {"arch": "small_cnn", "image_size": None, "pretrained": False},
+}
 
 
 class SimulationError(ValueError):
@@ -86,9 +96,13 @@ class SimulationConfig:
         clip_model: open_clip model name for ``teacher="clip"``.
         clip_pretrained: Local checkpoint file/dir (or a tag already in the local cache).
         precomputed: Probability/logit file for ``teacher="precomputed"``.
-        arch: Student architecture.
-        image_size: Pixel side (default 16 for digits, whose source images are 8x8, so
-            nothing is lost; 64 otherwise).
+        preset: ``"reference"`` (default) or ``"cpu-fast"`` (:data:`PRESETS`): the
+            student's backbone, size and initialisation unless set below.
+        arch: Student architecture (None: the preset's).
+        image_size: Pixel side (None: the preset's; ``cpu-fast`` uses 16 for digits,
+            whose source images are 8x8, so nothing is lost, and 64 otherwise).
+        pretrained: ImageNet-pretrained torchvision student (None: the preset's).
+        download_weights: Download missing ImageNet weights into torchvision's cache.
         steps: Steps per round. None: :func:`activekd_core.training.derive_steps` with
             ``step_rule``.
         step_rule: ``"reference"`` (default, the paper's ``epochs * ceil(L / 64)``
@@ -124,8 +138,11 @@ class SimulationConfig:
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = None
     precomputed: Path | None = None
-    arch: str = "small_cnn"
+    preset: str = "reference"
+    arch: str | None = None
     image_size: int | None = None
+    pretrained: bool | None = None
+    download_weights: bool = False
     steps: int | None = None
     step_rule: str = "reference"
     epochs: int = 200
@@ -299,6 +316,21 @@ def build_teacher_probs(
     raise SimulationError(f"unknown teacher {config.teacher!r}; use standin, clip or precomputed")
 
 
+def resolve_student(config: SimulationConfig) -> tuple[str, int, bool]:
+    """``(arch, image_size, pretrained)`` from the preset and the explicit settings.
+
+    Raises:
+        SimulationError: Unknown preset.
+    """
+    if config.preset not in PRESETS:
+        raise SimulationError(f"unknown preset {config.preset!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[config.preset]
+    arch = config.arch or preset["arch"]
+    size = config.image_size or preset["image_size"] or (16 if config.dataset == "digits" else 64)
+    pretrained = preset["pretrained"] if config.pretrained is None else bool(config.pretrained)
+    return str(arch), int(size), bool(pretrained) and arch != "small_cnn"
+
+
 def initial_labels(y_pool: npt.NDArray[np.int64], num_classes: int, seed: int) -> np.ndarray:
     """One random pool position per class present in the pool (the paper's start)."""
     rng = np.random.default_rng([seed, 0])
@@ -356,7 +388,7 @@ def run_simulation(
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
     is_digits = config.dataset == "digits"
-    size = config.image_size or (16 if is_digits else 64)
+    arch, size, pretrained = resolve_student(config)
     flip = (not is_digits) if config.flip is None else config.flip
 
     data = load_dataset(config.dataset, size, data_dir, say)
@@ -364,6 +396,10 @@ def run_simulation(
     splits = make_splits(data.y, config.test_frac, ref_frac, config.split_seed)
     teacher_all, teacher_desc = build_teacher_probs(config, data, splits, say)
     teacher_name = _teacher_label(teacher_desc)
+    if pretrained:  # fail before the first round, with where to put the file
+        from activekd_core.student import resolve_pretrained_file
+
+        resolve_pretrained_file(arch, download=config.download_weights)
     c = len(data.classes)
     pool_px = np.ascontiguousarray(data.pixels[splits.pool])
     test_px = np.ascontiguousarray(data.pixels[splits.test])
@@ -379,6 +415,8 @@ def run_simulation(
             {
                 "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
                 "image_size": size,
+                "arch": arch,
+                "pretrained": pretrained,
                 "flip": flip,
                 "classes": data.classes,
                 "split_sizes": {"pool": len(splits.pool), "test": len(splits.test), "reference": len(splits.reference)},
@@ -412,7 +450,9 @@ def run_simulation(
                             acc = res_metrics["accuracy"]
                         else:
                             tcfg = TrainConfig(
-                                arch=config.arch,
+                                arch=arch,
+                                pretrained=pretrained,
+                                download_weights=config.download_weights,
                                 image_size=size,
                                 steps=config.steps,
                                 step_rule=config.step_rule,
@@ -481,8 +521,9 @@ def run_simulation(
                             "steps": res_metrics["steps"],
                             "final_loss": round(float(res_metrics["final_loss"]), 5),
                             "teacher": teacher_name,
-                            "arch": config.arch,
+                            "arch": arch,
                             "image_size": size,
+                            "student_init": res_metrics.get("init", ""),
                         }
                         rows.append(row)
                         writer.writerow(row)

@@ -109,8 +109,12 @@ class TrainConfig:
         flip: Random horizontal flips (turn off for digits or text).
         amp: bf16 autocast on CUDA.
         channels_last: channels_last memory format on CUDA.
+        pretrained: Start torchvision backbones from ImageNet weights (the paper's
+            student); ``False`` = explicit random init. Ignored for ``small_cnn``.
         weights: Local ImageNet weights file for torchvision backbones.
-        use_local_cache: Look for torchvision's cached ImageNet weights (never downloads).
+        use_local_cache: Look for torchvision's cached ImageNet weights file.
+        download_weights: Download missing ImageNet weights into torchvision's cache
+            (off: a missing file is a clear error saying where to put it).
         width: Width of ``small_cnn``.
         step_rule: ``"reference"`` (``epochs * ceil(L / batch_labeled)``) or ``"pool"``
             (legacy, from the pool size).
@@ -141,8 +145,10 @@ class TrainConfig:
     flip: bool = True
     amp: bool = True
     channels_last: bool = True
+    pretrained: bool = True
     weights: Path | None = None
     use_local_cache: bool = True
+    download_weights: bool = False
     width: int = 16
     step_rule: str = "reference"
     epochs: int = 200
@@ -443,8 +449,10 @@ def train_round(
     model, init_info = build_student(
         config.arch,
         num_classes,
+        pretrained=config.pretrained,
         weights=config.weights,
         use_local_cache=config.use_local_cache,
+        download=config.download_weights,
         width=config.width,
     )
     model.alpha = config.alpha if config.kd else 1.0
@@ -577,6 +585,7 @@ def train_round(
         "world_size": info.world_size,
         "arch": config.arch,
         "init": init_info["init"],
+        "image_size": config.image_size,
         "kd": config.kd,
         "alpha": model.alpha,
         "beta": model.beta,

@@ -837,3 +837,13 @@ def test_round_estimate_follows_labels_cap_and_recorded_rate(tmp_path: Path, ima
     capped = p.round_estimate()
     assert (capped.steps, capped.steps_uncapped) == (3, 4)
     assert p.retrain().metrics["steps"] == 3
+
+
+def test_pretrained_student_without_weights_is_refused_at_creation(tmp_path: Path, images, monkeypatch) -> None:
+    root, _ = images
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(ProjectError, match=r"student: .*hub/checkpoints/mobilenet_v3_small-047dcff4\.pth"):
+        new_project(tmp_path, root, student_arch="mobilenet_v3_small", train={**TRAIN, "image_size": 32})
+    assert not (tmp_path / "proj").exists()
+    p = new_project(tmp_path, root, student_arch="mobilenet_v3_small", train={**TRAIN, "pretrained": False})
+    assert p.config["train"]["pretrained"] is False

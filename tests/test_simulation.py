@@ -34,7 +34,7 @@ def test_short_digits_simulation_writes_results(tmp_path, digits_dir):
     out = tmp_path / "sim"
     cfg = SimulationConfig(
         dataset="digits", out=out, strategies=["random", "pcoreset"], rounds=2, seeds=[0],
-        kd_modes=[True, False], steps=25, data_dir=digits_dir, device="cpu",
+        kd_modes=[True, False], steps=25, data_dir=digits_dir, device="cpu", preset="cpu-fast",
     )
     messages: list[str] = []
     rows = run_simulation(cfg, log=messages.append)
@@ -129,7 +129,7 @@ def test_folder_dataset_with_a_local_clip_checkpoint(tmp_path):
     rows = run_simulation(SimulationConfig(
         dataset=str(root), out=out, strategies=["entropy"], rounds=2, seeds=[0], teacher="clip",
         clip_model="akd-tiny-clip", clip_pretrained=str(ckpt), steps=4, image_size=16,
-        batch_labeled=8, batch_unlabeled=8, data_dir=tmp_path / "cache", device="cpu",
+        batch_labeled=8, batch_unlabeled=8, data_dir=tmp_path / "cache", device="cpu", preset="cpu-fast",
     ))
     assert [r["n_labeled"] for r in rows] == [3, 6]
     assert rows[0]["dataset"] == "images" and "not CLIP" not in rows[0]["teacher"]
@@ -137,3 +137,20 @@ def test_folder_dataset_with_a_local_clip_checkpoint(tmp_path):
     assert config["teacher"]["kind"] == "clip_zero_shot"
     assert config["classes"] == ["blue", "green", "red"]
     assert sum(config["split_sizes"].values()) == 24 and config["split_sizes"]["reference"] == 0
+
+
+def test_reference_preset_is_the_papers_student_and_fails_fast_without_weights(tmp_path, digits_dir, monkeypatch):
+    from activekd_core.simulation import resolve_student
+    from activekd_core.student import PretrainedWeightsMissing
+
+    ref = SimulationConfig(dataset="digits", out=tmp_path)
+    assert resolve_student(ref) == ("resnet18", 224, True)
+    assert resolve_student(SimulationConfig(dataset="digits", out=tmp_path, preset="cpu-fast")) == ("small_cnn", 16, False)
+    assert resolve_student(SimulationConfig(dataset="textile", out=tmp_path, preset="cpu-fast", image_size=32)) == ("small_cnn", 32, False)
+    with pytest.raises(SimulationError, match="preset"):
+        resolve_student(SimulationConfig(dataset="digits", out=tmp_path, preset="nope"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(PretrainedWeightsMissing, match="resnet18-f37072fd.pth"):
+        run_simulation(SimulationConfig(dataset="digits", out=tmp_path / "o", strategies=["random"], rounds=2,
+                                        seeds=[0], data_dir=digits_dir, device="cpu"))
+    assert not (tmp_path / "o" / "results.csv").exists()  # stopped before any round

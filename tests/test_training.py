@@ -187,3 +187,20 @@ def test_bad_inputs_are_clear_errors():
         train_round(px, [0], [0], teacher[:5], _cfg())
     with pytest.raises(ValueError, match="out of range"):
         train_round(px, [0], [7], teacher, _cfg())
+
+
+def test_every_round_records_pretrained_or_random(tmp_path, monkeypatch):
+    from test_student import _fake_imagenet_file
+
+    from activekd_core.student import PretrainedWeightsMissing
+
+    px, y, teacher = _separable(n_per_class=4, size=32)
+    labeled = np.array([0, 4, 8])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    cfg = _cfg(arch="mobilenet_v3_small", image_size=32, steps=2)
+    with pytest.raises(PretrainedWeightsMissing, match="hub/checkpoints"):  # never a silent random init
+        train_round(px, labeled, y[labeled], teacher, cfg)
+    assert train_round(px, labeled, y[labeled], teacher, _cfg(arch="mobilenet_v3_small", image_size=32, steps=2,
+                                                             pretrained=False)).metrics["init"] == "random"
+    _fake_imagenet_file(tmp_path / "th", "mobilenet_v3_small")
+    assert train_round(px, labeled, y[labeled], teacher, cfg).metrics["init"] == "pretrained"
