@@ -85,6 +85,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      "constant across rounds (cheap, under-trains later rounds)")
     sim.add_argument("--epochs", type=int, default=200, help="passes over the padded labeled set (reference rule)")
     sim.add_argument("--max-steps", type=int, default=None, help="cap on derived steps per round")
+    sim.add_argument("--views", type=int, default=None,
+                     help="consistent teacher views per image (default 8 with the stand-in teacher, else 0; "
+                     "0 = the student's own crops against whole-image teacher outputs)")
     sim.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     sim.add_argument(
         "--threads",
@@ -204,6 +207,7 @@ def _simulate(args: argparse.Namespace) -> int:
             step_rule=args.step_rule,
             epochs=args.epochs,
             max_steps=args.max_steps,
+            views=args.views,
             device=args.device,
             num_workers=args.workers,
             data_dir=args.data_dir,

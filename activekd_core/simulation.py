@@ -65,6 +65,7 @@ RESULT_COLUMNS = [
     "arch",
     "image_size",
     "student_init",
+    "views",
 ]
 
 #: Named student settings. ``reference``: the paper's student (ImageNet-pretrained
@@ -116,6 +117,11 @@ class SimulationConfig:
         batch_labeled: Labeled rows per step.
         batch_unlabeled: Unlabeled rows per step.
         flip: Horizontal flips (default: off for digits, on otherwise).
+        views: Consistent teacher views (:mod:`activekd_core.views`): ``V`` fixed
+            RandomResizedCrop(0.5-1) (+ flip) views per image, the teacher's output
+            computed once per view, the student distilling from the view it sees. None:
+            8 when the teacher can score views (the stand-in), else 0. 0: the student's
+            own random crops against the teacher's output on the whole image.
         test_frac: Held-out test fraction.
         reference_frac: Reference fraction for the stand-in teacher. Deliberately
             small (2%: ~18 digits, ~40 textile images) so that the teacher is useful but
@@ -152,6 +158,7 @@ class SimulationConfig:
     batch_labeled: int = 64
     batch_unlabeled: int = 64
     flip: bool | None = None
+    views: int | None = None
     test_frac: float = 0.2
     reference_frac: float = 0.02
     split_seed: int = 0
@@ -269,12 +276,16 @@ def make_splits(y: npt.NDArray[np.int64], test_frac: float, reference_frac: floa
 
 
 def build_teacher_probs(
-    config: SimulationConfig, data: LabeledData, splits: Splits, log: LogFn | None = None
+    config: SimulationConfig, data: LabeledData, splits: Splits, log: LogFn | None = None,
+    holder: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Teacher probabilities for every row of ``data`` (float32 ``(N, C)``) and its provenance.
 
-    Rows of the reference split are filled too but never used by the learner.
+    Rows of the reference split are filled too but never used by the learner. When
+    ``holder`` is given, the teacher object is left in ``holder["teacher"]`` (for the
+    view bank).
     """
+    holder = holder if holder is not None else {}
     say = log or (lambda _m: None)
     from activekd_core.images import ImagePool
 
@@ -284,6 +295,7 @@ def build_teacher_probs(
         teacher = StandInTeacher(data.classes, seed=config.split_seed)
         say(f"fitting the offline stand-in teacher (NOT CLIP) on a reference split of {len(splits.reference)} images")
         teacher.fit_reference(data.pixels[splits.reference], data.y[splits.reference])
+        holder["teacher"] = teacher
         chunk = 4096  # copies of read-only memmap chunks: bounded memory, writable arrays for torch
         probs = np.concatenate(
             [teacher.predict_proba_pixels(np.array(data.pixels[s : s + chunk])) for s in range(0, len(data.ids), chunk)]
@@ -329,6 +341,39 @@ def resolve_student(config: SimulationConfig) -> tuple[str, int, bool]:
     size = config.image_size or preset["image_size"] or (16 if config.dataset == "digits" else 64)
     pretrained = preset["pretrained"] if config.pretrained is None else bool(config.pretrained)
     return str(arch), int(size), bool(pretrained) and arch != "small_cnn"
+
+
+def _view_bank(
+    config: SimulationConfig, data: LabeledData, splits: Splits, teacher: Any, teacher_desc: dict[str, Any],
+    size: int, flip: bool, data_dir: Path, say: LogFn,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The pool's view boxes ``(P, V, 5)`` and the teacher's outputs on them ``(P, V, C)``, or ``(None, None)``.
+
+    Raises:
+        SimulationError: Views asked for with a teacher that cannot score them here.
+    """
+    can = teacher is not None and hasattr(teacher, "predict_proba_pixels")
+    n_views = (8 if can else 0) if config.views is None else int(config.views)
+    if n_views <= 0:
+        if config.views is None:
+            say(f"teacher {teacher_desc.get('kind')}: no view bank (it cannot score augmented views here); "
+                "the student's own crops distil from the teacher's whole-image output")
+        return None, None
+    if not can:
+        raise SimulationError(f"--views {n_views}: the {teacher_desc.get('kind')} teacher cannot score augmented views "
+                              "here (only the stand-in can); use --views 0")
+    from activekd_core.teachers.feature_cache import cache_key
+    from activekd_core.views import ViewSpec, image_keys, teacher_view_probs, view_boxes
+
+    spec = ViewSpec(n_views=n_views, flip=flip, seed=config.split_seed)
+    ids = [data.ids[i] for i in splits.pool]
+    boxes = view_boxes(image_keys(ids), spec)
+    say(f"view bank: {n_views} views per image; teacher outputs on {len(ids) * n_views:,} views")
+    fields = {"teacher": teacher_desc, "dataset": data.name, "ids": cache_key({"ids": ids}), "spec": spec.as_dict(),
+              "pixels": size}
+    probs = teacher_view_probs(data.pixels[splits.pool], boxes, teacher.predict_proba_pixels, len(data.classes),
+                               cache_root=data_dir / "view_cache", cache_fields=fields)
+    return boxes, probs
 
 
 def initial_labels(y_pool: npt.NDArray[np.int64], num_classes: int, seed: int) -> np.ndarray:
@@ -394,13 +439,16 @@ def run_simulation(
     data = load_dataset(config.dataset, size, data_dir, say)
     ref_frac = config.reference_frac if config.teacher == "standin" else 0.0
     splits = make_splits(data.y, config.test_frac, ref_frac, config.split_seed)
-    teacher_all, teacher_desc = build_teacher_probs(config, data, splits, say)
+    holder: dict[str, Any] = {}
+    teacher_all, teacher_desc = build_teacher_probs(config, data, splits, say, holder)
     teacher_name = _teacher_label(teacher_desc)
     if pretrained:  # fail before the first round, with where to put the file
         from activekd_core.student import resolve_pretrained_file
 
         resolve_pretrained_file(arch, download=config.download_weights)
     c = len(data.classes)
+    boxes_pool, views_pool = _view_bank(config, data, splits, holder.get("teacher"), teacher_desc, size, flip,
+                                        data_dir, say)
     pool_px = np.ascontiguousarray(data.pixels[splits.pool])
     test_px = np.ascontiguousarray(data.pixels[splits.test])
     y_pool, y_test = data.y[splits.pool], data.y[splits.test]
@@ -418,6 +466,7 @@ def run_simulation(
                 "arch": arch,
                 "pretrained": pretrained,
                 "flip": flip,
+                "views": 0 if boxes_pool is None else int(boxes_pool.shape[1]),
                 "classes": data.classes,
                 "split_sizes": {"pool": len(splits.pool), "test": len(splits.test), "reference": len(splits.reference)},
                 "teacher": teacher_desc,
@@ -470,7 +519,9 @@ def run_simulation(
                                 flip=flip,
                             )
                             prog = (lambda d, t, m, tag=tag: progress(d, t, f"{tag} {m}")) if progress else None
-                            res = train_round(pool_px, labeled, y_pool[labeled], t_pool if kd else None, tcfg, progress=prog)
+                            t_round = (views_pool if boxes_pool is not None else t_pool) if kd else None
+                            res = train_round(pool_px, labeled, y_pool[labeled], t_round, tcfg, progress=prog,
+                                              view_boxes=boxes_pool)
                             test_probs, _ = predict_student(res.model, test_px)
                             acc = float((test_probs.argmax(1) == y_test).mean())
                             if rnd < config.rounds - 1:  # the last round selects nothing
@@ -524,6 +575,7 @@ def run_simulation(
                             "arch": arch,
                             "image_size": size,
                             "student_init": res_metrics.get("init", ""),
+                            "views": res_metrics.get("views", 0),
                         }
                         rows.append(row)
                         writer.writerow(row)

@@ -65,6 +65,7 @@ from activekd_core import distributed
 from activekd_core.devices import device_name, pick_device
 from activekd_core.losses import ce_loss, dho_loss
 from activekd_core.student import DHOStudent, build_student, prepare_batch, save_student
+from activekd_core.views import render_views
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -239,8 +240,10 @@ class _RoundBatches(Dataset):
         seed: int,
         part_l: slice,
         part_u: slice,
+        view_boxes: np.ndarray | None = None,
     ) -> None:
         self.pixels = pixels
+        self.view_boxes = view_boxes
         self.labeled = labeled
         self.y = y
         self.unlabeled = unlabeled
@@ -263,13 +266,26 @@ class _RoundBatches(Dataset):
             "xl": torch.from_numpy(np.ascontiguousarray(self.pixels[rows_l])),
             "yl": torch.from_numpy(self.y[li]),
         }
+        rows_u = None
         if self.teacher is not None:
             replace = len(self.unlabeled) < self.bu
             ui = rng.choice(len(self.unlabeled), size=self.bu, replace=replace)[self.part_u]
             rows_u = self.unlabeled[ui]
-            out["tl"] = torch.from_numpy(self.teacher[rows_l])
             out["xu"] = torch.from_numpy(np.ascontiguousarray(self.pixels[rows_u]))
-            out["tu"] = torch.from_numpy(self.teacher[rows_u])
+        if self.view_boxes is None:
+            if rows_u is not None:
+                out["tl"] = torch.from_numpy(self.teacher[rows_l])  # type: ignore[index]
+                out["tu"] = torch.from_numpy(self.teacher[rows_u])  # type: ignore[index]
+            return out
+        # One of each image's fixed views, and the teacher's output on that same view.
+        n_views = self.view_boxes.shape[1]
+        vl = rng.integers(0, n_views, size=self.bl)[self.part_l]
+        out["boxes_l"] = torch.from_numpy(self.view_boxes[rows_l, vl])
+        if rows_u is not None:
+            vu = rng.integers(0, n_views, size=self.bu)[self.part_u]
+            out["boxes_u"] = torch.from_numpy(self.view_boxes[rows_u, vu])
+            out["tl"] = torch.from_numpy(self.teacher[rows_l, vl])  # type: ignore[index]
+            out["tu"] = torch.from_numpy(self.teacher[rows_u, vu])  # type: ignore[index]
         return out
 
 
@@ -310,7 +326,8 @@ def augment_batch(x: Tensor, generator: torch.Generator, pad: int, flip: bool) -
 
 
 def _check_inputs(
-    pixels: np.ndarray, labeled: np.ndarray, y: np.ndarray, teacher_probs: np.ndarray | None, kd: bool
+    pixels: np.ndarray, labeled: np.ndarray, y: np.ndarray, teacher_probs: np.ndarray | None, kd: bool,
+    view_boxes: np.ndarray | None = None,
 ) -> None:
     if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
         shape = getattr(pixels, "shape", None)
@@ -326,10 +343,17 @@ def _check_inputs(
         raise ValueError("train_round: labeled indices contain duplicates")
     if y.min() < 0:
         raise ValueError("train_round: labels must be class indices >= 0")
+    if view_boxes is not None and (view_boxes.ndim != 3 or view_boxes.shape[0] != n or view_boxes.shape[2] != 5
+                                   or view_boxes.shape[1] < 1):
+        raise ValueError(f"train_round: view_boxes must be (N={n}, V, 5), got {tuple(view_boxes.shape)}")
     if kd:
         if teacher_probs is None:
             raise ValueError("train_round: kd=True needs teacher_probs (N, C); use kd=False for CE-only training")
-        if teacher_probs.ndim != 2 or teacher_probs.shape[0] != n:
+        if view_boxes is not None:
+            if teacher_probs.ndim != 3 or teacher_probs.shape[:2] != view_boxes.shape[:2]:
+                raise ValueError(f"train_round: with view_boxes (N, V, 5) the teacher's outputs must be per view "
+                                 f"(N, V, C); got {tuple(teacher_probs.shape)} for {tuple(view_boxes.shape)}")
+        elif teacher_probs.ndim != 2 or teacher_probs.shape[0] != n:
             raise ValueError(
                 f"train_round: teacher_probs must be (N={n}, C), got {tuple(teacher_probs.shape)}"
             )
@@ -356,6 +380,7 @@ def _send_round(
     y: np.ndarray,
     teacher_probs: np.ndarray | None,
     config: TrainConfig,
+    view_boxes: np.ndarray | None = None,
 ) -> None:
     source = _memmap_source(pixels)
     spec = {
@@ -365,14 +390,15 @@ def _send_round(
         "y": y,
         "teacher_probs": None if teacher_probs is None else np.asarray(teacher_probs, dtype=np.float32),
         "config": config,
+        "view_boxes": view_boxes,
     }
     distributed.broadcast_object(spec, info)
 
 
-def _receive_round(info: distributed.DistInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, TrainConfig]:
+def _receive_round(info: distributed.DistInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, TrainConfig, np.ndarray | None]:
     spec = distributed.broadcast_object(None, info)
     pixels = np.load(spec["pixels_path"], mmap_mode="r") if spec["pixels_path"] else spec["pixels"]
-    return pixels, spec["labeled"], spec["y"], spec["teacher_probs"], spec["config"]
+    return pixels, spec["labeled"], spec["y"], spec["teacher_probs"], spec["config"], spec.get("view_boxes")
 
 
 def follow_train_round(progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> TrainResult:
@@ -395,6 +421,7 @@ def train_round(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     checkpoint_path: Path | None = None,
+    view_boxes: npt.NDArray[np.floating] | None = None,
 ) -> TrainResult:
     """Train a fresh DHO student on one round's labels (module notes give the recipe).
 
@@ -408,6 +435,11 @@ def train_round(
         progress: ``progress(step, total, message)`` with loss, images/s and ETA.
         cancel: Set it to stop; :class:`TrainingCancelled` is raised.
         checkpoint_path: Where to write the trained student (safetensors, atomic).
+        view_boxes: A fixed bank of views ``(N, V, 5)`` (:mod:`activekd_core.views`).
+            Each step every row uses one of its views (replacing the random crop and
+            flip), and with ``kd`` then ``teacher_probs`` must be ``(N, V, C)``: the
+            teacher's output on each view, so the student distils from the teacher on the
+            very view it sees.
 
     Returns:
         A :class:`TrainResult`.
@@ -421,17 +453,19 @@ def train_round(
     info = distributed.init_distributed(device)
     if info.enabled and not info.is_main:
         # Rank 0 is the source of truth: its inputs and config replace this rank's.
-        pixels, labeled, y, teacher_probs, config = _receive_round(info)
+        pixels, labeled, y, teacher_probs, config, view_boxes = _receive_round(info)
         device = pick_device(config.device)
     labeled = np.asarray(labeled, dtype=np.int64)
     y = np.asarray(y, dtype=np.int64)
-    _check_inputs(pixels, labeled, y, teacher_probs, config.kd)
+    if view_boxes is not None:
+        view_boxes = np.ascontiguousarray(view_boxes, dtype=np.float32)
+    _check_inputs(pixels, labeled, y, teacher_probs, config.kd, view_boxes)
     if info.enabled and info.is_main:
-        _send_round(info, pixels, labeled, y, teacher_probs, config)
+        _send_round(info, pixels, labeled, y, teacher_probs, config, view_boxes)
     teacher = None
     if config.kd:
         teacher = np.ascontiguousarray(teacher_probs, dtype=np.float32)
-        num_classes = teacher.shape[1]
+        num_classes = teacher.shape[-1]
     else:
         num_classes = config.num_classes or int(y.max()) + 1
     if y.max() >= num_classes:
@@ -485,6 +519,7 @@ def train_round(
         config.seed,
         distributed.rank_slice(config.batch_labeled, info),
         distributed.rank_slice(config.batch_unlabeled, info),
+        view_boxes,
     )
     loader = DataLoader(
         data,
@@ -513,15 +548,18 @@ def train_round(
     for step, batch in enumerate(loader):
         if cancel is not None and cancel.is_set():
             raise TrainingCancelled(done, steps)
-        xl = _to_model_input(batch["xl"], device, config.image_size, False)
         yl = batch["yl"].to(device, non_blocking=True)
-        bl = xl.shape[0]
-        if config.kd:
-            xu = _to_model_input(batch["xu"], device, config.image_size, False)
-            x = torch.cat([xl, xu], 0)
+        if view_boxes is not None:  # the bank's views replace the random crop and flip
+            xl = render_views(prepare_batch(batch["xl"], device), batch["boxes_l"], config.image_size)
+            if config.kd:
+                xu = render_views(prepare_batch(batch["xu"], device), batch["boxes_u"], config.image_size)
         else:
-            x = xl
-        if pad or (config.flip and config.augment):
+            xl = _to_model_input(batch["xl"], device, config.image_size, False)
+            if config.kd:
+                xu = _to_model_input(batch["xu"], device, config.image_size, False)
+        bl = xl.shape[0]
+        x = torch.cat([xl, xu], 0) if config.kd else xl
+        if view_boxes is None and (pad or (config.flip and config.augment)):
             x = augment_batch(x, gen, pad, config.flip and config.augment)
         if use_cl:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -586,6 +624,7 @@ def train_round(
         "arch": config.arch,
         "init": init_info["init"],
         "image_size": config.image_size,
+        "views": 0 if view_boxes is None else int(view_boxes.shape[1]),
         "kd": config.kd,
         "alpha": model.alpha,
         "beta": model.beta,

@@ -154,3 +154,22 @@ def test_reference_preset_is_the_papers_student_and_fails_fast_without_weights(t
         run_simulation(SimulationConfig(dataset="digits", out=tmp_path / "o", strategies=["random"], rounds=2,
                                         seeds=[0], data_dir=digits_dir, device="cpu"))
     assert not (tmp_path / "o" / "results.csv").exists()  # stopped before any round
+
+
+def test_view_bank_with_the_standin_teacher_and_refused_for_precomputed(tmp_path, digits_dir):
+    rows = run_simulation(SimulationConfig(
+        dataset="digits", out=tmp_path / "v", strategies=["random"], rounds=2, seeds=[0], steps=5, views=3,
+        data_dir=digits_dir, device="cpu", preset="cpu-fast",
+    ))
+    assert [r["views"] for r in rows] == [3, 3]
+    assert json.loads((tmp_path / "v" / "config.json").read_text())["views"] == 3
+    entries = list((digits_dir / "view_cache").iterdir())  # the teacher's view outputs are cached
+    assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
+    from activekd_core.demo_data import materialize_demo
+
+    ids = sorted(materialize_demo("digits", digits_dir).labels)
+    np.savez(tmp_path / "t.npz", ids=np.array(ids), probs=np.full((len(ids), 10), 0.1))
+    with pytest.raises(SimulationError, match="--views 2"):
+        run_simulation(SimulationConfig(dataset="digits", out=tmp_path / "p", strategies=["random"], rounds=2,
+                                        seeds=[0], teacher="precomputed", precomputed=tmp_path / "t.npz", views=2,
+                                        data_dir=digits_dir, device="cpu", preset="cpu-fast"))
