@@ -9,8 +9,9 @@ Subcommands:
 
   ``--kd on`` (default; DHO distillation), ``--no-kd`` / ``--kd off`` (CE-only) or
   ``--kd both``. Teacher: ``--teacher standin`` (default; offline stand-in, not CLIP),
-  ``--teacher clip --clip-model NAME --clip-pretrained PATH`` (local weights only) or
-  ``--teacher precomputed FILE``. Progress goes to stderr, the summary table to stdout.
+  ``--teacher clip --clip-model NAME --clip-pretrained PATH`` (local weights only),
+  ``--teacher clip_few_shot`` (CLAP refit as the labels grow; ``--clap-refit``) or
+  ``--teacher precomputed:FILE``. Progress goes to stderr, the summary table to stdout.
 * ``summarize DIR``: the summary table of a (possibly still running) simulation's
   ``results.csv``, and its plot redrawn.
 * ``train --project DIR``: one training round of a project (``Project.retrain``). Under
@@ -63,8 +64,12 @@ def _build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["standin"],
         metavar="KIND [FILE]",
-        help="standin (default, offline, not CLIP) | clip | precomputed FILE",
+        help="standin (default, offline, not CLIP) | clip (zero-shot) | clip_few_shot (CLAP, refit as labels "
+        "grow) | precomputed:FILE (or: precomputed FILE)",
     )
+    sim.add_argument("--clap-refit", choices=["after", "before"], default="after",
+                     help="few-shot teacher refit: after (default, the reference: round r distils from the CLAP fit "
+                     "on round r-1's labels) or before (on round r's labels, as the app does)")
     sim.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name for --teacher clip")
     sim.add_argument("--clip-pretrained", default=None, help="local CLIP checkpoint file or folder for --teacher clip")
     sim.add_argument("--preset", choices=["reference", "cpu-fast"], default="reference",
@@ -177,13 +182,16 @@ def _simulate(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     teacher = args.teacher[0]
     precomputed = None
-    if teacher == "precomputed":
+    if teacher.startswith("precomputed:") and len(args.teacher) == 1:  # --teacher precomputed:FILE
+        teacher, precomputed = "precomputed", Path(teacher.split(":", 1)[1])
+    elif teacher == "precomputed":
         if len(args.teacher) != 2:
             print("error: --teacher precomputed needs a FILE: --teacher precomputed probs.csv", file=sys.stderr)
             return 2
         precomputed = Path(args.teacher[1])
-    elif len(args.teacher) != 1 or teacher not in ("standin", "clip"):
-        print(f"error: --teacher {' '.join(args.teacher)}: use standin, clip or precomputed FILE", file=sys.stderr)
+    elif len(args.teacher) != 1 or teacher not in ("standin", "clip", "clip_few_shot"):
+        print(f"error: --teacher {' '.join(args.teacher)}: use standin, clip, clip_few_shot or precomputed:FILE",
+              file=sys.stderr)
         return 2
     kd_modes = {"on": [True], "off": [False], "both": [True, False]}["off" if args.no_kd else args.kd]
     try:
@@ -195,6 +203,7 @@ def _simulate(args: argparse.Namespace) -> int:
             seeds=parse_seeds(args.seeds),
             kd_modes=kd_modes,
             teacher=teacher,
+            clap_refit=args.clap_refit,
             clip_model=args.clip_model,
             clip_pretrained=args.clip_pretrained,
             precomputed=precomputed,

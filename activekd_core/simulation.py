@@ -93,7 +93,14 @@ class SimulationConfig:
         rounds: Training rounds per run (round ``r`` has ``C * (r + 1)`` labels).
         seeds: Seeds to run (each changes the initial labels, training and random picks).
         kd_modes: ``[True]`` (DHO distillation), ``[False]`` (CE-only) or both.
-        teacher: ``"standin"``, ``"clip"`` or ``"precomputed"``.
+        teacher: ``"standin"``, ``"clip"`` (zero-shot), ``"clip_few_shot"`` (CLAP, refit
+            on the labels as they grow) or ``"precomputed"``.
+        clap_refit: When the few-shot teacher is refit: ``"after"`` (default, the
+            reference protocol: round ``r``'s student distils from the CLAP fitted on
+            round ``r - 1``'s labels; round 0 uses the zero-shot teacher) or ``"before"``
+            (on round ``r``'s own labels, as the app does so that the newest labels help
+            at once). "after" is the default here so that simulated numbers compare with
+            the paper's.
         clip_model: open_clip model name for ``teacher="clip"``.
         clip_pretrained: Local checkpoint file/dir (or a tag already in the local cache).
         precomputed: Probability/logit file for ``teacher="precomputed"``.
@@ -141,6 +148,7 @@ class SimulationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     kd_modes: list[bool] = field(default_factory=lambda: [True])
     teacher: str = "standin"
+    clap_refit: str = "after"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = None
     precomputed: Path | None = None
@@ -301,11 +309,11 @@ def build_teacher_probs(
             [teacher.predict_proba_pixels(np.array(data.pixels[s : s + chunk])) for s in range(0, len(data.ids), chunk)]
         )
         return probs.astype(np.float32), teacher.describe()
-    if config.teacher == "clip":
+    if config.teacher in ("clip", "clip_few_shot"):
         from activekd_core.teachers import ClipZeroShotTeacher
 
         if not config.clip_pretrained:
-            raise SimulationError("--teacher clip needs --clip-pretrained PATH (a local checkpoint file or folder)")
+            raise SimulationError(f"--teacher {config.teacher} needs --clip-pretrained PATH (a local checkpoint file or folder)")
         prompts = data.prompts
         teacher = ClipZeroShotTeacher(
             data.classes,
@@ -315,7 +323,14 @@ def build_teacher_probs(
             cache_dir=Path(config.data_dir or default_data_dir()) / "clip_features",
         )
         say(f"CLIP zero-shot teacher {config.clip_model} ({config.clip_pretrained}) over {len(data.ids):,} images")
-        probs = teacher.predict_proba(ImagePool(root=data.root, ids=list(data.ids)))
+        images = ImagePool(root=data.root, ids=list(data.ids))
+        probs = teacher.predict_proba(images)
+        if config.teacher == "clip_few_shot":
+            from activekd_core.teachers import ClipFewShotTeacher
+
+            few = ClipFewShotTeacher(teacher)
+            holder["teacher"], holder["images"] = few, images
+            return np.asarray(probs, dtype=np.float32), few.describe()
         return np.asarray(probs, dtype=np.float32), teacher.describe()
     if config.teacher == "precomputed":
         from activekd_core.teachers import PrecomputedTeacher
@@ -325,7 +340,7 @@ def build_teacher_probs(
         teacher = PrecomputedTeacher(config.precomputed, data.classes)
         probs = teacher.predict_proba(ImagePool(root=data.root, ids=list(data.ids)))
         return np.asarray(probs, dtype=np.float32), teacher.describe()
-    raise SimulationError(f"unknown teacher {config.teacher!r}; use standin, clip or precomputed")
+    raise SimulationError(f"unknown teacher {config.teacher!r}; use standin, clip, clip_few_shot or precomputed")
 
 
 def resolve_student(config: SimulationConfig) -> tuple[str, int, bool]:
@@ -341,6 +356,31 @@ def resolve_student(config: SimulationConfig) -> tuple[str, int, bool]:
     size = config.image_size or preset["image_size"] or (16 if config.dataset == "digits" else 64)
     pretrained = preset["pretrained"] if config.pretrained is None else bool(config.pretrained)
     return str(arch), int(size), bool(pretrained) and arch != "small_cnn"
+
+
+def _few_shot_refit(holder: dict[str, Any], data: LabeledData, splits: Splits, say: LogFn
+                    ) -> Callable[[np.ndarray], tuple[np.ndarray, float]]:
+    """``fit(pool positions) -> (teacher probs on the pool, teacher test accuracy)`` for a CLAP teacher.
+
+    Refits from scratch on the true labels of the given pool positions (no labels: the
+    zero-shot teacher) from the cached CLIP features; results are memoised per label set.
+    """
+    teacher, images = holder["teacher"], holder["images"]
+    memo: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
+    y_test = data.y[splits.test]
+
+    def fit(positions: np.ndarray) -> tuple[np.ndarray, float]:
+        key = tuple(sorted(int(p) for p in positions))
+        if key not in memo:
+            rows = splits.pool[np.asarray(key, dtype=np.int64)]
+            teacher.fit(images, rows, data.y[rows])
+            probs = np.asarray(teacher.predict_proba(images), dtype=np.float32)
+            acc = float((probs[splits.test].argmax(1) == y_test).mean())
+            say(f"CLAP teacher refit on {len(rows)} labels: test accuracy {acc:.1%}")
+            memo[key] = (np.ascontiguousarray(probs[splits.pool]), acc)
+        return memo[key]
+
+    return fit
 
 
 def _view_bank(
@@ -454,6 +494,10 @@ def run_simulation(
     y_pool, y_test = data.y[splits.pool], data.y[splits.test]
     t_pool = np.ascontiguousarray(teacher_all[splits.pool])
     teacher_acc = float((teacher_all[splits.test].argmax(1) == y_test).mean())
+    few_shot = _few_shot_refit(holder, data, splits, say) if config.teacher == "clip_few_shot" else None
+    if config.clap_refit not in ("after", "before"):
+        raise SimulationError(f"clap_refit must be 'after' or 'before', got {config.clap_refit!r}")
+    round_teacher_acc = teacher_acc
     say(
         f"{data.name}: {c} classes, pool {len(splits.pool):,}, test {len(splits.test):,}, "
         f"reference {len(splits.reference):,}; teacher = {teacher_name}, test accuracy {teacher_acc:.1%}"
@@ -491,9 +535,12 @@ def run_simulation(
                 start_labels = initial_labels(y_pool, c, seed)
                 for strategy in config.strategies:
                     labeled = start_labels.copy()
+                    prev_labeled = np.empty(0, dtype=np.int64)  # round 0: the zero-shot teacher ("after")
                     for rnd in range(config.rounds):
                         key = (rnd, tuple(sorted(labeled.tolist())))
                         tag = f"[{'KD' if kd else 'CE'} seed {seed} {strategy} round {rnd + 1}/{config.rounds} · {len(labeled)} labels]"
+                        if few_shot is not None:  # CLAP refit on this round's or the previous round's labels
+                            t_pool, round_teacher_acc = few_shot(labeled if config.clap_refit == "before" else prev_labeled)
                         if key in cache:
                             res_metrics, probs, feats = cache[key]
                             acc = res_metrics["accuracy"]
@@ -566,7 +613,7 @@ def run_simulation(
                             "round": rnd,
                             "n_labeled": int(len(labeled)),
                             "accuracy": round(acc, 6),
-                            "teacher_accuracy": round(teacher_acc, 6),
+                            "teacher_accuracy": round(round_teacher_acc, 6),
                             "train_seconds": round(float(res_metrics["seconds"]), 3),
                             "select_seconds": round(select_seconds, 4),
                             "steps": res_metrics["steps"],
@@ -582,7 +629,7 @@ def run_simulation(
                         handle.flush()
                         say(f"{tag} test accuracy {acc:.1%} (train {res_metrics['seconds']:.1f}s)")
                         if rnd < config.rounds - 1:
-                            labeled = next_labeled
+                            prev_labeled, labeled = labeled, next_labeled
     summary = summary_table(rows)
     (out / "summary.txt").write_text(f"teacher: {teacher_name} (test accuracy {teacher_acc:.1%})\n{summary}\n", encoding="utf-8")
     write_plot(rows, out, title=f"{data.name}: test accuracy vs labels (teacher: {teacher_name})")

@@ -36,7 +36,7 @@ def test_simulate_with_precomputed_teacher(tmp_path, data_dir, capsys):
     out = tmp_path / "out"
     code = main([
         "simulate", "--dataset", "digits", "--strategies", "entropy", "--rounds", "2", "--seeds", "1",
-        "--steps", "10", "--teacher", "precomputed", str(teacher_file), "--out", str(out), "--preset", "cpu-fast",
+        "--steps", "10", "--teacher", f"precomputed:{teacher_file}", "--out", str(out), "--preset", "cpu-fast",
         "--data-dir", str(data_dir), "--device", "cpu",
     ])
     assert code == 0

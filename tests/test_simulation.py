@@ -173,3 +173,40 @@ def test_view_bank_with_the_standin_teacher_and_refused_for_precomputed(tmp_path
         run_simulation(SimulationConfig(dataset="digits", out=tmp_path / "p", strategies=["random"], rounds=2,
                                         seeds=[0], teacher="precomputed", precomputed=tmp_path / "t.npz", views=2,
                                         data_dir=digits_dir, device="cpu", preset="cpu-fast"))
+
+
+def test_few_shot_clap_teacher_is_refit_as_labels_grow(tmp_path):
+    import open_clip
+    from PIL import Image
+
+    import activekd_core.teachers.clip_zero_shot  # noqa: F401  (registers the tiny test config)
+
+    root = tmp_path / "images"
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            arr = rng.integers(0, 80, (20, 20, 3), dtype=np.uint8)
+            arr[:, :, c] = 230
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+    ckpt = tmp_path / "tiny_clip.pt"
+    torch.save(open_clip.create_model("akd-tiny-clip", pretrained=None).state_dict(), ckpt)
+    runs = {}
+    for refit in ("after", "before"):
+        messages: list[str] = []
+        rows = run_simulation(SimulationConfig(
+            dataset=str(root), out=tmp_path / refit, strategies=["random"], rounds=3, seeds=[0],
+            teacher="clip_few_shot", clap_refit=refit, clip_model="akd-tiny-clip", clip_pretrained=str(ckpt),
+            steps=3, image_size=16, batch_labeled=8, batch_unlabeled=8, data_dir=tmp_path / "cache", device="cpu",
+            preset="cpu-fast",
+        ), log=messages.append)
+        config = json.loads((tmp_path / refit / "config.json").read_text())
+        assert config["teacher"]["kind"] == "clip_few_shot"
+        runs[refit] = ([r["teacher_accuracy"] for r in rows], config["teacher_test_accuracy"], messages)
+    after, zero_shot, msgs = runs["after"]
+    assert after[0] == pytest.approx(zero_shot)  # round 0 distils from the zero-shot teacher
+    assert sum("CLAP teacher refit on 3 labels" in m for m in msgs) == 1  # round 1: round 0's 3 labels
+    assert sum("CLAP teacher refit on 6 labels" in m for m in msgs) == 1
+    before, _, msgs = runs["before"]
+    assert any("CLAP teacher refit on 3 labels" in m for m in msgs) and any("on 9 labels" in m for m in msgs)
+    assert before[1] == pytest.approx(after[2])  # both fitted on the same 6 labels (same picks: random, same seed)
