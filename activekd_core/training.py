@@ -660,7 +660,9 @@ def measure_step_seconds(config: TrainConfig, num_classes: int, steps: int = 4) 
     labeled = np.arange(config.batch_labeled)
     y = np.arange(config.batch_labeled) % num_classes
     teacher = np.full((n, num_classes), 1.0 / num_classes, dtype=np.float32) if config.kd else None
-    cfg = replace(config, steps=steps, num_classes=num_classes, log_every=steps, num_workers=0)
+    # Weights do not change the speed: a random init needs no weights file.
+    cfg = replace(config, steps=steps, num_classes=num_classes, log_every=steps, num_workers=0, pretrained=False,
+                  weights=None)
     res = train_round(px, labeled, y, teacher, cfg)
     steady = res.metrics.get("images_per_second_steady")
     per_step_images = config.batch_labeled + (config.batch_unlabeled if config.kd else 0)

@@ -204,3 +204,11 @@ def test_every_round_records_pretrained_or_random(tmp_path, monkeypatch):
                                                              pretrained=False)).metrics["init"] == "random"
     _fake_imagenet_file(tmp_path / "th", "mobilenet_v3_small")
     assert train_round(px, labeled, y[labeled], teacher, cfg).metrics["init"] == "pretrained"
+
+
+def test_step_time_measurement_needs_no_weights(tmp_path, monkeypatch):
+    from activekd_core.training import measure_step_seconds
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # no ImageNet file anywhere
+    sps = measure_step_seconds(_cfg(arch="mobilenet_v3_small", image_size=32), num_classes=3, steps=2)
+    assert sps > 0
