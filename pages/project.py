@@ -263,6 +263,13 @@ def _current_section(project: Project) -> None:
                f"{len(project.classes)} classes · teacher **{cfg['teacher_spec'].get('kind')}** · "
                f"student **{cfg.get('student_arch')}** @ {(cfg.get('train') or {}).get('image_size', 32)} px · batch **{project.batch_size}** · "
                f"strategy **{project.strategy}**")
+    try:
+        est = project.round_estimate()
+        when = f"about {est.seconds / 60:.1f} min ({est.source})" if est.seconds is not None else \
+            "time not measured yet (Train page)"
+        st.caption(f"Next training round: {est.steps:,} steps for {est.n_labeled} labels, {when}.")
+    except Exception as exc:  # torch missing or broken settings: the page still works
+        st.caption(f"Next round estimate unavailable: {exc}")
     st.text_input("Annotator (recorded with every label)", value=annotator(), key="prj_annotator_input",
                   on_change=_set_annotator)
 
