@@ -91,8 +91,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--epochs", type=int, default=200, help="passes over the padded labeled set (reference rule)")
     sim.add_argument("--max-steps", type=int, default=None, help="cap on derived steps per round")
     sim.add_argument("--views", type=int, default=None,
-                     help="consistent teacher views per image (default 8 with the stand-in teacher, else 0; "
-                     "0 = the student's own crops against whole-image teacher outputs)")
+                     help="consistent teacher views per image, the reference's RandomResizedCrop(0.5-1)+flip "
+                     "(stand-in teacher only; default 0 = the student's own crops against whole-image teacher "
+                     "outputs: the stand-in is poor on crops, see bench/REPRODUCTION.md)")
     sim.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     sim.add_argument(
         "--threads",
