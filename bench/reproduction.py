@@ -6,6 +6,7 @@ and PCoreSet paired against every other strategy over the same (seed, round) cel
 Wilcoxon signed-rank p-value (scipy; zero differences dropped, the "wilcox" rule).
 
     python bench/reproduction.py runs/digits/results.csv [more results.csv ...]
+    python bench/reproduction.py --paired NEW.csv OLD.csv   # NEW minus OLD on shared cells
 
 Prints Markdown.
 """
@@ -88,11 +89,35 @@ def kd_gain_table(rows: list[dict]) -> str:
     return "\n".join(lines) if found else ""
 
 
+def paired_files(new: list[dict], old: list[dict]) -> str:
+    """Markdown table: ``new`` minus ``old`` accuracy on shared (strategy, kd, seed, round) cells."""
+    def index(rows: list[dict]) -> dict[tuple, float]:
+        return {(r["strategy"], r["kd"], r["seed"], r["round"]): r["accuracy"] for r in rows}
+
+    a, b = index(new), index(old)
+    lines = ["| strategy | pairs | better / tie / worse | mean diff (pts) | Wilcoxon p |", "|---|---|---|---|---|"]
+    for strategy in list(dict.fromkeys(k[0] for k in a)) + [None]:
+        keys = sorted(k for k in a if k in b and (strategy is None or k[0] == strategy))
+        if not keys:
+            continue
+        d = np.array([a[k] - b[k] for k in keys]) * 100
+        p = float(wilcoxon(d).pvalue) if (np.abs(d) > 1e-9).sum() >= 1 else float("nan")
+        lines.append(f"| {strategy or 'all'} | {len(keys)} | {int((d > 0).sum())} / {int((d == 0).sum())} / "
+                     f"{int((d < 0).sum())} | {d.mean():+.2f} | {p:.3g} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the Markdown tables for every results file given."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="results.csv files (or their folders)")
+    parser.add_argument("--paired", action="store_true", help="two files: the first minus the second, cell by cell")
     args = parser.parse_args(argv)
+    if args.paired:
+        if len(args.results) != 2:
+            parser.error("--paired takes exactly two results files")
+        print(paired_files(read_results(args.results[0]), read_results(args.results[1])))
+        return 0
     rows_all: list[dict] = []
     for path in args.results:
         path = path / "results.csv" if path.is_dir() else path
