@@ -9,8 +9,9 @@ Subcommands:
 
   ``--kd on`` (default; DHO distillation), ``--no-kd`` / ``--kd off`` (CE-only) or
   ``--kd both``. Teacher: ``--teacher standin`` (default; offline stand-in, not CLIP),
-  ``--teacher clip --clip-model NAME --clip-pretrained PATH`` (local weights only) or
-  ``--teacher precomputed FILE``. Progress goes to stderr, the summary table to stdout.
+  ``--teacher clip --clip-model NAME --clip-pretrained PATH`` (local weights only),
+  ``--teacher clip_few_shot`` (CLAP refit as the labels grow; ``--clap-refit``) or
+  ``--teacher precomputed:FILE``. Progress goes to stderr, the summary table to stdout.
 * ``summarize DIR``: the summary table of a (possibly still running) simulation's
   ``results.csv``, and its plot redrawn.
 * ``train --project DIR``: one training round of a project (``Project.retrain``). Under
@@ -69,13 +70,36 @@ def _build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["standin"],
         metavar="KIND [FILE]",
-        help="standin (default, offline, not CLIP) | clip | precomputed FILE",
+        help="standin (default, offline, not CLIP) | clip (zero-shot) | clip_few_shot (CLAP, refit as labels "
+        "grow) | precomputed:FILE (or: precomputed FILE)",
     )
+    sim.add_argument("--clap-refit", choices=["after", "before"], default="after",
+                     help="few-shot teacher refit: after (default, the reference: round r distils from the CLAP fit "
+                     "on round r-1's labels) or before (on round r's labels, as the app does)")
     sim.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name for --teacher clip")
     sim.add_argument("--clip-pretrained", default=None, help="local CLIP checkpoint file or folder for --teacher clip")
-    sim.add_argument("--arch", default="small_cnn", choices=["small_cnn", "resnet18", "mobilenet_v3_small"])
-    sim.add_argument("--image-size", type=int, default=None, help="pixel side (default 16 for digits (8x8 sources), else 64)")
-    sim.add_argument("--steps", type=int, default=None, help="steps per round (default: derived from the pool size)")
+    sim.add_argument("--preset", choices=["reference", "cpu-fast"], default="reference",
+                     help="student settings: reference = the paper's ImageNet-pretrained resnet18 at 224 px (needs "
+                     "torchvision's weights file; a GPU to be quick); cpu-fast = a random-init small CNN at 16 px "
+                     "(digits) or 64 px, seconds per round on a CPU")
+    sim.add_argument("--arch", default=None, choices=["small_cnn", "resnet18", "mobilenet_v3_small"],
+                     help="student backbone (default: the preset's)")
+    sim.add_argument("--image-size", type=int, default=None, help="pixel side (default: the preset's)")
+    sim.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                     help="ImageNet-pretrained torchvision student (default: the preset's)")
+    sim.add_argument("--download-weights", action="store_true",
+                     help="download missing ImageNet student weights into torchvision's cache (needs network)")
+    sim.add_argument("--steps", type=int, default=None,
+                     help="fixed steps per round (default: the --step-rule, which grows with the labels)")
+    sim.add_argument("--step-rule", choices=["reference", "pool"], default="reference",
+                     help="reference: 200 * ceil(labels / 64) steps (the paper); pool: from the pool size, "
+                     "constant across rounds (cheap, under-trains later rounds)")
+    sim.add_argument("--epochs", type=int, default=200, help="passes over the padded labeled set (reference rule)")
+    sim.add_argument("--max-steps", type=int, default=None, help="cap on derived steps per round")
+    sim.add_argument("--views", type=int, default=None,
+                     help="consistent teacher views per image, the reference's RandomResizedCrop(0.5-1)+flip "
+                     "(stand-in teacher only; default 0 = the student's own crops against whole-image teacher "
+                     "outputs: the stand-in is poor on crops, see bench/REPRODUCTION.md)")
     sim.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     sim.add_argument(
         "--threads",
@@ -218,13 +242,16 @@ def _simulate(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     teacher = args.teacher[0]
     precomputed = None
-    if teacher == "precomputed":
+    if teacher.startswith("precomputed:") and len(args.teacher) == 1:  # --teacher precomputed:FILE
+        teacher, precomputed = "precomputed", Path(teacher.split(":", 1)[1])
+    elif teacher == "precomputed":
         if len(args.teacher) != 2:
             print("error: --teacher precomputed needs a FILE: --teacher precomputed probs.csv", file=sys.stderr)
             return 2
         precomputed = Path(args.teacher[1])
-    elif len(args.teacher) != 1 or teacher not in ("standin", "clip"):
-        print(f"error: --teacher {' '.join(args.teacher)}: use standin, clip or precomputed FILE", file=sys.stderr)
+    elif len(args.teacher) != 1 or teacher not in ("standin", "clip", "clip_few_shot"):
+        print(f"error: --teacher {' '.join(args.teacher)}: use standin, clip, clip_few_shot or precomputed:FILE",
+              file=sys.stderr)
         return 2
     kd_modes = {"on": [True], "off": [False], "both": [True, False]}["off" if args.no_kd else args.kd]
     try:
@@ -236,12 +263,20 @@ def _simulate(args: argparse.Namespace) -> int:
             seeds=parse_seeds(args.seeds),
             kd_modes=kd_modes,
             teacher=teacher,
+            clap_refit=args.clap_refit,
             clip_model=args.clip_model,
             clip_pretrained=args.clip_pretrained,
             precomputed=precomputed,
+            preset=args.preset,
             arch=args.arch,
             image_size=args.image_size,
+            pretrained=args.pretrained,
+            download_weights=args.download_weights,
             steps=args.steps,
+            step_rule=args.step_rule,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            views=args.views,
             device=args.device,
             num_workers=args.workers,
             data_dir=args.data_dir,

@@ -270,6 +270,7 @@ class Project:
             problems.append(f"strategy {strategy!r} unknown; choose one of {known}")
         train = dict(train or {})
         _check_train_overrides(train, problems)
+        _check_student_weights(student_arch, train, problems)
         root = Path(image_root).expanduser()
         pool = None
         if not root.exists():
@@ -850,6 +851,42 @@ class Project:
             overrides["weights"] = Path(overrides["weights"])
         return TrainConfig(**overrides)
 
+    def round_estimate(self, measure: bool = False) -> Any:
+        """Steps and expected duration of the next round (:mod:`activekd_core.round_estimate`).
+
+        The seconds per step come from earlier rounds with the same backbone, input size,
+        device and loss; with ``measure=True`` and no stored rate, a few steps on
+        synthetic data are timed now (seconds to a minute) and the rate is stored.
+        """
+        from activekd_core.devices import pick_device
+        from activekd_core.round_estimate import estimate_round, record_rate
+
+        config = self.train_config()
+        labeled, _ = self.training_labels()
+        device = pick_device(config.device).type
+        rates = self.store.get_setting("step_rates") or {}
+        est = estimate_round(config, int(labeled.size), len(self.pool()), device, rates)
+        if est.seconds_per_step is None and measure:
+            from activekd_core.training import measure_step_seconds
+
+            sps = measure_step_seconds(config, len(self.classes))
+            rates = record_rate(rates, est.key, sps * 100, 100, "measured")
+            self.store.set_setting("step_rates", rates)
+            est = estimate_round(config, int(labeled.size), len(self.pool()), device, rates)
+        return est
+
+    def _record_step_rate(self, config: Any, metrics: dict[str, Any]) -> None:
+        """Store a finished round's seconds per step for the next round's estimate."""
+        from activekd_core.round_estimate import rate_key, record_rate
+
+        try:
+            device = str(metrics.get("device", "cpu")).split(":")[0]
+            rates = record_rate(self.store.get_setting("step_rates") or {}, rate_key(config, device),
+                                float(metrics["seconds"]), int(metrics["steps"]), "previous rounds")
+            self.store.set_setting("step_rates", rates)
+        except (KeyError, TypeError, ValueError):
+            pass  # an estimate is a convenience: never fail a finished round over it
+
     def retrain(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> RoundRecord:
         """Train one round on all current labels; on success it becomes the active model.
 
@@ -919,6 +956,7 @@ class Project:
                 metrics["teacher_probs_file"] = self.last_teacher_file.relative_to(self.folder).as_posix()
             metrics = json.loads(json.dumps(metrics, default=str))
             self.store.finish_round(round_id, "done", metrics=metrics, checkpoint=ckpt_rel)
+            self._record_step_rate(config, metrics)
         except BaseException as exc:
             cancelled = (cancel is not None and cancel.is_set()) or type(exc).__name__ in (
                 "TrainingCancelled", "Cancelled", "JobCancelled", "InterruptedError")
@@ -1752,6 +1790,25 @@ def _check_train_overrides(train: dict[str, Any], problems: list[str]) -> None:
     bad = sorted(set(train) - names)
     if bad:
         problems.append(f"unknown training settings {bad}")
+
+
+def _check_student_weights(arch: str, train: dict[str, Any], problems: list[str]) -> None:
+    """A pretrained torchvision student needs its ImageNet file now, not at the first round."""
+    if arch == "small_cnn" or not train.get("pretrained", True):
+        return
+    try:
+        from activekd_core.student import PretrainedWeightsMissing, resolve_pretrained_file
+    except ImportError:
+        return
+    weights = train.get("weights")
+    try:
+        resolve_pretrained_file(arch, Path(weights) if weights else None,
+                                use_local_cache=train.get("use_local_cache", True), download=False)
+    except PretrainedWeightsMissing as exc:
+        if not train.get("download_weights"):
+            problems.append(f"student: {exc}")
+    except (FileNotFoundError, ValueError) as exc:
+        problems.append(f"student: {exc}")
 
 
 def _uninformative(x: np.ndarray | None) -> bool:

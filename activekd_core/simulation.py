@@ -66,7 +66,18 @@ RESULT_COLUMNS = [
     "teacher",
     "arch",
     "image_size",
+    "student_init",
+    "views",
 ]
+
+#: Named student settings. ``reference``: the paper's student (ImageNet-pretrained
+#: ResNet-18 at 224 px; needs torchvision's weights file offline, and a GPU to be quick).
+#: ``cpu-fast``: a randomly initialised three-layer CNN at 16 px (digits) or 64 px, a few
+#: seconds per round on one CPU core; not the paper's student.
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {"arch": "resnet18", "image_size": 224, "pretrained": True},
+    "cpu-fast": {"arch": "small_cnn", "image_size": None, "pretrained": False},
+}
 
 
 class SimulationError(ValueError):
@@ -84,21 +95,46 @@ class SimulationConfig:
         rounds: Training rounds per run (round ``r`` has ``C * (r + 1)`` labels).
         seeds: Seeds to run (each changes the initial labels, training and random picks).
         kd_modes: ``[True]`` (DHO distillation), ``[False]`` (CE-only) or both.
-        teacher: ``"standin"``, ``"clip"`` or ``"precomputed"``.
+        teacher: ``"standin"``, ``"clip"`` (zero-shot), ``"clip_few_shot"`` (CLAP, refit
+            on the labels as they grow) or ``"precomputed"``.
+        clap_refit: When the few-shot teacher is refit: ``"after"`` (default, the
+            reference protocol: round ``r``'s student distils from the CLAP fitted on
+            round ``r - 1``'s labels; round 0 uses the zero-shot teacher) or ``"before"``
+            (on round ``r``'s own labels, as the app does so that the newest labels help
+            at once). "after" is the default here so that simulated numbers compare with
+            the paper's.
         clip_model: open_clip model name for ``teacher="clip"``.
         clip_pretrained: Local checkpoint file/dir (or a tag already in the local cache).
         precomputed: Probability/logit file for ``teacher="precomputed"``.
-        arch: Student architecture.
-        image_size: Pixel side (default 16 for digits, whose source images are 8x8, so
-            nothing is lost; 64 otherwise).
+        preset: ``"reference"`` (default) or ``"cpu-fast"`` (:data:`PRESETS`): the
+            student's backbone, size and initialisation unless set below.
+        arch: Student architecture (None: the preset's).
+        image_size: Pixel side (None: the preset's; ``cpu-fast`` uses 16 for digits,
+            whose source images are 8x8, so nothing is lost, and 64 otherwise).
+        pretrained: ImageNet-pretrained torchvision student (None: the preset's).
+        download_weights: Download missing ImageNet weights into torchvision's cache.
         steps: Steps per round. None: :func:`activekd_core.training.derive_steps` with
-            ``steps_per_pool`` passes over the pool and at least ``min_steps`` (150 steps
-            for the 1.4k-image digits pool: a few seconds per round on one CPU core).
-        steps_per_pool: Passes over the pool used to derive the steps.
-        min_steps: Lower bound of derived steps.
+            ``step_rule``.
+        step_rule: ``"reference"`` (default, the paper's ``epochs * ceil(L / 64)``
+            steps, growing with the labels ``L``) or ``"pool"`` (``steps_per_pool``
+            passes over the pool, at least ``min_steps``, the same at every round: a
+            cheap CPU setting that under-trains later rounds).
+        epochs: Passes over the padded labeled set (reference rule).
+        max_steps: Cap on derived steps (None: no cap).
+        steps_per_pool: Passes over the pool (``"pool"`` rule).
+        min_steps: Lower bound of the ``"pool"`` rule.
         batch_labeled: Labeled rows per step.
         batch_unlabeled: Unlabeled rows per step.
         flip: Horizontal flips (default: off for digits, on otherwise).
+        views: Consistent teacher views (:mod:`activekd_core.views`): ``V`` fixed
+            RandomResizedCrop(0.5-1) (+ flip) views per image, the teacher's output
+            computed once per view, the student distilling from the view it sees; the
+            stand-in is the only teacher that can score views here. 0 (also None, the
+            default): the student's own random crops against the teacher's output on the
+            whole image.
+            The reference's consistent views need a teacher that is accurate on crops:
+            on digits the stand-in scores 52% on its views against 83% on whole images,
+            and 8 views cost 6 points of student accuracy (bench/REPRODUCTION.md).
         test_frac: Held-out test fraction.
         reference_frac: Reference fraction for the stand-in teacher. Deliberately
             small (2%: ~18 digits, ~40 textile images) so that the teacher is useful but
@@ -118,17 +154,25 @@ class SimulationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     kd_modes: list[bool] = field(default_factory=lambda: [True])
     teacher: str = "standin"
+    clap_refit: str = "after"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = None
     precomputed: Path | None = None
-    arch: str = "small_cnn"
+    preset: str = "reference"
+    arch: str | None = None
     image_size: int | None = None
+    pretrained: bool | None = None
+    download_weights: bool = False
     steps: int | None = None
+    step_rule: str = "reference"
+    epochs: int = 200
+    max_steps: int | None = None
     steps_per_pool: float = 7.0
     min_steps: int = 100
     batch_labeled: int = 64
     batch_unlabeled: int = 64
     flip: bool | None = None
+    views: int | None = None
     test_frac: float = 0.2
     reference_frac: float = 0.02
     split_seed: int = 0
@@ -279,12 +323,16 @@ def make_splits(y: npt.NDArray[np.int64], test_frac: float, reference_frac: floa
 
 
 def build_teacher_probs(
-    config: SimulationConfig, data: LabeledData, splits: Splits, log: LogFn | None = None
+    config: SimulationConfig, data: LabeledData, splits: Splits, log: LogFn | None = None,
+    holder: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Teacher probabilities for every row of ``data`` (float32 ``(N, C)``) and its provenance.
 
-    Rows of the reference split are filled too but never used by the learner.
+    Rows of the reference split are filled too but never used by the learner. When
+    ``holder`` is given, the teacher object is left in ``holder["teacher"]`` (for the
+    view bank).
     """
+    holder = holder if holder is not None else {}
     say = log or (lambda _m: None)
     from activekd_core.images import ImagePool
 
@@ -294,16 +342,17 @@ def build_teacher_probs(
         teacher = StandInTeacher(data.classes, seed=config.split_seed)
         say(f"fitting the offline stand-in teacher (NOT CLIP) on a reference split of {len(splits.reference)} images")
         teacher.fit_reference(data.pixels[splits.reference], data.y[splits.reference])
+        holder["teacher"] = teacher
         chunk = 4096  # copies of read-only memmap chunks: bounded memory, writable arrays for torch
         probs = np.concatenate(
             [teacher.predict_proba_pixels(np.array(data.pixels[s : s + chunk])) for s in range(0, len(data.ids), chunk)]
         )
         return probs.astype(np.float32), teacher.describe()
-    if config.teacher == "clip":
+    if config.teacher in ("clip", "clip_few_shot"):
         from activekd_core.teachers import ClipZeroShotTeacher
 
         if not config.clip_pretrained:
-            raise SimulationError("--teacher clip needs --clip-pretrained PATH (a local checkpoint file or folder)")
+            raise SimulationError(f"--teacher {config.teacher} needs --clip-pretrained PATH (a local checkpoint file or folder)")
         prompts = data.prompts
         teacher = ClipZeroShotTeacher(
             data.classes,
@@ -313,7 +362,14 @@ def build_teacher_probs(
             cache_dir=Path(config.data_dir or default_data_dir()) / "clip_features",
         )
         say(f"CLIP zero-shot teacher {config.clip_model} ({config.clip_pretrained}) over {len(data.ids):,} images")
-        probs = teacher.predict_proba(ImagePool(root=data.root, ids=list(data.ids)))
+        images = ImagePool(root=data.root, ids=list(data.ids))
+        probs = teacher.predict_proba(images)
+        if config.teacher == "clip_few_shot":
+            from activekd_core.teachers import ClipFewShotTeacher
+
+            few = ClipFewShotTeacher(teacher)
+            holder["teacher"], holder["images"] = few, images
+            return np.asarray(probs, dtype=np.float32), few.describe()
         return np.asarray(probs, dtype=np.float32), teacher.describe()
     if config.teacher == "precomputed":
         from activekd_core.teachers import PrecomputedTeacher
@@ -323,7 +379,77 @@ def build_teacher_probs(
         teacher = PrecomputedTeacher(config.precomputed, data.classes)
         probs = teacher.predict_proba(ImagePool(root=data.root, ids=list(data.ids)))
         return np.asarray(probs, dtype=np.float32), teacher.describe()
-    raise SimulationError(f"unknown teacher {config.teacher!r}; use standin, clip or precomputed")
+    raise SimulationError(f"unknown teacher {config.teacher!r}; use standin, clip, clip_few_shot or precomputed")
+
+
+def resolve_student(config: SimulationConfig) -> tuple[str, int, bool]:
+    """``(arch, image_size, pretrained)`` from the preset and the explicit settings.
+
+    Raises:
+        SimulationError: Unknown preset.
+    """
+    if config.preset not in PRESETS:
+        raise SimulationError(f"unknown preset {config.preset!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[config.preset]
+    arch = config.arch or preset["arch"]
+    size = config.image_size or preset["image_size"] or (16 if config.dataset == "digits" else 64)
+    pretrained = preset["pretrained"] if config.pretrained is None else bool(config.pretrained)
+    return str(arch), int(size), bool(pretrained) and arch != "small_cnn"
+
+
+def _few_shot_refit(holder: dict[str, Any], data: LabeledData, splits: Splits, say: LogFn
+                    ) -> Callable[[np.ndarray], tuple[np.ndarray, float]]:
+    """``fit(pool positions) -> (teacher probs on the pool, teacher test accuracy)`` for a CLAP teacher.
+
+    Refits from scratch on the true labels of the given pool positions (no labels: the
+    zero-shot teacher) from the cached CLIP features; results are memoised per label set.
+    """
+    teacher, images = holder["teacher"], holder["images"]
+    memo: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
+    y_test = data.y[splits.test]
+
+    def fit(positions: np.ndarray) -> tuple[np.ndarray, float]:
+        key = tuple(sorted(int(p) for p in positions))
+        if key not in memo:
+            rows = splits.pool[np.asarray(key, dtype=np.int64)]
+            teacher.fit(images, rows, data.y[rows])
+            probs = np.asarray(teacher.predict_proba(images), dtype=np.float32)
+            acc = float((probs[splits.test].argmax(1) == y_test).mean())
+            say(f"CLAP teacher refit on {len(rows)} labels: test accuracy {acc:.1%}")
+            memo[key] = (np.ascontiguousarray(probs[splits.pool]), acc)
+        return memo[key]
+
+    return fit
+
+
+def _view_bank(
+    config: SimulationConfig, data: LabeledData, splits: Splits, teacher: Any, teacher_desc: dict[str, Any],
+    size: int, flip: bool, data_dir: Path, say: LogFn,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The pool's view boxes ``(P, V, 5)`` and the teacher's outputs on them ``(P, V, C)``, or ``(None, None)``.
+
+    Raises:
+        SimulationError: Views asked for with a teacher that cannot score them here.
+    """
+    can = teacher is not None and hasattr(teacher, "predict_proba_pixels")
+    n_views = 0 if config.views is None else int(config.views)
+    if n_views <= 0:
+        return None, None
+    if not can:
+        raise SimulationError(f"--views {n_views}: the {teacher_desc.get('kind')} teacher cannot score augmented views "
+                              "here (only the stand-in can); use --views 0")
+    from activekd_core.teachers.feature_cache import cache_key
+    from activekd_core.views import ViewSpec, image_keys, teacher_view_probs, view_boxes
+
+    spec = ViewSpec(n_views=n_views, flip=flip, seed=config.split_seed)
+    ids = [data.ids[i] for i in splits.pool]
+    boxes = view_boxes(image_keys(ids), spec)
+    say(f"view bank: {n_views} views per image; teacher outputs on {len(ids) * n_views:,} views")
+    fields = {"teacher": teacher_desc, "dataset": data.name, "ids": cache_key({"ids": ids}), "spec": spec.as_dict(),
+              "pixels": size}
+    probs = teacher_view_probs(data.pixels[splits.pool], boxes, teacher.predict_proba_pixels, len(data.classes),
+                               cache_root=data_dir / "view_cache", cache_fields=fields)
+    return boxes, probs
 
 
 def initial_labels(y_pool: npt.NDArray[np.int64], num_classes: int, seed: int) -> np.ndarray:
@@ -383,21 +509,32 @@ def run_simulation(
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
     is_digits = config.dataset == "digits"
-    size = config.image_size or (16 if is_digits else 64)
+    arch, size, pretrained = resolve_student(config)
     flip = (not is_digits) if config.flip is None else config.flip
 
     data = load_dataset(config.dataset, size, data_dir, say)
     report_skipped(data, out, say)
     ref_frac = config.reference_frac if config.teacher == "standin" else 0.0
     splits = make_splits(data.y, config.test_frac, ref_frac, config.split_seed)
-    teacher_all, teacher_desc = build_teacher_probs(config, data, splits, say)
+    holder: dict[str, Any] = {}
+    teacher_all, teacher_desc = build_teacher_probs(config, data, splits, say, holder)
     teacher_name = _teacher_label(teacher_desc)
+    if pretrained:  # fail before the first round, with where to put the file
+        from activekd_core.student import resolve_pretrained_file
+
+        resolve_pretrained_file(arch, download=config.download_weights)
     c = len(data.classes)
+    boxes_pool, views_pool = _view_bank(config, data, splits, holder.get("teacher"), teacher_desc, size, flip,
+                                        data_dir, say)
     pool_px = np.ascontiguousarray(data.pixels[splits.pool])
     test_px = np.ascontiguousarray(data.pixels[splits.test])
     y_pool, y_test = data.y[splits.pool], data.y[splits.test]
     t_pool = np.ascontiguousarray(teacher_all[splits.pool])
     teacher_acc = float((teacher_all[splits.test].argmax(1) == y_test).mean())
+    few_shot = _few_shot_refit(holder, data, splits, say) if config.teacher == "clip_few_shot" else None
+    if config.clap_refit not in ("after", "before"):
+        raise SimulationError(f"clap_refit must be 'after' or 'before', got {config.clap_refit!r}")
+    round_teacher_acc = teacher_acc
     say(
         f"{data.name}: {c} classes, pool {len(splits.pool):,}, test {len(splits.test):,}, "
         f"reference {len(splits.reference):,}; teacher = {teacher_name}, test accuracy {teacher_acc:.1%}"
@@ -407,7 +544,10 @@ def run_simulation(
             {
                 "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
                 "image_size": size,
+                "arch": arch,
+                "pretrained": pretrained,
                 "flip": flip,
+                "views": 0 if boxes_pool is None else int(boxes_pool.shape[1]),
                 "classes": data.classes,
                 "split_sizes": {"pool": len(splits.pool), "test": len(splits.test), "reference": len(splits.reference)},
                 "teacher": teacher_desc,
@@ -432,18 +572,26 @@ def run_simulation(
                 start_labels = initial_labels(y_pool, c, seed)
                 for strategy in config.strategies:
                     labeled = start_labels.copy()
+                    prev_labeled = np.empty(0, dtype=np.int64)  # round 0: the zero-shot teacher ("after")
                     for rnd in range(config.rounds):
                         key = (rnd, tuple(sorted(labeled.tolist())))
                         tag = f"[{'KD' if kd else 'CE'} seed {seed} {strategy} round {rnd + 1}/{config.rounds} · {len(labeled)} labels]"
                         probs = feats = None  # the last round selects nothing, so needs neither
+                        if few_shot is not None:  # CLAP refit on this round's or the previous round's labels
+                            t_pool, round_teacher_acc = few_shot(labeled if config.clap_refit == "before" else prev_labeled)
                         if key in cache:
                             res_metrics, probs, feats = cache[key]
                             acc = res_metrics["accuracy"]
                         else:
                             tcfg = TrainConfig(
-                                arch=config.arch,
+                                arch=arch,
+                                pretrained=pretrained,
+                                download_weights=config.download_weights,
                                 image_size=size,
                                 steps=config.steps,
+                                step_rule=config.step_rule,
+                                epochs=config.epochs,
+                                max_steps=config.max_steps,
                                 steps_per_pool=config.steps_per_pool,
                                 min_steps=config.min_steps,
                                 batch_labeled=config.batch_labeled,
@@ -456,7 +604,9 @@ def run_simulation(
                                 flip=flip,
                             )
                             prog = (lambda d, t, m, tag=tag: progress(d, t, f"{tag} {m}")) if progress else None
-                            res = train_round(pool_px, labeled, y_pool[labeled], t_pool if kd else None, tcfg, progress=prog)
+                            t_round = (views_pool if boxes_pool is not None else t_pool) if kd else None
+                            res = train_round(pool_px, labeled, y_pool[labeled], t_round, tcfg, progress=prog,
+                                              view_boxes=boxes_pool)
                             test_probs, _ = predict_student(res.model, test_px)
                             acc = float((test_probs.argmax(1) == y_test).mean())
                             if rnd < config.rounds - 1:  # the last round selects nothing
@@ -474,6 +624,7 @@ def run_simulation(
                                 probs=probs,
                                 features=feats,
                                 labeled=labeled,
+                                labeled_y=y_pool[labeled],  # the oracle's TRUE labels (class_balanced)
                                 k=c,
                                 rng=np.random.default_rng([seed, 1 + rnd]),
                             )
@@ -500,21 +651,23 @@ def run_simulation(
                             "round": rnd,
                             "n_labeled": int(len(labeled)),
                             "accuracy": round(acc, 6),
-                            "teacher_accuracy": round(teacher_acc, 6),
+                            "teacher_accuracy": round(round_teacher_acc, 6),
                             "train_seconds": round(float(res_metrics["seconds"]), 3),
                             "select_seconds": round(select_seconds, 4),
                             "steps": res_metrics["steps"],
                             "final_loss": round(float(res_metrics["final_loss"]), 5),
                             "teacher": teacher_name,
-                            "arch": config.arch,
+                            "arch": arch,
                             "image_size": size,
+                            "student_init": res_metrics.get("init", ""),
+                            "views": res_metrics.get("views", 0),
                         }
                         rows.append(row)
                         writer.writerow(row)
                         handle.flush()
                         say(f"{tag} test accuracy {acc:.1%} (train {res_metrics['seconds']:.1f}s)")
                         if rnd < config.rounds - 1:
-                            labeled = next_labeled
+                            prev_labeled, labeled = labeled, next_labeled
     summary = summary_table(rows)
     (out / "summary.txt").write_text(f"teacher: {teacher_name} (test accuracy {teacher_acc:.1%})\n{summary}\n", encoding="utf-8")
     write_plot(rows, out, title=f"{data.name}: test accuracy vs labels (teacher: {teacher_name})")

@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         device=str(device),
         num_workers=workers,
         use_local_cache=False,
+        pretrained=False,  # throughput only: the weights do not change the speed
         log_every=max(1, steps // 5),
     )
     if cuda:

@@ -100,6 +100,30 @@ def _arches() -> list[str]:
         return ["small_cnn"]
 
 
+def _recommended_student() -> tuple[str, int]:
+    """The default backbone and size for this machine's training device."""
+    try:
+        from activekd_core.devices import pick_device
+        from activekd_core.student import recommended_student
+
+        return recommended_student(pick_device("auto").type)
+    except ImportError:
+        return "small_cnn", 32
+
+
+def _weights_note(arch: str) -> str:
+    """Where the pretrained file is, or where to put it."""
+    try:
+        from activekd_core.student import imagenet_cache_path
+
+        path = imagenet_cache_path(arch)
+    except (ImportError, ValueError) as exc:
+        return f"Pretrained weights unavailable: {exc}"
+    if path.is_file():
+        return f"ImageNet weights found: `{path}`"
+    return f"ImageNet weights missing: copy torchvision's file to `{path}` (creation will say so)."
+
+
 # ---- sections ---------------------------------------------------------------------------------
 
 
@@ -197,8 +221,16 @@ def _create_section() -> None:
     spec, teacher_problems = _teacher_spec(TEACHER_KINDS[kind_label])
     a, b, c = st.columns(3)
     arches = _arches()
-    arch = a.selectbox("Student backbone", arches, index=arches.index("small_cnn") if "small_cnn" in arches else 0,
-                       key="prj_new_arch")
+    rec_arch, rec_size = _recommended_student()
+    arch = a.selectbox("Student backbone", arches, index=arches.index(rec_arch) if rec_arch in arches else 0,
+                       key="prj_new_arch", help="Default: the paper's ImageNet-pretrained ResNet-18 at 224 px on a "
+                       "GPU; the pretrained MobileNetV3-Small at a smaller size on a CPU.")
+    size = a.number_input("Student input size (px)", min_value=16, max_value=512, value=rec_size, step=16,
+                          key="prj_new_size", help="Small local details need more pixels; larger is slower.")
+    pretrained = arch != "small_cnn" and a.checkbox("ImageNet-pretrained", value=True, key="prj_new_pretrained",
+                                                    help="Off: the backbone starts from random weights.")
+    if pretrained:
+        a.caption(_weights_note(arch))
     batch_size = b.number_input("Batch size per round", min_value=1, max_value=1000, value=10, key="prj_new_bs")
     strategies = _strategies()
     names = list(strategies)
@@ -220,8 +252,9 @@ def _create_section() -> None:
             return
         try:
             with st.spinner("Scanning images and checking the teacher..."):
+                train = {"image_size": int(size), "pretrained": bool(pretrained)}
                 project = Project.create(folder.strip(), image_root.strip(), classes, spec, arch, int(batch_size),
-                                         strategy)
+                                         strategy, train=train)
             report = project.scan_report()
             project.close()
             open_project_folder(folder.strip())
@@ -238,8 +271,15 @@ def _current_section(project: Project) -> None:
     cfg = project.config
     st.caption(f"Folder {code(project.folder)} · images {code(project.image_root)} · {counts['total']} images · "
                f"{len(project.classes)} classes · teacher **{md(cfg['teacher_spec'].get('kind'))}** · "
-               f"student **{md(cfg.get('student_arch'))}** · batch **{project.batch_size}** · "
-               f"strategy **{md(project.strategy)}**")
+               f"student **{md(cfg.get('student_arch'))}** @ {(cfg.get('train') or {}).get('image_size', 32)} px · "
+               f"batch **{project.batch_size}** · strategy **{md(project.strategy)}**")
+    try:
+        est = project.round_estimate()
+        when = f"about {est.seconds / 60:.1f} min ({md(est.source)})" if est.seconds is not None else \
+            "time not measured yet (Train page)"
+        st.caption(f"Next training round: {est.steps:,} steps for {est.n_labeled} labels, {when}.")
+    except Exception as exc:  # noqa: BLE001 - torch missing or broken settings: the page still works
+        st.caption(f"Next round estimate unavailable: {md(exc, MESSAGE_MAX)}")
     _keys_input(project)
     if auth_configured():
         st.text_input("Annotator (your sign-in; recorded with every label)", value=annotator(), disabled=True,

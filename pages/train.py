@@ -125,6 +125,8 @@ def _history(project: Project) -> None:
             "labels": r.n_labeled,
             "strategy": r.strategy,
             "space": r.space,
+            "steps": m.get("steps"),
+            "student init": m.get("init", ""),
             "training time": _fmt_seconds(m.get("train_seconds") or m.get("seconds") or m.get("time")),
             "device": m.get("device_name") or m.get("device", ""),
             "final loss": m.get("final_loss", m.get("loss")),
@@ -138,6 +140,51 @@ def _history(project: Project) -> None:
     if audit:
         st.caption("Audit accuracy with a 95% Wilson interval. Student: each round's model on the audit labels "
                    "as they are now; teacher: as fitted for that round (zero-shot teacher when not recorded).")
+
+
+def _round_plan(project: Project, disabled: bool) -> None:
+    """The next round's steps and estimated time, a measure button and the user's step cap."""
+    try:
+        est = project.round_estimate()
+    except Exception as exc:
+        st.warning(f"Round estimate unavailable: {exc}")
+        return
+    rule = {"reference": f"200 × ⌈{est.n_labeled} labels / 64⌉", "pool": "from the pool size",
+            "fixed": "fixed in the settings"}.get(est.rule, est.rule)
+    capped = f", capped from {est.steps_uncapped:,}" if est.steps < est.steps_uncapped else ""
+    if est.seconds is not None:
+        timing = f"estimated **{_fmt_seconds(est.seconds)}** ({est.seconds_per_step:.3f} s/step, {est.source})"
+    else:
+        timing = "time unknown until measured"
+    st.caption(f"Next round: **{est.steps:,} steps** ({rule}{capped}); {timing}.")
+    if est.seconds is None and st.button("Measure step time", key="trn_measure", disabled=disabled,
+                                         help="Times a few training steps on synthetic images (seconds to a minute)."):
+        with st.spinner("Timing a few steps..."):
+            try:
+                project.round_estimate(measure=True)
+            except Exception as exc:
+                st.session_state[K_NOTICE] = ("error", f"Could not measure: {exc}")
+        st.rerun()
+
+
+def _step_cap(project: Project, disabled: bool) -> None:
+    """The user's cap on steps per round, stored in the project's training settings."""
+    train = dict(project.config.get("train") or {})
+    with st.expander("Cap steps per round"):
+        with st.form("trn_cap"):
+            cap = st.number_input("Maximum steps per round (0 = no cap, the paper's rule)", min_value=0,
+                                  value=int(train.get("max_steps") or 0), step=100)
+            if st.form_submit_button("Save", disabled=disabled):
+                if cap:
+                    train["max_steps"] = int(cap)
+                else:
+                    train.pop("max_steps", None)
+                try:
+                    project.update_config(train=train)
+                    st.session_state[K_NOTICE] = ("info", f"Step cap {'set to ' + format(int(cap), ',') if cap else 'removed'}.")
+                except ProjectError as exc:
+                    st.session_state[K_NOTICE] = ("error", str(exc))
+                st.rerun()
 
 
 def _audit_controls(project: Project) -> None:
@@ -183,11 +230,14 @@ def main() -> None:
               help="Train a fresh student on every current label (audit set excluded) in the background.")
     if labeled.size == 0:
         st.info("Label at least one image (outside the audit set) before training.")
+    else:
+        _round_plan(project, disabled=running is not None)
     _live(str(project.folder))
     st.subheader("Rounds")
     _history(project)
     st.subheader("Audit set")
     _audit_controls(project)
+    _step_cap(project, disabled=running is not None)
 
 
 if __name__ == "__main__":  # Streamlit runs pages as __main__; tests may import them

@@ -256,6 +256,8 @@ def test_train_page_runs_a_round_and_a_second_start_is_refused(home):
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["status"]) == ["done"] and list(table["labels"]) == [4]
+    assert list(table["steps"]) == [4]  # every round records its step count
+    assert any("Next round: **4 steps**" in c.value and "s/step" in c.value for c in at.caption)
     assert any("finished" in s.value for s in at.success)
     # audit set: offered, then created
     at.number_input[0].set_value(2)

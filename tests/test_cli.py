@@ -37,7 +37,7 @@ def test_simulate_with_precomputed_teacher(tmp_path, data_dir, capsys):
     out = tmp_path / "out"
     code = main([
         "simulate", "--dataset", "digits", "--strategies", "entropy", "--rounds", "2", "--seeds", "1",
-        "--steps", "10", "--teacher", "precomputed", str(teacher_file), "--out", str(out),
+        "--steps", "10", "--teacher", f"precomputed:{teacher_file}", "--out", str(out), "--preset", "cpu-fast",
         "--data-dir", str(data_dir), "--device", "cpu",
     ])
     assert code == 0
@@ -70,6 +70,7 @@ def test_module_entry_point_runs_a_no_kd_simulation(tmp_path, data_dir):
     proc = subprocess.run(
         [sys.executable, "-m", "activekd_core", "simulate", "--dataset", "digits", "--strategies", "random",
          "--rounds", "2", "--seeds", "1", "--steps", "8", "--no-kd", "--out", str(out), "--data-dir", str(data_dir),
+         "--preset", "cpu-fast",
          "--threads", "1", "--device", "cpu"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )

@@ -983,3 +983,32 @@ def test_corrupt_student_cache_is_validated_and_recomputed(tmp_path: Path, image
     with pytest.raises(ProjectError, match="cannot be recomputed"):
         p.student_outputs(rec.id)
     p.close()
+
+
+def test_round_estimate_follows_labels_cap_and_recorded_rate(tmp_path: Path, images) -> None:
+    root, truth = images
+    train = {k: v for k, v in TRAIN.items() if k != "steps"}
+    p = new_project(tmp_path, root, train={**train, "epochs": 2})
+    label_some(p, truth, n=9)  # 9 labels, batch_labeled 8 -> 2 batches per pass, 2 passes
+    est = p.round_estimate()
+    assert (est.steps, est.steps_uncapped, est.rule, est.n_labeled) == (4, 4, "reference", 9)
+    assert est.seconds is None and est.source == "unknown"
+    rec = p.retrain()
+    assert rec.metrics["steps"] == 4 and rec.metrics["step_rule"] == "reference"
+    after = p.round_estimate()  # the finished round stored its seconds per step
+    assert after.source == "previous rounds" and after.seconds == pytest.approx(after.seconds_per_step * 4)
+    assert after.seconds_per_step == pytest.approx(rec.metrics["seconds"] / 4)
+    p.update_config(train={**train, "epochs": 2, "max_steps": 3})  # the Train page's step cap
+    capped = p.round_estimate()
+    assert (capped.steps, capped.steps_uncapped) == (3, 4)
+    assert p.retrain().metrics["steps"] == 3
+
+
+def test_pretrained_student_without_weights_is_refused_at_creation(tmp_path: Path, images, monkeypatch) -> None:
+    root, _ = images
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(ProjectError, match=r"student: .*hub/checkpoints/mobilenet_v3_small-047dcff4\.pth"):
+        new_project(tmp_path, root, student_arch="mobilenet_v3_small", train={**TRAIN, "image_size": 32})
+    assert not (tmp_path / "proj").exists()
+    p = new_project(tmp_path, root, student_arch="mobilenet_v3_small", train={**TRAIN, "pretrained": False})
+    assert p.config["train"]["pretrained"] is False

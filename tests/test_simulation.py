@@ -34,7 +34,7 @@ def test_short_digits_simulation_writes_results(tmp_path, digits_dir):
     out = tmp_path / "sim"
     cfg = SimulationConfig(
         dataset="digits", out=out, strategies=["random", "pcoreset"], rounds=2, seeds=[0],
-        kd_modes=[True, False], steps=25, data_dir=digits_dir, device="cpu",
+        kd_modes=[True, False], steps=25, data_dir=digits_dir, device="cpu", preset="cpu-fast",
     )
     messages: list[str] = []
     rows = run_simulation(cfg, log=messages.append)
@@ -129,7 +129,7 @@ def test_folder_dataset_with_a_local_clip_checkpoint(tmp_path):
     rows = run_simulation(SimulationConfig(
         dataset=str(root), out=out, strategies=["entropy"], rounds=2, seeds=[0], teacher="clip",
         clip_model="akd-tiny-clip", clip_pretrained=str(ckpt), steps=4, image_size=16,
-        batch_labeled=8, batch_unlabeled=8, data_dir=tmp_path / "cache", device="cpu",
+        batch_labeled=8, batch_unlabeled=8, data_dir=tmp_path / "cache", device="cpu", preset="cpu-fast",
     ))
     assert [r["n_labeled"] for r in rows] == [3, 6]
     assert rows[0]["dataset"] == "images" and "not CLIP" not in rows[0]["teacher"]
@@ -148,3 +148,76 @@ def test_one_round_simulation_finishes(tmp_path, digits_dir):
     ))
     assert [(r["strategy"], r["round"], r["n_labeled"]) for r in rows] == [("random", 0, 10), ("pcoreset", 0, 10)]
     assert (out / "summary.txt").is_file() and (out / "picks.jsonl").read_text() == ""
+
+
+def test_reference_preset_is_the_papers_student_and_fails_fast_without_weights(tmp_path, digits_dir, monkeypatch):
+    from activekd_core.simulation import resolve_student
+    from activekd_core.student import PretrainedWeightsMissing
+
+    ref = SimulationConfig(dataset="digits", out=tmp_path)
+    assert resolve_student(ref) == ("resnet18", 224, True)
+    assert resolve_student(SimulationConfig(dataset="digits", out=tmp_path, preset="cpu-fast")) == ("small_cnn", 16, False)
+    assert resolve_student(SimulationConfig(dataset="textile", out=tmp_path, preset="cpu-fast", image_size=32)) == ("small_cnn", 32, False)
+    with pytest.raises(SimulationError, match="preset"):
+        resolve_student(SimulationConfig(dataset="digits", out=tmp_path, preset="nope"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(PretrainedWeightsMissing, match="resnet18-f37072fd.pth"):
+        run_simulation(SimulationConfig(dataset="digits", out=tmp_path / "o", strategies=["random"], rounds=2,
+                                        seeds=[0], data_dir=digits_dir, device="cpu"))
+    assert not (tmp_path / "o" / "results.csv").exists()  # stopped before any round
+
+
+def test_view_bank_with_the_standin_teacher_and_refused_for_precomputed(tmp_path, digits_dir):
+    rows = run_simulation(SimulationConfig(
+        dataset="digits", out=tmp_path / "v", strategies=["random"], rounds=2, seeds=[0], steps=5, views=3,
+        data_dir=digits_dir, device="cpu", preset="cpu-fast",
+    ))
+    assert [r["views"] for r in rows] == [3, 3]
+    assert json.loads((tmp_path / "v" / "config.json").read_text())["views"] == 3
+    entries = list((digits_dir / "view_cache").iterdir())  # the teacher's view outputs are cached
+    assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
+    from activekd_core.demo_data import materialize_demo
+
+    ids = sorted(materialize_demo("digits", digits_dir).labels)
+    np.savez(tmp_path / "t.npz", ids=np.array(ids), probs=np.full((len(ids), 10), 0.1))
+    with pytest.raises(SimulationError, match="--views 2"):
+        run_simulation(SimulationConfig(dataset="digits", out=tmp_path / "p", strategies=["random"], rounds=2,
+                                        seeds=[0], teacher="precomputed", precomputed=tmp_path / "t.npz", views=2,
+                                        data_dir=digits_dir, device="cpu", preset="cpu-fast"))
+
+
+def test_few_shot_clap_teacher_is_refit_as_labels_grow(tmp_path):
+    import open_clip
+    from PIL import Image
+
+    import activekd_core.teachers.clip_zero_shot  # noqa: F401  (registers the tiny test config)
+
+    root = tmp_path / "images"
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            arr = rng.integers(0, 80, (20, 20, 3), dtype=np.uint8)
+            arr[:, :, c] = 230
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+    ckpt = tmp_path / "tiny_clip.pt"
+    torch.save(open_clip.create_model("akd-tiny-clip", pretrained=None).state_dict(), ckpt)
+    runs = {}
+    for refit in ("after", "before"):
+        messages: list[str] = []
+        rows = run_simulation(SimulationConfig(
+            dataset=str(root), out=tmp_path / refit, strategies=["random"], rounds=3, seeds=[0],
+            teacher="clip_few_shot", clap_refit=refit, clip_model="akd-tiny-clip", clip_pretrained=str(ckpt),
+            steps=3, image_size=16, batch_labeled=8, batch_unlabeled=8, data_dir=tmp_path / "cache", device="cpu",
+            preset="cpu-fast",
+        ), log=messages.append)
+        config = json.loads((tmp_path / refit / "config.json").read_text())
+        assert config["teacher"]["kind"] == "clip_few_shot"
+        runs[refit] = ([r["teacher_accuracy"] for r in rows], config["teacher_test_accuracy"], messages)
+    after, zero_shot, msgs = runs["after"]
+    assert after[0] == pytest.approx(zero_shot)  # round 0 distils from the zero-shot teacher
+    assert sum("CLAP teacher refit on 3 labels" in m for m in msgs) == 1  # round 1: round 0's 3 labels
+    assert sum("CLAP teacher refit on 6 labels" in m for m in msgs) == 1
+    before, _, msgs = runs["before"]
+    assert any("CLAP teacher refit on 3 labels" in m for m in msgs) and any("on 9 labels" in m for m in msgs)
+    assert before[1] == pytest.approx(after[2])  # both fitted on the same 6 labels (same picks: random, same seed)

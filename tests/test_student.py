@@ -54,7 +54,7 @@ def test_local_imagenet_weights_file_is_used_and_reported(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(ref.state_dict(), path)
     model, info = build_student("resnet18", 4, weights=path)
-    assert info["init"] == "imagenet" and info["weights"] == str(path)
+    assert info["init"] == "pretrained" and info["weights"] == str(path)
     assert torch.equal(model.backbone.conv1.weight, ref.conv1.weight)
     bad = tmp_path / "bad.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
@@ -110,3 +110,53 @@ def test_safetensors_round_trip_and_wrong_arch(tmp_path):
 
 def test_every_arch_is_covered():
     assert set(ARCHES) == {"resnet18", "mobilenet_v3_small", "small_cnn"}
+
+
+def _fake_imagenet_file(torch_home, arch: str):
+    """A weights file in torchvision's format (a state dict saved with torch.save) under the
+    name torchvision's weights API expects, inside ``torch_home``/hub/checkpoints."""
+    import os
+    from urllib.parse import urlparse
+
+    import torchvision
+
+    entry = {"resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+             "mobilenet_v3_small": torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1}[arch]
+    net = getattr(torchvision.models, arch)(weights=None)
+    path = torch_home / "hub" / "checkpoints" / os.path.basename(urlparse(entry.url).path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return net, path
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_pretrained_student_loads_torchvisions_cached_file(tmp_path, monkeypatch, arch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    net, path = _fake_imagenet_file(tmp_path / "th", arch)
+    from activekd_core.student import imagenet_cache_path
+
+    assert imagenet_cache_path(arch) == path
+    model, info = build_student(arch, 3, pretrained=True)
+    assert info["init"] == "pretrained" and info["weights"] == str(path)
+    first = next(iter(net.state_dict()))
+    assert torch.equal(model.backbone.state_dict()[first], net.state_dict()[first])
+    # pretrained=False is an explicit random init even when the file is there
+    assert build_student(arch, 3, pretrained=False)[1]["init"] == "random"
+
+
+def test_missing_pretrained_weights_fail_fast_and_say_where(tmp_path, monkeypatch):
+    from activekd_core.student import PretrainedWeightsMissing
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(PretrainedWeightsMissing) as err:
+        build_student("mobilenet_v3_small", 3, pretrained=True)
+    message = str(err.value)
+    assert str(tmp_path / "empty" / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth") in message
+    assert "download.pytorch.org" in message and "random" in message
+    with pytest.raises(PretrainedWeightsMissing):  # the cache is ignored when told so
+        _fake_imagenet_file(tmp_path / "empty", "resnet18")
+        build_student("resnet18", 3, pretrained=True, use_local_cache=False)
+
+
+def test_small_cnn_is_random_and_ignores_pretrained():
+    assert build_student("small_cnn", 3, pretrained=True, width=8)[1]["init"] == "random"

@@ -13,6 +13,8 @@ from activekd_core.training import (
     TrainConfig,
     TrainingCancelled,
     derive_steps,
+    reference_steps,
+    uncapped_steps,
     lr_factor,
     predict_student,
     train_round,
@@ -131,11 +133,46 @@ def test_schedule_and_derived_steps():
     assert lr_factor(10, 100, 0.1) == pytest.approx(1.0)
     assert lr_factor(55, 100, 0.1) == pytest.approx(0.5)
     assert lr_factor(99, 100, 0.1) == pytest.approx(1 / 90)
-    cfg = TrainConfig()
-    assert derive_steps(cfg, 1400) == 219
-    assert derive_steps(cfg, 10) == cfg.min_steps
-    assert derive_steps(cfg, 10_000_000) == cfg.max_steps
-    assert derive_steps(TrainConfig(steps=7), 10) == 7
+    assert derive_steps(TrainConfig(steps=7), 10, 10) == 7
+
+
+def _paper_steps(n_labeled: int) -> int:
+    """Independent re-statement of the reference loop: pad the labeled list to a multiple of
+    64 by repeating it, then count the 64-image batches of 200 passes over it."""
+    padded = n_labeled
+    while padded % 64:
+        padded += 1
+    return sum(padded // 64 for _epoch in range(200))
+
+
+@pytest.mark.parametrize("n_labeled", [1, 10, 63, 64, 65, 128, 129, 200, 1000, 1600])
+def test_reference_step_rule_grows_with_the_labels(n_labeled):
+    # The pool size no longer matters (the old rule gave 219 steps for any L on a 1,400-image pool).
+    for n_pool in (100, 1400, 1_000_000):
+        assert derive_steps(TrainConfig(), n_labeled, n_pool) == _paper_steps(n_labeled)
+    assert reference_steps(n_labeled) == _paper_steps(n_labeled)
+
+
+def test_step_cap_and_legacy_pool_rule():
+    assert derive_steps(TrainConfig(max_steps=500), 1000, 10) == 500
+    assert uncapped_steps(TrainConfig(max_steps=500), 1000, 10) == 3200
+    assert derive_steps(TrainConfig(max_steps=5000), 10, 10) == 200
+    pool = TrainConfig(step_rule="pool")
+    assert derive_steps(pool, 10, 1400) == 219 and derive_steps(pool, 900, 1400) == 219
+    assert derive_steps(pool, 10, 10) == pool.min_steps
+    with pytest.raises(ValueError, match="step_rule"):
+        derive_steps(TrainConfig(step_rule="nope"), 10, 10)
+
+
+def test_round_records_its_step_count_from_the_rule():
+    px, y, teacher = _separable(n_per_class=30)
+    labeled = np.arange(0, 90, 1)[:70]  # 70 labels -> 2 batches of 64 per pass
+    cfg = _cfg(steps=None, epochs=3, batch_labeled=64)
+    res = train_round(px, labeled, y[labeled], teacher, cfg)
+    assert res.metrics["steps"] == 3 * 2 == res.metrics["steps_uncapped"]
+    assert res.metrics["step_rule"] == "reference"
+    capped = train_round(px, labeled, y[labeled], teacher, _cfg(steps=None, epochs=3, batch_labeled=64, max_steps=4))
+    assert capped.metrics["steps"] == 4 and capped.metrics["steps_uncapped"] == 6
 
 
 def test_bad_inputs_are_clear_errors():
@@ -150,3 +187,28 @@ def test_bad_inputs_are_clear_errors():
         train_round(px, [0], [0], teacher[:5], _cfg())
     with pytest.raises(ValueError, match="out of range"):
         train_round(px, [0], [7], teacher, _cfg())
+
+
+def test_every_round_records_pretrained_or_random(tmp_path, monkeypatch):
+    from test_student import _fake_imagenet_file
+
+    from activekd_core.student import PretrainedWeightsMissing
+
+    px, y, teacher = _separable(n_per_class=4, size=32)
+    labeled = np.array([0, 4, 8])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    cfg = _cfg(arch="mobilenet_v3_small", image_size=32, steps=2)
+    with pytest.raises(PretrainedWeightsMissing, match="hub/checkpoints"):  # never a silent random init
+        train_round(px, labeled, y[labeled], teacher, cfg)
+    assert train_round(px, labeled, y[labeled], teacher, _cfg(arch="mobilenet_v3_small", image_size=32, steps=2,
+                                                             pretrained=False)).metrics["init"] == "random"
+    _fake_imagenet_file(tmp_path / "th", "mobilenet_v3_small")
+    assert train_round(px, labeled, y[labeled], teacher, cfg).metrics["init"] == "pretrained"
+
+
+def test_step_time_measurement_needs_no_weights(tmp_path, monkeypatch):
+    from activekd_core.training import measure_step_seconds
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # no ImageNet file anywhere
+    sps = measure_step_seconds(_cfg(arch="mobilenet_v3_small", image_size=32), num_classes=3, steps=2)
+    assert sps > 0

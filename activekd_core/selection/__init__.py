@@ -8,7 +8,9 @@ Public API:
       (``indices`` in pick order, per-pick ``scores``, ``strategy``).
 
 Registered strategies: ``pcoreset``, ``coreset``, ``random``, ``entropy``, ``margin``,
-``least_confidence``, ``class_balanced``, ``badge``. Every strategy returns
+``least_confidence``, ``class_balanced`` (true labels of the labeled rows required),
+``badge`` (the PCoreSet reference: farthest-first on unit gradient embeddings) and
+``badge_kmeanspp`` (BADGE as published: k-means++ seeding). Every strategy returns
 ``min(k, #unlabeled)`` distinct unlabeled rows, never a labeled one, and the same picks
 for the same inputs and seed.
 """
@@ -54,9 +56,9 @@ def select(
         labeled: Labeled pool rows (or a boolean mask); never picked.
         k: Batch size; capped at the number of unlabeled rows.
         rng: Generator or int seed; the same seed gives the same picks.
-        **kw: Strategy options (``labeled_y`` for ``class_balanced``, ``device``/``method``
-            for the k-center strategies, ``within`` for ``class_balanced``); unused ones are
-            ignored.
+        **kw: Strategy options (``labeled_y``, the true classes of ``labeled``, for
+            ``class_balanced``; ``device``/``method`` for the k-center strategies;
+            ``seed_labeled`` for ``badge``); unused ones are ignored.
 
     Returns:
         The :class:`Selection`.

@@ -269,90 +269,92 @@ def least_confidence(*, probs: np.ndarray, features: np.ndarray | None, labeled:
     return _top_k(rows, 1.0 - probs[rows].max(axis=1).astype(np.float64), k)
 
 
-def class_quotas(weights: np.ndarray, available: np.ndarray, k: int) -> np.ndarray:
-    """Split ``k`` picks over classes in proportion to ``weights``, capped by ``available``.
+def class_balanced_quotas(labeled_counts: npt.ArrayLike, candidate_classes: npt.ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class quotas and weights of the reference class-balanced baseline.
 
-    Largest-remainder rounding (ties: lowest class); what a capped class cannot take is
-    re-split over the others the same way.
+    Only classes that occur among the candidates' predicted classes take part. With
+    ``total`` labeled images, class ``c`` weighs ``total / (n_c + 1)``, where ``n_c`` is its
+    labeled count and a class with no label counts as ``n_c = 1``; with no labels at all
+    every class weighs 1. Weights are normalised to sum to 1, ``quota_c = floor(k *
+    w_c)``, and the remainder adds 1 to each class in decreasing weight order (ties: the
+    lower class) until it is used up.
 
     Args:
-        weights: Per-class positive weights.
-        available: Per-class number of candidate rows.
-        k: Total picks, at most ``available.sum()``.
+        labeled_counts: ``(C,)`` labeled images per class (true labels).
+        candidate_classes: Classes present among the candidates (predicted).
+        k: Batch size.
 
     Returns:
-        int64 quotas summing to ``min(k, available.sum())``.
+        ``(quota (C,) int64, weight (C,) float64)``; both 0 for absent classes.
     """
-    quota = np.zeros(len(weights), dtype=np.int64)
-    left = int(min(k, available.sum()))
-    while left > 0:
-        active = np.flatnonzero(available - quota > 0)
-        share = left * weights[active] / weights[active].sum()
-        add = np.floor(share).astype(np.int64)
-        rest = left - int(add.sum())
-        if rest > 0:
-            order = np.argsort(-(share - add), kind="stable")[:rest]
-            add[order] += 1
-        add = np.minimum(add, available[active] - quota[active])
-        quota[active] += add
-        left -= int(add.sum())
-    return quota
+    counts = np.asarray(labeled_counts, dtype=np.float64)
+    present = np.unique(np.asarray(candidate_classes, dtype=np.int64))
+    weight = np.zeros(counts.shape[0], dtype=np.float64)
+    total = counts.sum()
+    if total > 0:
+        weight[present] = total / (np.where(counts[present] > 0, counts[present], 1.0) + 1.0)
+    else:
+        weight[present] = 1.0
+    if present.size:
+        weight /= weight.sum()
+    quota = np.floor(k * weight).astype(np.int64)
+    left = int(k - quota.sum())
+    for cls in present[np.argsort(-weight[present], kind="stable")]:
+        if left <= 0:
+            break
+        quota[cls] += 1
+        left -= 1
+    return quota, weight
 
 
 @strategy(
     "class_balanced",
     {"probs"},
-    "Class-balanced: a quota per predicted class by inverse labeled-class frequency (rare classes "
-    "get more), random images within each quota (as in the PCoreSet reference code).",
-    "weight 1/(1 + labeled count) of its predicted class (larger = rarer class)",
+    "Class-balanced (the PCoreSet reference baseline): quotas by inverse labeled-class frequency "
+    "(true labels of the labeled images) over the predicted classes of the unlabeled images, random "
+    "images within each quota, any shortfall filled at random.",
+    "normalised weight total/(n+1) of its predicted class (larger = rarer labeled class)",
 )
 def class_balanced(*, probs: np.ndarray, features: np.ndarray | None, labeled: np.ndarray, k: int, rng: np.random.Generator, **kw: Any) -> Selection:
-    """Quota by inverse labeled-class frequency over predicted classes.
+    """Class-balanced selection as in the reference code (:func:`class_balanced_quotas`).
 
     Keyword Args:
-        labeled_y: Class index of each labeled row, aligned with the ``labeled`` argument.
-            Without it the labeled rows' *predicted* classes stand in (an approximation;
-            pass the real labels).
-        within: ``"random"`` (default, as the reference baseline) or ``"entropy"``
-            (highest entropy first inside a class).
+        labeled_y: TRUE class index of each labeled row, aligned with the ``labeled``
+            argument. Required when anything is labeled: predicted classes are not a
+            substitute (they make the baseline balance the model's mistakes).
 
-    Class ``c`` gets weight ``1 / (1 + n_c)`` (``n_c`` labeled images; the ``+1`` lets an
-    unseen class weigh most without dividing by zero); quotas follow
-    :func:`class_quotas` over the unlabeled rows predicted (argmax) as each class, so a
-    class with too few candidates passes its share on. Picks are interleaved round-robin,
-    rarest class first, so any prefix of the batch is balanced too.
+    Candidates are grouped by predicted (argmax) class; classes are visited in index
+    order, each gives a random ``min(quota, members)`` of its members; what the quotas
+    could not fill is drawn at random from the remaining candidates.
     """
     n, c = probs.shape
     rows = _unlabeled(n, labeled)
     y = kw.get("labeled_y")
-    if y is not None:
-        y = np.asarray(y).reshape(-1)
-        if y.shape[0] != labeled.size:
-            raise _err(f"class_balanced: labeled_y has {y.shape[0]} entries for {labeled.size} labeled rows")
-        if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= c):
-            raise _err(f"class_balanced: labeled_y must hold class indices in [0, {c})")
-        y = y.astype(np.int64)
-    else:
-        y = probs[labeled].argmax(axis=1) if labeled.size else np.empty(0, np.int64)
-    weights = 1.0 / (1.0 + np.bincount(y, minlength=c))
+    if y is None:
+        if labeled.size:
+            raise _err("class_balanced: needs labeled_y, the true classes of the labeled rows "
+                       "(predicted classes are not a substitute)")
+        y = np.empty(0, np.int64)
+    y = np.asarray(y).reshape(-1)
+    if y.shape[0] != labeled.size:
+        raise _err(f"class_balanced: labeled_y has {y.shape[0]} entries for {labeled.size} labeled rows")
+    if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= c):
+        raise _err(f"class_balanced: labeled_y must hold class indices in [0, {c})")
     pred = probs[rows].argmax(axis=1)
-    within = kw.get("within", "random")
-    if within == "entropy":
-        key = entropy_of(probs[rows])
-    elif within == "random":
-        key = rng.random(rows.size)
-    else:
-        raise _err(f"class_balanced: within must be 'random' or 'entropy', got {within!r}")
-    quota = class_quotas(weights, np.bincount(pred, minlength=c), k)
-    per_class: list[np.ndarray] = []
-    for cls in np.argsort(-weights, kind="stable"):
-        if quota[cls] == 0:
-            continue
+    quota, weight = class_balanced_quotas(np.bincount(y.astype(np.int64), minlength=c), pred, k)
+    picked: list[np.ndarray] = []
+    left = k
+    for cls in np.unique(pred):
         members = np.flatnonzero(pred == cls)
-        per_class.append(members[np.argsort(-key[members], kind="stable")[: quota[cls]]])
-    order = [m[i] for i in range(max(len(m) for m in per_class)) for m in per_class if i < len(m)]
-    pos = np.asarray(order, dtype=np.int64)
-    return Selection(rows[pos], weights[pred[pos]].astype(np.float64), "class_balanced")
+        take = int(min(quota[cls], members.size, left))
+        picked.append(members[rng.permutation(members.size)[:take]])
+        left -= take
+    chosen = np.concatenate(picked) if picked else np.empty(0, np.int64)
+    if left > 0:
+        rest = np.setdiff1d(np.arange(rows.size), chosen)
+        chosen = np.concatenate([chosen, rest[rng.permutation(rest.size)[:left]]])
+    chosen = chosen.astype(np.int64)
+    return Selection(rows[chosen], weight[pred[chosen]].astype(np.float64), "class_balanced")
 
 
 def gradient_embedding(probs: npt.ArrayLike, features: npt.ArrayLike) -> np.ndarray:
@@ -395,18 +397,19 @@ def _kmeanspp_factored(a: np.ndarray, h: np.ndarray, k: int, rng: np.random.Gene
 
 
 @strategy(
-    "badge",
+    "badge_kmeanspp",
     {"probs", "features"},
-    "BADGE: k-means++ seeding on gradient embeddings (p - onehot(argmax p)) x features, "
+    "BADGE as published: k-means++ seeding on gradient embeddings (p - onehot(argmax p)) x features, "
     "trading uncertainty (gradient size) against diversity.",
     "gradient-embedding distance to the nearest earlier pick (first pick: gradient norm)",
 )
-def badge(*, probs: np.ndarray, features: np.ndarray, labeled: np.ndarray, k: int, rng: np.random.Generator, **kw: Any) -> Selection:
-    """BADGE (Ash et al., 2020) over the unlabeled rows.
+def badge_kmeanspp(*, probs: np.ndarray, features: np.ndarray, labeled: np.ndarray, k: int, rng: np.random.Generator, **kw: Any) -> Selection:
+    """BADGE (Ash et al., 2020) over the unlabeled rows, with k-means++ seeding.
 
-    Note: the PCoreSet reference code's "badge" runs deterministic farthest-first on
-    L2-normalised embeddings; this is BADGE as published (k-means++ D^2 sampling on the raw
-    embeddings, whose norm carries the uncertainty).
+    The PCoreSet reference code's "badge" (registered here as ``badge``) runs
+    deterministic farthest-first on L2-normalised embeddings instead; this is BADGE as
+    published (k-means++ D^2 sampling on the raw embeddings, whose norm carries the
+    uncertainty).
 
     Uses ``sklearn.cluster.kmeans_plusplus`` (greedy k-means++, seeded from ``rng``) on the
     materialised embedding when it has at most 2^27 entries; larger pools use the same D^2
@@ -443,4 +446,68 @@ def badge(*, probs: np.ndarray, features: np.ndarray, labeled: np.ndarray, k: in
         if i + 1 < k:
             d2 = sq[i + 1 :] + sq[i] - 2.0 * (ap[i + 1 :] @ ap[i]) * (hp[i + 1 :] @ hp[i])
             np.minimum(d2min[i + 1 :], d2, out=d2min[i + 1 :])
-    return Selection(rows[picked], scores, "badge")
+    return Selection(rows[picked], scores, "badge_kmeanspp")
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float64); zero rows stay zero."""
+    x = x.astype(np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+@strategy(
+    "badge",
+    {"probs", "features"},
+    "BADGE as in the PCoreSet reference code: gradient embeddings (onehot(argmax p) - p) x features, "
+    "L2-normalised, then deterministic farthest-first with cosine distance.",
+    "cosine distance in gradient-embedding space to the nearest earlier pick (first pick: gradient norm)",
+)
+def badge(*, probs: np.ndarray, features: np.ndarray, labeled: np.ndarray, k: int, rng: np.random.Generator, **kw: Any) -> Selection:
+    """Reference BADGE: farthest-first on unit gradient embeddings of the unlabeled rows.
+
+    The embedding of row ``i`` is ``g_i = (onehot(argmax p_i) - p_i) (x) h_i`` scaled to unit
+    norm. The first pick is the row with the largest gradient norm ``|g_i|`` (the
+    reference intends "the largest gradient magnitude"; it takes the argmax of the norms
+    after normalising, where only rounding differs), each further pick the row whose
+    cosine distance ``1 - cos`` to its nearest earlier pick is largest (ties: the lowest
+    row). As in the reference, the labeled rows do not seed the traversal; pass
+    ``seed_labeled=True`` to start from them instead (their embeddings use the model's
+    predicted class too, like every gradient embedding here).
+
+    ``cos(g_i, g_j) = (a_i . a_j)(h_i . h_j)`` for the unit factors ``a = onehot - p`` and
+    ``h``, so the embedding is never materialised: one pass of ``O(N (C + D))`` per pick.
+    """
+    n = probs.shape[0]
+    rows = _unlabeled(n, labeled)
+
+    def factors(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = probs[r].astype(np.float64)
+        a = -p
+        a[np.arange(r.size), p.argmax(axis=1)] += 1.0
+        h = features[r].astype(np.float64)
+        g_norm = np.linalg.norm(a, axis=1) * np.linalg.norm(h, axis=1)
+        return _unit_rows(a), _unit_rows(h), g_norm
+
+    a, h, g_norm = factors(rows)
+    md = np.full(rows.size, np.inf)
+    if kw.get("seed_labeled") and labeled.size:
+        la, lh, _ = factors(labeled)
+        for start in range(0, labeled.size, 1024):
+            cos = (a @ la[start : start + 1024].T) * (h @ lh[start : start + 1024].T)
+            np.minimum(md, (1.0 - cos).min(axis=1), out=md)
+    picks = np.empty(k, dtype=np.int64)
+    scores = np.empty(k, dtype=np.float64)
+    taken = np.zeros(rows.size, dtype=bool)
+    for t in range(k):
+        if np.isinf(md).all():
+            i = int(np.argmax(g_norm))
+            score = float(g_norm[i])
+        else:
+            key = np.where(taken, -np.inf, md)
+            i = int(np.argmax(key))
+            score = float(md[i])
+        picks[t], scores[t] = i, score
+        taken[i] = True
+        np.minimum(md, 1.0 - (a @ a[i]) * (h @ h[i]), out=md)
+    return Selection(rows[picks], scores, "badge")

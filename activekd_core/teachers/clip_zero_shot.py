@@ -1014,8 +1014,22 @@ class ClipZeroShotTeacher:
                 os.replace(tmp, folder / f"{keys[c]}.npy")
         return protos
 
+    def raw_text_prototypes(self, progress: ProgressFn | None = None) -> np.ndarray:
+        """Per class, the mean of its RAW (unnormalised) text embeddings ``(C, D)`` float32.
+
+        CLAP starts its prototypes here and pulls them back here (their norm sets the
+        strength of that pull). Kept in memory per (class texts) after the first call.
+        """
+        self.load()
+        cache = self.__dict__.setdefault("_raw_text_cache", {})
+        key = tuple(tuple(t) for t in self.class_texts)
+        if key not in cache:
+            cache[key] = self._encode_class_texts(self.class_texts, progress, normalise=False)
+        return np.array(cache[key], dtype=np.float32)
+
     def _encode_class_texts(
-        self, class_texts: list[list[str]], progress: ProgressFn | None = None, batch: int = 256
+        self, class_texts: list[list[str]], progress: ProgressFn | None = None, batch: int = 256,
+        normalise: bool = True,
     ) -> np.ndarray:
         flat = [t for texts in class_texts for t in texts]
         owners = np.repeat(np.arange(len(class_texts)), [len(t) for t in class_texts])
@@ -1023,7 +1037,8 @@ class ClipZeroShotTeacher:
         with torch.inference_mode():
             for s in range(0, len(flat), batch):
                 tokens = self._tokenizer(flat[s : s + batch]).to(self.device)
-                chunks.append(F.normalize(self._model.encode_text(tokens).float(), dim=-1).cpu())  # type: ignore[union-attr]
+                emb = self._model.encode_text(tokens).float()  # type: ignore[union-attr]
+                chunks.append((F.normalize(emb, dim=-1) if normalise else emb).cpu())
                 if progress is not None:
                     done = min(len(flat), s + batch)
                     progress(done, len(flat), f"Encoding prompts with CLIP: {done:,}/{len(flat):,} texts")
@@ -1033,6 +1048,8 @@ class ClipZeroShotTeacher:
         protos /= torch.from_numpy(np.bincount(owners, minlength=len(class_texts))).float().unsqueeze(1)
         self.text_passes += 1
         self.texts_encoded += len(flat)
+        if not normalise:
+            return protos.numpy().astype(np.float32)
         return F.normalize(protos, dim=-1).numpy().astype(np.float32)
 
     # ---- teacher interface

@@ -105,3 +105,65 @@ def test_few_shot_teacher_on_tiny_clip(pool: ImagePool, tmp_path: Path) -> None:
     np.testing.assert_allclose(fs.predict_proba(pool), before, atol=1e-6)
     rebuilt = make_teacher(fs.spec(), cache_dir=tmp_path / "cache", device="cpu")
     assert isinstance(rebuilt, ClipFewShotTeacher) and rebuilt.config.steps == 100
+
+
+def _reference_clap(x: np.ndarray, y: np.ndarray, raw_text: np.ndarray, scale: float, steps: int,
+                    batches: list[np.ndarray]) -> np.ndarray:
+    """Independent re-statement of the reference CLAP loop, with the SGD-momentum update and the
+    warm-up/decay schedule written out by hand (autograd only for the gradient)."""
+    xt = torch.as_tensor(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=torch.float64)
+    t = torch.as_tensor(raw_text, dtype=torch.float64)
+    yt = torch.as_tensor(y)
+    c = t.shape[0]
+    zs = torch.softmax(scale * xt @ (t / t.norm(dim=1, keepdim=True)).T, dim=1)
+    onehot = torch.nn.functional.one_hot(yt, c).double()
+    alpha = torch.diag(zs.T @ onehot) / onehot.sum(0)  # every class has a label in this case
+    w = t.clone()
+    buf = torch.zeros_like(w)
+    warm = 0.1 * steps
+    for s, idx in enumerate(batches):
+        factor = s / max(1.0, warm) if s < warm else max(0.0, (steps - s) / max(1.0, steps - warm))
+        wg = w.clone().requires_grad_(True)
+        logits = scale * xt[idx] @ (wg / wg.norm(dim=1, keepdim=True)).T
+        loss = torch.nn.functional.cross_entropy(logits, yt[idx]) + (alpha * ((wg - t) ** 2).sum(1)).mean()
+        (grad,) = torch.autograd.grad(loss, wg)
+        buf = grad if s == 0 else 0.9 * buf + grad
+        w = w - 0.01 * factor * buf
+    return w.numpy()
+
+
+def test_clap_update_matches_an_independent_reference_on_a_small_case() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(6, 5)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    raw = (3.0 * rng.normal(size=(3, 5))).astype(np.float32)  # raw text embeddings: norm far from 1
+    cfg = ClapConfig(batch_size=4, seed=11)
+    steps = 300 * 6 // 4  # floor(300 * L / batch)
+    gen = torch.Generator().manual_seed(11)
+    batches = [torch.randint(6, (4,), generator=gen).numpy() for _ in range(steps)]  # same draws as the fit
+    ours, info = fit_clap_prototypes(x, y, raw, 10.0, cfg)
+    assert info["steps"] == steps == 450
+    ref = _reference_clap(x.astype(np.float64), y, raw.astype(np.float64), 10.0, steps, batches)
+    np.testing.assert_allclose(ours, ref, rtol=2e-4, atol=2e-5)
+    # the prototypes stay on the raw scale (not unit vectors) and the pull targets the raw text
+    assert np.linalg.norm(ours, axis=1).min() > 2.0
+
+
+def test_clap_defaults_are_the_reference() -> None:
+    from activekd_core.teachers.clip_few_shot import clap_steps, warmup_linear
+
+    cfg = ClapConfig()
+    assert (cfg.lr, cfg.momentum, cfg.batch_size, cfg.warmup_frac, cfg.l2_weight) == (0.01, 0.9, 64, 0.1, 1.0)
+    assert [clap_steps(n, cfg) for n in (1, 10, 64, 100)] == [4, 46, 300, 468]
+    assert warmup_linear(0, 100, 0.1) == 0.0 and warmup_linear(5, 100, 0.1) == 0.5
+    assert warmup_linear(10, 100, 0.1) == 1.0 and warmup_linear(55, 100, 0.1) == 0.5
+
+
+def test_raw_text_prototypes_are_the_unnormalised_means(tmp_path: Path) -> None:
+    zs = ClipZeroShotTeacher(["r", "g"], model_name="akd-tiny-clip", pretrained=None, cache_dir=tmp_path / "cache",
+                             device="cpu", num_workers=0)
+    raw, unit = zs.raw_text_prototypes(), zs.text_prototypes()
+    assert raw.shape == unit.shape
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    if all(len(t) == 1 for t in zs.class_texts):  # one template: the same direction
+        np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, atol=1e-5)
