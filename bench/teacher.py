@@ -77,14 +77,23 @@ def make_images(root: Path, n: int, size: int = 256, seed: int = 0) -> ImagePool
     return ImagePool(root=root, ids=ids)
 
 
-def bench_extraction(n_images: int, model_name: str, batch_size: int, repeats: int) -> None:
-    print(f"\n== Part A: feature extraction, {model_name} (random weights), {n_images} JPEG 256x256, batch {batch_size}")
+def bench_extraction(n_images: int, model_name: str, batch_size: int, repeats: int, device: str = "cpu") -> None:
+    import contextlib
+
+    print(f"\n== Part A: feature extraction, {model_name} (random weights), {n_images} JPEG 256x256, batch {batch_size}, "
+          f"device {device}" + (f" ({torch.cuda.get_device_name(0)})" if device.startswith("cuda") else ""))
+    on_cuda = device.startswith("cuda")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
+
+    def sync() -> None:
+        if on_cuda:
+            torch.cuda.synchronize()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "img").mkdir()
         pool = make_images(tmp_path / "img", n_images)
         teacher = ClipZeroShotTeacher(["a", "b"], model_name=model_name, pretrained=None, cache_dir=tmp_path / "c0",
-                                      device="cpu", batch_size=batch_size)
+                                      device=device, batch_size=batch_size)
         teacher.load()
         model, preprocess = teacher._model, teacher._preprocess
         assert model is not None
@@ -93,9 +102,10 @@ def bench_extraction(n_images: int, model_name: str, batch_size: int, repeats: i
 
         def bare() -> float:
             t0 = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 for b in batches:
-                    model.encode_image(b)
+                    model.encode_image(b.to(device, non_blocking=True))
+            sync()
             return time.perf_counter() - t0
 
         def cpu_seconds() -> float:
@@ -105,12 +115,13 @@ def bench_extraction(n_images: int, model_name: str, batch_size: int, repeats: i
 
         def ours(k: int) -> float:
             t = ClipZeroShotTeacher(["a", "b"], model_name=model_name, pretrained=None, cache_dir=tmp_path / f"c{k}",
-                                    device="cpu", batch_size=batch_size)
+                                    device=device, batch_size=batch_size)
             t._model, t._preprocess, t._tokenizer = model, preprocess, teacher._tokenizer
             for attr in ("device", "weights_info", "image_size", "preprocess_cfg", "embed_dim", "model_logit_scale"):
                 setattr(t, attr, getattr(teacher, attr))
             t0 = time.perf_counter()
             t.image_features(pool)
+            sync()
             elapsed = time.perf_counter() - t0
             assert t.images_encoded == len(pool)
             return elapsed
@@ -120,11 +131,14 @@ def bench_extraction(n_images: int, model_name: str, batch_size: int, repeats: i
             with torch.inference_mode():
                 for s in range(0, len(pool), batch_size):
                     x = torch.stack([preprocess(load_rgb(pool.path(i))) for i in range(s, min(len(pool), s + batch_size))])
-                    model.encode_image(x)
+                    with autocast():
+                        model.encode_image(x.to(device))
+            sync()
             return time.perf_counter() - t0
 
-        with torch.inference_mode():
-            model.encode_image(batches[0])  # warm-up
+        with torch.inference_mode(), autocast():
+            model.encode_image(batches[0].to(device))  # warm-up
+        sync()
         t_bare, t_ours, t_naive, c_bare, c_ours = [], [], [], [], []
         for k in range(repeats):
             c0 = cpu_seconds()
@@ -338,6 +352,7 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture (random weights)")
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="part A: cpu or cuda (bf16 autocast, as the teacher runs there)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-extraction", action="store_true")
     parser.add_argument("--skip-reprompt", action="store_true")
@@ -357,7 +372,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f} (shared machine: timings vary)")
     if not args.skip_extraction:
-        bench_extraction(args.images or (512 if args.full else 32), args.model, args.batch_size, args.repeats)
+        bench_extraction(args.images or (512 if args.full else 32), args.model, args.batch_size, args.repeats, args.device)
     if not args.skip_reprompt:
         n, c = (100_000, 1000) if args.full else (20_000, 200)
         bench_reprompt(n, c, 512, args.repeats)
