@@ -329,8 +329,8 @@ def load_clip(
 
 
 CPU_CLIP_MODELS: tuple[tuple[str, str], ...] = (
-    ("ViT-B-32", "the default; ~9 images per CPU-second in float32 on one core of the 2-core Xeon/EPYC box"),
-    ("MobileCLIP2-S0", "~1.2x ViT-B-32's images per CPU-second here (256 px, 11M image-tower parameters)"),
+    ("ViT-B-32", "the default; 3.4-9.4 images per CPU-second in float32 on the shared 2-core EPYC (load-dependent)"),
+    ("MobileCLIP2-S0", "1.07x ViT-B-32's images per CPU-second here (256 px, 11M image-tower parameters)"),
 )
 """open_clip architectures to offer a CPU-only user, with what ``bench/teacher.py --models`` measured.
 
@@ -346,9 +346,9 @@ def inference_form(model: torch.nn.Module) -> torch.nn.Module:
     MobileCLIP towers are built in their multi-branch training form; ``timm``'s
     ``reparameterize_model`` turns them into the plain form they were designed to run in
     (same function up to float rounding: cosine 1.00000 on random weights). Measured on
-    the 2-core CPU (``bench/teacher.py --models``): 1.2-1.4x images per CPU-second for
-    MobileCLIP-S1 / MobileCLIP2-S0. Models without such blocks (ViT, ResNet) are returned
-    unchanged.
+    the 2-core CPU (``bench/teacher.py --models``): 1.9x images per CPU-second for
+    MobileCLIP2-S0, 1.1-1.2x for MobileCLIP-S1/S2. Models without such blocks (ViT,
+    ResNet) are returned unchanged.
     """
     if not any(hasattr(m, "reparameterize") for m in model.modules()):
         return model
