@@ -322,6 +322,10 @@ def umap_layout(probs: npt.ArrayLike, params: LayoutParams) -> tuple[np.ndarray,
     """
     import warnings
 
+    from activekd_core.numba_cache import configure_numba_cache, enable_umap_caching
+
+    if configure_numba_cache() is not None:  # before numba's first import here: code kept in the app's home
+        enable_umap_caching()  # a restarted worker loads umap's compiled code instead of recompiling
     import umap  # heavy import (numba); only where UMAP is actually run
 
     p = _as_probs(probs)

@@ -14,6 +14,12 @@ Part B, per N, the page's path through ``LayoutJob`` (fresh worker, warm-up incl
 until the first UMAP view is ready (teacher), time for a second layout in the now-warm worker
 (student), and the time of a later view served from the disk cache.
 
+Part C (``--restart``): a server's first 2,000-point UMAP view through ``LayoutJob`` (worker
+start, warm-up and fit), each in a new process that stands for a server start, all with the
+same fresh ``ACTIVEKD_HOME``: ``off`` (``ACTIVEKD_NUMBA_CACHE=0``: every start compiles, the
+old behaviour, the reference), ``first start`` (empty numba cache: compiles and writes it) and
+``restart`` (loads the cache). Prints each time and the ratio to ``off``.
+
 Data: "real-ish" teacher-like probabilities: softmax(3 * onehot(true class) + N(0, 1.2^2)),
 which clusters near the simplex corners with a spread of uncertain points.
 """
@@ -122,15 +128,68 @@ def job_path(n: int, c: int) -> dict:
             "refit_trust": pj.transform_faithfulness(student, s_done.coords)}
 
 
+def restart_child(n: int) -> None:
+    """One 'server start': a fresh LayoutJob, time until the first UMAP layout of n points is ready."""
+    from activekd_core import projection as pj
+
+    probs = realish_probs(n, 10, 10)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0, c0 = time.perf_counter(), time.process_time()
+        job = pj.LayoutJob(tmp)
+        try:
+            first = job.request(probs)
+            done = job.wait(first.key, timeout=1800)
+            seconds = time.perf_counter() - t0
+            assert done is not None and done.method_used == "umap", job.status(first.key)
+        finally:
+            job.close()
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker, reaped by close()
+    print(json.dumps({"n": n, "first_view_s": seconds, "warm_up_s": job.warm_seconds,
+                      "cpu_s": time.process_time() - c0 + worker.ru_utime + worker.ru_stime}))
+
+
+def restart_runs(n: int) -> None:
+    print(f"\nPart C: first {n:,}-point UMAP view after a server start (new process each; LayoutJob incl. warm-up)")
+    with tempfile.TemporaryDirectory() as home:
+        rows = {}
+        for label, extra in (("off (no disk cache)", {"ACTIVEKD_NUMBA_CACHE": "0"}), ("first start", {}),
+                             ("restart", {}), ("restart again", {})):
+            env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "ACTIVEKD_NUMBA_CACHE")}
+            env.update({"ACTIVEKD_HOME": home, **extra})
+            load = os.getloadavg()[0]
+            out = subprocess.run([sys.executable, __file__, "--restart-child", str(n)], capture_output=True,
+                                 text=True, check=True, cwd=ROOT, env=env)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows[label] = r
+            ref = rows["off (no disk cache)"]["first_view_s"]
+            ref_cpu = rows["off (no disk cache)"]["cpu_s"]
+            print(f"  {label:20s} first view {r['first_view_s']:6.1f} s (worker warm-up {r['warm_up_s']:5.1f} s; "
+                  f"CPU {r['cpu_s']:5.1f} s, page + worker)   off/this {ref / r['first_view_s']:5.2f}x "
+                  f"(CPU {ref_cpu / r['cpu_s']:5.2f}x)   load avg {load:.1f}")
+        size = sum(f.stat().st_size for f in Path(home, "numba_cache").rglob("*") if f.is_file())
+        print(f"  numba cache on disk: {size / 2**20:.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="2,000 and 20,000 points (default: 500)")
     ap.add_argument("--metric", default="euclidean", choices=["euclidean", "hellinger"])
     ap.add_argument("--skip-job", action="store_true", help="skip part B (LayoutJob path)")
+    ap.add_argument("--restart", action="store_true", help="part C only: first start vs restart (numba disk cache)")
+    ap.add_argument("--restart-n", type=int, default=2000, help="points for --restart (default 2,000)")
     ap.add_argument("--child", nargs=3, metavar=("N", "C", "METRIC"), help=argparse.SUPPRESS)
+    ap.add_argument("--restart-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(int(args.child[0]), int(args.child[1]), args.child[2])
+        return
+    if args.restart_child:
+        restart_child(args.restart_child)
+        return
+    if args.restart:
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+              f"load avg {os.getloadavg()[0]:.1f} at start; python {platform.python_version()}")
+        restart_runs(args.restart_n)
         return
     sizes = [2000, 20000] if args.full else [500]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "

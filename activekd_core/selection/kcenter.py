@@ -35,9 +35,22 @@ Two CPU methods, identical picks by construction
       the same fixed row blocks (a BLAS matrix-vector product is *not* row-invariant:
       OpenBLAS computes rows in groups of four and a row's last bits depend on its group).
 
-    Both run the per-pick products with one BLAS thread (``threadpoolctl``): cache-sized
-    calls gain nothing from threads, and a busy shared CPU punishes them. The seeding
-    GEMM against the labeled rows (shared by both methods) uses all BLAS threads.
+    Lazy seeding (``"lazy"``, above ``_LAZY_SEED_MIN`` labeled rows): seeding every row
+    against every labeled row is a GEMM of N x L x D (at ImageNet size, 1.28M x 1,000 x
+    1,000: ~80 % of the CPU time). The distance to a *subset* of the labeled rows bounds the
+    distance to all of them from above, so one cheap pass computes, per block, an upper
+    bound from the ``_BOUND_CENTERS`` labeled rows that are nearest to most of a sample of
+    pool rows (plus a float32 rounding margin). A block is seeded (the same
+    ``seed_block`` call the exact method makes) only when that bound reaches the top of
+    the lazy queue; on ImageNet-size Dirichlet(1) rows about a quarter of the blocks are.
+
+    Both methods run every call with one BLAS thread (``threadpoolctl``): the per-pick
+    products are cache-sized calls that gain nothing from threads (a busy shared CPU
+    punishes them), multi-threaded OpenBLAS spins idle threads between small seeding GEMMs,
+    and a GEMM's last bits depend on its thread count, so one thread keeps exact == lazy
+    by construction and the picks independent of the machine's core count. (The kernel
+    before issue 14 seeded with all BLAS threads; on near-ties a few ulps apart its picks
+    could differ between a 1- and a 2-thread BLAS; ``bench/selection.py --imagenet``.)
 
     On CUDA (``device="auto"`` when a GPU is present) the exact running minimum runs in
     torch; its float32 rounding differs from the CPU's, so CPU and GPU picks agree except
@@ -58,7 +71,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 Metric = Literal["euclidean", "cosine"]
 Method = Literal["auto", "exact", "lazy"]
@@ -68,6 +81,9 @@ METHODS: tuple[str, ...] = ("auto", "exact", "lazy")
 _BLOCK_BYTES = 512 * 1024  # rows per block ~ 512 KiB of points (fits in L2)
 _SEED_ROWS = 4096  # pool rows per chunk when seeding from the labeled rows
 _SEED_COLS = 1024  # labeled rows per chunk when seeding
+_LAZY_SEED_MIN = 64  # lazy seeding only above this many labeled rows (below, the bound costs as much as the seed)
+_BOUND_CENTERS = 32  # labeled rows in the bounding subset of lazy seeding
+_BOUND_SAMPLE = 4096  # pool rows sampled to choose that subset
 _TINY = np.finfo(np.float32).tiny
 _ALIGN = 64
 
@@ -163,17 +179,26 @@ class _Blocks:
     padding) hold ``run = +inf``.
     """
 
-    def __init__(self, x: np.ndarray, rows: int, k: int) -> None:
+    def __init__(self, x: np.ndarray, rows: int, k: int, labeled: np.ndarray) -> None:
         n, d = x.shape
+        self.blas = ThreadpoolController()
         self.x, self.rows, self.n = x, rows, n
         self.n_blocks = max(1, math.ceil(n / rows))
         size = self.n_blocks * rows
         self.xxh = np.zeros(size, dtype=np.float32)
+        self.labeled = labeled
+        sub = self._bound_subset(labeled) if labeled.size > _LAZY_SEED_MIN else None
+        bound = np.full(size, -np.inf, dtype=np.float32) if sub is not None else None
         for s in range(0, n, _SEED_ROWS):
             xs = x[s : s + _SEED_ROWS]
             self.xxh[s : s + len(xs)] = np.einsum("ij,ij->i", xs, xs) * np.float32(0.5)
+            if sub is not None:  # same pass over the rows: they are in cache
+                g = xs @ sub[0].T
+                g -= sub[1][None, :]
+                bound[s : s + len(xs)] = self.xxh[s : s + len(xs)] - g.max(axis=1)
         if not np.isfinite(self.xxh).all():
             raise _err("points are too large: a squared row norm overflows float32")
+        self.bound = bound
         self.run = np.full(size, -np.inf, dtype=np.float32)
         self.run[n:] = np.inf  # padding is never picked
         self.centers = _aligned_empty((max(1, k), d))
@@ -187,20 +212,66 @@ class _Blocks:
         self._buf = [buf[: e - s] for s, e in bounds]
         self._rb = [self.run[s:e] for s, e in bounds]
 
-    def seed(self, labeled: np.ndarray) -> None:
-        """Fold every labeled row in (GEMM in chunks) and mask the labeled rows."""
-        if labeled.size == 0:
-            return
+    def _bound_subset(self, labeled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The labeled rows that are nearest to most of an evenly spaced sample of pool rows.
+
+        Distances to a subset of the centers bound the nearest-center distance from above;
+        the centers that are nearest to many rows make that bound tight for most rows.
+        """
+        n = self.x.shape[0]
+        sample = np.unique(np.linspace(0, n - 1, min(n, _BOUND_SAMPLE)).astype(np.int64))
+        xs = np.asarray(self.x[sample], dtype=np.float32)
+        counts = np.zeros(labeled.size, dtype=np.int64)
         for c0 in range(0, labeled.size, _SEED_COLS):
             lab = labeled[c0 : c0 + _SEED_COLS]
-            centers = np.ascontiguousarray(self.x[lab])
-            llh = self.xxh[lab]
-            for s in range(0, self.n, _SEED_ROWS):
-                e = min(self.n, s + _SEED_ROWS)
-                g = self.x[s:e] @ centers.T
-                g -= llh[None, :]
-                np.maximum(self.run[s:e], g.max(axis=1), out=self.run[s:e])
-        self.run[labeled] = np.inf
+            centers = np.asarray(self.x[lab], dtype=np.float32)
+            g = xs @ centers.T - np.einsum("ij,ij->i", centers, centers)[None, :] * np.float32(0.5)
+            counts[c0 : c0 + lab.size] = np.bincount(np.argmax(g, axis=1), minlength=lab.size)
+        chosen = labeled[np.sort(np.argsort(-counts, kind="stable")[:_BOUND_CENTERS])]
+        sub = np.ascontiguousarray(self.x[chosen], dtype=np.float32)
+        return sub, np.einsum("ij,ij->i", sub, sub) * np.float32(0.5)
+
+    def prepare_seed(self) -> None:
+        """Mask the labeled rows and keep the labeled rows as center chunks for ``seed_block``."""
+        self._seed_chunks = []
+        for c0 in range(0, self.labeled.size, _SEED_COLS):
+            lab = self.labeled[c0 : c0 + _SEED_COLS]
+            self._seed_chunks.append((np.ascontiguousarray(self.x[lab]), self.xxh[lab].copy()))
+        self.run[self.labeled] = np.inf
+
+    def seed_block(self, b: int) -> None:
+        """Fold every labeled row into block ``b`` (one GEMM per chunk of labeled rows).
+
+        Both methods seed through this call, block by block with one BLAS thread, so their
+        seeded values are bit-identical: a GEMM's last bits can depend on its shape and
+        thread count (OpenBLAS: one thread vs two differ), not on when it runs. One thread
+        also makes the picks independent of the machine's core count (multi-threaded
+        OpenBLAS calls of this size spin idle threads, which doubled the CPU time).
+        """
+        xb, rb = self._x[b], self._rb[b]
+        for centers, llh in self._seed_chunks:
+            g = xb @ centers.T
+            g -= llh[None, :]
+            np.maximum(rb, g.max(axis=1), out=rb)
+
+    def seed_bounds(self) -> np.ndarray:
+        """Per block, an upper bound of ``h`` before seeding (+inf where nothing bounds it).
+
+        ``h`` against a subset of the labeled rows is at least ``h`` against all of them; a
+        margin covers float32 rounding (a dot product over D terms is off by at most
+        ``D * 2^-24`` of ``|x| |c|``; generous factor 4), so a skipped block can never hold
+        the pick.
+        """
+        if self.bound is None:
+            return np.full(self.n_blocks, np.inf)
+        d = self.x.shape[1]
+        cc = self._seed_chunks
+        cmax = max(float(llh.max()) for _, llh in cc) if cc else 0.0
+        bound = self.bound.astype(np.float64)
+        bound[self.labeled] = -np.inf
+        xxh = self.xxh.astype(np.float64)
+        margin = 4.0 * (d + 4) * 2.0**-24 * (2.0 * np.sqrt(xxh * cmax) + cmax + xxh) + 1e-30
+        return (bound + margin).reshape(self.n_blocks, self.rows).max(axis=1)
 
     def half_sq(self) -> np.ndarray:
         """``h`` for every row (padded length; masked rows ``-inf``)."""
@@ -229,6 +300,9 @@ class _Blocks:
 
 
 def _run_exact(blocks: _Blocks, k: int, first: int | None) -> tuple[np.ndarray, np.ndarray]:
+    blocks.prepare_seed()
+    for b in range(blocks.n_blocks):
+        blocks.seed_block(b)
     picks = np.empty(k, dtype=np.int64)
     sq = np.empty(k, dtype=np.float64)
     for j in range(k):
@@ -245,7 +319,15 @@ def _run_lazy(blocks: _Blocks, k: int, first: int | None) -> tuple[np.ndarray, n
     picks = np.empty(k, dtype=np.int64)
     sq = np.empty(k, dtype=np.float64)
     r = blocks.rows
-    ub = blocks.half_sq().reshape(blocks.n_blocks, r).max(axis=1)  # stale upper bounds per block
+    blocks.prepare_seed()
+    seeded = np.zeros(blocks.n_blocks, dtype=bool)
+    if blocks.bound is None:  # few labeled rows: seed every block now, bounds are then exact
+        for b in range(blocks.n_blocks):
+            blocks.seed_block(b)
+        seeded[:] = True
+        ub = blocks.half_sq().reshape(blocks.n_blocks, r).max(axis=1)
+    else:  # lazy seeding: a block is seeded only when its bound reaches the top
+        ub = blocks.seed_bounds()
     seen = np.zeros(blocks.n_blocks, dtype=np.int64)  # centers folded into each block
     for j in range(k):
         if j == 0 and first is not None:
@@ -253,8 +335,13 @@ def _run_lazy(blocks: _Blocks, k: int, first: int | None) -> tuple[np.ndarray, n
         else:
             while True:
                 b = int(np.argmax(ub))
-                if seen[b] == j:
+                if seeded[b] and seen[b] == j:
                     break
+                if not seeded[b]:  # seeded values bound h from above until the picks are folded in
+                    blocks.seed_block(b)
+                    seeded[b] = True
+                    ub[b] = blocks.block_best(b)[0]
+                    continue
                 for c in range(int(seen[b]), j):
                     blocks.apply(b, c)
                 seen[b] = j
@@ -263,6 +350,7 @@ def _run_lazy(blocks: _Blocks, k: int, first: int | None) -> tuple[np.ndarray, n
         picks[j] = row
         sq[j] = blocks.add_center(j, row)
         ub[row // r] = blocks.block_best(row // r)[0]
+    blocks.seeded_blocks = int(seeded.sum())
     return picks, sq
 
 
@@ -390,12 +478,12 @@ def kcenter_greedy(
         rows = default_block_rows(x.shape[1]) if block_rows is None else int(block_rows)
         if rows < 1:
             raise _err(f"block_rows must be >= 1, got {block_rows}")
-        blocks = _Blocks(x, rows, k)
-        blocks.seed(lab)  # compute-bound GEMM: all BLAS threads
+        blocks = _Blocks(x, rows, k, lab)
         run = _run_exact if method == "exact" else _run_lazy
         # Block products are small (cache-sized) calls: one BLAS thread avoids a thread
-        # hand-off per call and behaves far better on a shared, busy CPU.
-        with threadpool_limits(limits=1, user_api="blas"):
+        # hand-off per call and behaves far better on a shared, busy CPU; it also makes the
+        # seeding GEMMs' last bits independent of the machine's core count.
+        with blocks.blas.limit(limits=1, user_api="blas"):
             picks, sq = run(blocks, k, first)
     if not return_scores:
         return picks

@@ -149,3 +149,44 @@ def test_cosine_ignores_row_scale() -> None:
     f = rng.normal(size=(120, 8)).astype(np.float32)
     scaled = f * rng.uniform(0.1, 10, size=(120, 1)).astype(np.float32)
     assert kcenter_greedy(f, [0, 1], 30, "cosine").tolist() == kcenter_greedy(scaled, [0, 1], 30, "cosine").tolist()
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.05])
+@pytest.mark.parametrize("block_rows", [None, 16, 37])
+def test_lazy_seeding_equals_exact_with_many_labeled(alpha: float, block_rows: int | None) -> None:
+    """Above _LAZY_SEED_MIN labeled rows only blocks that can hold a pick are seeded; picks stay exact."""
+    rng = np.random.default_rng(int(alpha * 100) + (block_rows or 0))
+    p = rng.dirichlet(np.full(30, alpha), size=8000).astype(np.float32)
+    labeled = rng.choice(8000, 300, replace=False)
+    assert labeled.size > kc._LAZY_SEED_MIN  # the case under test
+    exact = kcenter_greedy(p, labeled, 200, return_scores=True, method="exact", block_rows=block_rows)
+    lazy = kcenter_greedy(p, labeled, 200, return_scores=True, method="lazy", block_rows=block_rows)
+    np.testing.assert_array_equal(lazy[0], exact[0])
+    np.testing.assert_array_equal(lazy[1], exact[1])
+
+
+def test_lazy_seeding_skips_blocks_and_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kc, "_LAZY_SEED_MIN", 4)
+    monkeypatch.setattr(kc, "_BOUND_CENTERS", 16)
+    rng = np.random.default_rng(8)
+    p = rng.dirichlet(np.ones(30), size=2000).astype(np.float32)
+    labeled = sorted(rng.choice(2000, 100, replace=False).tolist())
+    x = kc._prepare_points(p, "euclidean")
+    blocks = kc._Blocks(x, 16, 10, np.asarray(labeled, dtype=np.int64))
+    picks, _ = kc._run_lazy(blocks, 10, None)
+    assert blocks.seeded_blocks < blocks.n_blocks  # lazy seeding left some blocks alone
+    assert picks.tolist() == brute_force(p, labeled, 10, "euclidean")[0]
+    assert kcenter_greedy(p, labeled, 10, block_rows=16).tolist() == picks.tolist()
+
+
+def test_lazy_seeding_with_duplicates_keeps_lowest_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kc, "_LAZY_SEED_MIN", 2)
+    monkeypatch.setattr(kc, "_BOUND_CENTERS", 2)
+    rng = np.random.default_rng(9)
+    base = rng.dirichlet(np.ones(4), size=25).astype(np.float32)
+    p = np.repeat(base, 5, axis=0)  # exact ties everywhere
+    labeled = [0, 5, 10, 15]
+    exact = kcenter_greedy(p, labeled, 60, method="exact", block_rows=8)
+    lazy = kcenter_greedy(p, labeled, 60, method="lazy", block_rows=8)
+    np.testing.assert_array_equal(lazy, exact)
+    assert lazy[:21].tolist() == brute_force(p, labeled, 21, "euclidean")[0]

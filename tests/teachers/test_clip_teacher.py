@@ -321,3 +321,20 @@ def test_tag_found_in_local_hf_cache_resolves_to_file(tmp_path: Path, monkeypatc
     assert info["type"] == "tag" and info["create_pretrained"] == str(weights)
     assert info["force"]["force_quick_gelu"] is True  # the tag's settings travel with the file
     assert info["force"]["force_preprocess_cfg"]["mean"] == cfg["mean"]
+
+
+def test_mobileclip_runs_in_its_inference_form_with_the_same_features() -> None:
+    """MobileCLIP's multi-branch blocks are folded on load (faster on CPU); features do not change."""
+    from activekd_core.teachers.clip_zero_shot import load_clip
+
+    model, _, _, _ = load_clip("MobileCLIP2-S0", None, device=torch.device("cpu"), seed=3)
+    branched = [m for m in model.modules() if hasattr(m, "reparam_conv")]
+    assert branched and all(m.reparam_conv is not None for m in branched)  # every block folded
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)  # the same random weights as load_clip's
+        plain = open_clip.create_model("MobileCLIP2-S0", pretrained=None).eval()
+    x = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        a = torch.nn.functional.normalize(model.encode_image(x), dim=-1)
+        b = torch.nn.functional.normalize(plain.encode_image(x), dim=-1)
+    assert float((a * b).sum(-1).min()) > 0.9999
