@@ -68,23 +68,24 @@ def _login_gate() -> None:
     st.stop()
 
 
-def _sidebar() -> None:
+def _sidebar(box) -> None:
+    """Who labels and the open project's counts, drawn after the page so they include its changes."""
     from activekd_core.display_text import MESSAGE_MAX, md
     from pages._session import annotator, auth_configured, current_project
 
     if auth_configured():
-        st.sidebar.text(f"Signed in as {annotator()}")
-        st.sidebar.button("Sign out", key="akd_logout", on_click=st.logout)
+        box.text(f"Signed in as {annotator()}")
+        box.button("Sign out", key="akd_logout", on_click=st.logout)
     else:
-        st.sidebar.caption("Single-user mode: no login is configured; set the annotator on the Project page.")
+        box.caption("Single-user mode: no login is configured; set the annotator on the Project page.")
     try:
         project = current_project()
     except Exception as exc:  # shown on every page; the Project page lets the user fix it
-        st.sidebar.error(f"No project open: {md(exc, MESSAGE_MAX)}")
+        box.error(f"No project open: {md(exc, MESSAGE_MAX)}")
         return
-    st.sidebar.markdown(f"**{md(project.name)}**")
+    box.markdown(f"**{md(project.name)}**")
     counts = project.counts()
-    st.sidebar.caption(f"{counts['labeled']}/{counts['total']} labeled · annotator: {md(annotator())}")
+    box.caption(f"{counts['labeled']}/{counts['total']} labeled · annotator: {md(annotator())}")
 
 
 def _restore_from_url() -> None:
@@ -100,5 +101,8 @@ def _restore_from_url() -> None:
 nav = st.navigation(_pages())
 _login_gate()
 _restore_from_url()
-_sidebar()
-nav.run()
+_sidebar_box = st.sidebar.container()
+try:
+    nav.run()
+finally:  # after the page, so counts include what it just did (an import, a label)
+    _sidebar(_sidebar_box)

@@ -17,6 +17,7 @@ import streamlit as st
 
 from activekd_core.display_text import MESSAGE_MAX, NAME_MAX, check_name, code, md, visible
 from activekd_core.project import DEFAULT_STRATEGY, Project, ProjectError
+from activekd_core.teachers.base import teacher_name
 from activekd_core.store import StoreError, validate_class_names
 from pages._session import (
     DEMOS,
@@ -33,10 +34,10 @@ from pages._session import (
 )
 
 TEACHER_KINDS = {
-    "Offline stand-in (no weights needed)": "standin",
-    "CLIP zero-shot": "clip_zero_shot",
-    "CLIP few-shot (CLAP, refit on your labels)": "clip_few_shot",
-    "Precomputed probabilities file": "precomputed",
+    f"{teacher_name('standin')}: no weights needed": "standin",
+    teacher_name("clip_zero_shot"): "clip_zero_shot",
+    f"{teacher_name('clip_few_shot')}, refit on your labels": "clip_few_shot",
+    f"{teacher_name('precomputed')} (a file)": "precomputed",
 }
 K_MSG = "prj_msg"
 K_ANNOTATOR_ERR = "prj_annotator_error"
@@ -270,7 +271,7 @@ def _current_section(project: Project) -> None:
     counts = project.counts()
     cfg = project.config
     st.caption(f"Folder {code(project.folder)} · images {code(project.image_root)} · {counts['total']} images · "
-               f"{len(project.classes)} classes · teacher **{md(cfg['teacher_spec'].get('kind'))}** · "
+               f"{len(project.classes)} classes · teacher **{md(teacher_name(cfg['teacher_spec'].get('kind')))}** · "
                f"student **{md(cfg.get('student_arch'))}** @ {(cfg.get('train') or {}).get('image_size', 32)} px · "
                f"batch **{project.batch_size}** · strategy **{md(project.strategy)}**")
     try:

@@ -68,7 +68,7 @@ def _relabel(project: Project, image_id: str, widget_key: str) -> None:
 def _card(project: Project, row, selected: set[str]) -> None:
     with st.container(border=True):
         try:
-            st.image(thumbnail(project, row.id, THUMB), use_container_width=True)
+            st.image(thumbnail(project, row.id, THUMB), width="stretch")
         except (OSError, ValueError) as exc:
             st.text(f"cannot show: {str(exc)[:120]}")
         st.text(row.id[:120])
@@ -112,7 +112,7 @@ def _history(project: Project) -> None:
                 [{"when": e.time.replace("T", " ")[:19], "who": e.annotator, "what": e.event,
                   "class": e.class_name or "", "round": e.round, "reverts event": e.undoes, "event": e.id}
                  for e in events],
-                hide_index=True, use_container_width=True,
+                hide_index=True, width="stretch",
             )
         if st.button("Close history", key=K_PREFIX + "hist_close"):
             st.session_state.pop(K_HISTORY, None)

@@ -22,3 +22,4 @@ def test_downloads_belong_to_the_open_project(home) -> None:
     at.button(key="prj_demo_digits").click().run()  # switch project: the textile files are not offered
     assert not at.exception, [e.message for e in at.exception]
     assert not [b for b in at.get("download_button") if b.key.startswith("prj_dl_")]
+

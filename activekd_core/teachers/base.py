@@ -105,3 +105,17 @@ def check_cancel(cancel: threading.Event | None) -> None:
     """Raise :class:`Cancelled` if ``cancel`` is set."""
     if cancel is not None and cancel.is_set():
         raise Cancelled("teacher work cancelled; completed rows are kept and will be resumed")
+
+
+# The one name of each teacher kind, shown the same on every page and in every report.
+TEACHER_NAMES: dict[str, str] = {
+    "standin": "Offline stand-in (not CLIP)",
+    "clip_zero_shot": "CLIP zero-shot",
+    "clip_few_shot": "CLIP few-shot (CLAP)",
+    "precomputed": "Precomputed probabilities",
+}
+
+
+def teacher_name(kind: object) -> str:
+    """The display name of a teacher kind (the kind itself when unknown)."""
+    return TEACHER_NAMES.get(str(kind), str(kind))

@@ -39,7 +39,7 @@ from sklearn.preprocessing import StandardScaler
 from activekd_core.images import ImageLoadError, ImagePool, load_image
 from activekd_core.teachers.base import ProgressFn, check_labels, softmax_rows
 
-STANDIN_LABEL = "offline stand-in (not CLIP)"
+STANDIN_LABEL = "Offline stand-in (not CLIP)"  # = teachers.base.TEACHER_NAMES["standin"]
 FEATURE_DIM = 256 + 48 + 128
 
 
@@ -247,7 +247,7 @@ class StandInTeacher:
         }
 
     def describe(self) -> dict[str, Any]:
-        """Provenance, with ``label`` = "offline stand-in (not CLIP)" and the fit state."""
+        """Provenance, with ``label`` = "Offline stand-in (not CLIP)" and the fit state."""
         return {
             "kind": self.kind,
             "label": STANDIN_LABEL,
