@@ -144,7 +144,7 @@ def test_one_round_simulation_finishes(tmp_path, digits_dir):
     out = tmp_path / "one"
     rows = run_simulation(SimulationConfig(
         dataset="digits", out=out, strategies=["random", "pcoreset"], rounds=1, seeds=[0], steps=5,
-        data_dir=digits_dir, device="cpu",
+        data_dir=digits_dir, device="cpu", preset="cpu-fast",
     ))
     assert [(r["strategy"], r["round"], r["n_labeled"]) for r in rows] == [("random", 0, 10), ("pcoreset", 0, 10)]
     assert (out / "summary.txt").is_file() and (out / "picks.jsonl").read_text() == ""
