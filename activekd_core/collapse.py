@@ -91,19 +91,41 @@ def collapse_warnings(
 
     Returns:
         The warnings, "everything" first, then "nothing" by class order; empty when
-        ``probs`` has no rows or all predictions are uniform (an untrained teacher, whose
-        argmax says nothing).
+        ``probs`` has no rows or every row is uniform ``1 / C`` (an untrained teacher, whose
+        argmax says nothing). Identical non-uniform rows are a collapse and are reported.
 
     Raises:
         ValueError: ``probs`` is not ``(N, len(classes))``.
     """
-    p = np.asarray(probs, dtype=np.float64)
+    p = np.asarray(probs)
     if p.ndim != 2 or p.shape[1] != len(classes):
         raise ValueError(f"probs must be (N, {len(classes)}), got {p.shape}")
-    n = p.shape[0]
-    if n == 0 or np.allclose(p, p[:1]):
+    if p.shape[0] == 0 or np.allclose(p, 1.0 / p.shape[1], atol=1e-6):
         return []
     counts = np.bincount(p.argmax(axis=1), minlength=len(classes))
+    return collapse_from_counts(
+        counts, classes, model, labeled_counts=labeled_counts, nothing_share=nothing_share,
+        nothing_count=nothing_count, everything_share=everything_share,
+    )
+
+
+def collapse_from_counts(
+    counts: Sequence[int] | npt.ArrayLike,
+    classes: Sequence[str],
+    model: str,
+    *,
+    labeled_counts: Sequence[int] | None = None,
+    nothing_share: float = NOTHING_SHARE,
+    nothing_count: int = NOTHING_COUNT,
+    everything_share: float = EVERYTHING_SHARE,
+) -> list[CollapseWarning]:
+    """:func:`collapse_warnings` from the number of images predicted per class (``(C,)``)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.shape != (len(classes),):
+        raise ValueError(f"counts must have shape ({len(classes)},), got {counts.shape}")
+    n = int(counts.sum())
+    if n == 0:
+        return []
     labels = list(labeled_counts) if labeled_counts is not None else [None] * len(classes)
     limit = max(nothing_count, nothing_share * n)
     out = [

@@ -33,6 +33,7 @@ import numpy.typing as npt
 from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1")
+_MAX_CELLS = 2_000_000  # index cells per bootstrap chunk (16 MB of int64)
 METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1"}
 
 
@@ -200,8 +201,13 @@ def bootstrap_intervals(
     if not t.size:
         nan = float("nan")
         return {k: Interval(nan, nan, nan) for k in points}
-    idx = np.random.default_rng(seed).integers(0, t.size, size=(n_boot, t.size))
-    samples = resampled_metrics(t, p, idx, c)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_CELLS // max(t.size, c * c))  # bounded memory for large evaluation sets
+    parts = [
+        resampled_metrics(t, p, rng.integers(0, t.size, size=(min(chunk, n_boot - s), t.size)), c)
+        for s in range(0, n_boot, chunk)
+    ]
+    samples = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
     lo_q, hi_q = (1 - confidence) / 2, (1 + confidence) / 2
     return {
         k: Interval(v, float(np.quantile(samples[k], lo_q)), float(np.quantile(samples[k], hi_q)))

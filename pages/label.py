@@ -19,6 +19,7 @@ import streamlit as st
 
 from activekd_core.jobs import JobBusy
 from activekd_core.project import BatchView, Project
+from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import (
     annotator,
     batch_lock,
@@ -356,6 +357,9 @@ def main() -> None:
     top[3].caption(f"Keys: {keys[0]}-{keys[-1]} label the focused image, S skip, U unsure, Z undo, "
                    "←/→ or J/K move, F focus mode")
     _counts(project)
+    collapse_notes(project)
+    with st.expander("Labels found per class per round"):
+        labels_per_round_table(project)
     suggestions = None
     if show_teacher:
         try:

@@ -17,6 +17,7 @@ import streamlit as st
 
 from activekd_core.jobs import JobBusy
 from activekd_core.project import Project, ProjectError
+from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import current_project, show_project_error
 
 POLL_SECONDS = 1.0
@@ -101,16 +102,27 @@ def _score_text(d: dict | None) -> str | None:
     return f"{100 * d['accuracy']:.1f}% ({100 * d['low']:.1f}-{100 * d['high']:.1f}%, n={d['n']})"
 
 
+def _stored_balanced_text(d: dict | None) -> str | None:
+    """A stored audit score's balanced accuracy as text (None when absent, e.g. older rounds)."""
+    if not d or d.get("balanced_accuracy") is None:
+        return None
+    return f"{100 * d['balanced_accuracy']:.1f}% ({100 * d['balanced_low']:.1f}-{100 * d['balanced_high']:.1f}%)"
+
+
 def _history(project: Project) -> None:
     rounds = project.store.rounds()
     if not rounds:
         st.caption("No rounds yet: label a few images, then retrain.")
         return
-    audit = {}
+    audit: dict = {}
+    balanced: dict = {}
+    macro: dict = {}
     if project.store.audit_ids():
         try:
             for score in project.audit_report():
                 audit[(score.model, score.round)] = score.text()
+                balanced[(score.model, score.round)] = score.balanced_text()
+                macro[(score.model, score.round)] = score.macro_f1_text()
         except Exception as exc:
             st.warning(f"Audit accuracy unavailable: {exc}")
     rows = []
@@ -126,14 +138,20 @@ def _history(project: Project) -> None:
             "device": m.get("device_name") or m.get("device", ""),
             "final loss": m.get("final_loss", m.get("loss")),
             "student audit acc": audit.get(("student", r.id), "—"),
+            "student audit balanced acc": balanced.get(("student", r.id), "—"),
+            "student audit macro-F1": macro.get(("student", r.id), "—"),
             "teacher audit acc": _score_text((m.get("audit") or {}).get("teacher")) or audit.get(("teacher", 0), "—"),
+            "teacher audit balanced acc": _stored_balanced_text((m.get("audit") or {}).get("teacher"))
+            or balanced.get(("teacher", 0), "—"),
             "started": r.started,
             "error": r.error or "",
         })
     st.dataframe(rows, hide_index=True, width="stretch")
     if audit:
-        st.caption("Audit accuracy with a 95% Wilson interval. Student: each round's model on the audit labels "
-                   "as they are now; teacher: as fitted for that round (zero-shot teacher when not recorded).")
+        st.caption("Audit accuracy with a 95% Wilson interval; balanced accuracy (mean recall per class: it does "
+                   "not reward answering the majority class) and macro-F1 with 95% bootstrap intervals over the "
+                   "audit images. Student: each round's model on the audit labels as they are now; teacher: as "
+                   "fitted for that round (zero-shot teacher when not recorded).")
 
 
 def _audit_controls(project: Project) -> None:
@@ -180,8 +198,11 @@ def main() -> None:
     if labeled.size == 0:
         st.info("Label at least one image (outside the audit set) before training.")
     _live(str(project.folder))
+    collapse_notes(project)
     st.subheader("Rounds")
     _history(project)
+    st.subheader("Labels found per class")
+    labels_per_round_table(project)
     st.subheader("Audit set")
     _audit_controls(project)
 

@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -404,3 +405,35 @@ def test_pinned_project_folder(home, monkeypatch):
     assert any("pinned" in i.value for i in at.info)
     assert not [b for b in at.button if b.key == "prj_demo_digits"]
     assert not (home / "elsewhere").exists()
+
+
+def test_pages_warn_on_a_collapsed_student_and_show_labels_found_per_class(home):
+    at = _app()
+    key = _batch_key(at)
+    for pos in range(4):
+        at.button(key=f"{key}_{pos}_c{min(pos, 1)}").click().run()  # classes 0, 1, 1, 1; class 2 not found
+    folder = home / "projects" / "textile"
+    with Project.open(folder) as project:
+        record = project.retrain()
+        classes = project.classes
+        assert record.metrics["labels_per_class"] == [1, 3, 0]
+        # Make the stored student a collapsed one: it answers classes[0] for every image.
+        path = folder / "cache" / "student" / f"round_{record.id:04d}_probs.npy"
+        probs = np.load(path)
+        collapsed = np.full_like(probs, 0.05)
+        collapsed[:, 0] = 0.9
+        np.save(path, collapsed)
+    st.cache_resource.clear()
+    at = _app()  # Label page
+    texts = [w.value for w in at.warning]
+    assert any("student (round 1) predicts" in t and "almost everything" in t for t in texts), texts
+    assert any("predicts" in t and "for nothing" in t for t in texts), texts
+    per_round = at.dataframe[0].value
+    assert list(per_round["round"]) == ["1", "now"] and list(per_round[classes[2]]) == [0, 0]
+    assert list(per_round[classes[1]]) == [3, 3]
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("almost everything" in w.value for w in at.warning)
+    rounds, found = at.dataframe[0].value, at.dataframe[1].value
+    assert "student audit balanced acc" in rounds.columns
+    assert list(found[classes[0]]) == [1, 1]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from activekd_core.collapse import collapse_warnings
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from activekd_core.collapse import collapse_warnings  # noqa: E402
 
 CLASSES = ["nominal", "local defect", "global defect"]
 
@@ -36,3 +41,13 @@ def test_thresholds_are_arguments_and_uniform_rows_say_nothing():
     tight = collapse_warnings(probs, CLASSES, "s", everything_share=0.95, nothing_share=0.025)
     assert [(w.class_name, w.kind) for w in tight] == [("nominal", "everything"), ("global defect", "nothing")]
     assert collapse_warnings(np.full((50, 3), 1 / 3), CLASSES, "teacher") == []
+
+
+def test_warning_text_shows_a_hostile_class_name_literally():
+    from pages._rare import _literal
+
+    name = "**bold** [x](http://evil.example) `code` :red[x] <b>"
+    warns = collapse_warnings(np.eye(2)[[0] * 50], [name, "b"], "the student")
+    shown = _literal(warns[0].text())
+    for token in ("\\*\\*bold\\*\\*", "\\[x\\]", "\\`code\\`", "\\:red\\[x\\]", "\\<b\\>"):
+        assert token in shown
