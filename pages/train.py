@@ -176,6 +176,24 @@ def _audit_controls(project: Project) -> None:
                 st.error(str(exc))
 
 
+def _rare_class_options(project: Project) -> None:
+    """The two imbalance options of the next round (off by default, as in the paper)."""
+    train = dict(project.config.get("train") or {})
+    with st.expander("Rare-class options (next round)"):
+        cw = st.toggle("Class-weighted CE for the CE head", value=bool(train.get("ce_class_weight", False)),
+                       key="trn_ce_cw",
+                       help="Each labeled image weighs L / (K * n_c): a class with 2 labels pulls as hard as one "
+                            "with 40. Off in the paper.")
+        tau = st.number_input("Logit-adjusted teacher targets (tau)", min_value=0.0, max_value=2.0, step=0.5,
+                              value=float(train.get("teacher_logit_adjust", 0.0)), key="trn_la_tau",
+                              help="Subtract tau * log(teacher's mean predicted class distribution) from the "
+                                   "teacher's logits before distilling: 1 removes the teacher's prior, 0 (the "
+                                   "paper) leaves its soft labels as they are.")
+        if cw != bool(train.get("ce_class_weight", False)) or tau != float(train.get("teacher_logit_adjust", 0.0)):
+            project.update_config(train={**train, "ce_class_weight": bool(cw), "teacher_logit_adjust": float(tau)})
+            st.caption("Saved: the next round uses these options.")
+
+
 def main() -> None:
     """Draw the Train page."""
     st.title("Train")
@@ -197,6 +215,7 @@ def main() -> None:
               help="Train a fresh student on every current label (audit set excluded) in the background.")
     if labeled.size == 0:
         st.info("Label at least one image (outside the audit set) before training.")
+    _rare_class_options(project)
     _live(str(project.folder))
     collapse_notes(project)
     st.subheader("Rounds")

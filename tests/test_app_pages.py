@@ -437,3 +437,10 @@ def test_pages_warn_on_a_collapsed_student_and_show_labels_found_per_class(home)
     rounds, found = at.dataframe[0].value, at.dataframe[1].value
     assert "student audit balanced acc" in rounds.columns
     assert list(found[classes[0]]) == [1, 1]
+    # the two rare-class options are off by default and reach the next round's training config
+    assert at.toggle(key="trn_ce_cw").value is False and at.number_input(key="trn_la_tau").value == 0.0
+    at.toggle(key="trn_ce_cw").set_value(True).run()
+    at.number_input(key="trn_la_tau").set_value(1.0).run()
+    with Project.open(folder) as project:
+        cfg = project.train_config()
+        assert cfg.ce_class_weight is True and cfg.teacher_logit_adjust == 1.0 and cfg.steps == TRAIN_FAST["steps"]

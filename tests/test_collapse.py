@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
