@@ -70,6 +70,19 @@ def report(folder: Path) -> str:
         cells = [_ms([float(by[(s, sd, rnd)]["rare_labels"]) for sd in seeds if (s, sd, rnd) in by]) for s in strategies]
         out.append(f"| {rnd} | {labels[rnd]} | " + " | ".join(cells) + " |")
     out.append("")
+    out.append("Classes with at least one label (of " + str(len(str(rows[0]["labels_per_class"]).split(";")))
+               + "), mean over seeds:")
+    out.append("")
+    out.append("| round | " + " | ".join(strategies) + " |")
+    out.append("|---|" + "---|" * len(strategies))
+    for rnd in rounds:
+        cells = []
+        for s in strategies:
+            found = [sum(int(v) > 0 for v in str(by[(s, sd, rnd)]["labels_per_class"]).split(";"))
+                     for sd in seeds if (s, sd, rnd) in by]
+            cells.append(f"{np.mean(found):.1f}" if found else "—")
+        out.append(f"| {rnd} | " + " | ".join(cells) + " |")
+    out.append("")
     out.append(f"Round {last} ({labels[last]} labels), test metrics in %, mean ± std:")
     out.append("")
     out.append("| strategy | balanced accuracy | accuracy | macro-F1 | rare labels | Wilcoxon p vs random: "

@@ -215,7 +215,6 @@ def main() -> None:
               help="Train a fresh student on every current label (audit set excluded) in the background.")
     if labeled.size == 0:
         st.info("Label at least one image (outside the audit set) before training.")
-    _rare_class_options(project)
     _live(str(project.folder))
     collapse_notes(project)
     st.subheader("Rounds")
@@ -224,6 +223,7 @@ def main() -> None:
     labels_per_round_table(project)
     st.subheader("Audit set")
     _audit_controls(project)
+    _rare_class_options(project)
 
 
 if __name__ == "__main__":  # Streamlit runs pages as __main__; tests may import them
