@@ -10,9 +10,13 @@ Reads one or more ``simulate`` output folders (``results.csv``) and prints, per 
   every round after round 0 (pairs = seed × round; these pairs are not independent,
   so read that p-value as descriptive).
 
+With ``--option DIR`` (repeatable), each such folder (a run with one option on, e.g.
+``--ce-class-weight``) is compared with the FIRST folder (the paper's settings), strategy
+by strategy, paired by (seed, round).
+
 Usage::
 
-    python bench/imbalanced_report.py RUN_DIR [RUN_DIR ...]
+    python bench/imbalanced_report.py RUN_DIR [RUN_DIR ...] [--option OPTION_RUN_DIR ...]
 """
 
 from __future__ import annotations
@@ -119,13 +123,47 @@ def report(folder: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def compare(base: Path, option: Path) -> str:
+    """Each strategy of ``option`` against the same strategy in ``base``, paired by (seed, round)."""
+    a = {(r["strategy"], int(r["seed"]), int(r["round"])): r for r in read_results(base / "results.csv")}
+    b = {(r["strategy"], int(r["seed"]), int(r["round"])): r for r in read_results(option / "results.csv")}
+    opts = next(iter(b.values()))["options"]
+    out = [f"#### `{option.name}` ({opts}) vs `{base.name}`", "",
+           "| strategy | metric | paper settings | with the option | Wilcoxon p final (n=seeds) | all rounds > 0 |",
+           "|---|---|---|---|---|---|"]
+    for s in dict.fromkeys(k[0] for k in b):
+        keys = [k for k in b if k[0] == s and k in a]
+        if not keys:
+            continue
+        last = max(k[2] for k in keys)
+        fin = [k for k in keys if k[2] == last]
+        later = [k for k in keys if k[2] > 0]
+        for metric, scale in (("balanced_accuracy", 100), ("accuracy", 100), ("macro_f1", 100), ("rare_labels", 1)):
+            out.append(
+                f"| {s} | {metrics_label(metric)} (round {last}) | {_ms([float(a[k][metric]) for k in fin], scale)} | "
+                f"{_ms([float(b[k][metric]) for k in fin], scale)} | "
+                f"{_wilcoxon([float(b[k][metric]) for k in fin], [float(a[k][metric]) for k in fin])} | "
+                f"{_wilcoxon([float(b[k][metric]) for k in later], [float(a[k][metric]) for k in later])} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def metrics_label(metric: str) -> str:
+    """Human name of a results.csv metric column."""
+    return {"balanced_accuracy": "balanced accuracy %", "accuracy": "accuracy %", "macro_f1": "macro-F1 %",
+            "rare_labels": "rare labels"}[metric]
+
+
 def main() -> None:
-    """Print the report of every folder given."""
+    """Print the report of every folder given, then the option comparisons."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--option", action="append", type=Path, default=[], help="a run with one option on")
     args = parser.parse_args()
     for folder in args.folders:
         print(report(folder))
+    for folder in args.option:
+        print(compare(args.folders[0], folder))
 
 
 if __name__ == "__main__":
