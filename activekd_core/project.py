@@ -1094,8 +1094,12 @@ class Project:
         Returns:
             One dict per round (``{"round": id, "strategy": ..., "labels": n, <class>: count, ...}``;
             rounds trained before this was recorded have None per class), and a last row
-            ``round = "now"`` with the current training labels (audit set excluded).
+            ``round = "now"`` with the current training labels (audit set excluded). A class
+            named like a fixed column (``round``, ``strategy``, ``labels``) gets `` (class)``
+            appended to its column name.
         """
+        fixed = ("round", "strategy", "labels")
+        columns = [f"{c} (class)" if c in fixed else c for c in self.classes]  # a class may be named "round"
         rows: list[dict[str, Any]] = []
         for rec in self.store.rounds():
             if rec.status != "done":
@@ -1103,12 +1107,12 @@ class Project:
             counts = (rec.metrics or {}).get("labels_per_class")
             ok = isinstance(counts, list) and len(counts) == len(self.classes)
             row: dict[str, Any] = {"round": str(rec.id), "strategy": rec.strategy, "labels": rec.n_labeled}
-            row.update({c: (int(counts[i]) if ok else None) for i, c in enumerate(self.classes)})
+            row.update({col: (int(counts[i]) if ok else None) for i, col in enumerate(columns)})
             rows.append(row)
         _, y = self.training_labels()
         now = np.bincount(y, minlength=len(self.classes))
         rows.append({"round": "now", "strategy": self.strategy, "labels": int(y.size),
-                     **{c: int(now[i]) for i, c in enumerate(self.classes)}})
+                     **{col: int(now[i]) for i, col in enumerate(columns)}})
         return rows
 
     # ---- export ------------------------------------------------------------------------

@@ -818,3 +818,15 @@ def test_create_opens_each_image_once(tmp_path: Path, images, monkeypatch) -> No
     assert set(recs) == set(truth) and all((r.width, r.height) == (24, 20) for r in recs.values())
     scanned = [n for n in opened if str(root.resolve()) in n]
     assert len(scanned) == len(truth), f"{len(scanned)} opens for {len(truth)} images"
+
+
+def test_labels_per_round_and_collapse_warnings_without_a_round(tmp_path: Path, images) -> None:
+    """Labels found per class 'now' (no round yet), a class named like a fixed column, no model: no warning."""
+    root, _ = images
+    p = Project.create(tmp_path / "proj_r", root, [("round", ""), ("green", ""), ("blue", "")], {"kind": "fake"})
+    p.label("blue/0.png", "round")
+    p.label("blue/1.png", "round")
+    p.label("green/0.png", "green")
+    rows = p.labels_per_round()
+    assert rows == [{"round": "now", "strategy": p.strategy, "labels": 3, "round (class)": 2, "green": 1, "blue": 0}]
+    assert p.collapse_warnings() == []  # no cached teacher probabilities and no trained student yet
