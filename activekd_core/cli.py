@@ -406,7 +406,7 @@ def _recorded_imbalance(folder: Path) -> bool | None:
 
 
 def _summarize(args: argparse.Namespace) -> int:
-    from activekd_core.simulation import SimulationError, read_results, summary_table, write_plot
+    from activekd_core.simulation import SimulationError, read_results, rows_imbalanced, summary_table, write_plot
 
     path = args.results / "results.csv" if args.results.is_dir() else args.results
     try:
@@ -420,8 +420,13 @@ def _summarize(args: argparse.Namespace) -> int:
     teacher = rows[0].get("teacher", "")
     if teacher:
         print(f"teacher: {teacher} (test accuracy {float(rows[0].get('teacher_accuracy', float('nan'))):.1%})")
-    print(summary_table(rows, imbalanced=_recorded_imbalance(path.parent)))
-    files = write_plot(rows, path.parent, title=f"{rows[0].get('dataset', '')}: test accuracy vs labels")
+    imbalanced = _recorded_imbalance(path.parent)
+    print(summary_table(rows, imbalanced=imbalanced))
+    if imbalanced is None:
+        imbalanced = rows_imbalanced(rows)
+    metric = "balanced_accuracy" if imbalanced and all(r.get("balanced_accuracy") not in (None, "") for r in rows) else "accuracy"
+    files = write_plot(rows, path.parent, title=f"{rows[0].get('dataset', '')}: test {metric.replace('_', ' ')} vs labels",
+                       metric=metric)
     print("plot: " + ", ".join(str(f) for f in files))
     return 0
 

@@ -601,7 +601,13 @@ def run_simulation(
         f"teacher: {teacher_name} (test accuracy {teacher_acc:.1%}, balanced accuracy {teacher_bacc:.1%})\n{summary}\n",
         encoding="utf-8",
     )
-    write_plot(rows, out, title=f"{data.name}: test accuracy vs labels (teacher: {teacher_name})")
+    plot_metric = "balanced_accuracy" if imbalanced else "accuracy"
+    write_plot(
+        rows,
+        out,
+        title=f"{data.name}: test {metrics.METRIC_LABELS[plot_metric]} vs labels (teacher: {teacher_name})",
+        metric=plot_metric,
+    )
     return rows
 
 
@@ -731,8 +737,16 @@ def summary_table(rows: Sequence[dict[str, Any]], *, imbalanced: bool | None = N
     return "\n\n".join(blocks)
 
 
-def write_plot(rows: Sequence[dict[str, Any]], out: Path, title: str = "test accuracy vs labels") -> list[Path]:
-    """Plot accuracy vs number of labels (mean ± std) to ``accuracy.html`` (+ PNG with kaleido).
+def write_plot(
+    rows: Sequence[dict[str, Any]], out: Path, title: str = "test accuracy vs labels", metric: str = "accuracy"
+) -> list[Path]:
+    """Plot a metric vs number of labels (mean ± std) to ``accuracy.html`` (+ PNG with kaleido).
+
+    Args:
+        rows: Result rows.
+        out: Output folder.
+        title: Plot title.
+        metric: ``"accuracy"`` or ``"balanced_accuracy"`` (imbalanced classes) or ``"macro_f1"``.
 
     Returns:
         The files written.
@@ -744,7 +758,7 @@ def write_plot(rows: Sequence[dict[str, Any]], out: Path, title: str = "test acc
     for strategy, kd in keys:
         sub = [r for r in rows if r["strategy"] == strategy and bool(r["kd"]) == kd]
         xs = sorted({int(r["n_labeled"]) for r in sub})
-        stats = [_mean_std([float(r["accuracy"]) * 100 for r in sub if int(r["n_labeled"]) == x]) for x in xs]
+        stats = [_mean_std([float(r[metric]) * 100 for r in sub if int(r["n_labeled"]) == x]) for x in xs]
         fig.add_trace(
             go.Scatter(
                 x=xs,
@@ -755,7 +769,8 @@ def write_plot(rows: Sequence[dict[str, Any]], out: Path, title: str = "test acc
                 line={"dash": "solid" if kd else "dot"},
             )
         )
-    fig.update_layout(title=title, xaxis_title="labeled images", yaxis_title="test accuracy (%)", template="plotly_white")
+    fig.update_layout(title=title, xaxis_title="labeled images", yaxis_title=f"test {metrics.METRIC_LABELS[metric]} (%)",
+                      template="plotly_white")
     written = [out / "accuracy.html"]
     fig.write_html(str(written[0]), include_plotlyjs=True, full_html=True)
     try:

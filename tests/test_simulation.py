@@ -155,7 +155,7 @@ def test_imbalance_pool_shares_and_random_start():
     assert len(set(start.tolist())) == 3 and np.array_equal(start, random_start(556, 3, seed=4))
 
 
-def test_imbalanced_simulation_writes_rare_class_columns_and_ranks_by_balanced_accuracy(tmp_path, digits_dir):
+def test_imbalanced_simulation_writes_rare_class_columns_and_ranks_by_balanced_accuracy(tmp_path, digits_dir, capsys):
     out = tmp_path / "imb"
     cfg = SimulationConfig(
         dataset="digits", out=out, strategies=["random", "class_balanced"], rounds=2, seeds=[0],
@@ -178,3 +178,9 @@ def test_imbalanced_simulation_writes_rare_class_columns_and_ranks_by_balanced_a
     summary = (out / "summary.txt").read_text()
     assert "ranked by balanced accuracy (classes are imbalanced)" in summary and "rare-class labels" in summary
     assert summary_table(read_results(out / "results.csv")) == summary_table(rows, imbalanced=True)
+    assert "balanced accuracy" in (out / "accuracy.html").read_text()  # the plot shows the ranking metric
+    from activekd_core.cli import main
+
+    capsys.readouterr()
+    assert main(["summarize", str(out)]) == 0
+    assert "ranked by balanced accuracy (classes are imbalanced)" in capsys.readouterr().out
