@@ -209,7 +209,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             other.locator(".st-key-trn_start button:visible").click()
             other.get_by_text("Already training").or_(other.get_by_text("Training started")).wait_for()
             page.get_by_text("finished in").wait_for(timeout=180_000)
-            page.locator("[data-testid='stDataFrame']").wait_for()
+            page.locator("[data-testid='stDataFrame']").first.wait_for()  # rounds; labels per class follows
             _settled(page)
             page.screenshot(path=str(SHOTS / "04_train_done.png"), )
             with db() as s:
