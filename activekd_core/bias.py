@@ -196,6 +196,12 @@ class ClassificationReport:
         correct: Number predicted correctly.
         macro_f1: Unweighted mean F1 over classes that have labeled images.
         confidence: Interval coverage.
+        balanced_accuracy: Mean per-class recall over classes with labeled images
+            (:func:`activekd_core.metrics.balanced_accuracy`; NaN with no labels). Unlike
+            accuracy it does not reward predicting the majority class.
+        balanced_interval: Its percentile-bootstrap interval ``(low, high)`` (seeded, 1000 resamples).
+        macro_f1_interval: Bootstrap interval of macro-F1 as :mod:`activekd_core.metrics`
+            defines it (classes labeled or predicted).
     """
 
     classes: list[str]
@@ -208,6 +214,9 @@ class ClassificationReport:
     correct: int
     macro_f1: float
     confidence: float = 0.95
+    balanced_accuracy: float = float("nan")
+    balanced_interval: tuple[float, float] = (float("nan"), float("nan"))
+    macro_f1_interval: tuple[float, float] = (float("nan"), float("nan"))
 
 
 def classification_report(
@@ -253,6 +262,10 @@ def classification_report(
     n = int(lab.size)
     present = np.asarray(sup) > 0
     macro = float(np.mean(np.asarray(f1)[present])) if present.any() else float("nan")
+    from activekd_core.metrics import bootstrap_intervals
+
+    ivs = bootstrap_intervals(y_arr, pred, confidence=confidence, seed=0)
+    bal, mf1 = ivs["balanced_accuracy"], ivs["macro_f1"]
     return ClassificationReport(
         classes=names,
         confusion=cm,
@@ -264,6 +277,9 @@ def classification_report(
         correct=correct,
         macro_f1=macro,
         confidence=confidence,
+        balanced_accuracy=bal.value,
+        balanced_interval=(bal.low, bal.high),
+        macro_f1_interval=(mf1.low, mf1.high),
     )
 
 

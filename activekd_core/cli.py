@@ -122,6 +122,28 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0.02,
         help="fraction the stand-in teacher is fit on (default 0.02: an imperfect teacher)",
     )
+    sim.add_argument(
+        "--imbalance",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="make the pool imbalanced: the majority class is SHARE of it (e.g. 0.9), the others share the rest",
+    )
+    sim.add_argument("--majority", default=None, help="majority class name for --imbalance (default: the largest)")
+    sim.add_argument(
+        "--start",
+        choices=["auto", "random", "per_class"],
+        default="auto",
+        help="initial labels: one per class (the paper), C random images, or auto (random with --imbalance)",
+    )
+    sim.add_argument("--ce-class-weight", action="store_true", help="class-weighted CE for the student's CE head")
+    sim.add_argument(
+        "--teacher-logit-adjust",
+        type=float,
+        default=0.0,
+        metavar="TAU",
+        help="subtract TAU * log(teacher's mean predicted distribution) from the teacher's logits (default 0: off)",
+    )
     sm = sub.add_parser(
         "summarize",
         help="print the summary table of a simulation's results.csv and redraw its plot",
@@ -236,7 +258,6 @@ def _simulate(args: argparse.Namespace) -> int:
         format_duration,
         parse_seeds,
         run_simulation,
-        summary_table,
     )
 
     _set_threads(args.threads)
@@ -282,6 +303,11 @@ def _simulate(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             test_frac=args.test_frac,
             reference_frac=args.reference_frac,
+            imbalance=args.imbalance,
+            majority=args.majority,
+            start=args.start,
+            ce_class_weight=args.ce_class_weight,
+            teacher_logit_adjust=args.teacher_logit_adjust,
         )
         term = _TerminalProgress(sys.stderr)
         start = time.perf_counter()
@@ -290,9 +316,7 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     term.log(f"done in {format_duration(time.perf_counter() - start)}; results in {args.out / 'results.csv'}")
-    teacher_line = (args.out / "summary.txt").read_text(encoding="utf-8").splitlines()[0]
-    print(teacher_line)
-    print(summary_table(rows))
+    print((args.out / "summary.txt").read_text(encoding="utf-8").rstrip("\n"))  # teacher line + table
     print(f"plot: {args.out / 'accuracy.html'}")
     return 0
 
@@ -465,8 +489,22 @@ def _extract_features_sharded(folder: Path, info: DistInfo, term: _TerminalProgr
     return _teacher_probs(folder, term, project)
 
 
+def _recorded_imbalance(folder: Path) -> bool | None:
+    """Whether a simulation's ``config.json`` records imbalanced pool or test classes (None: unknown)."""
+    import json
+
+    from activekd_core.metrics import is_imbalanced
+
+    try:
+        info = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        counts = info["pool_class_counts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return is_imbalanced(counts) or (info.get("config") or {}).get("imbalance") is not None
+
+
 def _summarize(args: argparse.Namespace) -> int:
-    from activekd_core.simulation import SimulationError, read_results, summary_table, write_plot
+    from activekd_core.simulation import SimulationError, read_results, rows_imbalanced, summary_table, write_plot
 
     path = args.results / "results.csv" if args.results.is_dir() else args.results
     try:
@@ -480,8 +518,13 @@ def _summarize(args: argparse.Namespace) -> int:
     teacher = rows[0].get("teacher", "")
     if teacher:
         print(f"teacher: {teacher} (test accuracy {float(rows[0].get('teacher_accuracy', float('nan'))):.1%})")
-    print(summary_table(rows))
-    files = write_plot(rows, path.parent, title=f"{rows[0].get('dataset', '')}: test accuracy vs labels")
+    imbalanced = _recorded_imbalance(path.parent)
+    print(summary_table(rows, imbalanced=imbalanced))
+    if imbalanced is None:
+        imbalanced = rows_imbalanced(rows)
+    metric = "balanced_accuracy" if imbalanced and all(r.get("balanced_accuracy") not in (None, "") for r in rows) else "accuracy"
+    files = write_plot(rows, path.parent, title=f"{rows[0].get('dataset', '')}: test {metric.replace('_', ' ')} vs labels",
+                       metric=metric)
     print("plot: " + ", ".join(str(f) for f in files))
     return 0
 

@@ -18,10 +18,26 @@ stays finite.
 head on the labeled batch; the KD head receives no gradient and stays at its random
 initialisation. Such a student therefore predicts with the CE head alone
 (``alpha = 1`` in :func:`activekd_core.student.combine_probs`).
+
+**Options for imbalanced pools** (both off by default, as in the paper):
+
+* class-weighted CE (:func:`balanced_class_weights`): the CE head's loss weights each
+  labeled image by ``L / (K * n_c)`` (``L`` labels, ``K`` classes with a label, ``n_c``
+  labels of its class; scikit-learn's "balanced" rule), so a class with 2 labels pulls as
+  hard as one with 40. The weighted mean is normalised by the summed weights
+  (``F.cross_entropy(weight=...)``).
+* logit-adjusted teacher targets (:func:`logit_adjusted_probs`): the teacher's logits
+  become ``log p - tau * log prior`` with ``prior`` the teacher's own mean predicted
+  distribution over the pool (the "mean_prob" column of
+  :func:`activekd_core.bias.priors`), then renormalised. ``tau = 1`` removes the
+  teacher's prior completely (Menon et al., "Long-tail learning via logit adjustment",
+  ICLR 2021, post-hoc form); ``tau = 0`` leaves the targets unchanged.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -60,9 +76,53 @@ def kd_loss(student_kd_logits: Tensor, teacher_probs: Tensor, temperature: float
     return kl * (temperature**2)
 
 
-def ce_loss(ce_logits_labeled: Tensor, y: Tensor) -> Tensor:
-    """Cross-entropy of the CE head on the labeled batch (mean over the batch)."""
-    return F.cross_entropy(ce_logits_labeled.float(), y.long())
+def ce_loss(ce_logits_labeled: Tensor, y: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Cross-entropy of the CE head on the labeled batch (mean over the batch; weighted mean with ``weight``)."""
+    w = None if weight is None else weight.to(ce_logits_labeled.device, torch.float32)
+    return F.cross_entropy(ce_logits_labeled.float(), y.long(), weight=w)
+
+
+def balanced_class_weights(y: npt.ArrayLike, num_classes: int) -> np.ndarray:
+    """Per-class CE weights ``L / (K * n_c)`` for classes with labels, 1 for classes without.
+
+    Args:
+        y: Class indices of the labeled images.
+        num_classes: ``C``.
+
+    Returns:
+        float32 ``(C,)``; all ones when every class has the same count.
+    """
+    y = np.asarray(y, dtype=np.int64).ravel()
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    w = np.ones(num_classes, dtype=np.float64)
+    if present.any():
+        w[present] = y.size / (present.sum() * counts[present])
+    return w.astype(np.float32)
+
+
+def logit_adjusted_probs(teacher_probs: npt.ArrayLike, tau: float, prior: npt.ArrayLike | None = None) -> np.ndarray:
+    """Teacher probabilities with ``tau * log prior`` removed from their logits (module notes).
+
+    Args:
+        teacher_probs: ``(N, C)`` teacher probabilities, or ``(N, V, C)`` for a bank of views.
+        tau: Strength (0: unchanged; 1: the prior removed).
+        prior: ``(C,)`` prior to remove; default the mean over all rows (and views).
+
+    Returns:
+        float32 probabilities of the input's shape, summing to 1 over the last axis.
+    """
+    p = np.asarray(teacher_probs, dtype=np.float64)
+    if tau == 0:
+        return p.astype(np.float32)
+    c = p.shape[-1]
+    pi = p.reshape(-1, c).mean(axis=0) if prior is None else np.asarray(prior, dtype=np.float64)
+    if pi.shape != (c,):
+        raise ValueError(f"prior must have shape ({c},), got {pi.shape}")
+    logits = np.log(np.clip(p, _PROB_FLOOR, None)) - tau * np.log(np.clip(pi / pi.sum(), _PROB_FLOOR, None))
+    logits -= logits.max(axis=-1, keepdims=True)
+    e = np.exp(logits)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def dho_loss(
@@ -73,6 +133,7 @@ def dho_loss(
     teacher_probs_l: Tensor,
     teacher_probs_u: Tensor,
     temperature: float = DEFAULT_TEMPERATURE,
+    ce_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The DHO loss ``0.5 * CE(x_l) + 0.5 * (KD(x_l) + KD(x_u))``.
 
@@ -84,11 +145,12 @@ def dho_loss(
         teacher_probs_l: Teacher probabilities for the labeled batch ``(Bl, C)``.
         teacher_probs_u: Teacher probabilities for the unlabeled batch ``(Bu, C)``.
         temperature: ``T`` (2 in DHO/PCoreSet).
+        ce_weight: Optional per-class CE weights ``(C,)`` (class-weighted CE; None in the paper).
 
     Returns:
         ``(loss, parts)`` with ``parts`` holding detached ``ce``, ``kd_l`` and ``kd_u``.
     """
-    ce = ce_loss(ce_logits_l, y)
+    ce = ce_loss(ce_logits_l, y, ce_weight)
     kd_l = kd_loss(kd_logits_l, teacher_probs_l, temperature)
     kd_u = kd_loss(kd_logits_u, teacher_probs_u, temperature)
     loss = 0.5 * ce + 0.5 * (kd_l + kd_u)

@@ -202,6 +202,7 @@ class Project:
         self.last_teacher_file: Path | None = None
         self._counts_cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._valid_outputs: dict[int, tuple[Any, ...]] = {}  # round id -> file identity of checked outputs
+        self._pred_counts_cache: tuple[tuple[Any, ...], list[tuple[str, np.ndarray]]] | None = None
 
     # ---- creating and opening ----------------------------------------------------------
 
@@ -952,6 +953,7 @@ class Project:
                 written.append(target)
                 _atomic_save_npy(target, arr)
             metrics["audit"] = self._audit_metrics(round_id, probs, tprobs)
+            metrics["labels_per_class"] = np.bincount(y, minlength=len(self.classes)).tolist()
             if tprobs is not None and self.last_teacher_file is not None:
                 metrics["teacher_probs_file"] = self.last_teacher_file.relative_to(self.folder).as_posix()
             metrics = json.loads(json.dumps(metrics, default=str))
@@ -1376,6 +1378,79 @@ class Project:
                 tprobs = np.load(self.path(tfile), mmap_mode="r")
                 scores.append(audit_mod.audit_accuracy(tprobs, rows, y, model="teacher", round=rec.id))
         return scores
+
+    # ---- rare classes ------------------------------------------------------------------
+
+    def collapse_warnings(self) -> list[Any]:
+        """Classes the teacher or the active student predicts for (almost) nothing or everything.
+
+        Uses the cached teacher probabilities (never computes them) and the active round's
+        stored student predictions over the whole pool; see :mod:`activekd_core.collapse`
+        for the thresholds. Returns :class:`activekd_core.collapse.CollapseWarning` items.
+        """
+        from activekd_core.collapse import collapse_from_counts
+
+        per_class = self.counts()["per_class"]
+        labeled = [per_class.get(c, 0) for c in self.classes]
+        out = []
+        for model, counts in self._predicted_counts():
+            out += collapse_from_counts(counts, self.classes, model, labeled_counts=labeled)
+        return out
+
+    def _predicted_counts(self) -> list[tuple[str, np.ndarray]]:
+        """Images predicted per class by the cached teacher and the active student.
+
+        Cached on the newest teacher cache file (name, mtime) and the active round, so the
+        Label page's reruns do not re-read the pool's probabilities.
+        """
+        teacher_files = sorted(self.path("cache", "teacher").glob("probs_*.npy"))
+        active = self.active_round()
+        key = (tuple((f.name, f.stat().st_mtime_ns) for f in teacher_files), active.id if active else None,
+               tuple(self.classes))
+        cached = self._pred_counts_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        c = len(self.classes)
+        found: list[tuple[str, np.ndarray]] = []
+        teacher = self.cached_teacher_probs()
+        if teacher is not None and not _uniform(teacher):  # an unfitted stand-in's argmax means nothing
+            found.append(("the teacher", np.bincount(np.asarray(teacher).argmax(axis=1), minlength=c)))
+        if active is not None:
+            try:
+                probs, _ = self.student_outputs(active.id)
+            except ProjectError:
+                probs = None
+            if probs is not None and probs.shape == (len(self.pool()), c) and not _uniform(probs):
+                found.append((f"the student (round {active.id})", np.bincount(np.asarray(probs).argmax(axis=1), minlength=c)))
+        self._pred_counts_cache = (key, found)
+        return found
+
+    def labels_per_round(self) -> list[dict[str, Any]]:
+        """Training labels per class at each successful round, then now (how fast each class was found).
+
+        Returns:
+            One dict per round (``{"round": id, "strategy": ..., "labels": n, <class>: count, ...}``;
+            rounds trained before this was recorded have None per class), and a last row
+            ``round = "now"`` with the current training labels (audit set excluded). A class
+            named like a fixed column (``round``, ``strategy``, ``labels``) gets `` (class)``
+            appended to its column name.
+        """
+        fixed = ("round", "strategy", "labels")
+        columns = [f"{c} (class)" if c in fixed else c for c in self.classes]  # a class may be named "round"
+        rows: list[dict[str, Any]] = []
+        for rec in self.store.rounds():
+            if rec.status != "done":
+                continue
+            counts = (rec.metrics or {}).get("labels_per_class")
+            ok = isinstance(counts, list) and len(counts) == len(self.classes)
+            row: dict[str, Any] = {"round": str(rec.id), "strategy": rec.strategy, "labels": rec.n_labeled}
+            row.update({col: (int(counts[i]) if ok else None) for i, col in enumerate(columns)})
+            rows.append(row)
+        _, y = self.training_labels()
+        now = np.bincount(y, minlength=len(self.classes))
+        rows.append({"round": "now", "strategy": self.strategy, "labels": int(y.size),
+                     **{col: int(now[i]) for i, col in enumerate(columns)}})
+        return rows
 
     # ---- export ------------------------------------------------------------------------
 
@@ -1809,6 +1884,11 @@ def _check_student_weights(arch: str, train: dict[str, Any], problems: list[str]
             problems.append(f"student: {exc}")
     except (FileNotFoundError, ValueError) as exc:
         problems.append(f"student: {exc}")
+
+
+def _uniform(x: np.ndarray) -> bool:
+    """True when every probability is ``1 / C`` (a teacher with no information, not a collapsed one)."""
+    return bool(np.allclose(np.asarray(x), 1.0 / x.shape[1], atol=1e-6))
 
 
 def _uninformative(x: np.ndarray | None) -> bool:

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from activekd_core.csv_safe import SafeDictWriter, write_rows
+from activekd_core import metrics
 from activekd_core.training import TrainConfig, predict_student, train_round
 
 LogFn = Callable[[str], None]
@@ -68,6 +69,12 @@ RESULT_COLUMNS = [
     "image_size",
     "student_init",
     "views",
+    "balanced_accuracy",
+    "macro_f1",
+    "recall_per_class",
+    "labels_per_class",
+    "rare_labels",
+    "options",
 ]
 
 #: Named student settings. ``reference``: the paper's student (ImageNet-pretrained
@@ -145,6 +152,18 @@ class SimulationConfig:
             :func:`default_data_dir`, shared by runs so demos are written once).
         device: Training device (``auto``, ``cpu``, ``cuda`` ...).
         num_workers: DataLoader workers for training.
+        imbalance: Make the pool imbalanced (:func:`imbalance_pool`): the majority class's
+            share of the pool (e.g. 0.9), the other classes sharing the rest equally. The
+            test and reference splits keep the dataset's own distribution (the teacher's
+            prior knowledge does not know the pool's imbalance; the test set measures every
+            class's recall). None: the pool as split.
+        majority: Class name of the majority class with ``imbalance`` (default: the
+            first class with the most images).
+        start: ``"per_class"`` (one random label per class, the paper's start, which
+            presumes you already found every class), ``"random"`` (``C`` uniformly random
+            pool images) or ``"auto"``: random with ``imbalance``, per-class otherwise.
+        ce_class_weight: Class-weighted CE for the student's CE head (off in the paper).
+        teacher_logit_adjust: ``tau`` of logit-adjusted teacher targets (0 in the paper).
     """
 
     dataset: str
@@ -179,6 +198,11 @@ class SimulationConfig:
     data_dir: Path | None = None
     device: str = "auto"
     num_workers: int = 0
+    imbalance: float | None = None
+    majority: str | None = None
+    start: str = "auto"
+    ce_class_weight: bool = False
+    teacher_logit_adjust: float = 0.0
 
 
 @dataclass
@@ -452,6 +476,55 @@ def _view_bank(
     return boxes, probs
 
 
+def imbalance_pool(
+    pool: npt.NDArray[np.int64], y: npt.NDArray[np.int64], share: float, majority: int, seed: int
+) -> npt.NDArray[np.int64]:
+    """Subsample a pool so that class ``majority`` is ``share`` of it and the rest share equally.
+
+    The majority class keeps every image; each other class keeps
+    ``max(3, round(n_major * (1 - share) / share / (C - 1)))`` random images (at least 3,
+    at most what it has), so ``share = 0.9`` with 780 majority images and 2 other classes
+    keeps 43 of each (5% each).
+
+    Args:
+        pool: Row indices of the pool (into ``y``).
+        y: Class index per row of the whole dataset.
+        share: Majority share in (0, 1).
+        majority: Class index of the majority class.
+        seed: Seed of the subsampling.
+
+    Returns:
+        The kept rows, sorted.
+
+    Raises:
+        SimulationError: ``share`` outside (1/C, 1).
+    """
+    classes = np.unique(y[pool])
+    if not (1.0 / len(classes) < share < 1.0):
+        raise SimulationError(f"imbalance must be between 1/C = {1 / len(classes):.3f} and 1, got {share}")
+    rng = np.random.default_rng([seed, 7])
+    n_major = int((y[pool] == majority).sum())
+    n_other = max(3, int(round(n_major * (1 - share) / share / (len(classes) - 1))))
+    keep = [pool[y[pool] == majority]]
+    for c in classes:
+        if c == majority:
+            continue
+        rows = pool[y[pool] == c]
+        keep.append(rng.choice(rows, size=min(n_other, len(rows)), replace=False))
+    return np.sort(np.concatenate(keep)).astype(np.int64)
+
+
+def random_start(n_pool: int, num_classes: int, seed: int) -> np.ndarray:
+    """``num_classes`` uniformly random pool positions (a start that does not presume every class is found)."""
+    rng = np.random.default_rng([seed, 0])
+    return np.sort(rng.choice(n_pool, size=min(num_classes, n_pool), replace=False)).astype(np.int64)
+
+
+def rare_class_counts(y_labeled: npt.ArrayLike, num_classes: int) -> np.ndarray:
+    """Labels per class (``(C,)`` int) of a labeled set."""
+    return np.bincount(np.asarray(y_labeled, dtype=np.int64), minlength=num_classes)
+
+
 def initial_labels(y_pool: npt.NDArray[np.int64], num_classes: int, seed: int) -> np.ndarray:
     """One random pool position per class present in the pool (the paper's start)."""
     rng = np.random.default_rng([seed, 0])
@@ -516,6 +589,30 @@ def run_simulation(
     report_skipped(data, out, say)
     ref_frac = config.reference_frac if config.teacher == "standin" else 0.0
     splits = make_splits(data.y, config.test_frac, ref_frac, config.split_seed)
+    majority = -1
+    if config.imbalance is not None:
+        if config.majority is None:
+            majority = int(np.bincount(data.y[splits.pool]).argmax())
+        elif config.majority in data.classes:
+            majority = data.classes.index(config.majority)
+        else:
+            raise SimulationError(f"--majority {config.majority!r} is not a class of {data.name}: {data.classes}")
+        splits.pool = imbalance_pool(splits.pool, data.y, config.imbalance, majority, config.split_seed)
+        shares = np.bincount(data.y[splits.pool], minlength=len(data.classes)) / len(splits.pool)
+        say(f"imbalanced pool: {', '.join(f'{n} {100 * v:.1f}%' for n, v in zip(data.classes, shares))}")
+    start_mode = ("random" if config.imbalance is not None else "per_class") if config.start == "auto" else config.start
+    if start_mode not in ("random", "per_class"):
+        raise SimulationError(f"start must be auto, random or per_class, got {config.start!r}")
+    options = ";".join(
+        o
+        for o in (
+            f"imbalance={config.imbalance}" if config.imbalance is not None else "",
+            f"start={start_mode}",
+            "ce_class_weight" if config.ce_class_weight else "",
+            f"teacher_logit_adjust={config.teacher_logit_adjust}" if config.teacher_logit_adjust else "",
+        )
+        if o
+    )
     holder: dict[str, Any] = {}
     teacher_all, teacher_desc = build_teacher_probs(config, data, splits, say, holder)
     teacher_name = _teacher_label(teacher_desc)
@@ -535,6 +632,7 @@ def run_simulation(
     if config.clap_refit not in ("after", "before"):
         raise SimulationError(f"clap_refit must be 'after' or 'before', got {config.clap_refit!r}")
     round_teacher_acc = teacher_acc
+    teacher_bacc = metrics.balanced_accuracy(y_test, teacher_all[splits.test].argmax(1))
     say(
         f"{data.name}: {c} classes, pool {len(splits.pool):,}, test {len(splits.test):,}, "
         f"reference {len(splits.reference):,}; teacher = {teacher_name}, test accuracy {teacher_acc:.1%}"
@@ -553,6 +651,10 @@ def run_simulation(
                 "teacher": teacher_desc,
                 "teacher_label": teacher_name,
                 "teacher_test_accuracy": teacher_acc,
+                "teacher_test_balanced_accuracy": teacher_bacc,
+                "pool_class_counts": np.bincount(y_pool, minlength=c).tolist(),
+                "majority_class": data.classes[majority] if majority >= 0 else None,
+                "start": start_mode,
             },
             indent=2,
             default=str,
@@ -569,7 +671,10 @@ def run_simulation(
         for kd in config.kd_modes:
             for seed in config.seeds:
                 cache: dict[tuple[int, tuple[int, ...]], tuple[dict[str, Any], np.ndarray, np.ndarray]] = {}
-                start_labels = initial_labels(y_pool, c, seed)
+                if start_mode == "random":
+                    start_labels = random_start(len(y_pool), c, seed)
+                else:
+                    start_labels = initial_labels(y_pool, c, seed)
                 for strategy in config.strategies:
                     labeled = start_labels.copy()
                     prev_labeled = np.empty(0, dtype=np.int64)  # round 0: the zero-shot teacher ("after")
@@ -582,6 +687,7 @@ def run_simulation(
                         if key in cache:
                             res_metrics, probs, feats = cache[key]
                             acc = res_metrics["accuracy"]
+                            test_pred = res_metrics["test_pred"]
                         else:
                             tcfg = TrainConfig(
                                 arch=arch,
@@ -602,16 +708,19 @@ def run_simulation(
                                 num_workers=config.num_workers,
                                 num_classes=c,
                                 flip=flip,
+                                ce_class_weight=config.ce_class_weight,
+                                teacher_logit_adjust=config.teacher_logit_adjust,
                             )
                             prog = (lambda d, t, m, tag=tag: progress(d, t, f"{tag} {m}")) if progress else None
                             t_round = (views_pool if boxes_pool is not None else t_pool) if kd else None
                             res = train_round(pool_px, labeled, y_pool[labeled], t_round, tcfg, progress=prog,
                                               view_boxes=boxes_pool)
                             test_probs, _ = predict_student(res.model, test_px)
-                            acc = float((test_probs.argmax(1) == y_test).mean())
+                            test_pred = test_probs.argmax(1)
+                            acc = float((test_pred == y_test).mean())
                             if rnd < config.rounds - 1:  # the last round selects nothing
                                 probs, feats = predict_student(res.model, pool_px)
-                            res_metrics = dict(res.metrics, accuracy=acc)
+                            res_metrics = dict(res.metrics, accuracy=acc, test_pred=test_pred)
                             if rnd == 0:
                                 cache[key] = (res_metrics, probs, feats)
                         select_seconds = 0.0
@@ -627,6 +736,7 @@ def run_simulation(
                                 labeled_y=y_pool[labeled],  # the oracle's TRUE labels (class_balanced)
                                 k=c,
                                 rng=np.random.default_rng([seed, 1 + rnd]),
+                                labeled_y=y_pool[labeled],  # class_balanced's oracle counts
                             )
                             select_seconds = time.perf_counter() - t0
                             picked = np.asarray(sel.indices, dtype=np.int64)
@@ -661,17 +771,50 @@ def run_simulation(
                             "image_size": size,
                             "student_init": res_metrics.get("init", ""),
                             "views": res_metrics.get("views", 0),
+                            **_class_columns(y_test, test_pred, y_pool[labeled], c, majority),
+                            "options": options,
                         }
                         rows.append(row)
                         writer.writerow(row)
                         handle.flush()
-                        say(f"{tag} test accuracy {acc:.1%} (train {res_metrics['seconds']:.1f}s)")
+                        say(
+                            f"{tag} test accuracy {acc:.1%}, balanced {row['balanced_accuracy']:.1%} "
+                            f"(train {res_metrics['seconds']:.1f}s)"
+                        )
                         if rnd < config.rounds - 1:
                             prev_labeled, labeled = labeled, next_labeled
-    summary = summary_table(rows)
-    (out / "summary.txt").write_text(f"teacher: {teacher_name} (test accuracy {teacher_acc:.1%})\n{summary}\n", encoding="utf-8")
-    write_plot(rows, out, title=f"{data.name}: test accuracy vs labels (teacher: {teacher_name})")
+    imbalanced = metrics.is_imbalanced(np.bincount(y_pool, minlength=c)) or metrics.is_imbalanced(
+        np.bincount(y_test, minlength=c)
+    )
+    summary = summary_table(rows, imbalanced=imbalanced)
+    (out / "summary.txt").write_text(
+        f"teacher: {teacher_name} (test accuracy {teacher_acc:.1%}, balanced accuracy {teacher_bacc:.1%})\n{summary}\n",
+        encoding="utf-8",
+    )
+    plot_metric = "balanced_accuracy" if imbalanced else "accuracy"
+    write_plot(
+        rows,
+        out,
+        title=f"{data.name}: test {metrics.METRIC_LABELS[plot_metric]} vs labels (teacher: {teacher_name})",
+        metric=plot_metric,
+    )
     return rows
+
+
+def _class_columns(
+    y_test: np.ndarray, test_pred: np.ndarray, y_labeled: np.ndarray, c: int, majority: int
+) -> dict[str, Any]:
+    """Imbalance-aware columns of a result row (per-class lists are ``;``-joined)."""
+    recall = metrics.per_class_recall(y_test, test_pred, c)
+    found = rare_class_counts(y_labeled, c)
+    rare = int(found.sum() - found[majority]) if majority >= 0 else ""
+    return {
+        "balanced_accuracy": round(metrics.balanced_accuracy(y_test, test_pred), 6),
+        "macro_f1": round(metrics.macro_f1(y_test, test_pred), 6),
+        "recall_per_class": ";".join("" if np.isnan(v) else f"{v:.4f}" for v in recall),
+        "labels_per_class": ";".join(str(int(v)) for v in found),
+        "rare_labels": rare,
+    }
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -692,10 +835,11 @@ def read_results(path: Path) -> list[dict[str, Any]]:
         for raw in reader:
             row: dict[str, Any] = dict(raw)
             row["kd"] = str(raw["kd"]).strip().lower() in ("true", "1", "yes")
-            for key in ("seed", "round", "n_labeled", "steps", "image_size"):
+            for key in ("seed", "round", "n_labeled", "steps", "image_size", "rare_labels"):
                 if raw.get(key) not in (None, ""):
                     row[key] = int(raw[key])
-            for key in ("accuracy", "teacher_accuracy", "train_seconds", "select_seconds", "final_loss"):
+            for key in ("accuracy", "teacher_accuracy", "train_seconds", "select_seconds", "final_loss",
+                        "balanced_accuracy", "macro_f1"):
                 if raw.get(key) not in (None, ""):
                     row[key] = float(raw[key])
             rows.append(row)
@@ -707,35 +851,92 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def summary_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Mean ± std test accuracy (%) per round (rows) and strategy (columns), one block per KD mode."""
+def _table(sub: Sequence[dict[str, Any]], strategies: list[str], rounds: list[int], cell: Callable[[list[dict[str, Any]]], str]) -> str:
+    head = ["round", "labels"] + strategies
+    lines = [[str(x) for x in head]]
+    for rnd in rounds:
+        cells = [str(rnd), str(next(int(r["n_labeled"]) for r in sub if int(r["round"]) == rnd))]
+        for s in strategies:
+            cells.append(cell([r for r in sub if r["strategy"] == s and int(r["round"]) == rnd]))
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines)
+
+
+def _has(rows: Sequence[dict[str, Any]], key: str) -> bool:
+    return bool(rows) and all(r.get(key) not in (None, "") for r in rows)
+
+
+def rows_imbalanced(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether a results table came from an imbalanced pool (its ``options`` name ``imbalance=``)."""
+    return any("imbalance=" in str(r.get("options", "")) for r in rows)
+
+
+def summary_table(rows: Sequence[dict[str, Any]], *, imbalanced: bool | None = None) -> str:
+    """Mean ± std per round (rows) and strategy (columns), one block per KD mode, and a ranking.
+
+    Args:
+        rows: Result rows (``results.csv``).
+        imbalanced: Whether the classes are imbalanced (pool or test split); None: inferred
+            from the rows' ``options``. When True and the rows carry ``balanced_accuracy``, the
+            table shows and ranks by balanced accuracy and adds the rare-class labels found per
+            round; otherwise it shows and ranks by accuracy. The ranking line says which
+            metric ranks.
+    """
+    imbalanced = rows_imbalanced(rows) if imbalanced is None else imbalanced
+    metric = "balanced_accuracy" if imbalanced and _has(rows, "balanced_accuracy") else "accuracy"
+    label = metrics.METRIC_LABELS[metric]
     blocks = []
     for kd in sorted({bool(r["kd"]) for r in rows}, reverse=True):
         sub = [r for r in rows if bool(r["kd"]) == kd]
         strategies = list(dict.fromkeys(r["strategy"] for r in sub))
         rounds = sorted({int(r["round"]) for r in sub})
         n_seeds = len({r["seed"] for r in sub})
-        head = ["round", "labels"] + strategies
-        lines = [[str(x) for x in head]]
-        for rnd in rounds:
-            cells = [str(rnd), str(next(int(r["n_labeled"]) for r in sub if int(r["round"]) == rnd))]
-            for s in strategies:
-                accs = [float(r["accuracy"]) * 100 for r in sub if r["strategy"] == s and int(r["round"]) == rnd]
-                if accs:
-                    m, sd = _mean_std(accs)
-                    cells.append(f"{m:5.1f} ± {sd:4.1f}")
-                else:
-                    cells.append("-")
-            lines.append(cells)
-        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-        text = "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)
+
+        def pct(cell_rows: list[dict[str, Any]], key: str = metric) -> str:
+            if not cell_rows:
+                return "-"
+            m, sd = _mean_std([float(r[key]) * 100 for r in cell_rows])
+            return f"{m:5.1f} ± {sd:4.1f}"
+
         mode = "KD (DHO student distilled from the teacher)" if kd else "no KD (CE-only student)"
-        blocks.append(f"{mode}: test accuracy %, mean ± std over {n_seeds} seed(s)\n{text}")
+        text = f"{mode}: test {label} %, mean ± std over {n_seeds} seed(s)\n{_table(sub, strategies, rounds, pct)}"
+        if imbalanced and _has(sub, "rare_labels"):
+            def rare(cell_rows: list[dict[str, Any]]) -> str:
+                if not cell_rows:
+                    return "-"
+                m, sd = _mean_std([float(r["rare_labels"]) for r in cell_rows])
+                return f"{m:4.1f} ± {sd:3.1f}"
+
+            text += f"\n\nrare-class labels found (all classes but the majority), mean ± std\n{_table(sub, strategies, rounds, rare)}"
+        last = rounds[-1]
+        final = {}
+        for s in strategies:
+            cell_rows = [r for r in sub if r["strategy"] == s and int(r["round"]) == last]
+            if cell_rows:
+                final[s] = (_mean_std([float(r[metric]) * 100 for r in cell_rows])[0], cell_rows)
+        order = sorted(final, key=lambda s: -final[s][0])
+        others = [k for k in metrics.METRIC_NAMES if k != metric and _has(sub, k)]
+        parts = []
+        for s in order:
+            extra = ", ".join(f"{metrics.METRIC_LABELS[k]} {pct(final[s][1], k).strip()}" for k in others)
+            parts.append(f"{s} {final[s][0]:.1f}" + (f" ({extra})" if extra else ""))
+        why = " (classes are imbalanced)" if metric == "balanced_accuracy" else ""
+        text += f"\n\nranked by {label}{why} at round {last}: " + "; ".join(parts)
+        blocks.append(text)
     return "\n\n".join(blocks)
 
 
-def write_plot(rows: Sequence[dict[str, Any]], out: Path, title: str = "test accuracy vs labels") -> list[Path]:
-    """Plot accuracy vs number of labels (mean ± std) to ``accuracy.html`` (+ PNG with kaleido).
+def write_plot(
+    rows: Sequence[dict[str, Any]], out: Path, title: str = "test accuracy vs labels", metric: str = "accuracy"
+) -> list[Path]:
+    """Plot a metric vs number of labels (mean ± std) to ``accuracy.html`` (+ PNG with kaleido).
+
+    Args:
+        rows: Result rows.
+        out: Output folder.
+        title: Plot title.
+        metric: ``"accuracy"`` or ``"balanced_accuracy"`` (imbalanced classes) or ``"macro_f1"``.
 
     Returns:
         The files written.
@@ -747,7 +948,7 @@ def write_plot(rows: Sequence[dict[str, Any]], out: Path, title: str = "test acc
     for strategy, kd in keys:
         sub = [r for r in rows if r["strategy"] == strategy and bool(r["kd"]) == kd]
         xs = sorted({int(r["n_labeled"]) for r in sub})
-        stats = [_mean_std([float(r["accuracy"]) * 100 for r in sub if int(r["n_labeled"]) == x]) for x in xs]
+        stats = [_mean_std([float(r[metric]) * 100 for r in sub if int(r["n_labeled"]) == x]) for x in xs]
         fig.add_trace(
             go.Scatter(
                 x=xs,
@@ -758,7 +959,8 @@ def write_plot(rows: Sequence[dict[str, Any]], out: Path, title: str = "test acc
                 line={"dash": "solid" if kd else "dot"},
             )
         )
-    fig.update_layout(title=title, xaxis_title="labeled images", yaxis_title="test accuracy (%)", template="plotly_white")
+    fig.update_layout(title=title, xaxis_title="labeled images", yaxis_title=f"test {metrics.METRIC_LABELS[metric]} (%)",
+                      template="plotly_white")
     written = [out / "accuracy.html"]
     fig.write_html(str(written[0]), include_plotlyjs=True, full_html=True)
     try:

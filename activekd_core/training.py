@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from activekd_core import distributed
 from activekd_core.devices import device_name, pick_device
-from activekd_core.losses import ce_loss, dho_loss
+from activekd_core.losses import balanced_class_weights, ce_loss, dho_loss, logit_adjusted_probs
 from activekd_core.student import DHOStudent, build_student, prepare_batch, save_student
 from activekd_core.views import render_views
 
@@ -124,6 +124,12 @@ class TrainConfig:
         min_steps: Lower bound of the ``"pool"`` rule.
         max_steps: Cap on derived steps (``None``: no cap).
         log_every: Progress interval in steps (``None``: about 50 reports per round).
+        ce_class_weight: Class-weighted CE for the CE head
+            (:func:`activekd_core.losses.balanced_class_weights` of this round's labels);
+            off in the paper.
+        teacher_logit_adjust: ``tau`` of logit-adjusted teacher targets
+            (:func:`activekd_core.losses.logit_adjusted_probs`, prior = the teacher's mean
+            prediction over the pool); 0 (off) in the paper.
     """
 
     arch: str = "small_cnn"
@@ -158,6 +164,8 @@ class TrainConfig:
     max_steps: int | None = None
     log_every: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    ce_class_weight: bool = False
+    teacher_logit_adjust: float = 0.0
 
 
 @dataclass
@@ -478,6 +486,8 @@ def train_round(
     teacher = None
     if config.kd:
         teacher = np.ascontiguousarray(teacher_probs, dtype=np.float32)
+        if config.teacher_logit_adjust:
+            teacher = logit_adjusted_probs(teacher, config.teacher_logit_adjust)
         num_classes = teacher.shape[-1]
     else:
         num_classes = config.num_classes or int(y.max()) + 1
@@ -553,6 +563,7 @@ def train_round(
     losses = torch.zeros(steps, device=device)
     parts = torch.zeros(steps, 3, device=device)
     per_step_images = config.batch_labeled + (config.batch_unlabeled if config.kd else 0)
+    ce_weight = torch.from_numpy(balanced_class_weights(y, num_classes)).to(device) if config.ce_class_weight else None
 
     if on_cuda:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -585,11 +596,11 @@ def train_round(
             tl = batch["tl"].to(device, non_blocking=True)
             tu = batch["tu"].to(device, non_blocking=True)
             loss, lp = dho_loss(
-                ce_logits[:bl], kd_logits[:bl], kd_logits[bl:], yl, tl, tu, config.temperature
+                ce_logits[:bl], kd_logits[:bl], kd_logits[bl:], yl, tl, tu, config.temperature, ce_weight
             )
             parts[step] = torch.stack([lp["ce"], lp["kd_l"], lp["kd_u"]])
         else:
-            loss = ce_loss(ce_logits, yl)
+            loss = ce_loss(ce_logits, yl, ce_weight)
             parts[step, 0] = loss.detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -23,6 +23,7 @@ import streamlit as st
 from activekd_core.display_text import MESSAGE_MAX, code, md
 from activekd_core.jobs import JobBusy
 from activekd_core.project import QUEUE_STRATEGIES, REVISIT, BatchView, Project
+from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import (
     annotator,
     batch_lock,
@@ -404,6 +405,9 @@ def main() -> None:
     top[3].caption(f"Keys {', '.join(keys)} label the focused image, S skip, U unsure, Z undo, "
                    "←/→ or J/K move, F focus mode")
     _counts(project)
+    collapse_notes(project)
+    with st.expander("Labels found per class per round"):
+        labels_per_round_table(project)
     suggestions = None
     if show_teacher:
         try:

@@ -88,6 +88,13 @@ def _accuracy_metric(col: Any, who: str, rep: bias.ClassificationReport) -> None
                     f"[{_pct(lo)}, {_pct(hi)}]")
     col.caption(f"{rep.correct}/{rep.n} correct · {rep.confidence:.0%} interval [{_pct(lo)}, {_pct(hi)}] · "
                 f"macro F1 {rep.macro_f1:.3f}" if rep.n else "no labeled image")
+    if rep.n:
+        blo, bhi = rep.balanced_interval
+        col.metric(f"{who} balanced accuracy", _pct(rep.balanced_accuracy),
+                   help="Mean recall over the labeled classes: a model that answers the majority class for "
+                        f"everything scores 1/C here, whatever the majority's share. {rep.confidence:.0%} "
+                        f"bootstrap interval [{_pct(blo)}, {_pct(bhi)}]")
+        col.caption(f"balanced accuracy {rep.confidence:.0%} bootstrap interval [{_pct(blo)}, {_pct(bhi)}]")
 
 
 def _gallery(project: Project, ids: list[str], df: pd.DataFrame, caption: Any, key: str) -> None:

@@ -17,6 +17,7 @@ import streamlit as st
 from activekd_core.display_text import MESSAGE_MAX, md, visible
 from activekd_core.jobs import JobBusy
 from activekd_core.project import Project, ProjectError
+from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import current_project, show_project_error, use_worker_process
 
 POLL_SECONDS = 1.0
@@ -100,6 +101,13 @@ def _score_text(d: dict | None) -> str | None:
     return f"{100 * d['accuracy']:.1f}% ({100 * d['low']:.1f}-{100 * d['high']:.1f}%, n={d['n']})"
 
 
+def _stored_balanced_text(d: dict | None) -> str | None:
+    """A stored audit score's balanced accuracy as text (None when absent, e.g. older rounds)."""
+    if not d or d.get("balanced_accuracy") is None:
+        return None
+    return f"{100 * d['balanced_accuracy']:.1f}% ({100 * d['balanced_low']:.1f}-{100 * d['balanced_high']:.1f}%)"
+
+
 def _history(project: Project) -> None:
     try:
         project.recover()  # a round whose process died (killed, disk full) is shown as interrupted, not running
@@ -109,11 +117,15 @@ def _history(project: Project) -> None:
     if not rounds:
         st.caption("No rounds yet: label a few images, then retrain.")
         return
-    audit = {}
+    audit: dict = {}
+    balanced: dict = {}
+    macro: dict = {}
     if project.store.audit_ids():
         try:
             for score in project.audit_report():
                 audit[(score.model, score.round)] = score.text()
+                balanced[(score.model, score.round)] = score.balanced_text()
+                macro[(score.model, score.round)] = score.macro_f1_text()
         except Exception as exc:
             st.warning(f"Audit accuracy unavailable: {md(exc, MESSAGE_MAX)}")
     rows = []
@@ -131,15 +143,21 @@ def _history(project: Project) -> None:
             "device": m.get("device_name") or m.get("device", ""),
             "final loss": m.get("final_loss", m.get("loss")),
             "student audit acc": audit.get(("student", r.id), "—"),
+            "student audit balanced acc": balanced.get(("student", r.id), "—"),
+            "student audit macro-F1": macro.get(("student", r.id), "—"),
             "teacher audit acc": _score_text((m.get("audit") or {}).get("teacher")) or audit.get(("teacher", 0), "—"),
+            "teacher audit balanced acc": _stored_balanced_text((m.get("audit") or {}).get("teacher"))
+            or balanced.get(("teacher", 0), "—"),
             "started": r.started,
             "left out (undecodable)": int(((m.get("undecodable") or {}).get("count")) or 0),
             "error": visible(r.error or "", MESSAGE_MAX),
         })
     st.dataframe(rows, hide_index=True, width="stretch")
     if audit:
-        st.caption("Audit accuracy with a 95% Wilson interval. Student: each round's model on the audit labels "
-                   "as they are now; teacher: as fitted for that round (zero-shot teacher when not recorded).")
+        st.caption("Audit accuracy with a 95% Wilson interval; balanced accuracy (mean recall per class: it does "
+                   "not reward answering the majority class) and macro-F1 with 95% bootstrap intervals over the "
+                   "audit images. Student: each round's model on the audit labels as they are now; teacher: as "
+                   "fitted for that round (zero-shot teacher when not recorded).")
 
 
 def _round_plan(project: Project, disabled: bool) -> None:
@@ -209,6 +227,24 @@ def _audit_controls(project: Project) -> None:
                 st.error(md(exc, MESSAGE_MAX))
 
 
+def _rare_class_options(project: Project) -> None:
+    """The two imbalance options of the next round (off by default, as in the paper)."""
+    train = dict(project.config.get("train") or {})
+    with st.expander("Rare-class options (next round)"):
+        cw = st.toggle("Class-weighted CE for the CE head", value=bool(train.get("ce_class_weight", False)),
+                       key="trn_ce_cw",
+                       help="Each labeled image weighs L / (K * n_c): a class with 2 labels pulls as hard as one "
+                            "with 40. Off in the paper.")
+        tau = st.number_input("Logit-adjusted teacher targets (tau)", min_value=0.0, max_value=2.0, step=0.5,
+                              value=float(train.get("teacher_logit_adjust", 0.0)), key="trn_la_tau",
+                              help="Subtract tau * log(teacher's mean predicted class distribution) from the "
+                                   "teacher's logits before distilling: 1 removes the teacher's prior, 0 (the "
+                                   "paper) leaves its soft labels as they are.")
+        if cw != bool(train.get("ce_class_weight", False)) or tau != float(train.get("teacher_logit_adjust", 0.0)):
+            project.update_config(train={**train, "ce_class_weight": bool(cw), "teacher_logit_adjust": float(tau)})
+            st.caption("Saved: the next round uses these options.")
+
+
 def main() -> None:
     """Draw the Train page."""
     st.title("Train")
@@ -233,11 +269,15 @@ def main() -> None:
     else:
         _round_plan(project, disabled=running is not None)
     _live(str(project.folder))
+    collapse_notes(project)
     st.subheader("Rounds")
     _history(project)
+    st.subheader("Labels found per class")
+    labels_per_round_table(project)
     st.subheader("Audit set")
     _audit_controls(project)
     _step_cap(project, disabled=running is not None)
+    _rare_class_options(project)
 
 
 if __name__ == "__main__":  # Streamlit runs pages as __main__; tests may import them

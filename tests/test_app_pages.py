@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -513,3 +514,42 @@ def test_undo_in_one_session_never_reverts_another_sessions_label(home):
     b.button(key="lbl_key_undo").click().run()  # nothing of B's is left to undo
     with _db(home) as db:
         assert db.current_labels() == {ids[0]: classes[0]}
+
+
+def test_pages_warn_on_a_collapsed_student_and_show_labels_found_per_class(home):
+    at = _app()
+    key = _batch_key(at)
+    for pos in range(4):
+        at.button(key=f"{key}_{pos}_c{min(pos, 1)}").click().run()  # classes 0, 1, 1, 1; class 2 not found
+    folder = home / "projects" / "textile"
+    with Project.open(folder) as project:
+        record = project.retrain()
+        classes = project.classes
+        assert record.metrics["labels_per_class"] == [1, 3, 0]
+        # Make the stored student a collapsed one: it answers classes[0] for every image.
+        path = folder / "cache" / "student" / f"round_{record.id:04d}_probs.npy"
+        probs = np.load(path)
+        collapsed = np.full_like(probs, 0.05)
+        collapsed[:, 0] = 0.9
+        np.save(path, collapsed)
+    st.cache_resource.clear()
+    at = _app()  # Label page
+    texts = [w.value for w in at.warning]
+    assert any("student (round 1) predicts" in t and "almost everything" in t for t in texts), texts
+    assert any("predicts" in t and "for nothing" in t for t in texts), texts
+    per_round = at.dataframe[0].value
+    assert list(per_round["round"]) == ["1", "now"] and list(per_round[classes[2]]) == [0, 0]
+    assert list(per_round[classes[1]]) == [3, 3]
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("almost everything" in w.value for w in at.warning)
+    rounds, found = at.dataframe[0].value, at.dataframe[1].value
+    assert "student audit balanced acc" in rounds.columns
+    assert list(found[classes[0]]) == [1, 1]
+    # the two rare-class options are off by default and reach the next round's training config
+    assert at.toggle(key="trn_ce_cw").value is False and at.number_input(key="trn_la_tau").value == 0.0
+    at.toggle(key="trn_ce_cw").set_value(True).run()
+    at.number_input(key="trn_la_tau").set_value(1.0).run()
+    with Project.open(folder) as project:
+        cfg = project.train_config()
+        assert cfg.ce_class_weight is True and cfg.teacher_logit_adjust == 1.0 and cfg.steps == TRAIN_FAST["steps"]

@@ -164,7 +164,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             other.locator(".st-key-trn_start button:visible").click()
             other.get_by_text("Already training").or_(other.get_by_text("Training started")).wait_for()
             page.get_by_text("finished in").wait_for(timeout=180_000)
-            page.locator("[data-testid='stDataFrame']").wait_for()
+            page.locator("[data-testid='stDataFrame']").first.wait_for()  # rounds; labels per class follows
             _settled(page)
             page.screenshot(path=str(SHOTS / "04_train_done.png"), )
             with db() as s:
@@ -250,3 +250,34 @@ def _labels(db) -> dict[str, str]:
 def _open_batch(db):
     with db() as s:
         return s.open_batch_current()
+
+
+def test_collapse_warning_and_labels_per_class_in_chromium(tmp_path):
+    """An imbalanced project (every label 'nominal'): both pages say the model collapsed, in a real browser."""
+    from activekd_core.project import open_demo
+
+    with open_demo("textile", base_dir=tmp_path, per_class=4) as project:
+        project.update_config(train=TRAIN_FAST)
+        for image_id in [i for i in project.pool().ids if i.startswith("nominal/")]:
+            project.label(image_id, "nominal")
+        project.retrain()  # the few-shot stand-in teacher has seen one class: it answers 'nominal' everywhere
+    server = Server(tmp_path, tmp_path / "server.log")
+    try:
+        url = server.start()
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.goto(url + "/train")
+            warning = page.get_by_text("The teacher predicts 'nominal' for almost everything")
+            warning.wait_for(timeout=90_000)
+            assert "12 of 12 images" in warning.inner_text()
+            page.get_by_text("The teacher predicts 'global defect' for nothing").wait_for()
+            page.get_by_text("Labels found per class").first.wait_for()
+            SHOTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(SHOTS / "10_collapse_train.png"), full_page=True)
+            page.goto(url)
+            page.get_by_text("The teacher predicts 'nominal' for almost everything").wait_for(timeout=90_000)
+            page.get_by_text("Labels found per class per round").wait_for()
+            browser.close()
+    finally:
+        server.kill()

@@ -165,7 +165,7 @@ def test_simulate_reports_every_skipped_file_on_stderr_and_in_skipped_csv(tmp_pa
     out = tmp_path / "out"
     code = main(["simulate", "--dataset", str(root), "--strategies", "random", "--rounds", "1", "--seeds", "1",
                  "--steps", "3", "--image-size", "12", "--reference-frac", "0.2", "--out", str(out),
-                 "--data-dir", str(tmp_path / "cache"), "--device", "cpu"])
+                 "--data-dir", str(tmp_path / "cache"), "--device", "cpu", "--preset", "cpu-fast"])
     assert code == 0
     err = capsys.readouterr().err
     for name, words in [("red/empty.png", "empty file"), ("green/=notes.png", "not a recognised image"),

@@ -99,3 +99,44 @@ def test_kd_loss_rejects_shape_mismatch_and_bad_temperature():
 def test_hard_zero_teacher_probability_stays_finite():
     p = torch.tensor([[1.0, 0.0, 0.0]])
     assert math.isfinite(kd_loss(torch.zeros(1, 3), p).item())
+
+
+def test_class_weighted_ce_matches_hand_computation():
+    from activekd_core.losses import balanced_class_weights
+
+    y = [0, 0, 0, 1]
+    w = balanced_class_weights(y, 3)
+    # L / (K * n_c): 4 / (2 * 3) for class 0, 4 / (2 * 1) for class 1, 1 for the unlabeled class 2.
+    assert w.tolist() == pytest.approx([2 / 3, 2.0, 1.0])
+    logits = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [1.0, 1.0, 0.0], [0.5, -0.5, 0.0]]
+    per = [-math.log(_softmax(row)[c]) for row, c in zip(logits, y)]
+    hand = sum(w[c] * v for c, v in zip(y, per)) / sum(w[c] for c in y)
+    got = ce_loss(torch.tensor(logits), torch.tensor(y), torch.tensor(w)).item()
+    assert got == pytest.approx(hand, rel=1e-5)
+    assert got != pytest.approx(_hand_ce(logits, y), rel=1e-3)  # the weighting changes the loss
+    assert balanced_class_weights([1, 0, 2, 1, 0, 2], 3).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    parts = dho_loss(torch.tensor(CE_L), torch.tensor(KD_L), torch.tensor(KD_U), torch.tensor(Y), torch.tensor(T_L),
+                     torch.tensor(T_U), ce_weight=torch.tensor([1.0, 1.0, 3.0]))[1]
+    # classes 0 and 2 weighted 1 and 3: weighted mean of the two per-row CE terms
+    rows = [-math.log(_softmax(r)[c]) for r, c in zip(CE_L, Y)]
+    assert parts["ce"].item() == pytest.approx((rows[0] + 3 * rows[1]) / 4, rel=1e-5)
+
+
+def test_logit_adjusted_teacher_removes_the_prior():
+    import numpy as np
+
+    from activekd_core.losses import logit_adjusted_probs
+
+    p = np.array([[0.9, 0.05, 0.05], [0.8, 0.15, 0.05], [0.4, 0.3, 0.3]])
+    prior = p.mean(0)
+    got = logit_adjusted_probs(p, 1.0)
+    hand = p / prior
+    hand /= hand.sum(1, keepdims=True)
+    np.testing.assert_allclose(got, hand, rtol=1e-5)
+    np.testing.assert_allclose(logit_adjusted_probs(p, 0.0), p, rtol=1e-6)
+    half = logit_adjusted_probs(p, 0.5, prior=[0.5, 0.25, 0.25])
+    h = p / np.sqrt([0.5, 0.25, 0.25])
+    np.testing.assert_allclose(half, h / h.sum(1, keepdims=True), rtol=1e-5)
+    assert got[:, 0].mean() < p[:, 0].mean()  # the over-predicted class loses mass
+    with pytest.raises(ValueError, match="prior"):
+        logit_adjusted_probs(p, 1.0, prior=[0.5, 0.5])

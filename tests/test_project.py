@@ -1012,3 +1012,15 @@ def test_pretrained_student_without_weights_is_refused_at_creation(tmp_path: Pat
     assert not (tmp_path / "proj").exists()
     p = new_project(tmp_path, root, student_arch="mobilenet_v3_small", train={**TRAIN, "pretrained": False})
     assert p.config["train"]["pretrained"] is False
+
+
+def test_labels_per_round_and_collapse_warnings_without_a_round(tmp_path: Path, images) -> None:
+    """Labels found per class 'now' (no round yet), a class named like a fixed column, no model: no warning."""
+    root, _ = images
+    p = Project.create(tmp_path / "proj_r", root, [("round", ""), ("green", ""), ("blue", "")], {"kind": "fake"})
+    p.label("blue/0.png", "round")
+    p.label("blue/1.png", "round")
+    p.label("green/0.png", "green")
+    rows = p.labels_per_round()
+    assert rows == [{"round": "now", "strategy": p.strategy, "labels": 3, "round (class)": 2, "green": 1, "blue": 0}]
+    assert p.collapse_warnings() == []  # no cached teacher probabilities and no trained student yet

@@ -221,3 +221,50 @@ def test_few_shot_clap_teacher_is_refit_as_labels_grow(tmp_path):
     before, _, msgs = runs["before"]
     assert any("CLAP teacher refit on 3 labels" in m for m in msgs) and any("on 9 labels" in m for m in msgs)
     assert before[1] == pytest.approx(after[2])  # both fitted on the same 6 labels (same picks: random, same seed)
+
+
+def test_imbalance_pool_shares_and_random_start():
+    from activekd_core.simulation import imbalance_pool, random_start
+
+    y = np.repeat(np.arange(3), [500, 300, 200])
+    pool = np.arange(len(y))
+    kept = imbalance_pool(pool, y, 0.9, majority=0, seed=0)
+    counts = np.bincount(y[kept], minlength=3)
+    # 500 majority; each other class round(500 * 0.1 / 0.9 / 2) = 28
+    assert counts.tolist() == [500, 28, 28]
+    assert np.array_equal(kept, imbalance_pool(pool, y, 0.9, majority=0, seed=0))
+    with pytest.raises(SimulationError, match="imbalance"):
+        imbalance_pool(pool, y, 0.2, majority=0, seed=0)
+    start = random_start(556, 3, seed=4)
+    assert len(set(start.tolist())) == 3 and np.array_equal(start, random_start(556, 3, seed=4))
+
+
+def test_imbalanced_simulation_writes_rare_class_columns_and_ranks_by_balanced_accuracy(tmp_path, digits_dir, capsys):
+    out = tmp_path / "imb"
+    cfg = SimulationConfig(
+        dataset="digits", out=out, strategies=["random", "class_balanced"], rounds=2, seeds=[0],
+        steps=10, data_dir=digits_dir, device="cpu", imbalance=0.5, majority="3",
+    )
+    rows = run_simulation(cfg)
+    info = json.loads((out / "config.json").read_text())
+    counts = np.array(info["pool_class_counts"])
+    assert counts.argmax() == info["classes"].index("3") and abs(counts.max() / counts.sum() - 0.5) < 0.02
+    assert info["start"] == "random"
+    with open(out / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    for r in table:
+        assert 0.0 <= float(r["balanced_accuracy"]) <= 1.0 and 0.0 <= float(r["macro_f1"]) <= 1.0
+        per_class = [int(v) for v in r["labels_per_class"].split(";")]
+        assert sum(per_class) == int(r["n_labeled"])
+        assert int(r["rare_labels"]) == sum(per_class) - per_class[info["classes"].index("3")]
+        assert len(r["recall_per_class"].split(";")) == 10
+        assert "imbalance=0.5" in r["options"]
+    summary = (out / "summary.txt").read_text()
+    assert "ranked by balanced accuracy (classes are imbalanced)" in summary and "rare-class labels" in summary
+    assert summary_table(read_results(out / "results.csv")) == summary_table(rows, imbalanced=True)
+    assert "balanced accuracy" in (out / "accuracy.html").read_text()  # the plot shows the ranking metric
+    from activekd_core.cli import main
+
+    capsys.readouterr()
+    assert main(["summarize", str(out)]) == 0
+    assert "ranked by balanced accuracy (classes are imbalanced)" in capsys.readouterr().out

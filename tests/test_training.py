@@ -212,3 +212,28 @@ def test_step_time_measurement_needs_no_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # no ImageNet file anywhere
     sps = measure_step_seconds(_cfg(arch="mobilenet_v3_small", image_size=32), num_classes=3, steps=2)
     assert sps > 0
+
+
+def test_imbalance_options_change_training_and_default_off():
+    """Class-weighted CE and logit-adjusted teacher targets take effect; both are off by default (the paper)."""
+    px, y, teacher = _separable()
+    labeled = np.array([0, 1, 2, 3, 4, 5, 20, 40])  # 6 / 1 / 1 labels
+    teacher = teacher.copy()
+    teacher[:, 0] += 0.3  # a teacher that over-predicts class 0
+    teacher /= teacher.sum(1, keepdims=True)
+    assert TrainConfig().ce_class_weight is False and TrainConfig().teacher_logit_adjust == 0.0
+
+    def kd_head_class0_share(**kw):
+        res = train_round(px, labeled, y[labeled], teacher, _cfg(steps=40, **kw))
+        res.model.alpha = 0.0  # the KD head alone: what the targets taught it
+        p, _ = predict_student(res.model, px)
+        return p[:, 0].mean(), res
+
+    base_share, base = kd_head_class0_share()
+    adj_share, _ = kd_head_class0_share(teacher_logit_adjust=1.0)
+    assert adj_share < base_share - 0.02  # the teacher's prior is removed from the targets
+    cw = train_round(px, labeled, y[labeled], teacher, _cfg(steps=40, ce_class_weight=True))
+    w0 = base.model.ce_head.weight.detach()
+    assert not torch.allclose(w0, cw.model.ce_head.weight.detach())
+    ce_only = train_round(px, labeled, y[labeled], None, _cfg(steps=10, kd=False, num_classes=3, ce_class_weight=True))
+    assert ce_only.metrics["steps"] == 10

@@ -9,7 +9,12 @@ Features (:func:`standin_features`), deterministic and computed from a uint8
 L2-normalised) = 432 values. The probe is scikit-learn's ``StandardScaler -> PCA ->
 LogisticRegression``; the scaler and PCA are fit on all images available (the whole pool
 in few-shot mode, the reference set in reference mode), the logistic regression on the
-labeled ones. Probabilities are ``softmax(log p / temperature)`` (temperature > 1 is
+labeled ones, **class-balanced**: scikit-learn's ``class_weight="balanced"`` weights each
+labeled image by ``n / (K * n_c)`` (``n`` labels, ``K`` classes seen, ``n_c`` labels of its
+class), so every class carries the same total weight in the loss. Without it, on a pool
+that is ~90% one class, a probe fit on a handful of labels predicts that class for
+everything (its intercept absorbs the prior). ``class_weight=None`` restores the
+unweighted fit. Probabilities are ``softmax(log p / temperature)`` (temperature > 1 is
 softer), then smoothed by ``smoothing / C`` so classes unseen in the labels keep a
 small mass.
 
@@ -104,6 +109,7 @@ class StandInTeacher:
         C: Inverse L2 regularisation of the logistic regression.
         smoothing: Probability mass spread uniformly over all classes.
         seed: Seed for PCA/solver determinism.
+        class_weight: ``"balanced"`` (default: each class weighs the same in the fit) or None.
     """
 
     kind = "standin"
@@ -118,6 +124,7 @@ class StandInTeacher:
         C: float = 1.0,
         smoothing: float = 0.01,
         seed: int = 0,
+        class_weight: str | None = "balanced",
     ) -> None:
         if len(classes) < 2:
             raise ValueError(f"a teacher needs at least 2 classes, got {list(classes)}")
@@ -132,6 +139,9 @@ class StandInTeacher:
         self.C = float(C)
         self.smoothing = float(smoothing)
         self.seed = int(seed)
+        if class_weight not in ("balanced", None):
+            raise ValueError(f"class_weight must be 'balanced' or None, got {class_weight!r}")
+        self.class_weight = class_weight
         self.mode = "untrained"
         self.n_train = 0
         self.labels_per_class: list[int] = [0] * len(self.classes)
@@ -155,7 +165,7 @@ class StandInTeacher:
             k = max(1, min(self.n_components, unlabeled.shape[0] - 1, unlabeled.shape[1]))
             scaler_pca = Pipeline([("scale", StandardScaler()), ("pca", PCA(n_components=k, random_state=self.seed))])
             scaler_pca.fit(unlabeled)
-            clf = LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed)
+            clf = LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed, class_weight=self.class_weight)
             clf.fit(scaler_pca.transform(x), y)
             self._probe = Pipeline(scaler_pca.steps + [("logreg", clf)])
         self.n_train = int(len(y))
@@ -244,6 +254,7 @@ class StandInTeacher:
             "C": self.C,
             "smoothing": self.smoothing,
             "seed": self.seed,
+            "class_weight": self.class_weight,
         }
 
     def describe(self) -> dict[str, Any]:
@@ -259,5 +270,5 @@ class StandInTeacher:
             "n_train": self.n_train,
             "labels_per_class": self.labels_per_class,
             "features": "16x16 gray + 4x4 colour + 4x4x8 gradient histograms (432), StandardScaler + PCA",
-            "probe": f"sklearn LogisticRegression(C={self.C})",
+            "probe": f"sklearn LogisticRegression(C={self.C}, class_weight={self.class_weight!r})",
         }

@@ -106,3 +106,29 @@ def test_pool_interface_from_files(tmp_path: Path, digits: tuple[np.ndarray, np.
     assert (p[:24].argmax(1) == y[idx]).mean() > 0.6
     t.fit(pool, np.array([], np.int64), np.array([], np.int64))
     np.testing.assert_allclose(t.predict_proba(pool), 1 / 3, atol=1e-6)
+
+
+def test_class_balanced_probe_does_not_collapse_on_an_imbalanced_pool(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    # A pool that is ~90% digit 0 and 5% each of digits 1 and 2, with labels in the same
+    # proportions (18 / 1 / 1). With strong regularisation (small C, as a probe on a few
+    # labels of a hard domain effectively is) the unweighted probe's intercept carries the
+    # 90% prior and it answers "0" for everything; the class-balanced probe does not.
+    px, y = digits
+    rows = np.concatenate([np.flatnonzero(y == 0)[:170], np.flatnonzero(y == 1)[:10], np.flatnonzero(y == 2)[:10]])
+    pool, yp = px[rows], y[rows]
+    lab = np.concatenate([np.arange(18), [170, 180]])
+    classes = ["0", "1", "2"]
+    balanced = StandInTeacher(classes, C=0.001)
+    balanced.fit_pixels(pool, lab, yp[lab])
+    pred = balanced.predict_proba_pixels(pool).argmax(1)
+    shares = np.bincount(pred, minlength=3) / len(pred)
+    assert shares.min() >= 0.03, shares  # every class is predicted for a reasonable share
+    recall = [(pred[yp == c] == c).mean() for c in range(3)]
+    assert min(recall) >= 0.5, recall
+    plain = StandInTeacher(classes, C=0.001, class_weight=None)
+    plain.fit_pixels(pool, lab, yp[lab])
+    plain_shares = np.bincount(plain.predict_proba_pixels(pool).argmax(1), minlength=3) / len(pred)
+    assert plain_shares[0] > 0.97  # the collapse the balanced fit removes (the old default)
+    assert balanced.describe()["spec"]["class_weight"] == "balanced"
+    with pytest.raises(ValueError, match="class_weight"):
+        StandInTeacher(classes, class_weight="auto")
