@@ -736,7 +736,6 @@ def run_simulation(
                                 labeled_y=y_pool[labeled],  # the oracle's TRUE labels (class_balanced)
                                 k=c,
                                 rng=np.random.default_rng([seed, 1 + rnd]),
-                                labeled_y=y_pool[labeled],  # class_balanced's oracle counts
                             )
                             select_seconds = time.perf_counter() - t0
                             picked = np.asarray(sel.indices, dtype=np.int64)
