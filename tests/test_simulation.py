@@ -243,7 +243,7 @@ def test_imbalanced_simulation_writes_rare_class_columns_and_ranks_by_balanced_a
     out = tmp_path / "imb"
     cfg = SimulationConfig(
         dataset="digits", out=out, strategies=["random", "class_balanced"], rounds=2, seeds=[0],
-        steps=10, data_dir=digits_dir, device="cpu", imbalance=0.5, majority="3",
+        steps=10, data_dir=digits_dir, device="cpu", preset="cpu-fast", imbalance=0.5, majority="3",
     )
     rows = run_simulation(cfg)
     info = json.loads((out / "config.json").read_text())
