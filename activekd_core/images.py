@@ -499,21 +499,14 @@ def _decode_item(
     fh: BinaryIO, path: Path, ref: ItemRef, recipe: DisplayRecipe, max_pixels: int, draft_size: int | None
 ) -> Image.Image:
     """Decode one item of an open file: Pillow for plain images, the raster/DICOM readers otherwise."""
-    from activekd_core import image_formats, raster_images  # they import this module
+    from activekd_core import image_formats  # it imports this module
 
     name = str(path)
     try:
-        kind = image_formats.sniff_format(fh, name=ref.file_id)
         whole = ref.frame is None and ref.window is None
-        if kind == "tiff" and whole:
-            info = raster_images.inspect_raster(fh, recipe, name=name, max_pixels=max_pixels)
-            plain = not image_formats.needs_raster_reader(info, recipe, max_pixels=max_pixels)
-        else:
-            plain = kind == "other"
+        plain = _pillow_reads(fh, ref, recipe, name, max_pixels)
         fh.seek(0)
         if plain:
-            if not whole:
-                raise ImageLoadError(path, "a frame or chip id names a file that is neither DICOM nor a scientific TIFF")
             return _decode(fh, path, max_pixels, draft_size)
         arr = image_formats.read_display_rgb(
             fh, None if whole else ref, recipe, name=name, min_side=draft_size, max_pixels=max_pixels
@@ -525,6 +518,49 @@ def _decode_item(
         raise ImageLoadError(path, "not enough memory to decode this image") from exc
     except Exception as exc:  # noqa: BLE001 - a hostile file must never escape as another error
         raise ImageLoadError(path, f"unreadable image ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def _pillow_reads(fh: BinaryIO, ref: ItemRef, recipe: DisplayRecipe, name: str, max_pixels: int) -> bool:
+    """Whether an open file's item is a whole plain image that Pillow reads (else the DICOM/raster readers).
+
+    Raises:
+        ImageLoadError: A frame or chip id names a plain image, or a TIFF header is refused.
+    """
+    from activekd_core import image_formats, raster_images  # they import this module
+
+    kind = image_formats.sniff_format(fh, name=ref.file_id)
+    whole = ref.frame is None and ref.window is None
+    if kind == "tiff" and whole:
+        info = raster_images.inspect_raster(fh, recipe, name=name, max_pixels=max_pixels)
+        return not image_formats.needs_raster_reader(info, recipe, max_pixels=max_pixels)
+    if kind == "other" and not whole:
+        raise ImageLoadError(name, "a frame or chip id names a file that is neither DICOM nor a scientific TIFF")
+    return kind == "other"
+
+
+def is_plain_image(
+    root: Path | str, image_id: str, *, recipe: DisplayRecipe | None = None, ref: ItemRef | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> bool:
+    """Whether a pool image is a whole file Pillow shows as it is (so its bytes can be exported as they are).
+
+    False for DICOM files (their bytes hold patient data), frames, chips and TIFFs that
+    need the raster reader: exports write their display pixels instead. The file is
+    opened confined to ``root`` and only its header is read.
+
+    Raises:
+        ImageLoadError: When the file cannot be opened or its header is refused.
+    """
+    ref = ref if ref is not None else item_ref(root, image_id)
+    display = Path(root) / display_id(image_id)
+    try:
+        handle = open_image_file(root, ref.file_id)
+    except PathOutsideRoot as exc:
+        raise ImageLoadError(display, f"refused: {exc.reason}") from exc
+    except OSError as exc:
+        raise ImageLoadError(display, _os_error_reason(exc)) from exc
+    with handle:
+        return _pillow_reads(handle, ref, recipe or DisplayRecipe(), str(display), max_pixels)
 
 
 def load_rgb(
