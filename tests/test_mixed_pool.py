@@ -211,3 +211,30 @@ def test_no_patient_data_in_database_reports_exports_or_caches(tmp_path: Path, m
         for path in files:
             assert secret.encode() not in path.read_bytes(), f"{secret} found in {path}"
     assert PATIENT_ID.encode() in (mixed / "ct" / "ct_a.dcm").read_bytes()  # the check can fail
+
+
+def test_thumbnail_and_zoom_of_a_frame_show_the_windowed_pixels(tmp_path: Path) -> None:
+    import io
+
+    import streamlit as st
+
+    from pages._session import image_path, thumbnail, zoom_png
+
+    root = tmp_path / "images"
+    root.mkdir()
+    write_ct(root / "series.dcm", frames=3)
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(root / "x.png")
+    st.cache_data.clear()
+    project = create(tmp_path, root, recipe=DisplayRecipe(window="ct_soft_tissue", frames="each"))
+    try:
+        assert image_path(project, "series.dcm#3") == (root / "series.dcm").resolve()
+        with Image.open(io.BytesIO(thumbnail(project, "series.dcm#1", 60))) as thumb:
+            arr = np.asarray(thumb.convert("RGB"))
+        assert arr.shape == (60, 40, 3)  # 30 x 20 enlarged by a whole factor
+        assert abs(int(arr[5, 5, 0]) - 128) <= 1 and arr[30, 5, 0] == 0 and arr[55, 5, 0] == 255
+        data, _window, size = zoom_png(project, "series.dcm#1", 1.0, (0.5, 0.5))
+        assert size == (20, 30) and data[:4] == b"\x89PNG"
+        assert thumbnail(project, "x.png", 16)[:4] == b"\x89PNG"  # plain images unchanged
+    finally:
+        project.close()
+        st.cache_data.clear()
