@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import stat as stat_module
 import struct
@@ -95,6 +96,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP", "GIF")
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 _JPEG_TAIL_BYTES = 4096
+_SNIFF_BYTES = 132  # DICOM: 128-byte preamble + "DICM"; TIFF: the first 4 bytes
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -741,6 +743,7 @@ def scan_images(
     sizes: dict[str, tuple[int, int]] = {}
     items: dict[str, ItemRef] = {}
     order: dict[str, tuple[str, int]] = {}  # (file id, position in the file): frames in frame order
+    effective = recipe if recipe is not None else DisplayRecipe()
     total = len(candidates)
     for done, path in enumerate(candidates, start=1):
         if cancel is not None and cancel.is_set():
@@ -751,10 +754,12 @@ def scan_images(
         if bare and reason is not None:
             continue  # a name without a suffix is an image only when its content says DICOM
         if reason is None and non_utf8_names == "skip" and not is_portable_id(image_id):
+            if bare and not _sniffs_dicom(path):
+                continue  # not an image whatever its name
             reason = "file or folder name is not valid UTF-8 text; rename it to use this image"
         found: list[tuple[str, tuple[int, int] | None, ItemRef | None]] = []
         if reason is None:
-            reason, found = _content_items(path, image_id, recipe or DisplayRecipe(), max_pixels, full_decode,
+            reason, found = _content_items(path, image_id, effective, max_pixels, full_decode,
                                            verify=verify, bare=bare)
             if reason is None and not found:
                 continue  # not an image (a suffixless file that is not DICOM): ignored silently
@@ -782,6 +787,12 @@ def _has_known_suffix(name: str) -> bool:
 
     suffix = os.path.splitext(name)[1].lower()
     return suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES
+
+
+def _sniffs_dicom(path: Path) -> bool:
+    from activekd_core.dicom_images import is_dicom  # it imports this module
+
+    return is_dicom(path)
 
 
 def _walk_candidates(root: Path) -> Iterable[Path]:
@@ -815,7 +826,8 @@ def _content_items(
 
     try:
         with _open_file(path) as fh:
-            kind = image_formats.sniff_format(fh, name=path.name)
+            # One read of the head (the DICM marker sits at byte 128), sniffed in memory.
+            kind = image_formats.sniff_format(io.BytesIO(fh.read(_SNIFF_BYTES)), name=path.name)
             if bare and kind != "dicom":
                 return None, []
             if kind == "other" or (kind == "tiff" and not verify):

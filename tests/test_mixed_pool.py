@@ -238,3 +238,22 @@ def test_thumbnail_and_zoom_of_a_frame_show_the_windowed_pixels(tmp_path: Path) 
     finally:
         project.close()
         st.cache_data.clear()
+
+
+def test_frames_listed_in_frame_order_and_bare_non_images_ignored(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    write_ct(root / "series", frames=11)  # no extension: found by content
+    (root / "LICENSE").write_text("MIT\n")
+    (root / "1.2.3").write_bytes(b"\x00" * 300)  # a digits-only suffix that is not DICOM
+    (root / "empty").write_bytes(b"")
+    pool = scan_images(root, recipe=DisplayRecipe(frames="each"))
+    assert pool.ids == [f"series#{k}" for k in range(1, 12)]  # 2 before 10
+    assert pool.problems == []
+    assert pool.image_size("series#10") == (20, 30)
+    middle = scan_images(root)
+    assert middle.ids == ["series"]
+    wide = DisplayRecipe(window="manual", window_center=500, window_width=1000)
+    shown = np.asarray(load_image(root, "series", recipe=wide))
+    assert np.array_equal(shown, np.asarray(load_image(root, "series#6", recipe=wide)))  # the middle of 11 frames
+    assert not np.array_equal(shown, np.asarray(load_image(root, "series#1", recipe=wide)))
