@@ -712,9 +712,10 @@ def scan_images(
     Args:
         root: Folder to scan. Symlinked folders are not followed (no loops).
         verify: Open each file's header and run the cheap integrity checks described in
-            the module docstring (non-images, oversize, truncated JPEG/PNG). DICOM files
-            and scientific TIFFs are always checked from their header (their items come
-            from it); without ``verify`` only names without a suffix are sniffed.
+            the module docstring (non-images, oversize, truncated JPEG/PNG). Every
+            candidate's first bytes are read to tell DICOM and TIFF apart; DICOM files are
+            always checked from their header (their items come from it), TIFFs only with
+            ``verify`` (without it a TIFF is one item, never chips).
         max_pixels: Largest width * height accepted.
         full_decode: Decode every image completely at scan time (slow, exhaustive).
         progress: ``progress(done, total, message)`` called while files are checked.
