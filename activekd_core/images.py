@@ -750,20 +750,14 @@ def scan_images(
         if cancel is not None and cancel.is_set():
             raise InterruptedError(f"scan of {root} cancelled")
         image_id = path.relative_to(root).as_posix()
-        bare = not _has_known_suffix(path.name)
-        reason, entry = _file_problem(root, path)
-        if bare and reason is not None:
-            continue  # a name without a suffix is an image only when its content says DICOM
-        if reason is None and non_utf8_names == "skip" and not is_portable_id(image_id):
-            if bare and not _sniffs_dicom(path):
-                continue  # not an image whatever its name
-            reason = "file or folder name is not valid UTF-8 text; rename it to use this image"
-        found: list[tuple[str, tuple[int, int] | None, ItemRef | None]] = []
-        if reason is None:
-            reason, found = _content_items(path, image_id, effective, max_pixels, full_decode,
-                                           verify=verify, bare=bare)
-            if reason is None and not found:
-                continue  # not an image (a suffixless file that is not DICOM): ignored silently
+        reason, found, entry = _scan_one(root, path, image_id, effective, max_pixels, full_decode, verify=verify,
+                                         non_utf8_names=non_utf8_names)
+        # An item id that is also a file's name ("s#2" next to the frames of "s") would read
+        # that file when the id is looked up (split_item_id tries the whole id first).
+        clash = next((item_id for item_id, _, _ in found
+                      if item_id in order or (item_id != image_id and os.path.lexists(root / item_id))), None)
+        if reason is None and clash is not None:
+            reason = f"the image id {display_id(clash)!r} of one of its frames or chips is another file's name; rename that file"
         if reason is None:
             for k, (item_id, size, ref) in enumerate(found):
                 ids.append(item_id)
@@ -773,7 +767,7 @@ def scan_images(
                     sizes[item_id] = size
                 if ref is not None and ref.item_id == item_id and (ref.frame is not None or ref.window is not None):
                     items[item_id] = ref
-        else:
+        elif reason:  # "" = not an image at all (a suffixless file that is not DICOM): ignored silently
             shown = display_id(image_id)
             problems.append(ImageProblem(shown, root / shown if shown != image_id else path, reason))
         if progress is not None and (done % 500 == 0 or done == total):
@@ -781,6 +775,27 @@ def scan_images(
     ids.sort(key=order.__getitem__)
     problems.sort(key=lambda p: p.id)
     return ImagePool(root=root, ids=ids, problems=problems, recipe=recipe, _items=items, _stats=stats, _sizes=sizes)
+
+
+def _scan_one(
+    root: Path, path: Path, image_id: str, recipe: DisplayRecipe, max_pixels: int, full_decode: bool, *,
+    verify: bool, non_utf8_names: str,
+) -> tuple[str | None, list[tuple[str, tuple[int, int] | None, ItemRef | None]], tuple[int, int]]:
+    """One candidate: ``(reason, items, (size, mtime_ns))``; reason ``""`` means not an image (ignore)."""
+    bare = not _has_known_suffix(path.name)
+    reason, entry = _file_problem(root, path)
+    if bare and reason is not None:
+        return "", [], entry  # a name without a suffix is an image only when its content says DICOM
+    if reason is None and non_utf8_names == "skip" and not is_portable_id(image_id):
+        if bare and not _sniffs_dicom(path):
+            return "", [], entry
+        reason = "file or folder name is not valid UTF-8 text; rename it to use this image"
+    if reason is not None:
+        return reason, [], entry
+    reason, found = _content_items(path, image_id, recipe, max_pixels, full_decode, verify=verify, bare=bare)
+    if reason is None and not found:
+        return "", [], entry
+    return reason, found, entry
 
 
 def _has_known_suffix(name: str) -> bool:

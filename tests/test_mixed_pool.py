@@ -257,3 +257,17 @@ def test_frames_listed_in_frame_order_and_bare_non_images_ignored(tmp_path: Path
     shown = np.asarray(load_image(root, "series", recipe=wide))
     assert np.array_equal(shown, np.asarray(load_image(root, "series#6", recipe=wide)))  # the middle of 11 frames
     assert not np.array_equal(shown, np.asarray(load_image(root, "series#1", recipe=wide)))
+
+
+def test_a_file_named_like_a_frame_id_is_reported_not_duplicated(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    write_ct(root / "s", frames=2)  # a PACS export without extension: items s#1, s#2
+    write_ct(root / "s#2")  # a real file whose name is the second frame's id
+    seen: list[tuple[int, int]] = []
+    pool = scan_images(root, recipe=DisplayRecipe(frames="each"), progress=lambda d, t, m: seen.append((d, t)))
+    # The id "s#2" names the file (as every later lookup of the id will): the frames of "s" are refused.
+    assert pool.ids == ["s#2"]
+    assert [p.id for p in pool.problems] == ["s"] and "another file's name" in pool.problems[0].reason
+    assert np.array_equal(np.asarray(load_image(root, "s#2")), np.asarray(load_image(root, "s#2", ref=pool.item_ref("s#2"))))
+    assert seen[-1] == (2, 2)
