@@ -96,6 +96,25 @@ class RecipeError(ValueError):
     """A display recipe (or its JSON) is invalid; the message says which field and why."""
 
 
+def parse_bands(text: str) -> tuple[int, ...] | None:
+    """Band numbers typed by a person (``"4, 3, 2"``, ``"4 3 2"`` or ``"1"``), or None for blank.
+
+    Raises:
+        RecipeError: When the text is not 1 or 3 whole band numbers (the message quotes at
+            most 40 characters of it).
+    """
+    text = str(text).strip()
+    if not text:
+        return None
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if len(parts) not in (1, 3) or not all(p.isdigit() and len(p) <= 5 for p in parts):
+        raise RecipeError(f"bands must be 1 or 3 band numbers such as '4, 3, 2'; got {text[:40]!r}")
+    bands = tuple(int(p) for p in parts)
+    for b in bands:
+        _integer("band number", b, 1, MAX_BAND_NUMBER)
+    return bands
+
+
 def _finite(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RecipeError(f"{name} must be a number, got {type(value).__name__}")

@@ -8,7 +8,10 @@ place, so a crash never leaves a half-written export that looks complete.
   path of the image file at export time. Optional: skipped/unsure images too (empty
   ``label``, ``state`` column says which).
 * ImageFolder: ``<dest>/<class>/<file>`` where ``<file>`` is the image id with ``/``
-  replaced by ``__`` (unique because ids are unique); copies or hard links.
+  replaced by ``__`` (unique because ids are unique); copies or hard links. Images that
+  are not plain files (DICOM files, their frames, scientific TIFFs and chips) are written
+  as ``<file>.png`` holding the project's display pixels (``render``): a DICOM file is
+  never copied, since it carries patient data.
 * Student: the safetensors checkpoint, a TorchScript module taking uint8 images
   ``(N, S, S, 3)`` and returning class probabilities ``(N, C)``, ONNX of the same when
   the ``onnx`` package is installed, and ``model.json`` describing inputs and classes.
@@ -23,13 +26,13 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from activekd_core.csv_safe import SafeDictWriter
-from activekd_core.images import open_image_file
+from activekd_core.images import ImageLoadError, open_image_file
 from activekd_core.store import Store
 
 LABEL_FIELDS = ("id", "path", "label", "annotator", "time", "round", "strategy", "state", "event_id")
@@ -120,7 +123,8 @@ def safe_folder_name(name: str) -> str:
 
 
 def export_imagefolder(
-    store: Store, image_root: Path | str, dest: Path | str, *, mode: str = "copy", exclude: Sequence[str] = ()
+    store: Store, image_root: Path | str, dest: Path | str, *, mode: str = "copy", exclude: Sequence[str] = (),
+    render: Callable[[str], bytes | None] | None = None,
 ) -> ExportReport:
     """Write labeled images as an ImageFolder tree ``dest/<class>/<file>``.
 
@@ -130,6 +134,8 @@ def export_imagefolder(
         dest: A new or empty folder.
         mode: ``"copy"`` or ``"hardlink"`` (falls back to a copy across file systems).
         exclude: Image ids to leave out (e.g. the audit set).
+        render: ``render(image_id)`` gives PNG bytes for an image that must not be copied
+            as its file (DICOM, frames, scientific TIFF, chips), or None to copy the file.
 
     Raises:
         ExportError: If ``dest`` is a non-empty folder or a file, or ``mode`` is unknown.
@@ -154,8 +160,14 @@ def export_imagefolder(
                 continue
             target = staging / folders[name] / image_id.replace("/", "__")
             try:
-                _export_one(image_root, image_id, target, hardlink=mode == "hardlink")
-            except (ValueError, OSError) as exc:  # refused (outside the root) or unreadable
+                png = render(image_id) if render is not None else None
+                if png is not None:
+                    target = target.with_name(target.name + ".png")
+                    with open(target, "xb") as out:
+                        out.write(png)
+                else:
+                    _export_one(image_root, image_id, target, hardlink=mode == "hardlink")
+            except (ValueError, OSError, ImageLoadError) as exc:  # refused (outside the root) or unreadable
                 target.unlink(missing_ok=True)
                 skipped.append((image_id, str(exc)))
                 continue

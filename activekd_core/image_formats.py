@@ -24,6 +24,7 @@ are images only when :func:`sniff_format` finds the DICOM marker.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -128,6 +129,71 @@ def scan_entries(
         )
         return raster_images.raster_items(file_id, raster, recipe)
     raise ValueError("neither DICOM nor TIFF: read it with the Pillow path")
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """One item :func:`scan_file` found in a file.
+
+    Attributes:
+        ref: The item (file id plus frame or window).
+        size: ``(width, height)`` of the item at full resolution (a frame, the whole
+            raster, or the chip window).
+    """
+
+    ref: ItemRef
+    size: tuple[int, int]
+
+
+def scan_file(
+    source: Source,
+    file_id: str,
+    recipe: DisplayRecipe,
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_frames: int = dicom_images.DEFAULT_MAX_FRAMES,
+    max_bands: int = raster_images.DEFAULT_MAX_BANDS,
+    max_chips: int = raster_images.DEFAULT_MAX_CHIPS,
+) -> list[ScanEntry] | None:
+    """What the image scan does with one candidate file: its items, or None for Pillow.
+
+    Like :func:`scan_entries` (the header checks, no pixel decoded), with each item's
+    size, and deciding the TIFF case with :func:`needs_raster_reader` from the one header
+    read.
+
+    Args:
+        source: A path or a binary file object (read from its start, left open).
+        file_id: The file's id (for the items' ids).
+        recipe: The project's display recipe.
+        name: How to name the file in errors and which suffix it has.
+        max_pixels: Most pixels decoded at once.
+        max_frames: Most frames of a DICOM file.
+        max_bands: Most bands of a raster.
+        max_chips: Most chips per raster.
+
+    Returns:
+        The items in order, or None when the file is neither DICOM nor a TIFF that needs
+        the raster reader (the Pillow path checks and reads it).
+
+    Raises:
+        ImageLoadError: With the reason the file is skipped.
+    """
+    kind = sniff_format(source, name)
+    if kind == "dicom":
+        info = dicom_images.inspect_dicom(source, name=name, max_frames=max_frames, max_pixels=max_pixels)
+        return [ScanEntry(ref, (info.columns, info.rows)) for ref in dicom_images.dicom_items(file_id, info, recipe)]
+    if kind == "tiff":
+        raster = raster_images.inspect_raster(
+            source, recipe, name=name, max_pixels=max_pixels, max_bands=max_bands, max_chips=max_chips
+        )
+        if not needs_raster_reader(raster, recipe, max_pixels=max_pixels):
+            return None
+        return [
+            ScanEntry(ref, (ref.window[2], ref.window[3]) if ref.window is not None else (raster.width, raster.height))
+            for ref in raster_images.raster_items(file_id, raster, recipe)
+        ]
+    return None
 
 
 def read_display_rgb(

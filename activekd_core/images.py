@@ -51,17 +51,34 @@ Design decisions (documented here because callers depend on them):
 * **Formats.** Only the decoders for the listed suffixes are enabled
   (``Image.open(formats=...)``), so a file named ``.png`` that is really some exotic
   format is refused rather than handed to a rarely used decoder.
+* **DICOM and scientific TIFF** (:mod:`activekd_core.image_formats`). Candidates are the
+  image suffixes, DICOM suffixes and names without a suffix (or a digits-only one, as PACS
+  exports name files by UID); every candidate is sniffed by content. DICOM files and TIFFs
+  that Pillow cannot show properly (16-bit, float, more than 3 bands, geo-referenced,
+  chipped) are checked from their header and contribute one or more items: a frame
+  (``path#frame``, 1-based, with the recipe's ``frames="each"``) or a chip
+  (``path@x,y,w,h``); the others keep the plain file id. The pool's
+  :class:`~activekd_core.display_recipe.DisplayRecipe` decides frames, chips, window and
+  bands, is part of :meth:`ImagePool.fingerprint` (when not the default) and is passed to
+  :func:`load_image`, which opens the item's FILE confined to the root and turns it into
+  the same 8-bit RGB for the page, the teacher and the student. A name without a suffix
+  whose content is not DICOM (README, LICENSE) is ignored silently; every other refusal
+  (DICOMDIR, unsupported transfer syntax, too many frames or bands, truncated pixel data)
+  is a problem with its reason. No patient data reaches a reason: the DICOM reader never
+  decodes patient elements.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import stat as stat_module
 import struct
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -69,6 +86,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
+from activekd_core.display_recipe import DisplayRecipe
+from activekd_core.image_items import ItemRef, split_item_id
 from activekd_core.paths import PathOutsideRoot, resolve_inside
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -77,6 +96,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP", "GIF")
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 _JPEG_TAIL_BYTES = 4096
+_SNIFF_BYTES = 132  # DICOM: 128-byte preamble + "DICM"; TIFF: the first 4 bytes
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -120,8 +140,10 @@ class ImagePool:
 
     Attributes:
         root: The image root folder.
-        ids: Image ids (POSIX paths relative to ``root``), in pool order.
+        ids: Image ids (POSIX paths relative to ``root``, or item ids ``path#frame`` /
+            ``path@x,y,w,h`` for DICOM frames and raster chips), in pool order.
         problems: Files skipped while scanning, with reasons.
+        recipe: The display recipe for DICOM and scientific TIFF items (None: default).
 
     A pool is treated as immutable once built (by :func:`scan_images` or by hand):
     :meth:`fingerprint` is computed once and cached on the object. Replacing or resizing
@@ -132,6 +154,10 @@ class ImagePool:
     root: Path
     ids: list[str]
     problems: list[ImageProblem] = field(default_factory=list)
+    # How DICOM/raster items become RGB (None: the default recipe); part of the fingerprint.
+    recipe: DisplayRecipe | None = None
+    # ItemRef per item id made by a scan (frames, chips); other ids are parsed on demand.
+    _items: dict[str, ItemRef] = field(default_factory=dict, repr=False, compare=False)
     # (size, mtime_ns) per id, recorded at scan time so fingerprint() needs no disk access.
     _stats: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
     # (width, height) per id, read from the header by a verifying scan (so nobody reopens files for it).
@@ -147,6 +173,11 @@ class ImagePool:
         """Absolute path of the image at pool row ``index``."""
         return self.root / self.ids[index]
 
+    def item_ref(self, image_id: str) -> ItemRef:
+        """The file and frame/window an id names (see :func:`item_ref`)."""
+        ref = self._items.get(image_id)
+        return ref if ref is not None else item_ref(self.root, image_id)
+
     def index_of(self) -> dict[str, int]:
         """A mapping from image id to pool row."""
         return {image_id: i for i, image_id in enumerate(self.ids)}
@@ -157,7 +188,8 @@ class ImagePool:
         return self._sizes.get(image_id)
 
     def fingerprint(self, *, recheck: bool = False) -> str:
-        """A hash of the pool's content: ids, sizes and modification times, in order.
+        """A hash of the pool's content: ids, file sizes and modification times, in order,
+        and the display recipe's key when the pool has a recipe other than the default.
 
         Cheap: sizes and times recorded by :func:`scan_images` are reused, so no file is
         touched (about 0.1 s for 100k ids), and the result is cached on the pool (see the
@@ -177,12 +209,35 @@ class ImagePool:
         for image_id in self.ids:
             entry = None if recheck else self._stats.get(image_id)
             if entry is None:
-                entry = _stat_entry(self.root / image_id)
+                entry = _stat_entry(self.root / self.item_ref(image_id).file_id)
                 self._stats[image_id] = entry
             digest.update(id_to_bytes(image_id) + f"\0{entry[0]}\0{entry[1]}\n".encode())
+        if self.recipe is not None and self.recipe != DisplayRecipe():
+            digest.update(b"recipe\0" + self.recipe.key().encode())
         value = digest.hexdigest()[:16]
         self._fingerprint = (self.ids, len(self.ids), value)
         return value
+
+
+def item_ref(root: Path | str, image_id: str) -> ItemRef:
+    """The file and frame/window an id names.
+
+    An id without ``#`` or ``@`` is a plain file (no disk access). Otherwise the whole id
+    is a file when such a file exists; else a well-formed ``#frame`` / ``@x,y,w,h`` suffix
+    is split off when the rest names a file (:func:`activekd_core.image_items.split_item_id`).
+    Only ``stat`` calls here; every read still opens the file with :func:`open_image_file`.
+    """
+    if "#" not in image_id and "@" not in image_id:
+        return ItemRef(image_id)
+    base = Path(root)
+
+    def is_file(candidate: str) -> bool:
+        try:
+            return (base / candidate).is_file()
+        except (OSError, ValueError):
+            return False
+
+    return split_item_id(image_id, is_file)
 
 
 def _stat_entry(path: Path) -> tuple[int, int]:
@@ -394,19 +449,40 @@ def _descriptor_path(fd: int) -> str | None:
 
 
 def load_image(
-    root: Path | str, image_id: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+    root: Path | str,
+    image_id: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: int | None = None,
+    recipe: DisplayRecipe | None = None,
+    ref: ItemRef | None = None,
 ) -> Image.Image:
     """Load the pool image ``image_id`` as RGB, opened confined to ``root`` (see :func:`open_image_file`).
 
-    The same decoding as :func:`load_rgb`; every way the file can be unusable, a refused
-    (escaping) file included, is an :class:`ImageLoadError`.
+    Plain images get the same decoding as :func:`load_rgb`. DICOM files, item ids
+    (``path#frame``, ``path@x,y,w,h``) and TIFFs that need the raster reader are read by
+    :func:`activekd_core.image_formats.read_display_rgb` with ``recipe``: the FILE is
+    opened confined to the root, then only the item's frame or window is decoded. Every
+    way the file can be unusable, a refused (escaping) file included, is an
+    :class:`ImageLoadError`.
+
+    Args:
+        root: The image root.
+        image_id: The image's id (a file id or an item id).
+        max_pixels: Most pixels decoded at once.
+        draft_size: The shorter side the caller needs (decode at a reduced size).
+        recipe: The project's display recipe (None: the default recipe).
+        ref: The item the id names when the caller already knows it (a scanned pool's
+            :meth:`ImagePool.item_ref`); else it is worked out from the id.
 
     Raises:
         ImageLoadError: With the path and the reason.
     """
     display = Path(root) / display_id(image_id)
+    if ref is None:
+        ref = item_ref(root, image_id)
     try:
-        handle = open_image_file(root, image_id)
+        handle = open_image_file(root, ref.file_id)
     except PathOutsideRoot as exc:
         raise ImageLoadError(display, f"refused: {exc.reason}") from exc
     except FileNotFoundError as exc:
@@ -418,7 +494,75 @@ def load_image(
     with handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise ImageLoadError(display, "empty file (0 bytes)")
-        return _decode(handle, display, max_pixels, draft_size)
+        return _decode_item(handle, display, ref, recipe or DisplayRecipe(), max_pixels, draft_size)
+
+
+def _decode_item(
+    fh: BinaryIO, path: Path, ref: ItemRef, recipe: DisplayRecipe, max_pixels: int, draft_size: int | None
+) -> Image.Image:
+    """Decode one item of an open file: Pillow for plain images, the raster/DICOM readers otherwise."""
+    from activekd_core import image_formats  # it imports this module
+
+    name = str(path)
+    try:
+        whole = ref.frame is None and ref.window is None
+        plain = _pillow_reads(fh, ref, recipe, name, max_pixels)
+        fh.seek(0)
+        if plain:
+            return _decode(fh, path, max_pixels, draft_size)
+        arr = image_formats.read_display_rgb(
+            fh, None if whole else ref, recipe, name=name, min_side=draft_size, max_pixels=max_pixels
+        )
+        return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8), "RGB")
+    except ImageLoadError:
+        raise
+    except MemoryError as exc:
+        raise ImageLoadError(path, "not enough memory to decode this image") from exc
+    except Exception as exc:  # noqa: BLE001 - a hostile file must never escape as another error
+        raise ImageLoadError(path, f"unreadable image ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def _pillow_reads(fh: BinaryIO, ref: ItemRef, recipe: DisplayRecipe, name: str, max_pixels: int) -> bool:
+    """Whether an open file's item is a whole plain image that Pillow reads (else the DICOM/raster readers).
+
+    Raises:
+        ImageLoadError: A frame or chip id names a plain image, or a TIFF header is refused.
+    """
+    from activekd_core import image_formats, raster_images  # they import this module
+
+    kind = image_formats.sniff_format(fh, name=ref.file_id)
+    whole = ref.frame is None and ref.window is None
+    if kind == "tiff" and whole:
+        info = raster_images.inspect_raster(fh, recipe, name=name, max_pixels=max_pixels)
+        return not image_formats.needs_raster_reader(info, recipe, max_pixels=max_pixels)
+    if kind == "other" and not whole:
+        raise ImageLoadError(name, "a frame or chip id names a file that is neither DICOM nor a scientific TIFF")
+    return kind == "other"
+
+
+def is_plain_image(
+    root: Path | str, image_id: str, *, recipe: DisplayRecipe | None = None, ref: ItemRef | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> bool:
+    """Whether a pool image is a whole file Pillow shows as it is (so its bytes can be exported as they are).
+
+    False for DICOM files (their bytes hold patient data), frames, chips and TIFFs that
+    need the raster reader: exports write their display pixels instead. The file is
+    opened confined to ``root`` and only its header is read.
+
+    Raises:
+        ImageLoadError: When the file cannot be opened or its header is refused.
+    """
+    ref = ref if ref is not None else item_ref(root, image_id)
+    display = Path(root) / display_id(image_id)
+    try:
+        handle = open_image_file(root, ref.file_id)
+    except PathOutsideRoot as exc:
+        raise ImageLoadError(display, f"refused: {exc.reason}") from exc
+    except OSError as exc:
+        raise ImageLoadError(display, _os_error_reason(exc)) from exc
+    with handle:
+        return _pillow_reads(handle, ref, recipe or DisplayRecipe(), str(display), max_pixels)
 
 
 def load_rgb(
@@ -561,19 +705,25 @@ def scan_images(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     non_utf8_names: str = "skip",
+    recipe: DisplayRecipe | None = None,
 ) -> ImagePool:
     """Find every image under ``root`` recursively, in sorted id order.
 
     Args:
         root: Folder to scan. Symlinked folders are not followed (no loops).
         verify: Open each file's header and run the cheap integrity checks described in
-            the module docstring (non-images, oversize, truncated JPEG/PNG).
+            the module docstring (non-images, oversize, truncated JPEG/PNG). Every
+            candidate's first bytes are read to tell DICOM and TIFF apart; DICOM files are
+            always checked from their header (their items come from it), TIFFs only with
+            ``verify`` (without it a TIFF is one item, never chips).
         max_pixels: Largest width * height accepted.
         full_decode: Decode every image completely at scan time (slow, exhaustive).
         progress: ``progress(done, total, message)`` called while files are checked.
         cancel: When set, the scan stops early and raises ``InterruptedError``.
         non_utf8_names: ``"skip"`` (report files whose path is not valid UTF-8) or
             ``"keep"`` (use them, with surrogate-escaped ids; see the module docstring).
+        recipe: The display recipe (frames, chips, bands); kept on the pool. None: the
+            default recipe.
 
     Returns:
         The pool of usable images, with skipped files listed in ``problems``.
@@ -592,44 +742,132 @@ def scan_images(
     problems: list[ImageProblem] = []
     stats: dict[str, tuple[int, int]] = {}
     sizes: dict[str, tuple[int, int]] = {}
+    items: dict[str, ItemRef] = {}
+    order: dict[str, tuple[str, int]] = {}  # (file id, position in the file): frames in frame order
+    effective = recipe if recipe is not None else DisplayRecipe()
     total = len(candidates)
     for done, path in enumerate(candidates, start=1):
         if cancel is not None and cancel.is_set():
             raise InterruptedError(f"scan of {root} cancelled")
         image_id = path.relative_to(root).as_posix()
-        reason, entry = _file_problem(root, path)
-        if reason is None and non_utf8_names == "skip" and not is_portable_id(image_id):
-            reason = "file or folder name is not valid UTF-8 text; rename it to use this image"
-        size = None
-        if reason is None and verify:
-            reason, size = _content_problem(path, max_pixels, full_decode)
+        reason, found, entry = _scan_one(root, path, image_id, effective, max_pixels, full_decode, verify=verify,
+                                         non_utf8_names=non_utf8_names)
+        # An item id that is also a file's name ("s#2" next to the frames of "s") would read
+        # that file when the id is looked up (split_item_id tries the whole id first).
+        clash = next((item_id for item_id, _, _ in found
+                      if item_id in order or (item_id != image_id and os.path.lexists(root / item_id))), None)
+        if reason is None and clash is not None:
+            reason = f"the image id {display_id(clash)!r} of one of its frames or chips is another file's name; rename that file"
         if reason is None:
-            ids.append(image_id)
-            stats[image_id] = entry
-            if size is not None:
-                sizes[image_id] = size
-        else:
+            for k, (item_id, size, ref) in enumerate(found):
+                ids.append(item_id)
+                order[item_id] = (image_id, k)
+                stats[item_id] = entry
+                if size is not None:
+                    sizes[item_id] = size
+                if ref is not None and ref.item_id == item_id and (ref.frame is not None or ref.window is not None):
+                    items[item_id] = ref
+        elif reason:  # "" = not an image at all (a suffixless file that is not DICOM): ignored silently
             shown = display_id(image_id)
             problems.append(ImageProblem(shown, root / shown if shown != image_id else path, reason))
         if progress is not None and (done % 500 == 0 or done == total):
             progress(done, total, f"checked {done}/{total} files")
-    ids.sort()
+    ids.sort(key=order.__getitem__)
     problems.sort(key=lambda p: p.id)
-    return ImagePool(root=root, ids=ids, problems=problems, _stats=stats, _sizes=sizes)
+    return ImagePool(root=root, ids=ids, problems=problems, recipe=recipe, _items=items, _stats=stats, _sizes=sizes)
+
+
+def _scan_one(
+    root: Path, path: Path, image_id: str, recipe: DisplayRecipe, max_pixels: int, full_decode: bool, *,
+    verify: bool, non_utf8_names: str,
+) -> tuple[str | None, list[tuple[str, tuple[int, int] | None, ItemRef | None]], tuple[int, int]]:
+    """One candidate: ``(reason, items, (size, mtime_ns))``; reason ``""`` means not an image (ignore)."""
+    bare = not _has_known_suffix(path.name)
+    reason, entry = _file_problem(root, path)
+    if bare and reason is not None:
+        return "", [], entry  # a name without a suffix is an image only when its content says DICOM
+    if reason is None and non_utf8_names == "skip" and not is_portable_id(image_id):
+        if bare and not _sniffs_dicom(path):
+            return "", [], entry
+        reason = "file or folder name is not valid UTF-8 text; rename it to use this image"
+    if reason is not None:
+        return reason, [], entry
+    reason, found = _content_items(path, image_id, recipe, max_pixels, full_decode, verify=verify, bare=bare)
+    if reason is None and not found:
+        return "", [], entry
+    return reason, found, entry
+
+
+def _has_known_suffix(name: str) -> bool:
+    from activekd_core.image_formats import DICOM_SUFFIXES  # it imports this module
+
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES
+
+
+def _sniffs_dicom(path: Path) -> bool:
+    from activekd_core.dicom_images import is_dicom  # it imports this module
+
+    return is_dicom(path)
 
 
 def _walk_candidates(root: Path) -> Iterable[Path]:
-    """Paths under ``root`` whose name has an image suffix (files, links, odd entries)."""
+    """Paths under ``root`` whose name may hold an image (files, links, odd entries).
+
+    Image and DICOM suffixes, names without a suffix and digits-only suffixes
+    (:func:`activekd_core.image_formats.is_candidate_name`); folders are listed only when
+    their name has a known suffix (to report them).
+    """
+    from activekd_core.image_formats import is_candidate_name  # it imports this module
 
     def on_error(exc: OSError) -> None:  # unreadable sub-folder: skip, scanning goes on
         return None
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=on_error):
         dirnames.sort()
-        names = filenames + [d for d in dirnames if os.path.splitext(d)[1].lower() in IMAGE_SUFFIXES]
+        names = [f for f in filenames if is_candidate_name(f)] + [d for d in dirnames if _has_known_suffix(d)]
         for name in sorted(names):
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                yield Path(dirpath) / name
+            yield Path(dirpath) / name
+
+
+def _content_items(
+    path: Path, image_id: str, recipe: DisplayRecipe, max_pixels: int, full_decode: bool, *, verify: bool, bare: bool
+) -> tuple[str | None, list[tuple[str, tuple[int, int] | None, ItemRef | None]]]:
+    """The items of one candidate file: ``(reason it is unusable, [])`` or ``(None, items)``.
+
+    Each item is ``(item id, (width, height) or None, ItemRef or None)``. An empty list
+    without a reason means the file is no image at all (a suffixless non-DICOM file).
+    """
+    from activekd_core import image_formats  # it imports this module
+
+    try:
+        with _open_file(path) as fh:
+            # One read of the head (the DICM marker sits at byte 128), sniffed in memory.
+            kind = image_formats.sniff_format(io.BytesIO(fh.read(_SNIFF_BYTES)), name=path.name)
+            if bare and kind != "dicom":
+                return None, []
+            if kind == "other" or (kind == "tiff" and not verify):
+                if not verify:
+                    return None, [(image_id, None, None)]
+                reason, size = _content_problem(path, max_pixels, full_decode, fh=fh)
+                return reason, [] if reason else [(image_id, size, None)]
+            entries = image_formats.scan_file(fh, image_id, recipe, name=str(path), max_pixels=max_pixels)
+            if entries is None:  # a plain 8-bit TIFF: the Pillow path checks it
+                reason, size = _content_problem(path, max_pixels, full_decode, fh=fh)
+                return reason, [] if reason else [(image_id, size, None)]
+            if full_decode:
+                for entry in entries:
+                    fh.seek(0)
+                    image_formats.read_display_rgb(fh, entry.ref, recipe, name=str(path), max_pixels=max_pixels)
+            return None, [(e.ref.item_id, e.size, e.ref) for e in entries]
+    except ImageLoadError as exc:
+        return exc.reason, []
+    except OSError as exc:
+        return _os_error_reason(exc), []
+    except MemoryError:
+        return "not enough memory to check this file", []
+    except Exception as exc:  # noqa: BLE001 - one hostile file must never stop a scan
+        return f"corrupt image (reader error {type(exc).__name__})", []
 
 
 def _file_problem(root: Path, path: Path) -> tuple[str | None, tuple[int, int]]:
@@ -664,10 +902,21 @@ def _file_problem(root: Path, path: Path) -> tuple[str | None, tuple[int, int]]:
     return None, (st.st_size, st.st_mtime_ns)
 
 
-def _content_problem(path: Path, max_pixels: int, full_decode: bool) -> tuple[str | None, tuple[int, int] | None]:
-    """Check a file's contents: ``(reason it is unusable, None)`` or ``(None, (width, height))``."""
+def _content_problem(
+    path: Path, max_pixels: int, full_decode: bool, *, fh: BinaryIO | None = None
+) -> tuple[str | None, tuple[int, int] | None]:
+    """Check a file's contents: ``(reason it is unusable, None)`` or ``(None, (width, height))``.
+
+    Args:
+        path: The file (opened here unless ``fh`` is given).
+        max_pixels: Largest width * height accepted.
+        full_decode: Decode the pixels completely.
+        fh: The file already open (read from its start, left open).
+    """
     try:
-        with _open_file(path) as fh:
+        if fh is not None:
+            fh.seek(0)
+        with (_open_file(path) if fh is None else nullcontext(fh)) as fh:
             with Image.open(fh, formats=ALLOWED_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:

@@ -7,8 +7,12 @@ centre** ``size x size`` **square is cropped** (the same geometry as torchvision
 wide or tall images lose their ends. JPEGs are decoded at a reduced DCT scale when that
 still leaves at least ``size`` pixels (much faster for large photos).
 
-Cache: with ``cache_dir``, the array is a ``.npy`` file named by the pool fingerprint, the
-size and a format version, opened read-only as a memory map. It is written under a
+DICOM files, frames, scientific TIFFs and chips are read with the pool's display recipe
+(``pool.recipe``), whose key is part of the pool fingerprint: the student trains on the
+8-bit RGB the page shows.
+
+Cache: with ``cache_dir``, the array is a ``.npy`` file named by the pool fingerprint (ids,
+file sizes and times, and the display recipe's key), the size and a format version, opened read-only as a memory map. It is written under a
 ``.partial`` name, flushed chunk by chunk with a small JSON progress record, and renamed
 only when complete, so a half-written cache is never used; a run that was killed or
 cancelled resumes from its last flushed chunk. A lock file serialises processes that
@@ -214,7 +218,9 @@ def _decode_rows(
 
     def decode(row: int) -> tuple[int, npt.NDArray[np.uint8] | None, str | None]:
         try:  # opened confined to the image root (a file swapped for an escaping link is refused)
-            img = load_image(pool.root, pool.ids[row], max_pixels=max_pixels, draft_size=size)
+            image_id = pool.ids[row]
+            img = load_image(pool.root, image_id, max_pixels=max_pixels, draft_size=size, recipe=pool.recipe,
+                             ref=pool.item_ref(image_id))
             return row, resize_center_crop(img, size), None
         except ImageLoadError as exc:
             return row, None, f"{display_id(pool.ids[row])}: {exc.reason}"

@@ -31,6 +31,7 @@ their state is undone).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -46,7 +47,8 @@ from PIL import Image
 
 from activekd_core import export as export_mod
 from activekd_core.atomic import atomic_write_text
-from activekd_core.images import ImagePool, open_image_file, scan_images
+from activekd_core.display_recipe import DisplayRecipe, RecipeError
+from activekd_core.images import ImagePool, load_image, open_image_file, scan_images
 from activekd_core.store import (
     ImageRecord,
     LabelEvent,
@@ -220,6 +222,7 @@ class Project:
         seed: int = 0,
         train: dict[str, Any] | None = None,
         name: str | None = None,
+        recipe: DisplayRecipe | None = None,
     ) -> Project:
         """Validate everything, then create the project folder and database.
 
@@ -238,6 +241,10 @@ class Project:
             seed: Seed for selection, audit sampling and training.
             train: Overrides of :class:`activekd_core.training.TrainConfig` fields.
             name: Display name (default: the folder name).
+            recipe: How DICOM and scientific TIFF images become 8-bit RGB (window, frames,
+                bands, stretch, chips); stored in the project settings and used by the
+                scan, the pages, the teacher and the student alike. Default:
+                ``DisplayRecipe()``.
 
         Returns:
             The open project.
@@ -272,6 +279,11 @@ class Project:
         train = dict(train or {})
         _check_train_overrides(train, problems)
         _check_student_weights(student_arch, train, problems)
+        if recipe is None:
+            recipe = DisplayRecipe()
+        elif not isinstance(recipe, DisplayRecipe):
+            problems.append(f"display recipe must be a DisplayRecipe, got {type(recipe).__name__}")
+            recipe = DisplayRecipe()
         root = Path(image_root).expanduser()
         pool = None
         if not root.exists():
@@ -279,7 +291,7 @@ class Project:
         elif not root.is_dir():
             problems.append(f"image folder is not a folder: {root}")
         else:
-            pool = scan_images(root)
+            pool = scan_images(root, recipe=recipe)
             if len(pool) == 0:
                 found = f"{len(pool.problems)} file(s) skipped, e.g. " + "; ".join(
                     f"{p.id}: {p.reason}" for p in pool.problems[:3]) if pool.problems else "no image files at all"
@@ -320,6 +332,7 @@ class Project:
                     "strategy": strategy,
                     "seed": int(seed),
                     "train": train,
+                    "display_recipe": recipe.to_dict(),
                     "created": utc_now(),
                 },
             )
@@ -422,6 +435,48 @@ class Project:
         """Images per query batch."""
         return int(self.config["batch_size"])
 
+    @property
+    def recipe(self) -> DisplayRecipe:
+        """The display recipe (projects made before recipes existed get the default).
+
+        Raises:
+            ProjectError: If the stored recipe is not valid (a damaged settings row).
+        """
+        data = self.config.get("display_recipe")
+        if data is None:
+            return DisplayRecipe()
+        try:
+            return DisplayRecipe.from_dict(data)
+        except RecipeError as exc:
+            raise ProjectError(f"the project's display recipe is invalid: {exc}") from exc
+
+    def load_image(self, image_id: str, *, draft_size: int | None = None) -> Image.Image:
+        """One pool image (a file, a DICOM frame or a raster chip) as the RGB everyone sees.
+
+        Opened confined to the image root and decoded with the project's recipe.
+
+        Raises:
+            ImageLoadError: With the path and the reason.
+        """
+        pool = self.pool()
+        return load_image(pool.root, image_id, draft_size=draft_size, recipe=pool.recipe, ref=pool.item_ref(image_id))
+
+    def is_plain_image(self, image_id: str) -> bool:
+        """Whether a pool image is a whole file shown as it is (not DICOM, a frame, a chip or a
+        scientific TIFF); see :func:`activekd_core.images.is_plain_image`.
+
+        Raises:
+            ImageLoadError: When the file cannot be opened or its header is refused.
+        """
+        from activekd_core.images import is_plain_image
+
+        pool = self.pool()
+        return is_plain_image(pool.root, image_id, recipe=pool.recipe, ref=pool.item_ref(image_id))
+
+    def image_file_id(self, image_id: str) -> str:
+        """The id of the file that holds a pool image (item ids name a frame or chip of it)."""
+        return self.pool().item_ref(image_id).file_id
+
     def path(self, *parts: str) -> Path:
         """A path inside the project folder."""
         return self.folder.joinpath(*parts)
@@ -493,7 +548,7 @@ class Project:
     def pool(self) -> ImagePool:
         """The usable images in pool order (from the store; no rescan)."""
         if self._pool is None:
-            self._pool = ImagePool(root=self.image_root, ids=self.store.image_ids())
+            self._pool = ImagePool(root=self.image_root, ids=self.store.image_ids(), recipe=self.recipe)
         return self._pool
 
     def scan_report(self) -> ScanReport:
@@ -1476,7 +1531,23 @@ class Project:
         """Export labeled images as an ImageFolder tree (default: ``exports/imagefolder``)."""
         dest = Path(dest) if dest else self.path("exports", "imagefolder")
         exclude = () if include_audit else tuple(self.store.audit_ids())
-        return export_mod.export_imagefolder(self.store, self.image_root, dest, mode=mode, exclude=exclude)
+        return export_mod.export_imagefolder(self.store, self.image_root, dest, mode=mode, exclude=exclude,
+                                             render=self.display_png)
+
+    def display_png(self, image_id: str) -> bytes | None:
+        """PNG of the display pixels of a DICOM file, frame, scientific TIFF or chip; None for a plain image.
+
+        What exports write instead of the file: a DICOM file carries patient data, and a
+        16-bit or multi-band raster is not what the expert labeled.
+
+        Raises:
+            activekd_core.images.ImageLoadError: When the image cannot be read.
+        """
+        if self.is_plain_image(image_id):
+            return None
+        buf = io.BytesIO()
+        self.load_image(image_id).save(buf, format="PNG")
+        return buf.getvalue()
 
     def export_student(self, dest: Path | str | None = None, *, round_id: int | None = None) -> export_mod.ExportReport:
         """Export the active (or a given round's) student: safetensors + TorchScript (+ ONNX)."""
@@ -1492,14 +1563,25 @@ class Project:
     # ---- predictions and interchange ------------------------------------------------------
 
     def image_bytes(self, image_id: str) -> bytes:
-        """The file bytes of one pool image, opened inside the image root.
+        """The bytes of one pool image as an image file, opened inside the image root.
+
+        A plain image's file bytes; for DICOM files, frames, scientific TIFFs and chips a
+        PNG of the display pixels (:meth:`display_png`), never the DICOM file itself.
 
         Raises:
             ValueError: If the id is not in the pool or leaves the image root.
-            OSError: If the file cannot be read.
+            OSError: If the file cannot be read (or a DICOM/raster item decoded).
         """
+        from activekd_core.images import ImageLoadError
+
         if image_id not in self.row_of():
             raise ValueError(f"{image_id[:200]!r} is not an image of this project")
+        try:
+            png = self.display_png(image_id)
+        except ImageLoadError as exc:
+            raise OSError(str(exc)) from exc
+        if png is not None:
+            return png
         with open_image_file(self.image_root, image_id) as fh:
             return fh.read()
 
@@ -1899,10 +1981,13 @@ def _uninformative(x: np.ndarray | None) -> bool:
 def _image_records(pool: ImagePool) -> list[ImageRecord]:
     records = []
     for row, image_id in enumerate(pool.ids):
-        path = pool.root / image_id
+        ref = pool.item_ref(image_id)
+        path = pool.root / ref.file_id
         size = pool.image_size(image_id)  # read by the verifying scan: no second open
         if size is not None:
             width, height = size
+        elif ref.file_id != image_id:
+            width = height = None
         else:
             try:
                 with open_image_file(pool.root, image_id) as fh, Image.open(fh) as img:

@@ -675,7 +675,8 @@ def _tiff(source: Source, label: str) -> Iterator[tifffile.TiffFile]:
                 raise ImageLoadError(label, "not a TIFF file (no TIFF or BigTIFF signature)")
             fh.seek(0)
             try:
-                tf = tifffile.TiffFile(fh)
+                # A descriptor opened by open_image_file has an int ``name``: name it for tifffile.
+                tf = tifffile.TiffFile(fh, name=os.path.basename(label) or "raster.tif")
             except ImageLoadError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a hostile header must come back as a reason

@@ -341,7 +341,8 @@ def session_id() -> str:
 
 
 def image_path(project: Project, image_id: str) -> Path:
-    """The file of ``image_id``, refused unless it lies inside the project's image root.
+    """The file of ``image_id`` (the file holding it, for a DICOM frame or raster chip),
+    refused unless it lies inside the project's image root.
 
     Checked afresh on every call (never cached: a file may be replaced by a symbolic link
     at any time). Files are read through :func:`activekd_core.images.load_image`, which
@@ -351,7 +352,7 @@ def image_path(project: Project, image_id: str) -> Path:
         activekd_core.paths.PathOutsideRoot: If the id escapes the image root.
         FileNotFoundError: If the file is gone.
     """
-    return resolve_inside(project.image_root, image_id, must_exist=True)
+    return resolve_inside(project.image_root, project.image_file_id(image_id), must_exist=True)
 
 
 IMAGE_CACHE_MB_DEFAULT = 256
@@ -366,14 +367,14 @@ def image_bytes_cache() -> BytesCache:
     return BytesCache(megabytes << 20)
 
 
-def _thumbnail_png(root: str, image_id: str, mtime_ns: int, size: int, box: int) -> bytes:
+def _thumbnail_png(project: Project, image_id: str, mtime_ns: int, size: int, box: int) -> bytes:
     def make() -> bytes:
-        from activekd_core.images import load_image
+        # Opened confined to the root at this moment; decoded at the size the box needs,
+        # DICOM and rasters with the project's display recipe.
+        return png_bytes(fit_image(project.load_image(image_id, draft_size=box if box > 0 else None), box))
 
-        # Opened confined to the root at this moment; decoded at the size the box needs.
-        return png_bytes(fit_image(load_image(root, image_id, draft_size=box if box > 0 else None), box))
-
-    return image_bytes_cache().get_or_make(("thumb", root, image_id, mtime_ns, size, box), make)
+    key = ("thumb", str(project.image_root), image_id, mtime_ns, size, box, project.recipe.key())
+    return image_bytes_cache().get_or_make(key, make)
 
 
 def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
@@ -382,9 +383,10 @@ def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
     Large images are shrunk to fit; images at most half of ``box`` are enlarged by a
     whole-number factor with nearest-neighbour sampling (no invented detail).
 
-    The cache key is the root, the id, the file's modification time and size, so a
-    changed file is re-read and an unchanged one never is; the id is checked against the
-    root on every call, and a decode opens the file confined to the root.
+    The cache key is the root, the id, the file's modification time and size and the
+    display recipe's key, so a changed file is re-read and an unchanged one never is; the
+    id is checked against the root on every call, and a decode opens the file confined to
+    the root.
 
     Raises:
         activekd_core.paths.PathOutsideRoot: If the file escapes the image root.
@@ -394,7 +396,7 @@ def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
     """
     path = image_path(project, image_id)
     stat = path.stat()
-    return _thumbnail_png(str(project.image_root), image_id, stat.st_mtime_ns, stat.st_size, box)
+    return _thumbnail_png(project, image_id, stat.st_mtime_ns, stat.st_size, box)
 
 
 def zoom_png(project: Project, image_id: str, zoom: float,
@@ -405,9 +407,18 @@ def zoom_png(project: Project, image_id: str, zoom: float,
     The view is at most :data:`activekd_core.image_view.VIEWPORT`: only the visible window
     is resampled, whatever the zoom (see :func:`activekd_core.image_view.zoom_window`).
     """
-    from activekd_core.images import load_image, open_image_file
+    from activekd_core.images import open_image_file
 
     root = str(project.image_root)
+    recipe_key = project.recipe.key()
+    if not project.is_plain_image(image_id):
+        # DICOM frame, scientific raster or chip: its display size comes from the reader.
+        stat = image_path(project, image_id).stat()
+        full = project.load_image(image_id)
+        width, height = full.size
+        window = zoom_window(width, height, zoom, center)
+        key = ("zoom", root, image_id, stat.st_mtime_ns, stat.st_size, window, recipe_key)
+        return image_bytes_cache().get_or_make(key, lambda: png_bytes(render_zoom(full, window))), window, (width, height)
     with open_image_file(root, image_id) as fh:  # confined at the moment of opening
         stat = os.fstat(fh.fileno())
         with Image.open(fh) as probe:  # the header only: no pixels decoded
@@ -415,8 +426,8 @@ def zoom_png(project: Project, image_id: str, zoom: float,
             if probe.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation turns it by 90 degrees
                 width, height = height, width
     window = zoom_window(width, height, zoom, center)
-    key = ("zoom", root, image_id, stat.st_mtime_ns, stat.st_size, window)
-    data = image_bytes_cache().get_or_make(key, lambda: png_bytes(render_zoom(load_image(root, image_id), window)))
+    key = ("zoom", root, image_id, stat.st_mtime_ns, stat.st_size, window, recipe_key)
+    data = image_bytes_cache().get_or_make(key, lambda: png_bytes(render_zoom(project.load_image(image_id), window)))
     return data, window, (width, height)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from activekd_core.display_recipe import WINDOW_PRESETS, DisplayRecipe, RecipeError, parse_bands
 from activekd_core.display_text import MESSAGE_MAX, NAME_MAX, check_name, code, md, visible
 from activekd_core.project import DEFAULT_STRATEGY, Project, ProjectError
 from activekd_core.teachers.base import teacher_name
@@ -237,8 +238,9 @@ def _create_section() -> None:
     names = list(strategies)
     strategy = c.selectbox("Strategy", names, index=names.index(DEFAULT_STRATEGY) if DEFAULT_STRATEGY in names else 0,
                            key="prj_new_strategy", help="\n".join(f"{k}: {v}" for k, v in strategies.items()))
+    recipe, recipe_problems = _recipe_inputs()
     if st.button("Create project", key="prj_create", type="primary"):
-        problems = list(class_problems) + list(teacher_problems)
+        problems = list(class_problems) + list(teacher_problems) + recipe_problems
         if not folder.strip():
             problems.append("enter a project folder")
         if not image_root.strip():
@@ -255,7 +257,7 @@ def _create_section() -> None:
             with st.spinner("Scanning images and checking the teacher..."):
                 train = {"image_size": int(size), "pretrained": bool(pretrained)}
                 project = Project.create(folder.strip(), image_root.strip(), classes, spec, arch, int(batch_size),
-                                         strategy, train=train)
+                                         strategy, train=train, recipe=recipe)
             report = project.scan_report()
             project.close()
             open_project_folder(folder.strip())
@@ -264,6 +266,28 @@ def _create_section() -> None:
             st.rerun()
         except (ProjectError, StoreError, ValueError) as exc:
             st.error(f"Not created: {md(exc, MESSAGE_MAX)}")
+
+
+WINDOW_CHOICES = {"The file's own window (VOI LUT / WindowCenter, WindowWidth)": "auto",
+                  **{p.label: p.name for p in WINDOW_PRESETS.values()}}
+FRAME_CHOICES = {"Middle frame (one image per file)": "middle", "Every frame (one image per frame)": "each"}
+
+
+def _recipe_inputs() -> tuple[DisplayRecipe, list[str]]:
+    """The display recipe for DICOM and multi-band images, and what is wrong with the inputs."""
+    with st.expander("DICOM and multi-band images"):
+        st.caption("How DICOM and 16-bit/multi-band TIFF images become what you, the teacher and the student see.")
+        a, b = st.columns(2)
+        window = a.selectbox("DICOM window", list(WINDOW_CHOICES), key="prj_new_window")
+        frames = b.selectbox("Multi-frame DICOM", list(FRAME_CHOICES), key="prj_new_frames")
+        bands_text = st.text_input("Bands shown as red, green, blue (1-based; blank: the first three)",
+                                   key="prj_new_bands", max_chars=40, placeholder="4, 3, 2 (Sentinel-2 true colour)")
+    try:
+        return DisplayRecipe(window=WINDOW_CHOICES[window], frames=FRAME_CHOICES[frames],
+                             bands=parse_bands(bands_text)), []
+    except RecipeError as exc:
+        st.error(f"Display recipe: {md(exc, MESSAGE_MAX)}")
+        return DisplayRecipe(), [f"display recipe: {exc}"]
 
 
 def _current_section(project: Project) -> None:

@@ -553,3 +553,18 @@ def test_pages_warn_on_a_collapsed_student_and_show_labels_found_per_class(home)
     with Project.open(folder) as project:
         cfg = project.train_config()
         assert cfg.ce_class_weight is True and cfg.teacher_logit_adjust == 1.0 and cfg.steps == TRAIN_FAST["steps"]
+
+
+def test_project_page_display_recipe_inputs_are_checked(home, tmp_path):
+    at = _app()
+    at.switch_page("pages/project.py").run()
+    assert [o for o in at.selectbox(key="prj_new_window").options if "40/400" in o]  # the CT presets are offered
+    at.text_input(key="prj_new_bands").input("4, 3").run()
+    assert any("Display recipe" in e.value and "1 or 3 band numbers" in e.value for e in at.error)
+    at.text_input(key="prj_new_folder").input(str(tmp_path / "newproj")).run()
+    at.text_input(key="prj_new_images").input(str(tmp_path)).run()
+    at.button(key="prj_create").click().run()
+    assert any("Not created" in e.value and "display recipe" in e.value for e in at.error)
+    at.text_input(key="prj_new_bands").input("4, 3, 2").run()
+    assert not any("Display recipe" in e.value for e in at.error)
+    assert not (tmp_path / "newproj").exists()

@@ -127,3 +127,13 @@ def test_fit_size() -> None:
     assert fit_size(img, min_side=64) is img  # never enlarged
     with pytest.raises(ValueError):
         fit_size(img, max_side=10, min_side=10)
+
+
+def test_parse_bands_from_a_person() -> None:
+    from activekd_core.display_recipe import RecipeError, parse_bands
+
+    assert parse_bands("  ") is None
+    assert parse_bands("4, 3, 2") == (4, 3, 2) and parse_bands("4 3 2") == (4, 3, 2) and parse_bands("7") == (7,)
+    for bad in ("4, 3", "a, b, c", "0", "1, 2, 99999999", "-1 2 3"):
+        with pytest.raises(RecipeError):
+            parse_bands(bad)

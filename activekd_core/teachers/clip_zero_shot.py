@@ -445,7 +445,7 @@ class _PoolImages(Dataset):
     """Pool rows ``[start, stop)`` as preprocessed tensors; unreadable images become zeros plus a reason."""
 
     def __init__(self, pool: ImagePool, transform: Callable[[Any], torch.Tensor], start: int, stop: int, size: int) -> None:
-        self.root, self.ids = pool.root, pool.ids
+        self.root, self.ids, self.pool = pool.root, pool.ids, pool
         self.transform, self.start, self.stop, self.size = transform, start, stop, size
 
     def __len__(self) -> int:
@@ -454,7 +454,10 @@ class _PoolImages(Dataset):
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int, str]:
         row = self.start + k
         try:
-            return self.transform(load_image(self.root, self.ids[row], draft_size=self.size)), row, ""
+            image_id = self.ids[row]
+            img = load_image(self.root, image_id, draft_size=self.size, recipe=self.pool.recipe,
+                             ref=self.pool.item_ref(image_id))
+            return self.transform(img), row, ""
         except ImageLoadError as exc:
             return torch.zeros(3, self.size, self.size), row, exc.reason or "unreadable"
         except Exception as exc:  # a transform failure must not stop the batch either

@@ -89,7 +89,8 @@ def pool_pixels(pool: ImagePool, size: int = 32, progress: ProgressFn | None = N
     out = np.full((len(pool), size, size, 3), 128, dtype=np.uint8)
     for i in range(len(pool)):
         try:
-            img = ImageOps.fit(load_image(pool.root, pool.ids[i], draft_size=size), (size, size), Image.Resampling.BILINEAR)
+            rgb = load_image(pool.root, pool.ids[i], draft_size=size, recipe=pool.recipe, ref=pool.item_ref(pool.ids[i]))
+            img = ImageOps.fit(rgb, (size, size), Image.Resampling.BILINEAR)
             out[i] = np.asarray(img, dtype=np.uint8)
         except ImageLoadError:
             pass
