@@ -37,7 +37,6 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -51,7 +50,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from activekd_core.display_pixels import fit_size, grey_to_rgb, linear_window, range_to_unit, to_uint8
 from activekd_core.display_recipe import DisplayRecipe
-from activekd_core.image_items import ItemRef
+from activekd_core.image_items import ItemRef, Source, opened_source
 from activekd_core.images import DEFAULT_MAX_PIXELS, ImageLoadError
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -135,7 +134,6 @@ _IDENTIFYING_TAGS: tuple[str, ...] = (
     "StudyID",
 )
 
-Source = Path | str | BinaryIO
 
 
 @dataclass(frozen=True)
@@ -168,7 +166,7 @@ def is_dicom(source: Source) -> bool:
     Unreadable files are reported as not DICOM (the caller's open reports why).
     """
     try:
-        with _opened(source) as fh:
+        with opened_source(source) as fh:
             head = fh.read(_PREAMBLE + 4)
     except OSError:
         return False
@@ -190,7 +188,7 @@ def read_technical_header(source: Source, *, name: str | None = None) -> Dataset
         ImageLoadError: When the file is not readable DICOM; the reason says why.
     """
     label = _label(source, name)
-    with _opened(source) as fh:
+    with opened_source(source) as fh:
         return _read_header(fh, label)
 
 
@@ -262,7 +260,7 @@ def inspect_dicom(
             transfer syntax no installed decoder handles (and what to install).
     """
     label = _label(source, name)
-    with _opened(source) as fh, _reasons(label, fh):
+    with opened_source(source) as fh, _reasons(label, fh):
         header = _read_header(fh, label)
         info = _check_header(header, label, max_frames=max_frames, max_pixels=max_pixels, max_bytes=max_bytes)
         _check_pixel_element(fh, header, info, label)
@@ -452,7 +450,7 @@ def read_dicom_rgb(
         ImageLoadError: With the reason (never a patient value).
     """
     label = _label(source, name)
-    with _opened(source) as fh, _reasons(label, fh):
+    with opened_source(source) as fh, _reasons(label, fh):
         header = _read_header(fh, label)
         info = _check_header(header, label, max_frames=max_frames, max_pixels=max_pixels, max_bytes=max_bytes)
         _check_pixel_element(fh, header, info, label)
@@ -591,16 +589,6 @@ def _voi_lut_to_unit(values: npt.NDArray, header: Dataset) -> npt.NDArray:
 
 
 # ----------------------------------------------------------------------------- helpers
-@contextmanager
-def _opened(source: Source) -> Iterator[BinaryIO]:
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as fh:
-            yield fh
-    else:
-        source.seek(0)
-        yield source
-
-
 @contextmanager
 def _reasons(label: str, fh: BinaryIO) -> Iterator[None]:
     """Turn any unexpected library error on a hostile file into an :class:`ImageLoadError`."""

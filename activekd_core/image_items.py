@@ -18,9 +18,26 @@ item id never need to parse ids at all.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+Source = Path | str | BinaryIO  # a file path, or a binary file already opened (e.g. confined to the image root)
+
+
+@contextmanager
+def opened_source(source: Source) -> Iterator[BinaryIO]:
+    """A binary file for ``source``: opened (and closed) here for a path, else rewound and left open."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fh:
+            yield fh
+    else:
+        source.seek(0)
+        yield source
 
 _FRAME_SUFFIX = re.compile(r"#([1-9][0-9]{0,8})\Z")
 _CHIP_SUFFIX = re.compile(r"@([0-9]{1,9}),([0-9]{1,9}),([1-9][0-9]{0,8}),([1-9][0-9]{0,8})\Z")

@@ -33,8 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import Enum
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +41,7 @@ import tifffile
 
 from activekd_core.display_pixels import fit_size, grey_to_rgb, range_to_unit, shrink_factor, to_uint8
 from activekd_core.display_recipe import NODATA_RGB, DisplayRecipe
-from activekd_core.image_items import ItemRef, chip_windows
+from activekd_core.image_items import ItemRef, Source, chip_windows, opened_source
 from activekd_core.images import DEFAULT_MAX_PIXELS, ImageLoadError
 
 DEFAULT_MAX_BANDS = 512
@@ -59,7 +58,6 @@ _GEO_TAGS = {
 }
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
-Source = Path | str | BinaryIO
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ class RasterInfo:
 def is_tiff(source: Source) -> bool:
     """Whether a file starts with a TIFF or BigTIFF signature (any file name)."""
     try:
-        with _opened(source) as fh:
+        with opened_source(source) as fh:
             return fh.read(4) in _TIFF_MAGIC
     except OSError:
         return False
@@ -658,19 +656,9 @@ def window_geotransform(geotransform: Sequence[float], x: int, y: int) -> list[f
 
 # ----------------------------------------------------------------------------- helpers
 @contextmanager
-def _opened(source: Source) -> Iterator[BinaryIO]:
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as fh:
-            yield fh
-    else:
-        source.seek(0)
-        yield source
-
-
-@contextmanager
 def _tiff(source: Source, label: str) -> Iterator[tifffile.TiffFile]:
     try:
-        with _opened(source) as fh:
+        with opened_source(source) as fh:
             if fh.read(4) not in _TIFF_MAGIC:
                 raise ImageLoadError(label, "not a TIFF file (no TIFF or BigTIFF signature)")
             fh.seek(0)
