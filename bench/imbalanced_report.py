@@ -1,4 +1,4 @@
-"""Markdown tables for imbalanced-pool simulations (bench/REPRODUCTION_IMBALANCED.md).
+"""Markdown tables for imbalanced-pool simulations (bench/REPRODUCTION.md, section Imbalanced pools).
 
 Reads one or more ``simulate`` output folders (``results.csv``) and prints, per folder:
 
