@@ -186,3 +186,22 @@ def check_name(text: object, what: str, limit: int = NAME_MAX) -> str:
         raise ValueError(f"the {what} contains invisible or control characters ({', '.join(hidden[:5])}); "
                          "type it again without them")
     return name
+
+
+def short_time(iso: object) -> str:
+    """An ISO 8601 time stamp as people read it: ``2026-11-29 21:40:03 UTC`` ("—" when empty).
+
+    Microseconds are dropped; a value that is not a time stamp is returned as text, bounded.
+    """
+    from datetime import datetime, timezone
+
+    if not iso:
+        return "—"
+    try:
+        t = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return visible(str(iso), 40)
+    if t.tzinfo is not None:
+        t = t.astimezone(timezone.utc)
+        return t.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return t.strftime("%Y-%m-%d %H:%M:%S")

@@ -570,6 +570,7 @@ def train_round(
     warm_steps = max(1, steps // 10)
     warm_time: float | None = None
     start = time.perf_counter()
+    last_report = (start, 0)  # (time, steps done) at the previous progress report
     done = 0
     report = progress if info.is_main else None
     for step, batch in enumerate(loader):
@@ -613,11 +614,15 @@ def train_round(
                 torch.cuda.synchronize(device)
             warm_time = time.perf_counter()
         if report is not None and (done % log_every == 0 or done == steps):
-            elapsed = time.perf_counter() - start
+            now = time.perf_counter()
             window = losses[max(0, done - log_every) : done].mean().item()
-            ips = per_step_images * done / max(elapsed, 1e-9)
-            eta = elapsed / done * (steps - done)
-            report(done, steps, f"step {done}/{steps} · loss {window:.4f} · {ips:,.0f} img/s · ETA {eta:.0f}s")
+            # pace of the latest steps (the first ones include warm-up): an ETA that is not inflated
+            per_step = (now - last_report[0]) / max(done - last_report[1], 1)
+            last_report = (now, done)
+            ips = per_step_images / max(per_step, 1e-9)
+            eta = per_step * (steps - done)
+            left = f"about {eta:.0f} s left" if done < steps else "done"
+            report(done, steps, f"step {done}/{steps} · loss {window:.4f} · {ips:,.0f} img/s · {left}")
     if on_cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

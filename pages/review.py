@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from activekd_core.display_text import MESSAGE_MAX, md
+from activekd_core.display_text import MESSAGE_MAX, md, short_time
 from activekd_core.project import Project, ProjectError
 from activekd_core.review_state import SORTS, STATES, ReviewFilter
 from pages._session import annotator, current_project, session_id, show_project_error, thumbnail
@@ -109,7 +109,7 @@ def _history(project: Project) -> None:
             st.text("No decisions recorded for this image.")
         else:
             st.dataframe(
-                [{"when": e.time.replace("T", " ")[:19], "who": e.annotator, "what": e.event,
+                [{"when": short_time(e.time), "who": e.annotator, "what": e.event,
                   "class": e.class_name or "", "round": e.round, "reverts event": e.undoes, "event": e.id}
                  for e in events],
                 hide_index=True, width="stretch",

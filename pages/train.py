@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from activekd_core.display_text import MESSAGE_MAX, md, visible
+from activekd_core.display_text import MESSAGE_MAX, md, short_time, visible
 from activekd_core.jobs import JobBusy
 from activekd_core.project import Project, ProjectError
 from pages._rare import collapse_notes, labels_per_round_table
@@ -69,10 +69,9 @@ def _live(folder: str) -> None:
     latest = running or jobs.latest("train")
     if running is not None:
         st.progress(running.fraction, text=md(running.message, MESSAGE_MAX) if running.message else "starting...")
-        a, b, c = st.columns(3)
+        a, b = st.columns(2)  # the time left is in the progress text, from the training's recent pace
         a.metric("Step", f"{running.step}/{running.total}" if running.total else "—")
         b.metric("Elapsed", _fmt_seconds(running.elapsed))
-        c.metric("ETA", _fmt_seconds(running.eta))
         if running.cancel_requested:
             st.info("Cancel requested: stopping at the next step...")
         elif st.button("Cancel training", key="trn_cancel", icon=":material/stop:"):
@@ -89,9 +88,17 @@ def _live(folder: str) -> None:
         result = latest.result or {}
         st.success(f"Last run (job {latest.id}) finished in {_fmt_seconds(latest.elapsed)}: "
                    f"round {result.get('round', '?')} is the active model.")
-    elif latest.state in ("failed", "cancelled", "interrupted"):
+    elif latest.state == "cancelled":  # the user's own decision: information, not an error
+        st.info(f"Last run (job {latest.id}) was cancelled after {_fmt_seconds(latest.elapsed)}. "
+                "Labels and the previous model are unchanged.")
+    elif latest.state in ("failed", "interrupted"):
         st.error(f"Last run (job {latest.id}) {latest.state}: {md(latest.error or 'no message', MESSAGE_MAX)}. "
                  "Labels and the previous model are unchanged.")
+
+
+def _loss_text(value: object) -> str:
+    """A round's final loss for the table ("—" when the round has none, e.g. failed or cancelled)."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
 
 
 def _score_text(d: dict | None) -> str | None:
@@ -141,14 +148,14 @@ def _history(project: Project) -> None:
             "student init": m.get("init", ""),
             "training time": _fmt_seconds(m.get("train_seconds") or m.get("seconds") or m.get("time")),
             "device": m.get("device_name") or m.get("device", ""),
-            "final loss": m.get("final_loss", m.get("loss")),
+            "final loss": _loss_text(m.get("final_loss", m.get("loss"))),
             "student audit acc": audit.get(("student", r.id), "—"),
             "student audit balanced acc": balanced.get(("student", r.id), "—"),
             "student audit macro-F1": macro.get(("student", r.id), "—"),
             "teacher audit acc": _score_text((m.get("audit") or {}).get("teacher")) or audit.get(("teacher", 0), "—"),
             "teacher audit balanced acc": _stored_balanced_text((m.get("audit") or {}).get("teacher"))
             or balanced.get(("teacher", 0), "—"),
-            "started": r.started,
+            "started": short_time(r.started),
             "left out (undecodable)": int(((m.get("undecodable") or {}).get("count")) or 0),
             "error": visible(r.error or "", MESSAGE_MAX),
         })

@@ -134,3 +134,12 @@ def test_check_name_bounds_length_and_refuses_hidden_characters() -> None:
         check_name("ada\u202e", "annotator name")
     with pytest.raises(ValueError, match="blank"):
         check_name(" \t", "project name")
+
+
+def test_short_time_is_readable() -> None:
+    from activekd_core.display_text import short_time
+
+    assert short_time("2026-11-29T21:40:03.123456+00:00") == "2026-11-29 21:40:03 UTC"
+    assert short_time("2026-11-29T22:40:03.5+01:00") == "2026-11-29 21:40:03 UTC"
+    assert short_time(None) == "—" and short_time("") == "—"
+    assert short_time("not a time\u202e") == "not a time\\u202e"

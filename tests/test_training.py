@@ -55,7 +55,9 @@ def test_training_reduces_loss_and_learns_separable_classes(tmp_path):
     assert probs.shape == (60, 3) and feats.shape == (60, 32)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     assert (probs.argmax(1) == y).mean() > 0.9
-    assert seen[-1][0] == 60 and seen[-1][1] == 60 and "loss" in seen[-1][2] and "ETA" in seen[-1][2]
+    assert seen[-1][0] == 60 and seen[-1][1] == 60 and "loss" in seen[-1][2] and "done" in seen[-1][2]
+    # one time-left estimate, from the pace of the latest steps (the job-level ETA is gone from the page)
+    assert any("s left" in msg for _, _, msg in seen[:-1])
     loaded, header = load_student(tmp_path / "round.safetensors", arch="small_cnn")
     assert header["extra"]["metrics"]["steps"] == 60
     p2, _ = predict_student(loaded, px)
