@@ -71,6 +71,11 @@ def class_table_problems(table: pd.DataFrame) -> tuple[list[tuple[str, str]], li
     return rows, problems
 
 
+def _is_count_problem(problem: str) -> bool:
+    """Whether a class-table problem is only "too few classes" (shown on submit, not while typing)."""
+    return problem.startswith(("only one class", "no classes given"))
+
+
 def clip_weights_reason(model_name: str, pretrained: str) -> str | None:
     """None when the CLIP weights can be loaded offline, else why not and how to supply them."""
     try:
@@ -214,10 +219,12 @@ def _create_section() -> None:
                        "prompt": st.column_config.TextColumn("Prompt (e.g. 'a photo of a scratch')")},
     )
     classes, class_problems = class_table_problems(table)
-    if classes or len(class_problems) > 1:  # the user has started filling the table
-        for p in class_problems:
+    # While typing, only what is wrong with the rows written so far; "add a second class" waits
+    # for "Create project" (it used to appear as an error as soon as the first name was typed).
+    for p in class_problems:
+        if not _is_count_problem(p):
             st.error(f"Classes: {md(p, MESSAGE_MAX)}")
-    else:
+    if len(classes) < 2:
         st.caption("Add at least two classes.")
     kind_label = st.selectbox("Teacher", list(TEACHER_KINDS), key="prj_new_teacher")
     spec, teacher_problems = _teacher_spec(TEACHER_KINDS[kind_label])

@@ -23,3 +23,14 @@ def test_downloads_belong_to_the_open_project(home) -> None:
     assert not at.exception, [e.message for e in at.exception]
     assert not [b for b in at.get("download_button") if b.key.startswith("prj_dl_")]
 
+
+
+def test_class_editor_waits_for_submit_to_ask_for_a_second_class() -> None:
+    import pandas as pd
+
+    from pages.project import _is_count_problem, class_table_problems
+
+    classes, problems = class_table_problems(pd.DataFrame({"name": ["scratch", None], "prompt": ["", None]}))
+    assert classes == [("scratch", "")] and problems and all(_is_count_problem(p) for p in problems)
+    _, problems = class_table_problems(pd.DataFrame({"name": ["scratch", "Scratch"], "prompt": ["", ""]}))
+    assert problems and not any(_is_count_problem(p) for p in problems)  # a duplicate shows while typing
