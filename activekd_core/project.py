@@ -746,6 +746,28 @@ class Project:
         self.store.set_setting(TEACHER_HISTORY_SETTING, history)
         return new
 
+    def change_teacher(self, spec: dict[str, Any], *, note: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Make ``spec`` the project's teacher (checked first) and keep the change in the history.
+
+        Labels, rounds and students stay; the teacher's probabilities are recomputed when next
+        needed (their cache is keyed by the teacher's provenance).
+
+        Raises:
+            ProjectError: If the spec is not a usable teacher (the message says why).
+        """
+        if not isinstance(spec, dict) or not spec.get("kind"):
+            raise ProjectError("teacher spec must be a dict with a 'kind'")
+        classes = self.store.classes()
+        problem = _check_teacher(dict(spec), [c.name for c in classes], [c.prompt for c in classes], self.pool())
+        if problem:
+            raise ProjectError(f"teacher refused: {problem}")
+        old = dict(self.config["teacher_spec"])
+        self.update_config(teacher_spec=dict(spec))
+        history = self.teacher_history()
+        history.append({"time": utc_now(), "source": "change", "before": old, "after": dict(spec), **(note or {})})
+        self.store.set_setting(TEACHER_HISTORY_SETTING, history)
+        return dict(spec)
+
     def teacher_history(self) -> list[dict[str, Any]]:
         """Every kept teacher change, oldest first."""
         return list(self.store.get_setting(TEACHER_HISTORY_SETTING) or [])

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from activekd_core.display_recipe import WINDOW_PRESETS, DisplayRecipe, RecipeError, parse_bands
-from activekd_core.display_text import MESSAGE_MAX, NAME_MAX, check_name, code, md, visible
+from activekd_core.display_text import MESSAGE_MAX, NAME_MAX, check_name, code, md, short_time, visible
 from activekd_core.project import DEFAULT_STRATEGY, Project, ProjectError
 from activekd_core.teachers.base import teacher_name
 from activekd_core.store import StoreError, validate_class_names
@@ -164,8 +164,8 @@ def _open_section() -> None:
                     st.error(f"Cannot open {code(folder.strip())}: {md(exc, MESSAGE_MAX)}")
 
 
-def _teacher_spec(kind: str) -> tuple[dict | None, list[str]]:
-    """Teacher inputs for ``kind``; returns ``(spec or None, problems)``."""
+def _teacher_spec(kind: str, prefix: str = "prj_") -> tuple[dict | None, list[str]]:
+    """Teacher inputs for ``kind`` (widget keys start with ``prefix``); returns ``(spec or None, problems)``."""
     problems: list[str] = []
     if kind == "standin":
         st.caption("Not CLIP: a small model fitted on your labels (uniform before the first label). "
@@ -173,9 +173,9 @@ def _teacher_spec(kind: str) -> tuple[dict | None, list[str]]:
         return {"kind": "standin"}, problems
     if kind in ("clip_zero_shot", "clip_few_shot"):
         a, b = st.columns(2)
-        model = a.text_input("CLIP model", value="ViT-B-32", key="prj_clip_model",
+        model = a.text_input("CLIP model", value="ViT-B-32", key=prefix + "clip_model",
                              help="An open_clip model name, hf-hub:org/repo or local-dir:/folder")
-        pretrained = b.text_input("Pretrained tag or local checkpoint", value="openai", key="prj_clip_pretrained",
+        pretrained = b.text_input("Pretrained tag or local checkpoint", value="openai", key=prefix + "clip_pretrained",
                                   help="e.g. openai, laion2b_s34b_b79k, or /path/to/open_clip_model.safetensors")
         reason = clip_weights_reason(model, pretrained)
         if reason:
@@ -185,9 +185,9 @@ def _teacher_spec(kind: str) -> tuple[dict | None, list[str]]:
         else:
             st.caption("Weights found locally.")
         return {"kind": kind, "model_name": model, "pretrained": pretrained or None}, problems
-    path = st.text_input("Probabilities file (.npy/.csv/.npz)", key="prj_pre_path")
-    value_kind = st.radio("Values are", ["probs", "logits"], horizontal=True, key="prj_pre_kind")
-    ids_path = st.text_input("Image ids file (optional; one id per line, pool order otherwise)", key="prj_pre_ids")
+    path = st.text_input("Probabilities file (.npy/.csv/.npz)", key=prefix + "pre_path")
+    value_kind = st.radio("Values are", ["probs", "logits"], horizontal=True, key=prefix + "pre_kind")
+    ids_path = st.text_input("Image ids file (optional; one id per line, pool order otherwise)", key=prefix + "pre_ids")
     if not path.strip():
         problems.append("enter the precomputed file's path")
         return None, problems
@@ -313,6 +313,7 @@ def _current_section(project: Project) -> None:
     except Exception as exc:  # noqa: BLE001 - torch missing or broken settings: the page still works
         st.caption(f"Next round estimate unavailable: {md(exc, MESSAGE_MAX)}")
     _keys_input(project)
+    _teacher_section(project)
     if auth_configured():
         st.text_input("Annotator (your sign-in; recorded with every label)", value=annotator(), disabled=True,
                       key="prj_annotator_locked")
@@ -325,6 +326,30 @@ def _current_section(project: Project) -> None:
     problem = st.session_state.pop(K_ANNOTATOR_ERR, None)
     if problem:
         st.error(f"Annotator not changed: {md(problem, MESSAGE_MAX)}")
+
+
+def _teacher_section(project: Project) -> None:
+    """Change the project's teacher; every change is kept in the teacher history."""
+    with st.expander("Change the teacher"):
+        current = project.config["teacher_spec"].get("kind")
+        kinds = list(TEACHER_KINDS)
+        index = next((i for i, k in enumerate(kinds) if TEACHER_KINDS[k] == current), 0)
+        label = st.selectbox("Teacher", kinds, index=index, key="prj_chg_teacher")
+        spec, problems = _teacher_spec(TEACHER_KINDS[label], prefix="prj_chg_")
+        if st.button("Use this teacher", key="prj_chg_go", disabled=spec is None or bool(problems)):
+            try:
+                project.change_teacher(spec or {}, note={"source": "Project page"})
+                st.success(f"The teacher is now {md(teacher_name(spec.get('kind')))}; its probabilities are "
+                           "recomputed on the next selection (caches are keyed by the teacher).")
+            except ProjectError as exc:
+                st.error(f"Teacher not changed: {md(exc, MESSAGE_MAX)}")
+        history = project.teacher_history()
+        if history:
+            st.caption(f"{len(history)} earlier change(s), newest last:")
+            st.dataframe([{"when": short_time(h.get("time")), "how": h.get("source", ""),
+                           "before": teacher_name((h.get("before") or {}).get("kind")),
+                           "after": teacher_name((h.get("after") or {}).get("kind"))} for h in history],
+                         hide_index=True, width="stretch")
 
 
 def _keys_input(project: Project) -> None:

@@ -251,3 +251,17 @@ def test_undo_limited_to_images_on_screen(project) -> None:
     undone = p.undo(annotator="ann", session="s", image_ids=ids[1:4])
     assert undone is not None and undone.image_id == ids[2]  # the newest one on screen, not ids[5]
     assert p.undo(annotator="ann", session="s", image_ids=[]) is None
+
+
+def test_change_teacher_keeps_labels_and_history(project) -> None:
+    p, truth = project
+    first = sorted(truth)[0]
+    p.label(first, truth[first], annotator="ann")
+    with pytest.raises(ProjectError, match="kind"):
+        p.change_teacher({})
+    p.change_teacher({"kind": "other-fake"}, note={"source": "Project page"})
+    assert p.config["teacher_spec"] == {"kind": "other-fake"}
+    (entry,) = p.teacher_history()
+    assert entry["before"]["kind"] == "fake" and entry["after"]["kind"] == "other-fake"
+    assert entry["source"] == "Project page" and entry["time"]
+    assert p.store.current_labels() == {first: truth[first]}  # labels untouched
