@@ -300,6 +300,27 @@ def _keyboard_bar(classes: list[str], keys: list[str], ids: list[str], focus: in
         st.button("Prev (K)", key="lbl_key_k", shortcut="K", on_click=_move, args=(-1, len(ids)))
 
 
+K_SCROLLED = "lbl_scrolled_focus"
+
+
+def _scroll_to_focus(key: str, focus: int) -> None:
+    """Bring the focused card into view when the focus moved (keys can move it below the fold).
+
+    Our own fixed script (no user text), run in the page: it scrolls only as far as needed.
+    """
+    if st.session_state.get(K_SCROLLED) == (key, focus):
+        return
+    first = st.session_state.get(K_SCROLLED) is None or st.session_state[K_SCROLLED][0] != key
+    st.session_state[K_SCROLLED] = (key, focus)
+    if first:
+        return  # a new batch: keep the page where it opens
+    st.html(
+        "<script>(function(){const el=document.querySelector('.st-key-lbl_card_%d');"
+        "if(el){el.scrollIntoView({block:'nearest',behavior:'smooth'});}})();</script>" % int(focus),
+        unsafe_allow_javascript=True,
+    )
+
+
 def _style(focus: int) -> None:
     st.markdown(
         f"""<style>
@@ -433,6 +454,7 @@ def main() -> None:
             with cols[j]:
                 _card(project, classes, keys, image_id, score, pos, ids, states[image_id], key, strategy, suggestions,
                       pos == focus)
+    _scroll_to_focus(key, focus)  # after the cards, so the focused one exists in the page
     _timing()
 
 

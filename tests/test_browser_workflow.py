@@ -170,3 +170,29 @@ def _open_batch_id(home: Path) -> int | None:
     with _store(home) as s:
         b = s.open_batch_current()
         return None if b is None else b.id
+
+
+def test_keyboard_focus_scrolls_the_focused_card_into_view(home: Path, tmp_path: Path) -> None:
+    with _store(home) as s:
+        batch = s.open_batch_current()
+    key = f"lbl_batch-{batch.id}"
+    server = Server(home, tmp_path / "streamlit.log")
+    url = server.start()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 700})  # the last cards are below the fold
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+            _settled(page)
+            page.mouse.click(5, 300)
+            for _ in range(9):  # focus the tenth card with the arrow key
+                page.keyboard.press("ArrowRight")
+                _settled(page)
+            box = page.locator(".st-key-lbl_card_9").bounding_box()
+            assert box is not None
+            assert box["y"] + 40 < 700 and box["y"] + box["height"] > 0, box  # on screen (it was at y=1800)
+            browser.close()
+    finally:
+        server.kill()
