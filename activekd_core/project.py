@@ -965,8 +965,13 @@ class Project:
         except (KeyError, TypeError, ValueError):
             pass  # an estimate is a convenience: never fail a finished round over it
 
-    def retrain(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> RoundRecord:
+    def retrain(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None, *,
+                keep_batch_in_progress: bool = False) -> RoundRecord:
         """Train one round on all current labels; on success it becomes the active model.
+
+        On success the open strategy batch is closed so that the next one comes from the new
+        student; a queue made by hand always stays, and with ``keep_batch_in_progress`` (an
+        automatic retrain in the background) so does a batch the expert has started.
 
         Steps: teacher probabilities (cached), decoded pixels (cached), a check that the
         images decoded (see below), ``train_round``, checkpoint written atomically, predictions for the whole pool stored, audit
@@ -1050,30 +1055,34 @@ class Project:
             with _LIVE_LOCK:
                 _LIVE_ROUNDS.discard(live_key)
         view = self.current_batch()
-        if view is None or (view.batch.strategy not in QUEUE_STRATEGIES and (view.done == 0 or view.complete)):
+        started = view is not None and 0 < view.done < view.total
+        if view is None or (view.batch.strategy not in QUEUE_STRATEGIES and not (keep_batch_in_progress and started)):
             # The next batch comes from the new student. A queue made by hand stays until done or
-            # dismissed, and so does a batch the expert is in the middle of (a background retrain
-            # must not pull the grid away mid-batch); the prepared next batch, chosen by the old
-            # student, is dropped by promote_prefetched.
+            # dismissed; an automatic retrain does not pull a started batch from under the expert.
+            # A batch prepared ahead by the old student is dropped by promote_prefetched.
             self.store.close_batches()
         rec = self.store.round(round_id)
         assert rec is not None
         return rec
 
-    def start_retrain(self, *, process: bool = True, env: dict[str, str] | None = None) -> int:
+    def start_retrain(self, *, process: bool = True, env: dict[str, str] | None = None,
+                      keep_batch_in_progress: bool = False) -> int:
         """Start :meth:`retrain` as a background job; a second call while it runs raises JobBusy.
 
         Args:
             process: Run in a worker process (default; see :mod:`activekd_core.jobs`) or a thread.
             env: Environment of the worker process.
+            keep_batch_in_progress: See :meth:`retrain` (automatic retrains after a batch).
 
         Returns:
             The job id (poll it with ``self.jobs().status(id)``).
         """
         runner = self.jobs()
         if process:
-            return runner.start_process("train", "activekd_core.project:retrain_job", {"folder": str(self.folder)}, env=env)
-        return runner.start_thread("train", lambda progress, cancel: _round_summary(self.retrain(progress, cancel)))
+            return runner.start_process("train", "activekd_core.project:retrain_job", {"folder": str(self.folder),
+                                       "keep_batch_in_progress": keep_batch_in_progress}, env=env)
+        return runner.start_thread("train", lambda progress, cancel: _round_summary(
+            self.retrain(progress, cancel, keep_batch_in_progress=keep_batch_in_progress)))
 
     def jobs(self) -> Any:
         """A :class:`activekd_core.jobs.JobRunner` for this project."""
@@ -1797,11 +1806,12 @@ def open_demo(
     return project
 
 
-def retrain_job(*, progress: ProgressFn, cancel: threading.Event, folder: str) -> dict[str, Any]:
+def retrain_job(*, progress: ProgressFn, cancel: threading.Event, folder: str,
+                keep_batch_in_progress: bool = False) -> dict[str, Any]:
     """Job entry point (worker process): open the project and run one training round."""
     project = Project.open(folder)
     try:
-        return _round_summary(project.retrain(progress, cancel))
+        return _round_summary(project.retrain(progress, cancel, keep_batch_in_progress=keep_batch_in_progress))
     finally:
         project.close()
 

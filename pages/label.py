@@ -481,8 +481,9 @@ def _save_pref(project: Project, key: str) -> None:
 
 
 def _retrain(project: Project) -> None:
+    """Start a round from the Label page: the batch being labeled here stays on screen."""
     try:
-        project.start_retrain(process=use_worker_process())
+        project.start_retrain(process=use_worker_process(), keep_batch_in_progress=True)
         st.session_state[K_NOTICE] = "Training started in the background; the next batches use the new student."
     except JobBusy:
         st.session_state[K_NOTICE] = "Already training."

@@ -117,7 +117,11 @@ def test_the_label_pages_zoom_of_a_large_photo_stays_within_the_viewport(tmp_pat
     from pages._session import image_bytes_cache, zoom_png
 
     photo.save(tmp_path / "big.png")
-    project = SimpleNamespace(image_root=tmp_path)
+    from activekd_core.display_recipe import DisplayRecipe
+    from activekd_core.images import load_image
+
+    project = SimpleNamespace(image_root=tmp_path, recipe=DisplayRecipe(), is_plain_image=lambda i: True,
+                              load_image=lambda i: load_image(tmp_path, i))  # what zoom_png uses of a Project
     before = image_bytes_cache().nbytes
     data, window, size = zoom_png(project, "big.png", 8.0, (0.5, 0.5))
     view = Image.open(io.BytesIO(data))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from activekd_core.label_keys import default_class_keys, parse_class_keys
-from test_app_pages import APP, _batch_key, _card_ids, _db, demo_images, home  # noqa: F401 (fixtures)
+from test_app_pages import APP, _batch_key, demo_images, home  # noqa: F401 (fixtures)
 
 
 def test_number_words_get_their_own_digit() -> None:
@@ -54,13 +54,16 @@ def test_view_settings_survive_the_batch_turnover_and_a_new_session(home) -> Non
     with Project.open(home / "projects" / "textile") as project:
         project.store.close_batches()  # the next run selects a new batch: the widgets are not drawn meanwhile
     at.run()
-    for _ in range(60):
-        if _card_ids(at):
-            break
-        with Project.open(home / "projects" / "textile") as project:
-            job = project.jobs().latest("select")
-            if job is not None:
-                project.jobs().wait(job.id, timeout=60)
+    import time
+
+    deadline = time.monotonic() + 120
+    while not [b for b in at.button if b.key and b.key.startswith("lbl_batch-")] and time.monotonic() < deadline:
+        with Project.open(home / "projects" / "textile") as project:  # the next batch: prepared or selected
+            for kind in ("prefetch", "select"):
+                job = project.jobs().latest(kind)
+                if job is not None:
+                    project.jobs().wait(job.id, timeout=60)
+        time.sleep(0.2)
         at.run()
     assert _batch_key(at) != key
     assert at.selectbox(key="lbl_cols").value == 2 and at.toggle(key="lbl_show_teacher").value is True

@@ -265,3 +265,16 @@ def test_change_teacher_keeps_labels_and_history(project) -> None:
     assert entry["before"]["kind"] == "fake" and entry["after"]["kind"] == "other-fake"
     assert entry["source"] == "Project page" and entry["time"]
     assert p.store.current_labels() == {first: truth[first]}  # labels untouched
+
+
+def test_retrain_closes_a_started_batch_unless_asked_to_keep_it(project) -> None:
+    p, truth = project
+    ids = sorted(truth)
+    for i in ids[:5]:
+        p.label(i, truth[i], annotator="ann")
+    view = p.ensure_batch()
+    p.label(view.batch.items[0].image_id, truth[view.batch.items[0].image_id], annotator="ann")
+    p.retrain(keep_batch_in_progress=True)  # the Label page's retrain: the expert keeps the started batch
+    assert p.current_batch() is not None and p.current_batch().batch.id == view.batch.id
+    p.retrain()  # the Train page's: the next batch comes from the new student
+    assert p.current_batch() is None
