@@ -215,7 +215,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             page.screenshot(path=str(SHOTS / "05_after_restart.png"))
             page.get_by_role("link", name="Project").click()
             page.get_by_text("Open a project").wait_for()
-            page.get_by_text("Labels as CSV").wait_for()
+            page.get_by_text("Labels CSV", exact=True).wait_for()
             _settled(page)
             page.screenshot(path=str(SHOTS / "06_project_page.png"))
             browser.close()
