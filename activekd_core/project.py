@@ -1837,7 +1837,15 @@ def select_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: s
 
 
 def prefetch_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: str) -> bool:
-    """Job entry point (worker process): prepare the batch after the open one (see ``prefetch_next_batch``)."""
+    """Job entry point (worker process): prepare the batch after the open one (see ``prefetch_next_batch``).
+
+    The worker lowers its own CPU priority first: it runs while the expert labels, and the
+    server's reruns after each click must not wait for it on a small machine.
+    """
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):  # no nice() on this platform, or not allowed
+        pass
     project = Project.open(folder)
     try:
         return project.prefetch_wanted() and project.prefetch_next_batch(progress)
