@@ -119,16 +119,35 @@ def scan_entries(
         ImageLoadError: With the reason the file is skipped.
         ValueError: When the file is neither DICOM nor TIFF (use the Pillow path).
     """
+    header = _inspect_header(source, recipe, name=name, max_pixels=max_pixels, max_frames=max_frames,
+                             max_bands=max_bands, max_chips=max_chips)
+    if header is None:
+        raise ValueError("neither DICOM nor TIFF: read it with the Pillow path")
+    kind, info = header
+    if kind == "dicom":
+        return dicom_images.dicom_items(file_id, info, recipe)
+    return raster_images.raster_items(file_id, info, recipe)
+
+
+def _inspect_header(
+    source: Source,
+    recipe: DisplayRecipe,
+    *,
+    name: str | None,
+    max_pixels: int,
+    max_frames: int,
+    max_bands: int,
+    max_chips: int,
+) -> tuple[str, dicom_images.DicomInfo | raster_images.RasterInfo] | None:
+    """``("dicom" | "tiff", header info)`` of a file, checked against the limits; None for other files."""
     kind = sniff_format(source, name)
     if kind == "dicom":
-        info = dicom_images.inspect_dicom(source, name=name, max_frames=max_frames, max_pixels=max_pixels)
-        return dicom_images.dicom_items(file_id, info, recipe)
+        return kind, dicom_images.inspect_dicom(source, name=name, max_frames=max_frames, max_pixels=max_pixels)
     if kind == "tiff":
-        raster = raster_images.inspect_raster(
+        return kind, raster_images.inspect_raster(
             source, recipe, name=name, max_pixels=max_pixels, max_bands=max_bands, max_chips=max_chips
         )
-        return raster_images.raster_items(file_id, raster, recipe)
-    raise ValueError("neither DICOM nor TIFF: read it with the Pillow path")
+    return None
 
 
 @dataclass(frozen=True)
@@ -179,21 +198,17 @@ def scan_file(
     Raises:
         ImageLoadError: With the reason the file is skipped.
     """
-    kind = sniff_format(source, name)
+    header = _inspect_header(source, recipe, name=name, max_pixels=max_pixels, max_frames=max_frames,
+                             max_bands=max_bands, max_chips=max_chips)
+    if header is None:
+        return None
+    kind, info = header
     if kind == "dicom":
-        info = dicom_images.inspect_dicom(source, name=name, max_frames=max_frames, max_pixels=max_pixels)
         return [ScanEntry(ref, (info.columns, info.rows)) for ref in dicom_images.dicom_items(file_id, info, recipe)]
-    if kind == "tiff":
-        raster = raster_images.inspect_raster(
-            source, recipe, name=name, max_pixels=max_pixels, max_bands=max_bands, max_chips=max_chips
-        )
-        if not needs_raster_reader(raster, recipe, max_pixels=max_pixels):
-            return None
-        return [
-            ScanEntry(ref, (ref.window[2], ref.window[3]) if ref.window is not None else (raster.width, raster.height))
-            for ref in raster_images.raster_items(file_id, raster, recipe)
-        ]
-    return None
+    if not needs_raster_reader(info, recipe, max_pixels=max_pixels):
+        return None
+    return [ScanEntry(ref, (ref.window[2], ref.window[3]) if ref.window is not None else (info.width, info.height))
+            for ref in raster_images.raster_items(file_id, info, recipe)]
 
 
 def read_display_rgb(
