@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from activekd_core.atomic import atomic_write_bytes
 from activekd_core.csv_safe import SafeDictWriter
 from activekd_core.images import ImageLoadError, open_image_file
 from activekd_core.store import Store
@@ -103,7 +104,7 @@ def export_labels_csv(store: Store, image_root: Path | str, dest: Path | str, **
     writer.writeheader()
     writer.writerows(rows)
     dest = Path(dest)
-    _atomic_write(dest, buf.getvalue().encode("utf-8"))
+    atomic_write_bytes(dest, buf.getvalue().encode("utf-8"))
     return ExportReport(dest, len(rows), [dest])
 
 
@@ -112,7 +113,7 @@ def export_labels_json(store: Store, image_root: Path | str, dest: Path | str, *
     rows = label_rows(store, image_root, **kw)
     payload = {"classes": store.class_names(), "labels": rows}
     dest = Path(dest)
-    _atomic_write(dest, json.dumps(payload, indent=1, ensure_ascii=False).encode("utf-8"))
+    atomic_write_bytes(dest, json.dumps(payload, indent=1, ensure_ascii=False).encode("utf-8"))
     return ExportReport(dest, len(rows), [dest])
 
 
@@ -283,7 +284,7 @@ def export_student(
         "files": [f.name for f in files],
     }
     info_path = dest_dir / "model.json"
-    _atomic_write(info_path, json.dumps(info, indent=1).encode())
+    atomic_write_bytes(info_path, json.dumps(info, indent=1).encode())
     files.append(info_path)
     return ExportReport(dest_dir, len(files), files)
 
@@ -305,10 +306,6 @@ def _atomic_with(dest: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _atomic_write(dest: Path, data: bytes) -> None:
-    _atomic_with(dest, lambda tmp: tmp.write_bytes(data))
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:

@@ -22,25 +22,12 @@ import numpy.typing as npt
 import pandas as pd
 
 from activekd_core.atomic import atomic_write_bytes
+from activekd_core.csv_safe import neutralize_cell
 
-__all__ = ["PREDICTION_FORMATS", "prediction_table", "write_predictions", "spreadsheet_safe"]
+__all__ = ["PREDICTION_FORMATS", "prediction_table", "write_predictions"]
 
 PredictionFormat = Literal["csv", "jsonl", "parquet"]
 PREDICTION_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value: object) -> object:
-    """A text cell that a spreadsheet will not run as a formula (OWASP CSV injection rule).
-
-    Text starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading
-    apostrophe; numbers and other values pass unchanged.
-    """
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def _margin(p: np.ndarray) -> np.ndarray:
     if p.shape[1] < 2:
         return np.ones(p.shape[0], dtype=np.float32)
@@ -118,7 +105,7 @@ def write_predictions(table: pd.DataFrame, dest: Path | str, fmt: PredictionForm
         safe = table.copy()
         for col in safe.columns:
             if safe[col].dtype == object or pd.api.types.is_string_dtype(safe[col]):
-                safe[col] = safe[col].map(spreadsheet_safe)
+                safe[col] = safe[col].map(neutralize_cell)
         buf = io.StringIO()
         safe.to_csv(buf, index=False, lineterminator="\n")
         data = buf.getvalue().encode("utf-8")

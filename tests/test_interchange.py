@@ -16,7 +16,8 @@ import pytest
 
 from activekd_core.cli import main
 from activekd_core.label_studio import labeling_config, labels_from_label_studio
-from activekd_core.predictions import prediction_table, spreadsheet_safe
+from activekd_core.csv_safe import neutralize_cell as spreadsheet_safe
+from activekd_core.predictions import prediction_table
 from activekd_core.project import Project
 from test_project import make_images, new_project, siblings  # noqa: F401 (siblings: autouse fixture)
 
