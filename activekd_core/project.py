@@ -1226,9 +1226,13 @@ class Project:
 
     # ---- the next batch, prepared while the current one is labeled -------------------------
 
-    def prefetch_wanted(self) -> bool:
-        """Whether the open batch still has open images and no next batch is prepared for it."""
-        view = self.current_batch()
+    def prefetch_wanted(self, view: BatchView | None = None) -> bool:
+        """Whether the open batch still has open images and no next batch is prepared for it.
+
+        Args:
+            view: The open batch when the caller has just read it (None: read it here).
+        """
+        view = view if view is not None else self.current_batch()
         if view is None or view.complete or view.batch.strategy == REVISIT:
             return False
         ready = self.store.get_setting(PREFETCH_KEY)

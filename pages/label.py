@@ -88,9 +88,9 @@ def _start_selection(project: Project) -> None:
             pass
 
 
-def _start_prefetch(project: Project) -> None:
-    """Prepare the next batch in a worker process while this one is labeled (once per batch)."""
-    if not project.prefetch_wanted():
+def _start_prefetch(project: Project, view: BatchView) -> None:
+    """Prepare the next batch in a worker process while ``view`` (the open batch) is labeled (once per batch)."""
+    if not project.prefetch_wanted(view):
         return
     jobs = project.jobs()
     if jobs.running("select") is not None or jobs.running("prefetch") is not None:
@@ -109,7 +109,7 @@ def _batch(project: Project) -> BatchView | None:
     """
     view = project.current_batch()
     if view is not None and not view.complete:
-        _start_prefetch(project)
+        _start_prefetch(project, view)
         return view
     if view is not None and view.batch.strategy not in QUEUE_STRATEGIES:
         _auto_retrain(project)
@@ -144,15 +144,16 @@ def _selection_progress(project: Project) -> None:
     st.caption("The other pages stay usable meanwhile.")
 
 
-def _items(project: Project, source: str) -> tuple[str, list[tuple[str, float | None]], str]:
-    """``(key, [(image id, score)], strategy name)`` of what is on screen."""
+def _items(project: Project, source: str
+           ) -> tuple[str, list[tuple[str, float | None]], str, BatchView | None]:
+    """``(key, [(image id, score)], strategy name, open batch or None)`` of what is on screen."""
     if source == "audit":
         chunk, items = _audit_items(project)
-        return f"audit-{chunk}", items, "audit"
+        return f"audit-{chunk}", items, "audit", None
     view = _batch(project)
     if view is None:
-        return "none", [], project.strategy
-    return f"batch-{view.batch.id}", [(it.image_id, it.score) for it in view.batch.items], view.batch.strategy
+        return "none", [], project.strategy, None
+    return f"batch-{view.batch.id}", [(it.image_id, it.score) for it in view.batch.items], view.batch.strategy, view
 
 
 # ---- actions (button callbacks: they run before the rerun draws the page) --------------------
@@ -389,7 +390,7 @@ def main() -> None:
         source = st.segmented_control("Images", ["query batch", "audit set"], default="query batch", key=K_SOURCE)
     else:
         source = "query batch"
-    key, items, strategy = _items(project, "audit" if source == "audit set" else "batch")
+    key, items, strategy, view = _items(project, "audit" if source == "audit set" else "batch")
     if K_NOTICE in st.session_state:
         st.toast(md(st.session_state.pop(K_NOTICE), MESSAGE_MAX))  # notices quote names: plain text
     if st.session_state.pop(K_STOP, False):
@@ -415,8 +416,8 @@ def main() -> None:
                         text=f"{audit_done}/{audit_total} audit images labeled · {done}/{len(ids)} in this chunk")
     else:
         top[0].progress(done / len(ids), text=f"{done}/{len(ids)} done in this batch · strategy **{md(strategy)}**")
-    if source != "audit set":
-        _batch_origin(project)
+    if view is not None:
+        _batch_origin(project, view)
     _seed_view_prefs(project)
     show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, on_change=_save_pref,
                                  args=(project, K_SHOW_TEACHER),
@@ -501,11 +502,8 @@ def _auto_retrain(project: Project) -> None:
         _retrain(project)
 
 
-def _batch_origin(project: Project) -> None:
-    """Which model chose the open batch, and the queue controls (dismiss, revisit)."""
-    view = project.current_batch()
-    if view is None:
-        return
+def _batch_origin(project: Project, view: BatchView) -> None:
+    """Which model chose the open batch ``view``, and the queue and retrain controls."""
     batch = view.batch
     if batch.strategy in QUEUE_STRATEGIES:
         what = "skipped and unsure images sent back" if batch.strategy == REVISIT else "a queue chosen by hand"
