@@ -8,9 +8,57 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "fsync_file"]
+
+
+def fsync_file(path: Path | str) -> None:
+    """Flush ``path``'s content to disk (no-op where the platform cannot)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path | str) -> None:
+    """Flush a folder's entries (a rename inside it survives a power cut only after this)."""
+    fsync_file(folder)
+
+
+@contextmanager
+def atomic_path(dest: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on a clean exit it is synced and renamed to ``dest``.
+
+    For writers that take a path (``np.save``, ``safetensors.save_file``, ``torch.save``).
+    On an exception the temporary file is removed and ``dest`` keeps its old content.
+
+    Args:
+        dest: Final file name; its parent folders are created.
+        suffix: Ending of the temporary name (some writers append an extension unless the
+            name already ends with it, e.g. ``".npy"`` for ``np.save``).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=str(dest.parent))
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dest.parent)
 
 
 def atomic_write_bytes(dest: Path | str, data: bytes) -> Path:
@@ -27,16 +75,7 @@ def atomic_write_bytes(dest: Path | str, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # the rename itself survives a power cut only once the folder is synced
-        dir_fd = os.open(dest.parent, os.O_RDONLY)
-    except OSError:
-        return dest
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    fsync_dir(dest.parent)
     return dest
 
 
