@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from activekd_core import layout_worker
 from activekd_core import projection as pj
 
 
@@ -123,7 +124,7 @@ def test_layout_job_background(tmp_path):
     p = dirichlet(120, 3, seed=1)
     q = dirichlet(120, 3, seed=2)
     params = pj.LayoutParams(n_neighbors=10, seed=0)
-    job = pj.LayoutJob(tmp_path, warm_metrics=())
+    job = layout_worker.LayoutJob(tmp_path, warm_metrics=())
     try:
         # three requests of one group before the worker has started: only the last runs
         keys = []
@@ -184,9 +185,9 @@ def test_worker_does_not_rerun_the_callers_main_script(tmp_path):
     script.write_text(
         "import numpy as np\n"
         f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
-        "from activekd_core import projection as pj\n"
+        "from activekd_core.layout_worker import LayoutJob\n"
         "if __name__ == '__main__':\n"
-        f"    job = pj.LayoutJob({str(tmp_path / 'cache')!r}, warm_metrics=())\n"
+        f"    job = LayoutJob({str(tmp_path / 'cache')!r}, warm_metrics=())\n"
         "    lay = job.request(np.full((4, 3), 1 / 3, np.float32))  # 4 points: worker uses PCA, no numba\n"
         "    done = job.wait(lay.key, timeout=300)\n"
         "    job.close()\n"
@@ -213,9 +214,9 @@ def test_process_exits_with_a_large_request_queued_for_a_busy_worker(tmp_path):
     script = tmp_path / "leaves_a_job_open.py"
     script.write_text(
         "import numpy as np\n"
-        "from activekd_core import projection as pj\n"
+        "from activekd_core.layout_worker import LayoutJob\n"
         "if __name__ == '__main__':\n"
-        f"    job = pj.LayoutJob({str(tmp_path / 'cache')!r}, warm_metrics=('euclidean',))\n"
+        f"    job = LayoutJob({str(tmp_path / 'cache')!r}, warm_metrics=('euclidean',))\n"
         "    rng = np.random.default_rng(0)\n"
         "    p = rng.dirichlet(np.ones(10), size=50_000).astype(np.float32)  # 2 MB, far above a pipe buffer\n"
         "    lay = job.request(p)\n"
