@@ -69,9 +69,8 @@ def imagenet_cache_path(arch: str) -> Path:
 
 
 #: Default student of a new project per device type: the paper's ImageNet-pretrained
-#: ResNet-18 at 224 px on a GPU; on a CPU the pretrained MobileNetV3-Small at 96 px, whose
-#: first round (200 steps of 64 + 64 images) took ~6 min on one busy core of the 2-core
-#: development machine (1.7 s/step) and a fraction of that on an ordinary laptop.
+#: ResNet-18 at 224 px on a GPU; on a CPU the pretrained MobileNetV3-Small at 96 px (its
+#: round time on a CPU is in bench/README.md).
 RECOMMENDED_STUDENTS: dict[str, tuple[str, int]] = {
     "cuda": ("resnet18", 224),
     "cpu": ("mobilenet_v3_small", 96),

@@ -30,7 +30,7 @@ Two CPU methods, identical picks by construction
       row is then the exact argmax, because every other block's bound is at most that
       value (and on a tie its rows have higher indices). Each (block, center) product is
       computed at most once, so the lazy method never does more arithmetic than the exact
-      one; on probability vectors it does ~15-30% of it (see ``bench/selection.py``).
+      one; how much less is measured in bench/README.md (``bench/selection.py``).
       Bit-identical products need identical BLAS calls, which is why both methods work on
       the same fixed row blocks (a BLAS matrix-vector product is *not* row-invariant:
       OpenBLAS computes rows in groups of four and a row's last bits depend on its group).
