@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from activekd_core.training import TrainConfig, _RoundBatches, train_round
+from activekd_core.training import TrainConfig, train_round
+from activekd_core.training_data import RoundBatches
 from activekd_core.views import ViewSpec, image_keys, render_views_uint8, teacher_view_probs, view_boxes
 
 torch.set_num_threads(1)
@@ -83,7 +84,7 @@ def test_each_step_distils_from_the_teacher_on_the_view_the_student_sees():
     # teacher output on view j of every image says "class j": the pairing is visible
     teacher = np.tile(np.eye(c, dtype=np.float32)[None], (n, 1, 1))
     px = np.zeros((n, 8, 8, 3), np.uint8)
-    data = _RoundBatches(px, np.arange(5), np.zeros(5, np.int64), np.arange(5, n), teacher, 3, 16, 16, 0,
+    data = RoundBatches(px, np.arange(5), np.zeros(5, np.int64), np.arange(5, n), teacher, 3, 16, 16, 0,
                          slice(None), slice(None), boxes)
     for step in range(3):
         batch = data[step]
