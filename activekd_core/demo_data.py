@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ProgressFn = Callable[[int, int, str], None]
+from activekd_core.atomic import atomic_write_text
+from activekd_core.progress import ProgressFn
 
 MANIFEST = ".activekd_demo.json"
 MANIFEST_VERSION = 1
@@ -209,15 +210,15 @@ def materialize_demo(
     for count, item in enumerate(items, start=1):
         target = root / item.image_id
         if not _intact(target, item.expected_size):
+            # Part of the folder's commit protocol: a renamed temp file (cleaned up by
+            # _remove_extras if a run dies), no fsync per image; the manifest below commits.
             tmp = target.with_name(target.name + ".tmp")
             item.write(tmp)
             os.replace(tmp, target)
         if progress is not None and (count % 200 == 0 or count == total):
             progress(count, total, f"{name}: wrote {count}/{total} images")
     labels = {item.image_id: item.label for item in items}
-    tmp_manifest = manifest_path.with_name(MANIFEST + ".tmp")
-    tmp_manifest.write_text(json.dumps({**params, "labels": labels}, indent=0, sort_keys=True), encoding="utf-8")
-    os.replace(tmp_manifest, manifest_path)
+    atomic_write_text(manifest_path, json.dumps({**params, "labels": labels}, indent=0, sort_keys=True))
     return _dataset(spec, name, root, labels)
 
 

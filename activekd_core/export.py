@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from activekd_core.atomic import atomic_write_bytes
+from activekd_core.atomic import atomic_path, atomic_write_bytes, fsync_dir
 from activekd_core.csv_safe import SafeDictWriter
 from activekd_core.images import ImageLoadError, open_image_file
 from activekd_core.store import Store
@@ -175,7 +175,8 @@ def export_imagefolder(
             count += 1
         if dest.exists():
             dest.rmdir()
-        os.replace(staging, dest)
+        os.replace(staging, dest)  # the folder's commit: complete or absent under its final name
+        fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -250,7 +251,8 @@ def export_student(
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     files: list[Path] = []
     st_path = dest_dir / "student.safetensors"
-    _atomic_copy(checkpoint, st_path)
+    with atomic_path(st_path) as tmp:
+        shutil.copyfile(checkpoint, tmp)
     files.append(st_path)
     with torch.no_grad(), warnings.catch_warnings():
         # Shape checks and normalisation constants are fixed at trace time, as intended.
@@ -258,7 +260,8 @@ def export_student(
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(wrapper, example, check_trace=False)
     ts_path = dest_dir / "student_torchscript.pt"
-    _atomic_with(ts_path, lambda tmp: traced.save(str(tmp)))
+    with atomic_path(ts_path) as tmp:
+        traced.save(str(tmp))
     files.append(ts_path)
     if onnx is None:
         try:
@@ -269,9 +272,9 @@ def export_student(
             onnx = False
     if onnx:
         onnx_path = dest_dir / "student.onnx"
-        _atomic_with(onnx_path, lambda tmp: torch.onnx.export(
-            wrapper, (example,), str(tmp), input_names=["pixels"], output_names=["probs"],
-            dynamic_axes={"pixels": {0: "batch"}, "probs": {0: "batch"}}))
+        with atomic_path(onnx_path) as tmp:
+            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["pixels"], output_names=["probs"],
+                              dynamic_axes={"pixels": {0: "batch"}, "probs": {0: "batch"}})
         files.append(onnx_path)
     info = {
         "classes": list(classes),
@@ -292,21 +295,3 @@ def export_student(
 def _mk(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
-
-
-def _atomic_with(dest: Path, write: Any) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=str(dest.parent))
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_copy(src: Path, dest: Path) -> None:
-    _atomic_with(dest, lambda tmp: shutil.copyfile(src, tmp))

@@ -41,7 +41,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from activekd_core.atomic import atomic_write_text, fsync_dir
 from activekd_core.images import DEFAULT_MAX_PIXELS, ImageLoadError, ImagePool, display_id, load_image
+from activekd_core.progress import ProgressFn
 
 try:  # POSIX only; elsewhere concurrent decoders of one pool are not serialised.
     import fcntl
@@ -52,7 +54,6 @@ logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 CHUNK_ROWS = 256
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -196,7 +197,8 @@ def decode_pool_with_report(
         array.flush()
         del array
         _write_json(report, {"version": CACHE_VERSION, "shape": list(shape), "failures": {str(k): v for k, v in failures.items()}})
-        os.replace(partial, final)
+        os.replace(partial, final)  # the commit: a complete array appears under its final name at once
+        fsync_dir(final.parent)
         state.unlink(missing_ok=True)
         pixels = np.load(final, mmap_mode="r")
     return DecodedPixels(pixels=pixels, failures=failures, cache_path=final, from_cache=False)
@@ -287,12 +289,7 @@ def _open_partial(
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload))
 
 
 @contextmanager

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from activekd_core.atomic import atomic_path
 
 ARCHES: tuple[str, ...] = ("resnet18", "mobilenet_v3_small", "small_cnn")
 CHECKPOINT_FORMAT = "activekd-dho-student/1"
@@ -420,14 +421,8 @@ def save_student(model: nn.Module, path: Path, extra: dict[str, Any] | None = No
         "extra": extra or {},
     }
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in student.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(header)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(header)})
     return path
 
 

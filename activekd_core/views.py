@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-ProgressFn = Callable[[int, int, str], None]
+from activekd_core.progress import ProgressFn
 
 
 @dataclass(frozen=True)
