@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from activekd_core.progress import Cancelled
 from activekd_core.store import Store, StoreError
 
 JOB_STATES = ("running", "done", "failed", "cancelled", "interrupted")
@@ -58,7 +59,7 @@ class JobBusy(RuntimeError):
         self.job_id = job_id
 
 
-class JobCancelled(RuntimeError):
+class JobCancelled(Cancelled):
     """Raised inside a job (by its progress callback) when a cancel was requested."""
 
 
@@ -342,7 +343,7 @@ def run_job(store: Store, job_id: int, fn: Callable[..., Any], args: tuple = (),
         json.dumps(result)
     except BaseException as exc:  # noqa: BLE001 - every failure must end up in the job row
         progress.flush()
-        cancelled = progress.cancel.is_set() or isinstance(exc, JobCancelled) or type(exc).__name__ == "Cancelled"
+        cancelled = progress.cancel.is_set() or isinstance(exc, Cancelled)
         if cancelled:
             finish_job(store, job_id, "cancelled", error=f"cancelled: {exc}")
         else:
