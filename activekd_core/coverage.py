@@ -12,7 +12,6 @@ memory stays bounded for large pools.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import pairwise_distances_argmin_min
+
+from activekd_core.selection.kcenter import kcenter_greedy
 
 __all__ = [
     "CoverageStats",
@@ -205,8 +206,7 @@ class GreedyTrace:
             point at the moment it was picked (non-increasing).
         mean_after: Mean coverage distance over the pool after each pick.
         max_after: Max coverage distance over the pool after each pick.
-        source: ``"selection.kcenter_greedy"`` when the shared kernel produced the picks,
-            ``"coverage"`` when this module's own running-minimum loop did.
+        source: What produced the picks: ``"selection.kcenter_greedy"`` (the shared kernel).
     """
 
     indices: np.ndarray
@@ -228,57 +228,26 @@ class GreedyTrace:
         )
 
 
-def _own_greedy(x: np.ndarray, lab: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Farthest-first picks with a running minimum; ties go to the lowest pool row."""
-    d = nearest_labeled_distance(x, lab, chunk_size=chunk_size)
-    assert isinstance(d, np.ndarray)
-    avail = np.ones(x.shape[0], dtype=bool)
-    avail[lab] = False
-    picks, dists = [], []
-    for _ in range(k):
-        cand = np.where(avail, d, -np.inf)
-        i = int(np.argmax(cand))
-        picks.append(i)
-        dists.append(float(d[i]))
-        avail[i] = False
-        d = np.minimum(d, np.linalg.norm(x - x[i], axis=1))
-    return np.asarray(picks, dtype=np.int64), np.asarray(dists, dtype=np.float64)
-
-
-def _kernel():
-    """The shared k-center kernel with per-pick scores, or None if not available."""
-    try:
-        from activekd_core.selection import kcenter_greedy
-    except ImportError:
-        return None
-    try:
-        params = inspect.signature(kcenter_greedy).parameters
-    except (TypeError, ValueError):
-        return None
-    return kcenter_greedy if "return_scores" in params else None
-
-
 def greedy_trace(
     points: npt.ArrayLike,
     labeled: npt.ArrayLike,
     k: int,
     *,
-    use_kernel: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> GreedyTrace:
     """Replay PCoreSet's greedy k-center picks one at a time.
 
-    Uses ``activekd_core.selection.kcenter_greedy(points, labeled, k, return_scores=True)``
-    when the selection package provides it (so the page shows exactly what selection does);
-    otherwise this module's own running-minimum loop (same rule: pick the unlabeled point with
-    the largest L2 distance to ``labeled + picked``; ties to the lowest row).
+    The picks are those of the one k-center kernel,
+    ``activekd_core.selection.kcenter_greedy(points, labeled, k, metric="euclidean")`` (so
+    the page shows exactly what selection does: the unlabeled point with the largest L2
+    distance to ``labeled + picked``, ties to the lowest row). This module then measures, in
+    float64, each pick's distance at the moment it was picked and the pool's coverage after it.
 
     Args:
         points: ``(N, C)`` probability vectors (the student's combined probabilities for
             PCoreSet).
         labeled: Labeled pool rows (at least one).
         k: Number of picks (capped at the number of unlabeled points).
-        use_kernel: Set False to force this module's own loop.
         chunk_size: Pool rows per chunk for the initial distances.
 
     Returns:
@@ -291,21 +260,15 @@ def greedy_trace(
     if k < 0:
         raise ValueError(f"coverage: k must be >= 0, got {k}")
     k = min(int(k), x.shape[0] - lab.size)
-    kernel = _kernel() if use_kernel else None
-    if kernel is not None:
-        picks, scores = kernel(x, lab, k, metric="euclidean", return_scores=True)
-        picks = np.asarray(picks, dtype=np.int64)
-        scores = np.asarray(scores, dtype=np.float64)
-        source = "selection.kcenter_greedy"
-    else:
-        picks, scores = _own_greedy(x, lab, k, chunk_size)
-        source = "coverage"
-    # coverage after each pick (independent of who picked)
+    picks = np.asarray(kcenter_greedy(x, lab, k, metric="euclidean"), dtype=np.int64)
+    # each pick's distance when picked, and coverage after each pick
     d = nearest_labeled_distance(x, lab, chunk_size=chunk_size)
     assert isinstance(d, np.ndarray)
+    scores = np.empty(picks.size)
     mean_after = np.empty(picks.size)
     max_after = np.empty(picks.size)
     for s, i in enumerate(picks):
+        scores[s] = d[i]
         d = np.minimum(d, np.linalg.norm(x - x[i], axis=1))
         mean_after[s], max_after[s] = d.mean(), d.max()
-    return GreedyTrace(picks, scores, mean_after, max_after, source)
+    return GreedyTrace(picks, scores, mean_after, max_after, "selection.kcenter_greedy")

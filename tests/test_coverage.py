@@ -7,6 +7,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from activekd_core import coverage as cv
+from activekd_core.selection.kcenter import kcenter_greedy
 
 
 def line(xs):
@@ -61,10 +62,10 @@ def test_coverage_curve_teacher_fixed_student_per_round():
     assert (np.diff(t["mean_distance"]) <= 0).all()
 
 
-def test_greedy_trace_hand_case_own_loop():
+def test_greedy_trace_hand_case():
     pts = line([0, 1, 2, 10, 11])
-    tr = cv.greedy_trace(pts, [0], 3, use_kernel=False)
-    assert tr.source == "coverage"
+    tr = cv.greedy_trace(pts, [0], 3)
+    assert tr.source == "selection.kcenter_greedy"
     np.testing.assert_array_equal(tr.indices, [4, 2, 1])  # tie (rows 1 and 3 at distance 1) -> row 1
     np.testing.assert_allclose(tr.distances, [11, 2, 1])
     np.testing.assert_allclose(tr.max_after, [2, 1, 1])
@@ -72,7 +73,7 @@ def test_greedy_trace_hand_case_own_loop():
     df = tr.to_frame()
     assert list(df["step"]) == [1, 2, 3] and list(df["index"]) == [4, 2, 1]
     # k larger than the unlabeled pool: every unlabeled point once
-    all_tr = cv.greedy_trace(pts, [0, 3], 10, use_kernel=False)
+    all_tr = cv.greedy_trace(pts, [0, 3], 10)
     assert sorted(all_tr.indices.tolist()) == [1, 2, 4]
 
 
@@ -80,7 +81,7 @@ def test_greedy_trace_properties_and_kernel_agreement():
     rng = np.random.default_rng(1)
     p = rng.dirichlet(np.ones(4), 400)
     lab = np.array([3, 50, 200])
-    own = cv.greedy_trace(p, lab, 25, use_kernel=False)
+    own = cv.greedy_trace(p, lab, 25)
     assert not set(own.indices.tolist()) & set(lab.tolist())
     assert len(set(own.indices.tolist())) == 25
     assert (np.diff(own.distances) <= 1e-12).all()  # farthest-first distances never increase
@@ -90,9 +91,7 @@ def test_greedy_trace_properties_and_kernel_agreement():
         assert own.distances[s] == pytest.approx(cdist(p[[i]], p[centres]).min())
     # the max coverage after a pick equals the next pick's distance
     np.testing.assert_allclose(own.max_after[:-1], own.distances[1:])
-    auto = cv.greedy_trace(p, lab, 25)
-    if auto.source == "selection.kcenter_greedy":  # the shared kernel must agree with the replay
-        np.testing.assert_array_equal(auto.indices, own.indices)
-        np.testing.assert_allclose(auto.distances, own.distances, rtol=1e-5)
-    else:
-        np.testing.assert_array_equal(auto.indices, own.indices)
+    # the shared kernel's own picks and scores: the page shows exactly what selection does
+    picks, scores = kcenter_greedy(p, lab, 25, metric="euclidean", return_scores=True)
+    np.testing.assert_array_equal(picks, own.indices)
+    np.testing.assert_allclose(scores, own.distances, rtol=1e-5)

@@ -84,7 +84,7 @@ def test_scatter_color_by_prediction_and_subset(pool):
 
 def test_ternary_pair_uses_probabilities(pool):
     t, s, labeled, y, ids = pool
-    trace = coverage.greedy_trace(s, labeled, 4, use_kernel=False)
+    trace = coverage.greedy_trace(s, labeled, 4)
     ov = figures.Overlay("PCoreSet next", trace.indices, "x", text=tuple(f"d={d:.2f}" for d in trace.distances))
     fig = figures.ternary_pair(t, s, CLASSES, labeled=labeled, y=y, overlays=[ov])
     assert all(isinstance(tr, go.Scatterternary) for tr in fig.data)
@@ -156,7 +156,7 @@ def test_coverage_and_greedy_figures():
     assert [tr.name for tr in fig.data] == ["teacher mean", "teacher max", "student mean", "student max"]
     assert list(fig.data[0].x) == [0, 1]
     assert len(figures.coverage_figure(curve, show_max=False).data) == 2
-    tr = coverage.greedy_trace(pts, [0], 3, use_kernel=False)
+    tr = coverage.greedy_trace(pts, [0], 3)
     g = figures.greedy_trace_figure(tr, upto=2)
     assert list(g.data[0].customdata) == [4, 2]
     np.testing.assert_allclose(g.data[0].y, [11, 2])

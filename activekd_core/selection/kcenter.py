@@ -360,6 +360,9 @@ def _nvidia_driver_present() -> bool:
 
 
 def _resolve_device(device: str | None) -> str:
+    # The project's one device picker is devices.pick_device; this kernel keeps its own tiny
+    # string resolver because it must stay torch-free (devices imports torch) and runs only
+    # on "cpu" or "cuda[:i]" (no MPS path).
     dev = (device or "auto").strip().lower()
     if dev == "auto":
         if "torch" not in sys.modules and not _nvidia_driver_present():
