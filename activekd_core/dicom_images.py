@@ -51,7 +51,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from activekd_core.display_pixels import fit_size, grey_to_rgb, linear_window, range_to_unit, to_uint8
 from activekd_core.display_recipe import DisplayRecipe
 from activekd_core.image_items import ItemRef, Source, opened_source
-from activekd_core.images import DEFAULT_MAX_PIXELS, ImageLoadError
+from activekd_core.image_open import DEFAULT_MAX_PIXELS, ImageLoadError
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 DEFAULT_MAX_FRAMES = 2000

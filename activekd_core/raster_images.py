@@ -42,7 +42,7 @@ import tifffile
 from activekd_core.display_pixels import fit_size, grey_to_rgb, range_to_unit, shrink_factor, to_uint8
 from activekd_core.display_recipe import NODATA_RGB, DisplayRecipe
 from activekd_core.image_items import ItemRef, Source, chip_windows, opened_source
-from activekd_core.images import DEFAULT_MAX_PIXELS, ImageLoadError
+from activekd_core.image_open import DEFAULT_MAX_PIXELS, ImageLoadError
 
 DEFAULT_MAX_BANDS = 512
 DEFAULT_MAX_CHIPS = 50_000
