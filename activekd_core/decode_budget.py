@@ -20,6 +20,7 @@ import threading
 
 from PIL import Image
 
+
 class DecodeBudget:
     """A counting semaphore over bytes: concurrent decodes together stay under ``capacity``.
 

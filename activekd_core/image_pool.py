@@ -26,6 +26,7 @@ from activekd_core.image_items import ItemRef, split_item_id
 from activekd_core.image_open import open_image_file
 from activekd_core.progress import ProgressFn
 
+
 @dataclass(frozen=True)
 class ImageProblem:
     """A file that looked like an image but could not be used.
