@@ -208,9 +208,11 @@ class SegmentLayout:
 
     @property
     def count(self) -> int:
+        """Number of segments in the page."""
         return self.across * self.down * (self.samples if self.planar else 1)
 
     def index(self, plane: int, row: int, col: int) -> int:
+        """Position of one segment in the page's segment table."""
         return (plane * self.down + row) * self.across + col
 
 

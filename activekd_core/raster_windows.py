@@ -73,6 +73,9 @@ def read_page_window(
     label: str,
     max_pixels: int,
 ) -> npt.NDArray:
+    """:func:`read_window` on a page already opened and checked: decode only the segments under
+    ``window`` (None: the whole page) and keep ``bands`` (1-based; None: all), unset pixels
+    filled with the page's nodata value when it fits the sample type, else 0."""
     x0, y0, w, h = window if window is not None else (0, 0, info.width, info.height)
     x1, y1 = min(x0 + w, info.width), min(y0 + h, info.height)
     if x0 < 0 or y0 < 0 or x0 >= x1 or y0 >= y1:
