@@ -30,19 +30,19 @@ CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from activekd_core import images
+from activekd_core import decode_budget, image_decode
 from activekd_core.images import DecodeBudget, ImagePool
 from activekd_core.pixel_cache import decode_pool_with_report
 folder, mode, workers = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 if mode == "reference":
-    images._reduce = lambda img, target: img
-    images.DECODE_BUDGET = DecodeBudget(1 << 62)
+    image_decode._reduce = lambda img, target: img
+    decode_budget.DECODE_BUDGET = DecodeBudget(1 << 62)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 pool = ImagePool(root=folder, ids=sorted(p.name for p in folder.glob("*.png"))[:workers])
 result = decode_pool_with_report(pool, 224, workers=workers)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"peak_mb": (peak - base) / 1024, "failures": len(result.failures),
-                  "budget_mb": images.DECODE_BUDGET.capacity / 2**20}))
+                  "budget_mb": decode_budget.DECODE_BUDGET.capacity / 2**20}))
 """
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from activekd_core import images
+from activekd_core import image_open, images
 from activekd_core.images import ImageLoadError, load_image, open_image_file, scan_images
 from activekd_core.paths import PathOutsideRoot
 
@@ -66,14 +66,14 @@ def test_swap_between_the_check_and_the_open_is_refused(tmp_path: Path, monkeypa
     outside = tmp_path / "outside"
     outside.mkdir()
     Image.new("RGB", (8, 8), SECRET).save(outside / "x.png")
-    real_open = images._os_open
+    real_open = image_open._os_open
 
     def swap_file(path, flags):  # type: ignore[no-untyped-def]
         (root / "sub" / "x.png").unlink()
         (root / "sub" / "x.png").symlink_to(outside / "x.png")
         return real_open(path, flags)
 
-    monkeypatch.setattr(images, "_os_open", swap_file)
+    monkeypatch.setattr(image_open, "_os_open", swap_file)
     with pytest.raises(PathOutsideRoot):
         open_image_file(root, "sub/x.png")
 
@@ -85,7 +85,7 @@ def test_swap_between_the_check_and_the_open_is_refused(tmp_path: Path, monkeypa
         (root / "sub").symlink_to(outside, target_is_directory=True)
         return real_open(path, flags)
 
-    monkeypatch.setattr(images, "_os_open", swap_folder)
+    monkeypatch.setattr(image_open, "_os_open", swap_folder)
     with pytest.raises(PathOutsideRoot):
         open_image_file(root, "sub/x.png")
 

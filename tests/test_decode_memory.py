@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from activekd_core import images
+from activekd_core import decode_budget, image_decode, images
 from activekd_core.images import DecodeBudget, estimate_decode_bytes, load_image, load_rgb
 
 
@@ -31,13 +31,13 @@ def _big_rgba_png(path: Path, side: int = 2400) -> Path:
 def test_large_png_is_reduced_before_any_conversion(tmp_path: Path, monkeypatch) -> None:
     path = _big_rgba_png(tmp_path / "big.png")
     converted: list[tuple[str, tuple[int, int]]] = []
-    real_to_rgb = images._to_rgb
+    real_to_rgb = image_decode._to_rgb
 
     def spy(img, p):  # type: ignore[no-untyped-def]
         converted.append((img.mode, img.size))
         return real_to_rgb(img, p)
 
-    monkeypatch.setattr(images, "_to_rgb", spy)
+    monkeypatch.setattr(image_decode, "_to_rgb", spy)
     small = load_rgb(path, draft_size=224)
     # The mode conversions (RGBA -> composite -> RGB, each a full copy) ran on the reduced image.
     assert converted == [("RGBA", small.size)]
@@ -84,7 +84,7 @@ def test_concurrent_decodes_share_the_process_budget(tmp_path: Path, monkeypatch
         _big_rgba_png(tmp_path / f"big{k}.png", side=1600)
     one = estimate_decode_bytes(1600, 1600, "RGBA", reduced=True)
     budget = DecodeBudget(one + one // 2)
-    monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+    monkeypatch.setattr(decode_budget, "DECODE_BUDGET", budget)
     pool = images.scan_images(tmp_path)
     result = decode_pool_with_report(pool, 32, workers=4)
     assert not result.failures and budget.peak == one and budget.in_use == 0

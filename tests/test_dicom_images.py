@@ -22,7 +22,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from activekd_core import dicom_images
+from activekd_core import dicom_header, dicom_images, dicom_pixels
 from activekd_core.dicom_images import (
     dicom_items,
     inspect_dicom,
@@ -338,7 +338,7 @@ def test_missing_plugin_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -
         is_available = False
         missing_dependencies = ["pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"]
 
-    monkeypatch.setattr(dicom_images, "get_decoder", lambda uid: Unavailable())
+    monkeypatch.setattr(dicom_header, "get_decoder", lambda uid: Unavailable())
     message = transfer_syntax_problem("1.2.840.10008.1.2.4.80")
     assert message is not None
     assert "JPEG-LS Lossless" in message and "pylibjpeg-libjpeg" in message and "install" in message
@@ -433,7 +433,7 @@ def test_library_messages_quoting_patient_values_are_scrubbed(ct_file: Path, mon
     def leaky(*args: object, **kwargs: object) -> None:
         raise ValueError(f"bad value {PATIENT_NAME!r} for PatientID {PATIENT_ID} born {BIRTH_DATE}")
 
-    monkeypatch.setattr(dicom_images, "pixel_array", leaky)
+    monkeypatch.setattr(dicom_pixels, "pixel_array", leaky)
     with pytest.raises(ImageLoadError) as info:
         read_dicom_rgb(ct_file, DisplayRecipe())
     message = str(info.value)

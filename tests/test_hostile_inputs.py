@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from activekd_core import images
+from activekd_core import image_open, images
 from activekd_core.images import (
     ImageLoadError,
     display_id,
@@ -330,17 +330,18 @@ def test_non_utf8_id_is_usable_when_kept(zoo: tuple[Path, dict[str, dict[str, st
 
 def test_unreadable_file_reported_via_injected_permission_error(zoo: tuple[Path, dict[str, dict[str, str]]], monkeypatch: pytest.MonkeyPatch) -> None:
     """We run as root here, and chmod 000 does not stop root from reading, so the
-    permission failure is injected at the single place images.py opens files."""
+    permission failure is injected at the single place plain files are opened
+    (image_open.open_plain_file)."""
     root, _ = zoo
     target = (root / "name with spaces.png").resolve()
-    real_open = images._open_file
+    real_open = image_open.open_plain_file
 
     def guarded(path: Path):  # type: ignore[no-untyped-def]
         if Path(path).resolve() == target:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path)
 
-    monkeypatch.setattr(images, "_open_file", guarded)
+    monkeypatch.setattr(image_open, "open_plain_file", guarded)
     pool = scan_with_timeout(root)
     reasons = {p.id: p.reason for p in pool.problems}
     assert "permission denied" in reasons["name with spaces.png"]

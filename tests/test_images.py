@@ -178,15 +178,15 @@ def test_scan_without_verify_only_checks_entries(tmp_path: Path) -> None:
 
 def test_fingerprint_cached_until_ids_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pool hashes its ids once; a new ids list (or length) invalidates the cached value."""
-    import activekd_core.images as images_mod
+    import activekd_core.image_pool as pool_mod  # ImagePool.fingerprint hashes there
 
     for k in range(3):
         save(tmp_path / f"{k}.png", colour((k, k, k)))
     pool = scan_images(tmp_path)
     first = pool.fingerprint()
     hashed = []
-    real_sha = images_mod.hashlib.sha256
-    monkeypatch.setattr(images_mod.hashlib, "sha256", lambda *a: hashed.append(1) or real_sha(*a))
+    real_sha = pool_mod.hashlib.sha256
+    monkeypatch.setattr(pool_mod.hashlib, "sha256", lambda *a: hashed.append(1) or real_sha(*a))
     assert [pool.fingerprint() for _ in range(5)] == [first] * 5 and hashed == []
     pool.ids = pool.ids[:2]  # a new list: recomputed
     second = pool.fingerprint()

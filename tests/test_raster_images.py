@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from activekd_core import raster_images
+from activekd_core import raster_display, raster_images
 from activekd_core.display_recipe import BAND_PRESETS, NODATA_RGB, DisplayRecipe
 from activekd_core.image_formats import needs_raster_reader, read_display_rgb, scan_entries, sniff_format
 from activekd_core.image_items import ItemRef, split_item_id
@@ -262,13 +262,13 @@ def test_thumbnails_read_from_overviews(tmp_path: Path, monkeypatch: pytest.Monk
         tw.write(half, subfiletype=1, **opts)
         tw.write(quarter, subfiletype=1, **opts)
     decoded: list[tuple[int, int]] = []
-    original = raster_images._read_window
+    original = raster_display.read_page_window
 
     def spy(tf, page, info, window, bands, label, max_pixels):  # type: ignore[no-untyped-def]
         decoded.append((int(page.imagewidth), int(page.imagelength)))
         return original(tf, page, info, window, bands, label, max_pixels)
 
-    monkeypatch.setattr(raster_images, "_read_window", spy)
+    monkeypatch.setattr(raster_display, "read_page_window", spy)
     recipe = DisplayRecipe(stretch="none")
     thumb = read_raster_rgb(path, recipe, max_side=200)
     assert decoded[-1] == (192, 256) and thumb.shape == (200, 150, 3)  # the quarter level is enough

@@ -347,9 +347,9 @@ def test_incremental_current_exact_across_connections(tmp_path: Path, monkeypatc
     not re-read after the first call."""
     import random
 
-    import activekd_core.store as store_mod
+    import activekd_core.store.labels as store_labels
 
-    monkeypatch.setattr(store_mod, "_INCREMENTAL_LIMIT", limit)
+    monkeypatch.setattr(store_labels, "_INCREMENTAL_LIMIT", limit)
     a = make_store(tmp_path, n=8)
     b = Store.open(a.path)
     ids = [f"img{i}.png" for i in range(8)]
@@ -476,14 +476,14 @@ def test_damaged_page_is_found_on_open_with_how_to_recover(tmp_path: Path) -> No
 
 
 def test_damage_found_after_opening_is_a_clear_error_not_a_raw_sqlite_one(tmp_path: Path, monkeypatch) -> None:
-    from activekd_core import store as store_mod
     from activekd_core.store import DatabaseDamagedError
+    from activekd_core.store import connection as store_connection
 
     store = make_store(tmp_path, n=400)
     store.label("img0.png", "cat")
     store.close()
     _damage_a_table_page(tmp_path / "project.db", "label_events")
-    monkeypatch.setattr(store_mod, "quick_check", lambda conn: None)  # as if the check ran out of time
+    monkeypatch.setattr(store_connection, "quick_check", lambda conn: None)  # as if the check ran out of time
     damaged = Store.open(tmp_path / "project.db")
     with pytest.raises(DatabaseDamagedError, match="recover"):
         damaged.events()
