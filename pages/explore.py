@@ -5,7 +5,7 @@ widgets to it):
 
 * 2-D layouts (UMAP or PCA, :mod:`activekd_core.projection`) of the teacher's probability
   vectors and of the latest student's, over the whole pool, with the same encodings in both
-  (:mod:`activekd_core.figures`): colour by human label (unlabeled grey) or by predicted
+  (:mod:`activekd_core.figures.explore`): colour by human label (unlabeled grey) or by predicted
   class, open circles for images picked in each round, open diamonds for the current query.
   UMAP runs in a warm background worker (``LayoutJob``) and is cached on disk; PCA is shown
   at once while it computes, and a small fragment polls until the layout is ready.
@@ -27,7 +27,7 @@ import numpy as np
 import streamlit as st
 
 from activekd_core import coverage as cov
-from activekd_core import figures as figs
+from activekd_core.figures import explore as figs
 from activekd_core import projection as pj
 from activekd_core.explore_state import (
     PoolState,

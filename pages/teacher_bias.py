@@ -1,7 +1,7 @@
 """Teacher bias: can the teacher be trusted, and where is it wrong?
 
 Every metric is computed by :mod:`activekd_core.bias` (scikit-learn where it has them) and
-drawn by :mod:`activekd_core.figures`; this script only wires widgets to them.
+drawn by :mod:`activekd_core.figures.teacher_bias`; this script only wires widgets to them.
 
 * Accuracy: on human-labeled images, the teacher's confusion matrix (counts and
   row-normalised), per-class precision/recall/F1 and accuracy with a Wilson interval; the
@@ -28,7 +28,7 @@ import pandas as pd
 import streamlit as st
 
 from activekd_core import bias
-from activekd_core import figures as figs
+from activekd_core.figures import teacher_bias as figs
 from activekd_core.display_text import MESSAGE_MAX, md, visible
 from activekd_core.project import Project, ProjectError
 from pages._session import current_project, show_project_error, thumbnail
