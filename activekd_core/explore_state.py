@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from activekd_core import coverage as cov
-from activekd_core import figures as figs
+from activekd_core.figures.common import UNLABELED
 from activekd_core.project import Project, ProjectError
 
 
@@ -60,7 +60,7 @@ class PoolState:
 
     def human_names(self) -> list[str]:
         """Human label name per pool row (``"unlabeled"`` where none)."""
-        names = [figs.UNLABELED] * self.n
+        names = [UNLABELED] * self.n
         for r, c in zip(self.human_rows, self.human_y):
             names[int(r)] = self.classes[int(c)]
         return names

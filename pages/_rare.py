@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from activekd_core.collapse import EVERYTHING_SHARE, NOTHING_SHARE
+from activekd_core.view_models.rare import EVERYTHING_SHARE, NOTHING_SHARE
 from activekd_core.project import Project
 
 

@@ -27,12 +27,12 @@ import uuid
 from pathlib import Path
 
 import streamlit as st
-from PIL import Image
 
 from activekd_core.display_text import MESSAGE_MAX, NAME_MAX, check_name, md
-from activekd_core.image_view import BytesCache, ZoomWindow, fit_image, png_bytes, render_zoom, zoom_window
-from activekd_core.paths import resolve_inside
+from activekd_core.image_view import BytesCache, ZoomWindow
 from activekd_core.project import Project, ProjectError, open_demo
+from activekd_core.view_models import session as vm
+from pages._pages_folder import leave_pages_folder_mode
 
 DEMOS = ("textile", "digits")
 DEFAULT_DEMO = "textile"
@@ -115,14 +115,12 @@ def adopt_url_state() -> str | None:
     Returns:
         A message to show when the URL named a project that was not opened, else None.
     """
-    from activekd_core import recent
-
     params = st.query_params
     problem = None
     if pinned_folder() is None and not st.session_state.get(KEY_FOLDER) and not st.session_state.get(KEY_DEMO):
         folder, demo = params.get(URL_PROJECT), params.get(URL_DEMO)
         if folder:
-            if recent.is_known(activekd_home(), folder):
+            if vm.is_known_project(activekd_home(), folder):
                 st.session_state[KEY_FOLDER] = str(Path(folder).resolve())
             else:
                 problem = ("The link names a project folder this app has not opened before; open it on the "
@@ -210,7 +208,7 @@ def current_project() -> Project:
 def _fresh(opener, args: tuple) -> Project:
     """``opener(*args)`` from the cache, reopened once when its database file is stale or damaged."""
     project = opener(*args)
-    if not (project.store.replaced() or project.store.damage):
+    if not vm.needs_reopen(project):
         return project
     try:
         opener.clear(*args)  # only this entry (the other projects stay open)
@@ -251,9 +249,7 @@ def open_project_folder(folder: Path | str) -> Project:
     project = _open_folder(str(folder.resolve()))
     st.session_state[KEY_FOLDER] = str(folder.resolve())
     st.session_state.pop(KEY_DEMO, None)
-    from activekd_core import recent
-
-    recent.remember(activekd_home(), folder.resolve())
+    vm.remember_project(activekd_home(), folder.resolve())
     forget_page_state()
     sync_url()
     return project
@@ -341,18 +337,14 @@ def session_id() -> str:
 
 
 def image_path(project: Project, image_id: str) -> Path:
-    """The file of ``image_id`` (the file holding it, for a DICOM frame or raster chip),
-    refused unless it lies inside the project's image root.
-
-    Checked afresh on every call (never cached: a file may be replaced by a symbolic link
-    at any time). Files are read through :func:`activekd_core.images.load_image`, which
-    checks again at the moment of opening.
+    """The file of ``image_id``, refused unless it lies inside the project's image root
+    (checked afresh on every call, see :func:`activekd_core.view_models.session.image_path`).
 
     Raises:
         activekd_core.paths.PathOutsideRoot: If the id escapes the image root.
         FileNotFoundError: If the file is gone.
     """
-    return resolve_inside(project.image_root, project.image_file_id(image_id), must_exist=True)
+    return vm.image_path(project, image_id)
 
 
 IMAGE_CACHE_MB_DEFAULT = 256
@@ -367,26 +359,9 @@ def image_bytes_cache() -> BytesCache:
     return BytesCache(megabytes << 20)
 
 
-def _thumbnail_png(project: Project, image_id: str, mtime_ns: int, size: int, box: int) -> bytes:
-    def make() -> bytes:
-        # Opened confined to the root at this moment; decoded at the size the box needs,
-        # DICOM and rasters with the project's display recipe.
-        return png_bytes(fit_image(project.load_image(image_id, draft_size=box if box > 0 else None), box))
-
-    key = ("thumb", str(project.image_root), image_id, mtime_ns, size, box, project.recipe.key())
-    return image_bytes_cache().get_or_make(key, make)
-
-
 def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
-    """PNG bytes of ``image_id`` fitted into ``box`` pixels (0 = full resolution), cached.
-
-    Large images are shrunk to fit; images at most half of ``box`` are enlarged by a
-    whole-number factor with nearest-neighbour sampling (no invented detail).
-
-    The cache key is the root, the id, the file's modification time and size and the
-    display recipe's key, so a changed file is re-read and an unchanged one never is; the
-    id is checked against the root on every call, and a decode opens the file confined to
-    the root.
+    """PNG bytes of ``image_id`` fitted into ``box`` pixels (0 = full resolution), cached by file
+    identity in the server's image cache (see :func:`activekd_core.view_models.session.thumbnail_png`).
 
     Raises:
         activekd_core.paths.PathOutsideRoot: If the file escapes the image root.
@@ -394,41 +369,15 @@ def thumbnail(project: Project, image_id: str, box: int = 256) -> bytes:
         activekd_core.images.ImageLoadError: If it cannot be decoded (or was swapped for a
             link out of the root between the check and the decode).
     """
-    path = image_path(project, image_id)
-    stat = path.stat()
-    return _thumbnail_png(project, image_id, stat.st_mtime_ns, stat.st_size, box)
+    return vm.thumbnail_png(project, image_id, box, image_bytes_cache())
 
 
 def zoom_png(project: Project, image_id: str, zoom: float,
              center: tuple[float, float]) -> tuple[bytes, ZoomWindow, tuple[int, int]]:
     """PNG bytes of the part of ``image_id`` a ``zoom`` x view shows around ``center``, that
-    window, and the image's upright ``(width, height)``.
-
-    The view is at most :data:`activekd_core.image_view.VIEWPORT`: only the visible window
-    is resampled, whatever the zoom (see :func:`activekd_core.image_view.zoom_window`).
-    """
-    from activekd_core.images import open_image_file
-
-    root = str(project.image_root)
-    recipe_key = project.recipe.key()
-    if not project.is_plain_image(image_id):
-        # DICOM frame, scientific raster or chip: its display size comes from the reader.
-        stat = image_path(project, image_id).stat()
-        full = project.load_image(image_id)
-        width, height = full.size
-        window = zoom_window(width, height, zoom, center)
-        key = ("zoom", root, image_id, stat.st_mtime_ns, stat.st_size, window, recipe_key)
-        return image_bytes_cache().get_or_make(key, lambda: png_bytes(render_zoom(full, window))), window, (width, height)
-    with open_image_file(root, image_id) as fh:  # confined at the moment of opening
-        stat = os.fstat(fh.fileno())
-        with Image.open(fh) as probe:  # the header only: no pixels decoded
-            width, height = probe.size
-            if probe.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation turns it by 90 degrees
-                width, height = height, width
-    window = zoom_window(width, height, zoom, center)
-    key = ("zoom", root, image_id, stat.st_mtime_ns, stat.st_size, window, recipe_key)
-    data = image_bytes_cache().get_or_make(key, lambda: png_bytes(render_zoom(project.load_image(image_id), window)))
-    return data, window, (width, height)
+    window, and the image's upright ``(width, height)`` (only the visible window is
+    resampled, see :func:`activekd_core.view_models.session.zoom_png`)."""
+    return vm.zoom_png(project, image_id, zoom, center, image_bytes_cache())
 
 
 def show_project_error(exc: BaseException) -> None:
@@ -455,27 +404,12 @@ def batch_lock(folder: str) -> threading.Lock:
 
 def strategy_score_label(name: str) -> str:
     """What a strategy's per-pick score means (e.g. "distance to nearest labeled"), or "score"."""
-    try:
-        from activekd_core.selection import STRATEGIES
-
-        return str(getattr(STRATEGIES[name], "score_label", "") or "score")
-    except (ImportError, KeyError):
-        return "score"
+    return vm.strategy_score_label(name)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _teacher_top(_project: Project, folder: str, batch_key: str, ids: tuple[str, ...]) -> dict[str, tuple[str, float]]:
-    probs = _project.cached_teacher_probs()  # never refits on the server: the teacher as of its last pass
-    if probs is None:
-        return {}
-    row_of = _project.row_of()
-    classes = _project.classes
-    out = {}
-    for image_id in ids:
-        row = probs[row_of[image_id]]
-        k = int(row.argmax())
-        out[image_id] = (classes[k], float(row[k]))
-    return out
+    return vm.teacher_top(_project, ids)  # never refits on the server: the teacher as of its last pass
 
 
 def teacher_suggestions(project: Project, batch_key: str, ids: tuple[str, ...]) -> dict[str, tuple[str, float]]:
@@ -486,25 +420,4 @@ def teacher_suggestions(project: Project, batch_key: str, ids: tuple[str, ...]) 
     return _teacher_top(project, str(project.folder), batch_key, ids)
 
 
-def _leave_pages_folder_mode() -> None:
-    """Make a deep link into a fresh server (e.g. ``/train``) run ``app.py``'s navigation.
-
-    Streamlit decides per server process, before the first run, that an app with a
-    ``pages/`` folder next to its main script is an old-style multipage app, and only
-    ``st.navigation`` in ``app.py`` switches that off. If the very first run is a deep
-    link, Streamlit runs ``pages/<page>.py`` directly, ``app.py`` never runs and the
-    sidebar lists every file of the folder. This module is imported by every page, so
-    switch the flag off here and rerun through ``app.py``. (Renaming the folder, e.g. to
-    ``views/``, would make this unnecessary.)
-    """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a future Streamlit without the flag: nothing to do
-        return
-    if getattr(PagesManager, "uses_pages_directory", None):
-        PagesManager.uses_pages_directory = False
-        if st.runtime.exists():
-            st.rerun()
-
-
-_leave_pages_folder_mode()
+leave_pages_folder_mode()

@@ -5,7 +5,7 @@ widgets to it):
 
 * 2-D layouts (UMAP or PCA, :mod:`activekd_core.projection`) of the teacher's probability
   vectors and of the latest student's, over the whole pool, with the same encodings in both
-  (:mod:`activekd_core.figures`): colour by human label (unlabeled grey) or by predicted
+  (:mod:`activekd_core.figures.explore`): colour by human label (unlabeled grey) or by predicted
   class, open circles for images picked in each round, open diamonds for the current query.
   UMAP runs in a warm background worker (``LayoutJob``) and is cached on disk; PCA is shown
   at once while it computes, and a small fragment polls until the layout is ready.
@@ -26,22 +26,32 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from activekd_core import coverage as cov
-from activekd_core import figures as figs
-from activekd_core import projection as pj
-from activekd_core.explore_state import (
+from activekd_core.display_text import MESSAGE_MAX, md
+from activekd_core.figures import explore as figs
+from activekd_core.project import Project
+from activekd_core.view_models.explore import (
+    GreedyTrace,
+    Layout,
+    LayoutJob,
+    LayoutParams,
     PoolState,
+    coverage_curve,
     coverage_inputs,
+    demo_strategies,
+    display_subset,
     greedy_steps,
+    layout_cache_dir,
+    layout_failed,
+    layout_wait,
+    make_layout_job,
+    pca_layouts,
     read_pool_state,
     selection_space_probs,
+    umap_layouts,
 )
-from activekd_core.display_text import MESSAGE_MAX, md
-from activekd_core.project import Project
 from pages._session import current_project, show_project_error, thumbnail
 
 MAX_GRID = 60  # most images shown in the selection grid
-DEMO_STRATEGIES = ("pcoreset", "entropy", "random", "coreset")
 KEY_PREFIX = "exp_"
 
 
@@ -51,64 +61,33 @@ KEY_PREFIX = "exp_"
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def layout_job(cache_dir: str) -> pj.LayoutJob:
-    """One UMAP worker per project layout cache, shared by every session of the server.
-
-    The worker process starts with the first layout missing from the disk cache (not before:
-    its numba warm-up costs about a minute of CPU) and then stays warm for later requests.
-    """
-    return pj.LayoutJob(cache_dir, warm_metrics=("euclidean",), threads=1, start=False)
+def layout_job(cache_dir: str) -> LayoutJob:
+    """One UMAP worker per project layout cache, shared by every session of the server
+    (started with the first layout missing from the disk cache, see
+    :func:`activekd_core.view_models.explore.make_layout_job`)."""
+    return make_layout_job(cache_dir)
 
 
-def get_layouts(project: Project, state: PoolState, params: pj.LayoutParams,
-                retry: bool = False) -> tuple[pj.Layout, pj.Layout | None]:
+def get_layouts(project: Project, state: PoolState, params: LayoutParams,
+                retry: bool = False) -> tuple[Layout, Layout | None]:
     """Teacher and student layouts: at once for PCA; cached or pending (PCA stand-in) for UMAP."""
     if params.method == "pca":
-        t = pj.compute_layout(state.teacher, params)
-        s = pj.compute_layout(state.student, params) if state.student is not None else None
-        return t, s
-    job = layout_job(str(project.path("cache", "layouts")))
-    s = None
-    if state.student is not None:
-        s = job.cache.load(pj.layout_key(state.student, params))
-        if s is None and len(state.rounds) >= 2:
-            # Place the new student on last round's map at once (faithfulness shown) while
-            # the refit below computes; possible only while the worker holds that fit.
-            prev = job.cache.load(pj.layout_key(state.rounds[-2][1], params))
-            if prev is not None and prev.method_used == "umap":
-                tr = job.request_transform(state.student, prev, group="student-transform")
-                if not tr.pending:
-                    s = tr
-    t = job.request(state.teacher, params, group="teacher", retry=retry)
-    if state.student is not None:
-        fit = job.request(state.student, params, group="student", retry=retry)
-        if s is None or not fit.pending:
-            s = fit
-    return t, s
+        return pca_layouts(state, params)
+    return umap_layouts(layout_job(layout_cache_dir(project)), state, params, retry=retry)
 
 
-def _failed(project: Project, layout: pj.Layout) -> bool:
+def _failed(project: Project, layout: Layout) -> bool:
     """True when the background UMAP of ``layout`` failed (the PCA stand-in stays; no polling)."""
-    status = layout_job(str(project.path("cache", "layouts"))).status(layout.key)
-    return status is not None and status.state == "failed"
+    return layout_failed(layout_job(layout_cache_dir(project)), layout)
 
 
 def poll_layouts(cache_dir: str, keys: tuple[str, ...]) -> None:
     """Rerun the page once every pending layout is on disk (or failed); runs every 2 s."""
-    job = layout_job(cache_dir)
-    waiting = []
-    for key in keys:
-        if job.cache.load(key) is not None:
-            continue
-        st_ = job.status(key)
-        if st_ is not None and st_.state in ("failed", "superseded"):
-            continue
-        waiting.append(st_)
-    if not waiting:
+    wait = layout_wait(layout_job(cache_dir), keys)
+    if wait is None:
         st.rerun()
-    elapsed = max((w.elapsed() for w in waiting if w is not None), default=0.0)
-    warm = "" if job.is_warm else " (the worker compiles UMAP once per server start: about a minute)"
-    st.info(f"UMAP computing... {elapsed:.0f} s{warm}. PCA is shown meanwhile; the page updates by itself.",
+    warm = "" if wait.warm else " (the worker compiles UMAP once per server start: about a minute)"
+    st.info(f"UMAP computing... {wait.elapsed:.0f} s{warm}. PCA is shown meanwhile; the page updates by itself.",
             icon=":material/hourglass_top:")
 
 
@@ -134,7 +113,7 @@ def _controls(n_classes: int) -> dict[str, Any]:
         ternary = c4.checkbox("Ternary simplex", value=n_classes == 3, disabled=n_classes != 3,
                               key=KEY_PREFIX + "ternary", help="Only for exactly 3 classes.")
     return {
-        "params": pj.LayoutParams(method="umap" if method == "UMAP" else "pca", metric=metric,
+        "params": LayoutParams(method="umap" if method == "UMAP" else "pca", metric=metric,
                                   n_neighbors=int(n_neighbors), min_dist=float(min_dist)),
         "color_by": {"human label": "human", "teacher prediction": "teacher",
                      "student prediction": "student"}[color_by],
@@ -143,16 +122,11 @@ def _controls(n_classes: int) -> dict[str, Any]:
     }
 
 
-def _demo_controls(project: Project, state: PoolState) -> tuple[list[figs.Overlay], cov.GreedyTrace | None, int]:
+def _demo_controls(project: Project, state: PoolState) -> tuple[list[figs.Overlay], GreedyTrace | None, int]:
     """Selection demo widgets; returns overlays for the plots, the greedy trace and the step."""
     overlays: list[figs.Overlay] = []
     with st.expander("Selection demo: what each strategy would pick next", expanded=False):
-        try:
-            from activekd_core.selection import STRATEGIES
-        except ImportError:
-            st.warning("The selection strategies (activekd_core.selection) are not installed in this build.")
-            return overlays, None, 0
-        available = [s for s in DEMO_STRATEGIES if s in STRATEGIES]
+        available = demo_strategies()
         if state.candidates.size == 0:
             st.info("No unlabeled image left to pick.")
             return overlays, None, 0
@@ -253,14 +227,14 @@ def render(project: Project) -> None:
 
     overlays, trace, step = _demo_controls(project, state)
 
-    params: pj.LayoutParams = opts["params"]
+    params: LayoutParams = opts["params"]
     t0 = time.perf_counter()
     retry = bool(st.session_state.pop(KEY_PREFIX + "retry", False))
     t_layout, s_layout = get_layouts(project, state, params, retry=retry)
     layout_s = time.perf_counter() - t0
     pending = [lay.key for lay in (t_layout, s_layout) if lay is not None and lay.pending and not _failed(project, lay)]
     if pending:
-        cache_dir = str(project.path("cache", "layouts"))
+        cache_dir = layout_cache_dir(project)
         st.fragment(run_every=2)(poll_layouts)(cache_dir, tuple(pending))
     for name, lay in (("Teacher", t_layout), ("Student", s_layout)):
         if lay is not None and lay.pending and _failed(project, lay):
@@ -273,11 +247,11 @@ def render(project: Project) -> None:
 
     keep = np.unique(np.concatenate([state.human_rows, state.query, *state.picked_rounds.values(),
                                      *[ov.indices for ov in overlays]]).astype(np.int64))
-    subset = pj.display_subset(state.n, opts["max_points"], keep=keep)
+    subset = display_subset(state.n, opts["max_points"], keep=keep)
     st.caption(f"{subset.caption()} · layouts ready in {layout_s:.2f} s"
                + (" · **subsampled for display**" if subset.subsampled else ""))
 
-    def title(who: str, lay: pj.Layout | None) -> str:
+    def title(who: str, lay: Layout | None) -> str:
         if lay is None:
             return f"{who}: no student yet"
         if lay.pending and _failed(project, lay):
@@ -324,7 +298,7 @@ def render(project: Project) -> None:
     if not labeled:
         st.caption("Coverage needs at least one labeled image (outside the audit set).")
     else:
-        curve = cov.coverage_curve(labeled, spaces)
+        curve = coverage_curve(labeled, spaces)
         st.plotly_chart(figs.coverage_figure(curve), key=KEY_PREFIX + "coverage")
         st.caption("Mean (solid) and max (dashed) L2 distance from every pool image to its nearest labeled "
                    "image; PCoreSet drives the max down in the student's space. Rounds: " + ", ".join(names))

@@ -21,8 +21,8 @@ import time
 import streamlit as st
 
 from activekd_core.display_text import MESSAGE_MAX, code, md
-from activekd_core.jobs import JobBusy
 from activekd_core.project import QUEUE_STRATEGIES, REVISIT, BatchView, Project
+from activekd_core.view_models.label import JobBusy, failed_selection, image_states, selection_job, training_job
 from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import (
     annotator,
@@ -119,8 +119,8 @@ def _batch(project: Project) -> BatchView | None:
     _, candidates = project.candidate_rows()
     if candidates.size == 0:
         return None
-    latest = project.jobs().latest("select")
-    if latest is not None and latest.state in ("failed", "interrupted") and not st.session_state.pop(K_RETRY, False):
+    latest = failed_selection(project)
+    if latest is not None and not st.session_state.pop(K_RETRY, False):
         first_line = latest.error.splitlines()[0] if latest.error else "no message"
         st.error(f"Selecting the next batch failed: {md(first_line, MESSAGE_MAX)}")
         st.button("Try again", key="lbl_retry_select", on_click=lambda: st.session_state.__setitem__(K_RETRY, True))
@@ -134,7 +134,7 @@ def _batch(project: Project) -> BatchView | None:
 
 @st.fragment(run_every=SELECT_POLL_SECONDS)
 def _selection_progress(project: Project) -> None:
-    running = project.jobs().running("select") or project.jobs().running("prefetch")
+    running = selection_job(project)
     if running is None:
         st.rerun()  # the batch is stored (or the job failed): redraw the whole page
     text = f"Selecting the next batch with {md(project.strategy)}... {running.elapsed:.0f} s"
@@ -184,8 +184,7 @@ def _act(action: str, image_id: str, pos: int, ids: list[str], class_name: str |
     except Exception as exc:  # e.g. the image or class vanished; never lose the message
         st.session_state[K_NOTICE] = f"Not saved: {exc}"
         return
-    current = project.store.current()
-    st.session_state[K_FOCUS] = _next_open(ids, {i: current.get(i) for i in ids}, pos)
+    st.session_state[K_FOCUS] = _next_open(ids, image_states(project, ids), pos)
 
 
 def _act_focused(action: str, ids: list[str], class_name: str | None = None) -> None:
@@ -401,8 +400,7 @@ def main() -> None:
         _counts(project)
         return
     ids = [i for i, _ in items]
-    current = project.store.current()
-    states = {i: current.get(i) for i in ids}
+    states = image_states(project, ids)
     if st.session_state.get(K_BATCH) != key:  # a new batch (or a new session): focus its first open image
         st.session_state[K_BATCH] = key
         st.session_state[K_FOCUS] = _next_open(ids, states, len(ids) - 1)
@@ -498,7 +496,7 @@ def _set_auto_retrain(project: Project) -> None:
 
 def _auto_retrain(project: Project) -> None:
     """A batch was just completed: start a round when the project asks for it and nothing trains."""
-    if project.auto_retrain and project.new_labels_since_model() > 0 and project.jobs().running("train") is None:
+    if project.auto_retrain and project.new_labels_since_model() > 0 and training_job(project) is None:
         _retrain(project)
 
 
@@ -516,7 +514,7 @@ def _batch_origin(project: Project, view: BatchView) -> None:
     st.caption(f"Chosen by {md(batch.strategy)} on {model} ({md(batch.space)}).")
     fresh = project.new_labels_since_model()
     a, b = st.columns([1, 2])
-    training = project.jobs().running("train")
+    training = training_job(project)
     if training is not None:
         a.caption(f"Training in the background: {training.fraction:.0%}")
     elif fresh > 0:

@@ -18,8 +18,17 @@ import streamlit as st
 from activekd_core.display_recipe import WINDOW_PRESETS, DisplayRecipe, RecipeError, parse_bands
 from activekd_core.display_text import MESSAGE_MAX, NAME_MAX, check_name, code, md, short_time, visible
 from activekd_core.project import DEFAULT_STRATEGY, Project, ProjectError
-from activekd_core.teachers.base import teacher_name
-from activekd_core.store import StoreError, validate_class_names
+from activekd_core.view_models.project_page import (
+    StoreError,
+    class_names_problem,
+    clip_weights_reason,
+    export_downloads,
+    recommended_student,
+    strategy_descriptions,
+    student_arches,
+    teacher_name,
+    weights_note,
+)
 from pages._session import (
     DEMOS,
     KEY_ANNOTATOR,
@@ -64,71 +73,15 @@ def class_table_problems(table: pd.DataFrame) -> tuple[list[tuple[str, str]], li
             problems.append(f"row {i}: the class name is blank (prompt {prompt!r})")
             continue
         rows.append((name, prompt))
-    try:
-        validate_class_names([n for n, _ in rows])
-    except StoreError as exc:
-        problems.append(str(exc))
+    problem = class_names_problem([n for n, _ in rows])
+    if problem is not None:
+        problems.append(problem)
     return rows, problems
 
 
 def _is_count_problem(problem: str) -> bool:
     """Whether a class-table problem is only "too few classes" (shown on submit, not while typing)."""
     return problem.startswith(("only one class", "no classes given"))
-
-
-def clip_weights_reason(model_name: str, pretrained: str) -> str | None:
-    """None when the CLIP weights can be loaded offline, else why not and how to supply them."""
-    try:
-        from activekd_core.teachers.clip_zero_shot import resolve_weights
-    except ImportError as exc:
-        return f"open_clip is not installed ({exc})"
-    try:
-        resolve_weights(model_name, pretrained or None)
-    except Exception as exc:
-        return str(exc)
-    return None
-
-
-def _strategies() -> dict[str, str]:
-    try:
-        from activekd_core.selection import STRATEGIES
-
-        return {name: getattr(s, "description", "") for name, s in STRATEGIES.items()}
-    except ImportError:
-        return {DEFAULT_STRATEGY: "PCoreSet (k-center on the student's probability vectors)"}
-
-
-def _arches() -> list[str]:
-    try:
-        from activekd_core.student import ARCHES
-
-        return list(ARCHES)
-    except ImportError:
-        return ["small_cnn"]
-
-
-def _recommended_student() -> tuple[str, int]:
-    """The default backbone and size for this machine's training device."""
-    try:
-        from activekd_core.devices import pick_device
-        from activekd_core.student import recommended_student
-
-        return recommended_student(pick_device("auto").type)
-    except ImportError:
-        return "small_cnn", 32
-
-
-def _weights_note(arch: str) -> str:
-    """Where the pretrained file is, or where to put it."""
-    try:
-        from activekd_core.student import imagenet_cache_path
-
-        path = imagenet_cache_path(arch)
-    except (ImportError, ValueError) as exc:
-        return f"Pretrained weights unavailable: {exc}"
-    if path.is_file():
-        return f"ImageNet weights found: `{path}`"
-    return f"ImageNet weights missing: copy torchvision's file to `{path}` (creation will say so)."
 
 
 # ---- sections ---------------------------------------------------------------------------------
@@ -229,8 +182,8 @@ def _create_section() -> None:
     kind_label = st.selectbox("Teacher", list(TEACHER_KINDS), key="prj_new_teacher")
     spec, teacher_problems = _teacher_spec(TEACHER_KINDS[kind_label])
     a, b, c = st.columns(3)
-    arches = _arches()
-    rec_arch, rec_size = _recommended_student()
+    arches = student_arches()
+    rec_arch, rec_size = recommended_student()
     arch = a.selectbox("Student backbone", arches, index=arches.index(rec_arch) if rec_arch in arches else 0,
                        key="prj_new_arch", help="Default: the paper's ImageNet-pretrained ResNet-18 at 224 px on a "
                        "GPU; the pretrained MobileNetV3-Small at a smaller size on a CPU.")
@@ -239,9 +192,9 @@ def _create_section() -> None:
     pretrained = arch != "small_cnn" and a.checkbox("ImageNet-pretrained", value=True, key="prj_new_pretrained",
                                                     help="Off: the backbone starts from random weights.")
     if pretrained:
-        a.caption(_weights_note(arch))
+        a.caption(weights_note(arch))
     batch_size = b.number_input("Batch size per round", min_value=1, max_value=1000, value=10, key="prj_new_bs")
-    strategies = _strategies()
+    strategies = strategy_descriptions()
     names = list(strategies)
     strategy = c.selectbox("Strategy", names, index=names.index(DEFAULT_STRATEGY) if DEFAULT_STRATEGY in names else 0,
                            key="prj_new_strategy", help="\n".join(f"{k}: {v}" for k, v in strategies.items()))
@@ -446,12 +399,9 @@ def _export_key(project: Project, name: str) -> str:
 
 
 def _offer_downloads(project: Project, col, name: str) -> None:
-    exports = project.path("exports").resolve()
-    for f in st.session_state.get(_export_key(project, name), []):
-        p = Path(f)
-        if p.is_file() and p.resolve().is_relative_to(exports):
-            col.download_button(f"Download {p.name}", p.read_bytes(), file_name=p.name, key=f"prj_dl_{p.name}",
-                                width="stretch")
+    for file_name, data in export_downloads(project, st.session_state.get(_export_key(project, name), [])):
+        col.download_button(f"Download {file_name}", data, file_name=file_name, key=f"prj_dl_{file_name}",
+                            width="stretch")
 
 
 def _run_export(project: Project, col, name: str, action, what: str) -> None:

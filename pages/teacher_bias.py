@@ -1,7 +1,7 @@
 """Teacher bias: can the teacher be trusted, and where is it wrong?
 
 Every metric is computed by :mod:`activekd_core.bias` (scikit-learn where it has them) and
-drawn by :mod:`activekd_core.figures`; this script only wires widgets to them.
+drawn by :mod:`activekd_core.figures.teacher_bias`; this script only wires widgets to them.
 
 * Accuracy: on human-labeled images, the teacher's confusion matrix (counts and
   row-normalised), per-class precision/recall/F1 and accuracy with a Wilson interval; the
@@ -20,68 +20,42 @@ drawn by :mod:`activekd_core.figures`; this script only wires widgets to them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from activekd_core import bias
-from activekd_core import figures as figs
 from activekd_core.display_text import MESSAGE_MAX, md, visible
+from activekd_core.figures import teacher_bias as figs
 from activekd_core.project import Project, ProjectError
+from activekd_core.view_models.teacher_bias import (
+    LABEL_SETS,
+    BiasReport,
+    ClassificationReport,
+    Labels,
+    bias_report,
+    compare_teachers,
+    confidence_vs_correctness,
+    human_labels,
+    prompt_workshop,
+    read_teacher,
+    student_probs,
+    teacher_fittable,
+)
 from pages._session import current_project, show_project_error, thumbnail
 
 KEY_PREFIX = "tb_"
 KEY_CANDIDATE = KEY_PREFIX + "candidate"
 GALLERY = 12
-LABEL_SETS = {
-    "all": "all human labels",
-    "audit": "audit set only (random sample: unbiased)",
-    "train": "training labels only (picked by active learning)",
-}
 TEMPLATE_CHOICES = ("single", "simple", "openai", "custom")
-
-
-@dataclass
-class Labels:
-    """Human labels to evaluate on.
-
-    Attributes:
-        rows: Pool rows.
-        y: Class index per row.
-        which: Key of ``LABEL_SETS``.
-    """
-
-    rows: np.ndarray
-    y: np.ndarray
-    which: str
-
-
-def human_labels(project: Project, which: str) -> Labels:
-    """Current human labels of the chosen set, as pool rows (see :meth:`Project.human_labels`)."""
-    rows, y = project.human_labels(which)
-    return Labels(rows, y, which)
-
-
-def student_probs(project: Project) -> tuple[int | None, np.ndarray | None]:
-    """The active round's id and its student probabilities (None before round 1)."""
-    active = project.active_round()
-    if active is None:
-        return None, None
-    try:
-        return active.id, np.asarray(project.student_outputs(active.id)[0], dtype=np.float32)
-    except ProjectError as exc:
-        st.warning(md(exc, MESSAGE_MAX))
-        return None, None
 
 
 def _pct(x: float) -> str:
     return "n/a" if x != x else f"{x:.1%}"  # NaN check without numpy
 
 
-def _accuracy_metric(col: Any, who: str, rep: bias.ClassificationReport) -> None:
+def _accuracy_metric(col: Any, who: str, rep: ClassificationReport) -> None:
     lo, hi = rep.accuracy_interval
     col.metric(f"{who} accuracy", _pct(rep.accuracy),
                help=f"{rep.correct} of {rep.n} labeled images; {rep.confidence:.0%} Wilson interval "
@@ -117,7 +91,7 @@ def _gallery(project: Project, ids: list[str], df: pd.DataFrame, caption: Any, k
 # ---------------------------------------------------------------------------------------------
 
 
-def accuracy_section(project: Project, rep: bias.BiasReport, ids: list[str]) -> None:
+def accuracy_section(project: Project, rep: BiasReport, ids: list[str]) -> None:
     """Confusion matrices, per-class scores and teacher/student disagreement."""
     c1, c2, c3 = st.columns(3)
     _accuracy_metric(c1, "Teacher", rep.teacher)
@@ -149,7 +123,7 @@ def accuracy_section(project: Project, rep: bias.BiasReport, ids: list[str]) -> 
                          hide_index=True, key=KEY_PREFIX + "disagree_table")
 
 
-def priors_section(rep: bias.BiasReport) -> None:
+def priors_section(rep: BiasReport) -> None:
     """Predicted-class shares over the pool vs human label shares."""
     st.plotly_chart(figs.priors_figure(rep.priors), key=KEY_PREFIX + "priors")
     pr = rep.priors
@@ -163,7 +137,7 @@ def priors_section(rep: bias.BiasReport) -> None:
     st.dataframe(pr, hide_index=True, key=KEY_PREFIX + "priors_table")
 
 
-def calibration_section(rep: bias.BiasReport, teacher: np.ndarray, labels: Labels, classes: list[str]) -> None:
+def calibration_section(rep: BiasReport, teacher: np.ndarray, labels: Labels, classes: list[str]) -> None:
     """Reliability diagram, entropy histogram, confidence vs correctness."""
     a, b = st.columns(2)
     a.plotly_chart(figs.reliability_figure(rep.reliability, ece=rep.ece, title="Teacher reliability"),
@@ -173,11 +147,11 @@ def calibration_section(rep: bias.BiasReport, teacher: np.ndarray, labels: Label
         st.caption(f"Student ECE on the same images: {rep.student_ece:.3f}. Mean normalised teacher entropy over "
                    f"the pool: {rep.mean_entropy:.3f}.")
     if labels.rows.size:
-        cvc = bias.confidence_vs_correctness(teacher, labels.y, labels.rows, classes)
+        cvc = confidence_vs_correctness(teacher, labels.y, labels.rows, classes)
         st.plotly_chart(figs.confidence_correctness_figure(cvc), key=KEY_PREFIX + "confidence")
 
 
-def galleries_section(project: Project, rep: bias.BiasReport, ids: list[str]) -> None:
+def galleries_section(project: Project, rep: BiasReport, ids: list[str]) -> None:
     """Most confident teacher mistakes; largest teacher/student disagreement."""
     st.markdown("#### The teacher's most confident mistakes")
     _gallery(project, ids, rep.mistakes,
@@ -196,53 +170,32 @@ def galleries_section(project: Project, rep: bias.BiasReport, ids: list[str]) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def _clip_part(teacher: Any) -> Any | None:
-    """The zero-shot CLIP teacher inside ``teacher`` (itself, or a few-shot teacher's), or None."""
-    kind = getattr(teacher, "kind", "")
-    if kind == "clip_zero_shot":
-        return teacher
-    if kind == "clip_few_shot":
-        return getattr(teacher, "zero_shot", None)
-    return None
-
-
-def _prompt_lines(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else "\n".join(str(v) for v in value)
-
-
 def workshop_section(project: Project, teacher_before: np.ndarray, labels: Labels, fit: bool) -> None:
     """Edit prompts, recompute from cached features, compare, keep or discard."""
-    teacher = project.teacher()
-    zs = _clip_part(teacher)
+    ws = prompt_workshop(project)
     classes = project.classes
-    if zs is None:
-        info = teacher.describe() if hasattr(teacher, "describe") else {}
-        st.info(f"This project's teacher is **{md(info.get('display_name', info.get('kind', 'not CLIP')))}**: it does "
+    if not ws.clip:
+        st.info(f"This project's teacher is **{md(ws.teacher_name)}**: it does "
                 "not read text prompts, so editing them here would change nothing. With a CLIP teacher (zero-shot "
                 "or few-shot, chosen on the Project page) this workshop re-scores the cached image features with "
                 "new prompts in seconds and compares every metric before and after.")
         return
-    desc = teacher.describe()
-    if desc.get("random_weights") or desc.get("zero_shot", {}).get("random_weights"):
+    if ws.random_weights:
         st.warning("This CLIP model has random weights (not a trained CLIP): prompts change its predictions, "
                    "but not in a meaningful way.")
     st.caption("Each class's prototype is the mean text embedding of every template filled with the class name "
                "plus its own prompts ('{}' in a prompt is replaced by the class name).")
-    cur_t = zs.templates
-    choice = "custom" if isinstance(cur_t, list) else (cur_t or "simple")
     with st.form(KEY_PREFIX + "workshop_form"):
-        tset = st.selectbox("Template set", TEMPLATE_CHOICES, index=TEMPLATE_CHOICES.index(choice),
+        tset = st.selectbox("Template set", TEMPLATE_CHOICES, index=TEMPLATE_CHOICES.index(ws.templates),
                             key=KEY_PREFIX + "ws_templates")
         custom = st.text_area("Custom templates (one per line, each with {})",
-                              value="\n".join(cur_t) if isinstance(cur_t, list) else "a photo of a {}.",
+                              value=ws.custom_templates,
                               key=KEY_PREFIX + "ws_custom")
         prompts: dict[str, list[str]] = {}
         cols = st.columns(min(3, len(classes)))
         for i, c in enumerate(classes):
             text = cols[i % len(cols)].text_area(f"Prompts for '{md(c)}' (one per line)",
-                                                 value=_prompt_lines(zs.class_prompts.get(c)),
+                                                 value=ws.class_prompts.get(c, ""),
                                                  key=f"{KEY_PREFIX}ws_prompt_{i}")
             lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
             if lines:
@@ -254,7 +207,7 @@ def workshop_section(project: Project, teacher_before: np.ndarray, labels: Label
         try:
             with st.spinner("Text pass on the cached image features..."):
                 after = project.candidate_teacher_probs(prompts, templates, fit=fit)
-            cmp = bias.compare_teachers(teacher_before, after, labels.y, labels.rows, classes)
+            cmp = compare_teachers(teacher_before, after, labels.y, labels.rows, classes)
         except (ValueError, ProjectError) as exc:
             st.error(f"Cannot use these prompts: {md(exc, MESSAGE_MAX)}")
         else:
@@ -270,7 +223,7 @@ def workshop_section(project: Project, teacher_before: np.ndarray, labels: Label
         st.info("The teacher or labels changed since the candidate was computed: recompute it.")
         st.session_state.pop(KEY_CANDIDATE, None)
         return
-    cmp = bias.compare_teachers(teacher_before, cand["after"], labels.y, labels.rows, classes)
+    cmp = compare_teachers(teacher_before, cand["after"], labels.y, labels.rows, classes)
     st.markdown("#### Before vs after")
     st.caption(f"{cmp.changed.size} of {teacher_before.shape[0]} pool images change their predicted class.")
     st.dataframe(cmp.summary, hide_index=True, key=KEY_PREFIX + "ws_summary",
@@ -310,28 +263,30 @@ def render(project: Project) -> None:
     which = c1.radio("Evaluate on", list(LABEL_SETS), format_func=LABEL_SETS.get, horizontal=True,
                      key=KEY_PREFIX + "labels")
     try:
-        teacher_obj = project.teacher()
-        fittable = hasattr(teacher_obj, "fit")
+        fittable = teacher_fittable(project)
         fit = c2.checkbox("Teacher fitted on the current labels", value=True, disabled=not fittable,
                           key=KEY_PREFIX + "fit",
                           help="Few-shot and stand-in teachers learn from the labels; unticked shows them before "
                                "any fit (zero-shot for CLIP, uniform for the stand-in).")
         with st.spinner("Reading teacher predictions..."):
-            teacher = np.asarray(project.teacher_probs(fit=fit and fittable), dtype=np.float32)
-        desc = teacher_obj.describe() if hasattr(teacher_obj, "describe") else {}
+            reading = read_teacher(project, fit and fittable)
+        teacher = reading.probs
     except Exception as exc:  # e.g. CLIP weights missing offline: the message says how to supply them
         st.error(f"Cannot read the teacher's predictions: {type(exc).__name__}: {md(exc, MESSAGE_MAX)}")
         return
-    st.caption(f"Teacher: {md(desc.get('display_name', desc.get('kind', '?')))}")
+    st.caption(f"Teacher: {md(reading.name)}")
     if fittable and fit and which != "audit":
         st.caption("This teacher was fitted on the training labels, so its scores on them are in-sample "
                    "(optimistic); the audit set gives an honest estimate.")
     labels = human_labels(project, which)
-    round_id, student = student_probs(project)
+    student_view = student_probs(project)
+    if student_view.problem is not None:
+        st.warning(md(student_view.problem, MESSAGE_MAX))
+    round_id, student = student_view.round_id, student_view.probs
     if labels.rows.size == 0:
         st.info("No human label in this set yet: the metrics need labeled images. Priors and entropy "
                 "below use the whole pool.")
-    rep = bias.bias_report(teacher, labels.y, labels.rows, classes, student_probs=student)
+    rep = bias_report(teacher, labels.y, labels.rows, classes, student_probs=student)
     if round_id is not None:
         st.caption(f"Student: round {round_id} (the active model).")
     tabs = st.tabs(["Accuracy", "Priors", "Calibration", "Galleries", "Prompt workshop"])

@@ -14,9 +14,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from activekd_core.display_text import MESSAGE_MAX, md, short_time, visible
-from activekd_core.jobs import JobBusy
+from activekd_core.display_text import MESSAGE_MAX, md
 from activekd_core.project import Project, ProjectError
+from activekd_core.view_models.train import (
+    JobBusy,
+    cancel_training,
+    default_audit_size,
+    device_guess,
+    fmt_seconds,
+    has_audit_set,
+    round_history,
+    training_status,
+)
 from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import current_project, show_project_error, use_worker_process
 
@@ -38,44 +47,26 @@ def _start(project: Project) -> None:
         st.session_state[K_NOTICE] = ("error", f"Could not start training: {exc}")
 
 
-def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "—"
-    s = int(round(s))
-    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
-def _device_guess() -> str:
-    """The device the next round will use (the training config's ``auto`` choice)."""
-    try:
-        from activekd_core.devices import device_name, pick_device
-
-        return device_name(pick_device("auto"))
-    except Exception as exc:  # torch missing or broken: say so instead of failing the page
-        return f"unknown ({exc})"
-
-
 @st.cache_data(show_spinner=False)
 def _cached_device() -> str:
-    return _device_guess()
+    return device_guess()
 
 
 @st.fragment(run_every=POLL_SECONDS)
 def _live(folder: str) -> None:
     """Progress of the running (or latest) training job, redrawn every second."""
     project = current_project()
-    jobs = project.jobs()
-    running = jobs.running("train")
-    latest = running or jobs.latest("train")
+    status = training_status(project)
+    running, latest = status.running, status.latest
     if running is not None:
         st.progress(running.fraction, text=md(running.message, MESSAGE_MAX) if running.message else "starting...")
         a, b = st.columns(2)  # the time left is in the progress text, from the training's recent pace
         a.metric("Step", f"{running.step}/{running.total}" if running.total else "—")
-        b.metric("Elapsed", _fmt_seconds(running.elapsed))
+        b.metric("Elapsed", fmt_seconds(running.elapsed))
         if running.cancel_requested:
             st.info("Cancel requested: stopping at the next step...")
         elif st.button("Cancel training", key="trn_cancel", icon=":material/stop:"):
-            jobs.cancel(running.id)
+            cancel_training(project, running.id)
             st.rerun(scope="fragment")
         st.session_state["trn_was_running"] = True
         return
@@ -86,81 +77,27 @@ def _live(folder: str) -> None:
         return
     if latest.state == "done":
         result = latest.result or {}
-        st.success(f"Last run (job {latest.id}) finished in {_fmt_seconds(latest.elapsed)}: "
+        st.success(f"Last run (job {latest.id}) finished in {fmt_seconds(latest.elapsed)}: "
                    f"round {result.get('round', '?')} is the active model.")
     elif latest.state == "cancelled":  # the user's own decision: information, not an error
-        st.info(f"Last run (job {latest.id}) was cancelled after {_fmt_seconds(latest.elapsed)}. "
+        st.info(f"Last run (job {latest.id}) was cancelled after {fmt_seconds(latest.elapsed)}. "
                 "Labels and the previous model are unchanged.")
     elif latest.state in ("failed", "interrupted"):
         st.error(f"Last run (job {latest.id}) {latest.state}: {md(latest.error or 'no message', MESSAGE_MAX)}. "
                  "Labels and the previous model are unchanged.")
 
 
-def _loss_text(value: object) -> str:
-    """A round's final loss for the table ("—" when the round has none, e.g. failed or cancelled)."""
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
-
-
-def _score_text(d: dict | None) -> str | None:
-    """An audit score stored in a round's metrics as text (None when absent or empty)."""
-    if not d or not d.get("n") or d.get("accuracy") is None:
-        return None
-    return f"{100 * d['accuracy']:.1f}% ({100 * d['low']:.1f}-{100 * d['high']:.1f}%, n={d['n']})"
-
-
-def _stored_balanced_text(d: dict | None) -> str | None:
-    """A stored audit score's balanced accuracy as text (None when absent, e.g. older rounds)."""
-    if not d or d.get("balanced_accuracy") is None:
-        return None
-    return f"{100 * d['balanced_accuracy']:.1f}% ({100 * d['balanced_low']:.1f}-{100 * d['balanced_high']:.1f}%)"
-
-
 def _history(project: Project) -> None:
-    try:
-        project.recover()  # a round whose process died (killed, disk full) is shown as interrupted, not running
-    except Exception as exc:  # e.g. the database is busy: the history is still worth showing
-        st.caption(f"Could not check for interrupted rounds: {exc}")
-    rounds = project.store.rounds()
-    if not rounds:
+    history = round_history(project)  # a round whose process died is shown as interrupted, not running
+    if history.recover_error is not None:  # e.g. the database is busy: the history is still worth showing
+        st.caption(f"Could not check for interrupted rounds: {history.recover_error}")
+    if not history.rows:
         st.caption("No rounds yet: label a few images, then retrain.")
         return
-    audit: dict = {}
-    balanced: dict = {}
-    macro: dict = {}
-    if project.store.audit_ids():
-        try:
-            for score in project.audit_report():
-                audit[(score.model, score.round)] = score.text()
-                balanced[(score.model, score.round)] = score.balanced_text()
-                macro[(score.model, score.round)] = score.macro_f1_text()
-        except Exception as exc:
-            st.warning(f"Audit accuracy unavailable: {md(exc, MESSAGE_MAX)}")
-    rows = []
-    for r in rounds:
-        m = r.metrics or {}
-        rows.append({
-            "round": r.id,
-            "status": r.status,
-            "labels": r.n_labeled,
-            "strategy": r.strategy,
-            "space": r.space,
-            "steps": m.get("steps"),
-            "student init": m.get("init", ""),
-            "training time": _fmt_seconds(m.get("train_seconds") or m.get("seconds") or m.get("time")),
-            "device": m.get("device_name") or m.get("device", ""),
-            "final loss": _loss_text(m.get("final_loss", m.get("loss"))),
-            "student audit acc": audit.get(("student", r.id), "—"),
-            "student audit balanced acc": balanced.get(("student", r.id), "—"),
-            "student audit macro-F1": macro.get(("student", r.id), "—"),
-            "teacher audit acc": _score_text((m.get("audit") or {}).get("teacher")) or audit.get(("teacher", 0), "—"),
-            "teacher audit balanced acc": _stored_balanced_text((m.get("audit") or {}).get("teacher"))
-            or balanced.get(("teacher", 0), "—"),
-            "started": short_time(r.started),
-            "left out (undecodable)": int(((m.get("undecodable") or {}).get("count")) or 0),
-            "error": visible(r.error or "", MESSAGE_MAX),
-        })
-    st.dataframe(rows, hide_index=True, width="stretch")
-    if audit:
+    if history.audit_error is not None:
+        st.warning(f"Audit accuracy unavailable: {md(history.audit_error, MESSAGE_MAX)}")
+    st.dataframe(history.rows, hide_index=True, width="stretch")
+    if history.audit_scored:
         st.caption("Audit accuracy with a 95% Wilson interval; balanced accuracy (mean recall per class: it does "
                    "not reward answering the majority class) and macro-F1 with 95% bootstrap intervals over the "
                    "audit images. Student: each round's model on the audit labels as they are now; teacher: as "
@@ -178,7 +115,7 @@ def _round_plan(project: Project, disabled: bool) -> None:
             "fixed": "fixed in the settings"}.get(est.rule, est.rule)
     capped = f", capped from {est.steps_uncapped:,}" if est.steps < est.steps_uncapped else ""
     if est.seconds is not None:
-        timing = f"estimated **{_fmt_seconds(est.seconds)}** ({est.seconds_per_step:.3f} s/step, {est.source})"
+        timing = f"estimated **{fmt_seconds(est.seconds)}** ({est.seconds_per_step:.3f} s/step, {est.source})"
     else:
         timing = "time unknown until measured"
     st.caption(f"Next round: **{est.steps:,} steps** ({rule}{capped}); {timing}.")
@@ -213,15 +150,12 @@ def _step_cap(project: Project, disabled: bool) -> None:
 
 
 def _audit_controls(project: Project) -> None:
-    ids = project.store.audit_ids()
-    if ids:
+    if has_audit_set(project):
         done, total = project.audit_progress()
         st.caption(f"Audit set: {done}/{total} labeled (label it on the Label page, 'audit set'). "
                    "Audit images are never used for training or selection.")
         return
-    from activekd_core.audit import default_audit_size
-
-    default = default_audit_size(len(project.pool()), len(project.classes))
+    default = default_audit_size(project)
     with st.form("trn_audit"):
         st.write("No audit set yet. An audit set is a random sample you label only to measure accuracy.")
         size = st.number_input("Audit set size", min_value=1, max_value=max(1, len(project.pool())), value=default)
@@ -264,7 +198,7 @@ def main() -> None:
     if note:
         getattr(st, note[0])(md(note[1], MESSAGE_MAX))  # notices quote job errors: plain text
     labeled, _ = project.training_labels()
-    running = project.jobs().running("train")
+    running = training_status(project).running
     cfg = project.config
     st.caption(f"Student **{md(cfg.get('student_arch'))}** · strategy **{md(project.strategy)}** · "
                f"{labeled.size} training labels · device: **{_cached_device()}**")

@@ -6,7 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from activekd_core import bias, coverage, figures, projection
+from activekd_core import bias, coverage, projection
+from activekd_core.figures import explore as figures
+from activekd_core.figures import teacher_bias as bias_figures
 
 CLASSES = ["cat", "dog", "fox"]
 
@@ -120,33 +122,33 @@ def test_bias_figures_structure():
     truth = np.array([0] * 5 + [1] * 5 + [2] * 2)
     lab = np.arange(12)
     rep = bias.classification_report(probs, truth, lab, CLASSES)
-    hm = figures.confusion_heatmap(rep)
+    hm = bias_figures.confusion_heatmap(rep)
     assert isinstance(hm.data[0], go.Heatmap)
     np.testing.assert_allclose(np.asarray(hm.data[0].z), rep.confusion_normalized)
     assert hm.data[0].text[1][0].startswith("1<br>20%")
-    assert np.asarray(figures.confusion_heatmap(rep, normalized=False).data[0].z).sum() == 12
+    assert np.asarray(bias_figures.confusion_heatmap(rep, normalized=False).data[0].z).sum() == 12
 
     bins = bias.reliability_bins(probs, truth, lab, 10)
-    rel = figures.reliability_figure(bins, ece=bias.expected_calibration_error(probs, truth, lab))
+    rel = bias_figures.reliability_figure(bins, ece=bias.expected_calibration_error(probs, truth, lab))
     assert [tr.name for tr in rel.data] == ["accuracy", "mean confidence", "perfect calibration"]
     assert len(rel.data[0].x) == 10 and "ECE" in rel.layout.title.text
 
-    pri = figures.priors_figure(bias.priors(probs, truth, lab, CLASSES))
+    pri = bias_figures.priors_figure(bias.priors(probs, truth, lab, CLASSES))
     assert len(pri.data) == 2 and list(pri.data[0].x) == CLASSES
 
-    ent = figures.entropy_histogram_figure(bias.entropy_histogram(probs, 10, y=truth, labeled=lab))
+    ent = bias_figures.entropy_histogram_figure(bias.entropy_histogram(probs, 10, y=truth, labeled=lab))
     assert [tr.name for tr in ent.data] == ["pool", "labeled correct", "labeled wrong"]
     assert sum(ent.data[0].y) == 12
 
-    cc = figures.confidence_correctness_figure(bias.confidence_vs_correctness(probs, truth, lab, CLASSES))
+    cc = bias_figures.confidence_correctness_figure(bias.confidence_vs_correctness(probs, truth, lab, CLASSES))
     assert len(cc.data[0].customdata) == 11 and list(cc.data[1].customdata) == [5]
 
     after = np.eye(3)[truth] * 0.7 + 0.1
     cmp = bias.compare_teachers(probs, after, truth, lab, CLASSES)
-    cf = figures.comparison_figure(cmp, metric="predicted_share")
+    cf = bias_figures.comparison_figure(cmp, metric="predicted_share")
     assert [tr.name for tr in cf.data] == ["before", "after", "human share"]
     with pytest.raises(ValueError, match="unknown comparison metric"):
-        figures.comparison_figure(cmp, metric="auc")
+        bias_figures.comparison_figure(cmp, metric="auc")
 
 
 def test_coverage_and_greedy_figures():
@@ -185,8 +187,8 @@ def test_names_in_figures_are_text_not_plotly_html(pool):
     figs_ = [
         figures.scatter_pair(txy, None, HOSTILE_CLASSES, labeled=labeled, y=y, teacher_probs=t, ids=ids),
         figures.ternary_pair(t, s, HOSTILE_CLASSES, labeled=labeled, y=y, ids=ids),
-        figures.confusion_heatmap(bias.classification_report(t, y, labeled, HOSTILE_CLASSES)),
-        figures.priors_figure(bias.priors(t, y, labeled, HOSTILE_CLASSES)),
+        bias_figures.confusion_heatmap(bias.classification_report(t, y, labeled, HOSTILE_CLASSES)),
+        bias_figures.priors_figure(bias.priors(t, y, labeled, HOSTILE_CLASSES)),
     ]
     for fig in figs_:
         text = fig.to_json()
