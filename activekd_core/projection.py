@@ -23,7 +23,7 @@ Decisions (also the page's help text):
   to draw (all labeled/picked/query points plus a seeded random sample) and says whether it
   subsampled.
 * **Background**: the long-lived UMAP worker process (``LayoutJob``, ``LayoutStatus``) lives in
-  :mod:`activekd_core.layout_worker`; both names stay importable from here.
+  :mod:`activekd_core.layout_worker`, a service above this module.
 """
 
 from __future__ import annotations
@@ -476,16 +476,3 @@ def ternary_xy(probs: npt.ArrayLike) -> np.ndarray:
     s = p.sum(axis=1, keepdims=True)
     p = np.divide(p, s, out=np.full_like(p, 1 / 3), where=s > 0)
     return p @ TERNARY_VERTICES
-
-
-def __getattr__(name: str) -> Any:
-    """``projection.LayoutJob`` / ``projection.LayoutStatus``: the worker's names, kept importable here.
-
-    Imported on first use, not at module import: :mod:`activekd_core.layout_worker` imports this
-    module, and the spawn child must not need the worker to load the maths.
-    """
-    if name in ("LayoutJob", "LayoutStatus"):
-        from activekd_core import layout_worker
-
-        return getattr(layout_worker, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

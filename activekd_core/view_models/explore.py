@@ -21,7 +21,8 @@ from activekd_core.explore_state import (
     read_pool_state,
     selection_space_probs,
 )
-from activekd_core.projection import Layout, LayoutJob, LayoutParams, display_subset
+from activekd_core.layout_worker import LayoutJob
+from activekd_core.projection import Layout, LayoutParams, display_subset
 
 if TYPE_CHECKING:
     from activekd_core.project import Project
