@@ -7,13 +7,20 @@ Two ways to run a job:
 
 * :meth:`JobRunner.start_thread` runs a function in a daemon thread of this process:
   cheap to start, for short work (next-batch selection, teacher probabilities).
-* :meth:`JobRunner.start_process` runs ``module:function`` in a fresh Python process
-  (``python -m activekd_core.jobs ...``). Training uses this: a crash of native code
+* :meth:`JobRunner.start_process` runs a registered job kind in a fresh Python process
+  (``python -m <the registry's worker module> ...``). Training uses this: a crash of native code
   (CUDA, an out-of-memory kill, a segfault in a backend) then ends the worker, not the
   Streamlit server, the worker holds no GIL the UI needs, and a cancel that the code
   does not honour can still be forced (:meth:`JobRunner.kill`). The cost is the
   worker's start-up (importing torch, a couple of seconds), small next to a round of
   training. A fresh process (not ``fork``) also avoids forking a multi-threaded server.
+
+Job kinds. A process job names its kind, never code: a :class:`JobKinds` registry maps
+each kind to its entry function, and the worker process resolves the kind through the
+same registry (:func:`worker_main`). This module imports nothing above it: the registry
+of the project's kinds lives in :mod:`activekd_core.project.facade` (next to the
+functions it names), and its worker module (``activekd_core.project.worker``) calls
+:func:`worker_main` with it, so neither side ever loads code from a string.
 
 Exclusivity: at most one job of a kind runs per project. A partial unique index on
 ``jobs(kind) WHERE state='running'`` enforces it inside SQLite, across threads and
@@ -27,7 +34,6 @@ Jobs never call Streamlit.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sqlite3
@@ -36,8 +42,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +67,36 @@ class JobBusy(RuntimeError):
 
 class JobCancelled(Cancelled):
     """Raised inside a job (by its progress callback) when a cancel was requested."""
+
+
+JobFn = Callable[..., Any]
+"""A job's entry function: ``fn(progress=..., cancel=..., **kwargs)``, returning a JSON-serialisable result."""
+
+
+@dataclass(frozen=True)
+class JobKinds:
+    """A registry of job kinds: kind name -> entry function.
+
+    Attributes:
+        worker: The module a process job runs as ``python -m <worker>``; it must call
+            :func:`worker_main` with this same registry, so the worker resolves a kind the
+            way the starting process does.
+        entries: Kind name -> entry function.
+    """
+
+    worker: str
+    entries: Mapping[str, JobFn] = field(default_factory=dict)
+
+    def entry(self, kind: str) -> JobFn:
+        """The entry function of ``kind``.
+
+        Raises:
+            ValueError: If ``kind`` is not registered.
+        """
+        fn = self.entries.get(kind)
+        if fn is None:
+            raise ValueError(f"unknown job kind {kind!r}; registered: {sorted(self.entries)}")
+        return fn
 
 
 @dataclass(frozen=True)
@@ -172,11 +208,13 @@ class JobRunner:
     Args:
         store: The project store (its ``jobs`` table holds the status).
         log_dir: Where process jobs write their stderr (``job_<id>.log``).
+        kinds: The job kinds :meth:`start_process` can run (None: thread jobs and polling only).
     """
 
-    def __init__(self, store: Store, log_dir: Path | None = None) -> None:
+    def __init__(self, store: Store, log_dir: Path | None = None, kinds: JobKinds | None = None) -> None:
         self.store = store
         self.log_dir = Path(log_dir) if log_dir else store.path.parent / "logs"
+        self.kinds = kinds
         self._procs: dict[int, subprocess.Popen] = {}
 
     # ---- claiming ------------------------------------------------------------------
@@ -230,20 +268,21 @@ class JobRunner:
         threading.Thread(target=body, name=f"activekd-job-{job_id}", daemon=True).start()
         return job_id
 
-    def start_process(
-        self, kind: str, target: str, kwargs: dict[str, Any] | None = None, *, env: dict[str, str] | None = None
-    ) -> int:
-        """Run ``target`` (``"package.module:function"``) in a new Python process.
+    def start_process(self, kind: str, kwargs: dict[str, Any] | None = None, *,
+                      env: dict[str, str] | None = None) -> int:
+        """Run the entry function registered for ``kind`` in a new Python process.
 
         The function is called as ``fn(progress=..., cancel=..., **kwargs)``; ``kwargs``
         must be JSON-serialisable. A watcher thread marks the job failed if the worker
         dies without finishing (crash, SIGKILL), with the tail of its log.
 
         Raises:
+            ValueError: If this runner has no registry or ``kind`` is not in it.
             JobBusy: If a job of this kind is already running.
         """
-        if ":" not in target:
-            raise ValueError(f"target must look like 'package.module:function', got {target!r}")
+        if self.kinds is None:
+            raise ValueError("this JobRunner has no job kinds to start processes from")
+        self.kinds.entry(kind)  # an unknown kind is refused here, before a job row exists
         job_id = self._claim(kind, os.getpid(), _TOKEN)
         key = (str(self.store.path), job_id)
         with _LIVE_LOCK:
@@ -252,8 +291,8 @@ class JobRunner:
         log_path = self.log_dir / f"job_{job_id}.log"
         try:
             log = log_path.open("wb")
-            cmd = [sys.executable, "-m", "activekd_core.jobs", "--db", str(self.store.path), "--job", str(job_id),
-                   "--target", target, "--kwargs", json.dumps(kwargs or {})]
+            cmd = [sys.executable, "-m", self.kinds.worker, "--db", str(self.store.path), "--job", str(job_id),
+                   "--kind", kind, "--kwargs", json.dumps(kwargs or {})]
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=env if env is not None else _worker_env(), start_new_session=True)
             log.close()
@@ -379,7 +418,8 @@ def _status(r: Any) -> JobStatus:
     )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not; another user's process does)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -398,8 +438,8 @@ def _owner_alive(store: Store, job_id: int, pid: int, owner: str) -> bool:
         with _LIVE_LOCK:
             return (str(store.path), job_id) in _LIVE_THREAD_JOBS
     if owner.startswith("process:"):
-        return _pid_alive(pid)
-    return pid != os.getpid() and _pid_alive(pid)  # a thread job of another live process
+        return pid_alive(pid)
+    return pid != os.getpid() and pid_alive(pid)  # a thread job of another live process
 
 
 def _worker_env() -> dict[str, str]:
@@ -417,25 +457,29 @@ def _tail(path: Path, n: int = 1500) -> str:
     return ("log tail: " + text[-n:]) if text.strip() else ""
 
 
-def _main(argv: list[str] | None = None) -> int:
+def worker_main(kinds: JobKinds, argv: list[str] | None = None) -> int:
+    """The body of a job worker process (started by :meth:`JobRunner.start_process`).
+
+    Args:
+        kinds: The registry the starting process used; ``--kind`` is resolved through it.
+        argv: ``--db PATH --job ID --kind KIND --kwargs JSON`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code (0 when the job ran, 1 when it could not be started).
+    """
     parser = argparse.ArgumentParser(description="ActiveKD Studio background job worker (started by JobRunner)")
     parser.add_argument("--db", required=True)
     parser.add_argument("--job", type=int, required=True)
-    parser.add_argument("--target", required=True)
+    parser.add_argument("--kind", required=True)
     parser.add_argument("--kwargs", default="{}")
     ns = parser.parse_args(argv)
     store = Store.open(ns.db)
     try:
-        module, _, name = ns.target.partition(":")
-        fn = getattr(importlib.import_module(module), name)
+        fn = kinds.entry(ns.kind)
         run_job(store, ns.job, fn, (), json.loads(ns.kwargs))
-    except Exception as exc:  # import errors etc.
+    except Exception as exc:  # an unknown kind, bad arguments
         finish_job(store, ns.job, "failed", error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
         return 1
     finally:
         store.close()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -386,22 +386,6 @@ def show_project_error(exc: BaseException) -> None:
     st.info("Choose or create a project on the **Project** page.")
 
 
-@st.cache_resource(show_spinner=False)
-def _locks() -> dict[str, threading.Lock]:
-    return {}
-
-
-def batch_lock(folder: str) -> threading.Lock:
-    """A lock per project folder, shared by all sessions of this server process.
-
-    Held while a new query batch is selected, so two sessions finishing the same
-    batch select one new batch, not two.
-    """
-    locks = _locks()
-    with _OPEN_LOCK:
-        return locks.setdefault(folder, threading.Lock())
-
-
 def strategy_score_label(name: str) -> str:
     """What a strategy's per-pick score means (e.g. "distance to nearest labeled"), or "score"."""
     return vm.strategy_score_label(name)

@@ -22,11 +22,10 @@ import streamlit as st
 
 from activekd_core.display_text import MESSAGE_MAX, code, md
 from activekd_core.project import QUEUE_STRATEGIES, REVISIT, BatchView, Project
-from activekd_core.view_models.label import JobBusy, failed_selection, image_states, selection_job, training_job
+from activekd_core.view_models.label import JobBusy, failed_selection, image_states, training_job
 from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import (
     annotator,
-    batch_lock,
     current_project,
     session_id,
     show_project_error,
@@ -67,40 +66,6 @@ def _audit_items(project: Project) -> tuple[int, list[tuple[str, float | None]]]
     return chunk, [(i, None) for i in ids]
 
 
-def _start_selection(project: Project) -> None:
-    """Start the background selection of the next batch (a worker process) unless one runs already.
-
-    The per-project lock and the jobs table (one running job per kind) make two
-    sessions finishing the same batch select one new batch, not two. The running
-    job is checked before the open batch is read: a job that finished in between has
-    already stored its batch.
-    """
-    jobs = project.jobs()
-    with batch_lock(str(project.folder)):
-        if jobs.running("select") is not None or jobs.running("prefetch") is not None:
-            return  # a running prefetch stores the next batch: wait for it instead of selecting twice
-        view = project.current_batch()
-        if view is not None and not view.complete:
-            return
-        try:
-            jobs.start_process("select", "activekd_core.project:select_batch_job", {"folder": str(project.folder)})
-        except JobBusy:
-            pass
-
-
-def _start_prefetch(project: Project, view: BatchView) -> None:
-    """Prepare the next batch in a worker process while ``view`` (the open batch) is labeled (once per batch)."""
-    if not project.prefetch_wanted(view):
-        return
-    jobs = project.jobs()
-    if jobs.running("select") is not None or jobs.running("prefetch") is not None:
-        return
-    try:
-        jobs.start_process("prefetch", "activekd_core.project:prefetch_batch_job", {"folder": str(project.folder)})
-    except JobBusy:
-        pass
-
-
 def _batch(project: Project) -> BatchView | None:
     """The open batch; when none is open or it is complete, select the next one in the background.
 
@@ -109,7 +74,7 @@ def _batch(project: Project) -> BatchView | None:
     """
     view = project.current_batch()
     if view is not None and not view.complete:
-        _start_prefetch(project, view)
+        project.start_prefetch(view)  # once per batch: prepared in a worker while this one is labeled
         return view
     if view is not None and view.batch.strategy not in QUEUE_STRATEGIES:
         _auto_retrain(project)
@@ -126,7 +91,7 @@ def _batch(project: Project) -> BatchView | None:
         st.button("Try again", key="lbl_retry_select", on_click=lambda: st.session_state.__setitem__(K_RETRY, True))
         st.session_state[K_STOP] = True
         return None
-    _start_selection(project)
+    project.start_next_batch()  # a worker process, unless a selection already runs
     _selection_progress(project)
     st.session_state[K_STOP] = True
     return None
@@ -134,7 +99,7 @@ def _batch(project: Project) -> BatchView | None:
 
 @st.fragment(run_every=SELECT_POLL_SECONDS)
 def _selection_progress(project: Project) -> None:
-    running = selection_job(project)
+    running = project.batch_job()
     if running is None:
         st.rerun()  # the batch is stored (or the job failed): redraw the whole page
     text = f"Selecting the next batch with {md(project.strategy)}... {running.elapsed:.0f} s"

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from activekd_core.jobs import JobBusy, JobCancelled, JobRunner
+from activekd_core.jobs import JobBusy, JobCancelled, JobKinds, JobRunner, worker_main
 from activekd_core.store import Store, StoreError
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 
 
-# Job functions (module level so the worker process can import them as test_jobs:<name>).
+# Job functions, registered below as kinds; the worker process is this module (``python -m test_jobs``).
 def count_job(*, progress, cancel, n: int = 5, delay: float = 0.0, fail_at: int | None = None) -> dict:
     for i in range(n):
         if fail_at is not None and i == fail_at:
@@ -39,6 +40,11 @@ def wait_for_cancel_job(*, progress, cancel, started_flag: str = "") -> str:
 def crash_job(*, progress, cancel) -> None:
     progress(1, 2, "about to crash")
     os._exit(3)
+
+
+TEST_KINDS = JobKinds(worker="test_jobs", entries={
+    "count": count_job, "wait": wait_for_cancel_job, "crash": crash_job,
+})
 
 
 @pytest.fixture
@@ -155,8 +161,8 @@ def test_unknown_job(store: Store) -> None:
 
 
 def test_process_job_done(store: Store) -> None:
-    runner = JobRunner(store)
-    job = runner.start_process("count", "test_jobs:count_job", {"n": 3}, env=worker_env())
+    runner = JobRunner(store, kinds=TEST_KINDS)
+    job = runner.start_process("count", {"n": 3}, env=worker_env())
     st = runner.wait(job, timeout=60)
     assert st.state == "done", st.error
     assert st.result == {"counted": 3} and st.step == 3
@@ -164,18 +170,18 @@ def test_process_job_done(store: Store) -> None:
 
 
 def test_process_job_cancel_and_kill(store: Store, tmp_path: Path) -> None:
-    runner = JobRunner(store)
+    runner = JobRunner(store, kinds=TEST_KINDS)
     flag = tmp_path / "started"
-    job = runner.start_process("wait", "test_jobs:wait_for_cancel_job", {"started_flag": str(flag)}, env=worker_env())
+    job = runner.start_process("wait", {"started_flag": str(flag)}, env=worker_env())
     deadline = time.monotonic() + 60
     while not flag.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     with pytest.raises(JobBusy):
-        runner.start_process("wait", "test_jobs:count_job", {}, env=worker_env())
+        runner.start_process("wait", {}, env=worker_env())
     runner.cancel(job)
     assert runner.wait(job, timeout=30).state == "cancelled"
 
-    job2 = runner.start_process("wait", "test_jobs:wait_for_cancel_job", {}, env=worker_env())
+    job2 = runner.start_process("wait", {}, env=worker_env())
     time.sleep(0.5)
     runner.kill(job2)  # forced: the watcher records it
     st = runner.wait(job2, timeout=30)
@@ -183,25 +189,35 @@ def test_process_job_cancel_and_kill(store: Store, tmp_path: Path) -> None:
 
 
 def test_process_crash_and_sigkill_marked_failed(store: Store) -> None:
-    runner = JobRunner(store)
-    job = runner.start_process("crash", "test_jobs:crash_job", {}, env=worker_env())
+    runner = JobRunner(store, kinds=TEST_KINDS)
+    job = runner.start_process("crash", {}, env=worker_env())
     st = runner.wait(job, timeout=60)
     assert st.state == "failed" and "exited with code 3" in (st.error or "")
 
-    job2 = runner.start_process("wait", "test_jobs:wait_for_cancel_job", {}, env=worker_env())
+    job2 = runner.start_process("wait", {}, env=worker_env())
     time.sleep(0.5)
     os.kill(runner.status(job2).pid, signal.SIGKILL)  # e.g. the OOM killer
     st2 = runner.wait(job2, timeout=30)
     assert st2.state == "failed" and "exited with code -9" in (st2.error or "")
 
 
-def test_process_bad_target(store: Store) -> None:
-    runner = JobRunner(store)
-    with pytest.raises(ValueError, match="module:function"):
-        runner.start_process("x", "no_colon")
-    st = runner.wait(runner.start_process("x", "test_jobs:no_such_function", {}, env=worker_env()), timeout=60)
-    assert st.state == "failed" and "AttributeError" in (st.error or "")
+def test_process_unknown_kind(store: Store) -> None:
+    """A kind outside the registry never starts; one the worker's registry lacks fails with the reason."""
+    with pytest.raises(ValueError, match="unknown job kind 'nope'"):
+        JobRunner(store, kinds=TEST_KINDS).start_process("nope", {})
+    with pytest.raises(ValueError, match="no job kinds"):
+        JobRunner(store).start_process("count", {})
+    assert JobRunner(store).history() == []  # nothing was claimed
+    stale = JobRunner(store, kinds=JobKinds(worker="test_jobs", entries={"ghost": count_job}))
+    st = stale.wait(stale.start_process("ghost", {}, env=worker_env()), timeout=60)
+    assert st.state == "failed" and "unknown job kind 'ghost'" in (st.error or "")
 
 
 def test_job_cancelled_exception_type() -> None:
-    assert issubclass(JobCancelled, RuntimeError)
+    from activekd_core.progress import Cancelled
+
+    assert issubclass(JobCancelled, RuntimeError) and issubclass(JobCancelled, Cancelled)
+
+
+if __name__ == "__main__":  # the worker process of TEST_KINDS' process jobs
+    sys.exit(worker_main(TEST_KINDS))

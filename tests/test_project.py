@@ -1,10 +1,8 @@
 """Tests for projects: validation, scan report, teacher cache, batches, rounds, audit, imports.
 
 Local fakes (say so in the report): the teacher is a small deterministic fake (CLIP
-weights are not available offline, and ``teachers.make_teacher`` may not exist yet);
-when ``activekd_core.selection`` is not importable, a fake farthest-first selection with
-the same contract stands in for it. Training is the real ``training.train_round`` with a
-handful of steps.
+weights are not available offline). Selection is the real ``activekd_core.selection``;
+training is the real ``training.train_round`` with a handful of steps.
 """
 
 from __future__ import annotations
@@ -22,9 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import activekd_core.project as project_mod
+import activekd_core.project.batches as batches_mod
+import activekd_core.project.rounds as rounds_mod
+import activekd_core.project.teacher_probs as teacher_mod
 
-REAL_MAKE_TEACHER = project_mod._make_teacher
+REAL_MAKE_TEACHER = teacher_mod._make_teacher
 from activekd_core.jobs import JobBusy
 from activekd_core.project import Project, ProjectError
 from activekd_core.store import SchemaVersionError
@@ -75,41 +75,10 @@ class FakeTeacher:
         return {"kind": "fake", "display_name": "Fake colour teacher", "spec": self.spec}
 
 
-def fake_select(name: str, *, probs=None, features=None, labeled, k, rng, **kw):
-    """Same contract as activekd_core.selection.select: farthest-first on probs, unique, no labeled."""
-    from types import SimpleNamespace
-
-    x = probs if probs is not None else features
-    n = x.shape[0]
-    lab = set(int(i) for i in labeled)
-    if name == "random":
-        free = np.array(sorted(set(range(n)) - lab), dtype=np.int64)
-        picks = rng.choice(free, size=min(k, free.size), replace=False)
-        return SimpleNamespace(indices=picks, scores=np.zeros(len(picks)), strategy=name)
-    picks, scores = [], []
-    mind = np.full(n, np.inf)
-    for i in lab:
-        mind = np.minimum(mind, np.linalg.norm(x - x[i], axis=1))
-    for _ in range(min(k, n - len(lab))):
-        d = np.where(np.isinf(mind), 1e9, mind)
-        d[list(lab | set(picks))] = -1
-        j = int(np.argmax(d))
-        picks.append(j)
-        scores.append(float(d[j]))
-        mind = np.minimum(mind, np.linalg.norm(x - x[j], axis=1))
-    return SimpleNamespace(indices=np.array(picks, dtype=np.int64), scores=np.array(scores), strategy=name)
-
-
 @pytest.fixture(autouse=True)
 def siblings(monkeypatch: pytest.MonkeyPatch) -> None:
     FakeTeacher.calls = 0
-    monkeypatch.setattr(project_mod, "_make_teacher", FakeTeacher)
-    try:
-        import activekd_core.selection  # noqa: F401
-    except ImportError:
-        monkeypatch.setattr(project_mod, "_select", fake_select)
-        monkeypatch.setattr(project_mod, "_strategy_needs", lambda name: {"probs"})
-        monkeypatch.setattr(project_mod, "_strategy_names", lambda: ["pcoreset", "random"])
+    monkeypatch.setattr(teacher_mod, "_make_teacher", FakeTeacher)
 
 
 @pytest.fixture
@@ -385,7 +354,7 @@ def test_failed_or_cancelled_round_changes_nothing(tmp_path: Path, images, monke
     with pytest.raises(RuntimeError, match="GPU on fire"):
         p.retrain()
     monkeypatch.undo()
-    monkeypatch.setattr(project_mod, "_make_teacher", FakeTeacher)
+    monkeypatch.setattr(teacher_mod, "_make_teacher", FakeTeacher)
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Exception):
@@ -466,7 +435,7 @@ def test_audit_accuracy_and_sampling() -> None:
 
 
 def test_precomputed_teacher_checked_at_creation(tmp_path: Path, images, monkeypatch) -> None:
-    monkeypatch.setattr(project_mod, "_make_teacher", REAL_MAKE_TEACHER)
+    monkeypatch.setattr(teacher_mod, "_make_teacher", REAL_MAKE_TEACHER)
     root, truth = images
     ids = sorted(truth)
     bad_shape = tmp_path / "t.csv"
@@ -494,7 +463,7 @@ def test_precomputed_teacher_checked_at_creation(tmp_path: Path, images, monkeyp
 
 
 def test_standin_teacher_project(tmp_path: Path, images, monkeypatch) -> None:
-    monkeypatch.setattr(project_mod, "_make_teacher", REAL_MAKE_TEACHER)
+    monkeypatch.setattr(teacher_mod, "_make_teacher", REAL_MAKE_TEACHER)
     root, truth = images
     p = new_project(tmp_path, root, teacher_spec={"kind": "standin"})
     first = p.ensure_batch()
@@ -510,7 +479,7 @@ def test_standin_teacher_project(tmp_path: Path, images, monkeypatch) -> None:
 
 
 def test_open_demo_ready_to_label(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(project_mod, "_make_teacher", REAL_MAKE_TEACHER)
+    monkeypatch.setattr(teacher_mod, "_make_teacher", REAL_MAKE_TEACHER)
     from activekd_core.project import open_demo
 
     p = open_demo("textile", tmp_path / "demo", per_class=4)
@@ -587,7 +556,7 @@ def test_interrupted_create_leaves_no_project(tmp_path: Path, images, monkeypatc
         new_project(tmp_path, root)
     assert sorted(f.name for f in (tmp_path / "proj").iterdir()) == ["notes.txt"]
     monkeypatch.undo()
-    monkeypatch.setattr(project_mod, "_make_teacher", FakeTeacher)
+    monkeypatch.setattr(teacher_mod, "_make_teacher", FakeTeacher)
     (tmp_path / "proj" / "project.db.creating").write_bytes(b"stale leftover of a killed create")
     p = new_project(tmp_path, root)
     assert p.classes == ["red", "green", "blue"]
@@ -603,13 +572,13 @@ def test_class_aware_strategy_gets_labeled_classes(tmp_path: Path, images, monke
     for image_id in labeled_ids:
         p.label(image_id, truth[image_id])
     seen: dict[str, Any] = {}
-    real_select = project_mod._select
+    real_select = batches_mod.select
 
     def spy(name: str, **kw: Any) -> Any:
         seen.update(kw)
         return real_select(name, **kw)
 
-    monkeypatch.setattr(project_mod, "_select", spy)
+    monkeypatch.setattr(batches_mod, "select", spy)
     view = p.next_batch()
     names = [c for c, _ in CLASSES]
     subset_ids = [i for i in p.pool().ids if i in set(labeled_ids)]  # labeled rows in pool order
@@ -632,7 +601,7 @@ def test_teacher_probs_can_be_cancelled(tmp_path: Path, images, monkeypatch) -> 
 
     root, _ = images
     p = new_project(tmp_path, root)
-    monkeypatch.setattr(project_mod, "_make_teacher", CancellableTeacher)
+    monkeypatch.setattr(teacher_mod, "_make_teacher", CancellableTeacher)
     p = Project.open(p.folder)
     stop = threading.Event()
     stop.set()
@@ -725,7 +694,7 @@ def test_light_imports_for_precomputed_selection(tmp_path: Path, images, monkeyp
     import subprocess
     import sys
 
-    monkeypatch.setattr(project_mod, "_make_teacher", REAL_MAKE_TEACHER)
+    monkeypatch.setattr(teacher_mod, "_make_teacher", REAL_MAKE_TEACHER)
     root, truth = images
     ids = sorted(truth)
     rng = np.random.default_rng(1)
@@ -862,7 +831,7 @@ def test_labeled_image_that_cannot_be_decoded_fails_the_round(tmp_path: Path, im
 def test_few_undecodable_unlabeled_images_are_left_out_and_reported(tmp_path: Path, images, monkeypatch) -> None:
     import activekd_core.training as training
 
-    monkeypatch.setattr(project_mod, "MAX_UNDECODABLE_SHARE", 0.1)
+    monkeypatch.setattr(rounds_mod, "MAX_UNDECODABLE_SHARE", 0.1)
     p, _ = _trained_project(tmp_path, images)
     labeled, candidates = p.candidate_rows()
     victim_row = int(candidates[0])
@@ -906,7 +875,7 @@ def test_round_of_a_live_process_stays_running_and_is_interrupted_once_it_dies(t
     repo = Path(__file__).resolve().parents[1]
     code = (
         "import sys, time\n"
-        "from activekd_core.project import _this_process\n"
+        "from activekd_core.project.rounds import _this_process\n"
         "from activekd_core.store import Store\n"
         "s = Store.open(sys.argv[1])\n"
         "s.start_round('pcoreset', 'teacher', picks=[], teacher={}, n_labeled=1, owner=_this_process())\n"
@@ -949,7 +918,7 @@ def test_round_that_cannot_record_its_failure_is_marked_interrupted(tmp_path: Pa
     with pytest.raises(OSError, match="No space left"):
         p.retrain()
     monkeypatch.undo()
-    monkeypatch.setattr(project_mod, "_make_teacher", FakeTeacher)
+    monkeypatch.setattr(teacher_mod, "_make_teacher", FakeTeacher)
     assert [r.status for r in p.store.rounds()] == ["running"]
     assert p.recover() == 1
     assert [r.status for r in p.store.rounds()] == ["interrupted"]

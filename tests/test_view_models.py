@@ -98,7 +98,7 @@ def test_image_states_follow_the_latest_decision(project: Project) -> None:
 
 
 def test_a_failed_selection_is_reported_with_its_error(project: Project) -> None:
-    assert label.selection_job(project) is None and label.failed_selection(project) is None
+    assert project.batch_job() is None and label.failed_selection(project) is None
 
     def broken(progress, cancel):
         raise RuntimeError("no features yet\nsecond line")
@@ -107,7 +107,7 @@ def test_a_failed_selection_is_reported_with_its_error(project: Project) -> None
     project.jobs().wait(job, timeout=30)
     failed = label.failed_selection(project)
     assert failed is not None and failed.id == job and failed.state == "failed" and "no features yet" in failed.error
-    assert label.selection_job(project) is None and label.training_job(project) is None
+    assert project.batch_job() is None and label.training_job(project) is None
 
 
 # ---- Train -----------------------------------------------------------------------------------

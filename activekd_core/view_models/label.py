@@ -1,5 +1,6 @@
 """The Label page's view model (no Streamlit): each on-screen image's decision and the background
-jobs the page waits for (the next batch's selection, a training round).
+jobs the page reports (a failed selection, a training round); the running selection is
+:meth:`Project.batch_job`.
 
 Job states come back as :class:`activekd_core.jobs.JobStatus` values (state, progress,
 message, error); :class:`JobBusy` is re-exported for the page's "already running" answers.
@@ -16,7 +17,7 @@ from activekd_core.store import LabelEvent
 if TYPE_CHECKING:
     from activekd_core.project import Project
 
-__all__ = ["JobBusy", "JobStatus", "image_states", "selection_job", "failed_selection", "training_job"]
+__all__ = ["JobBusy", "JobStatus", "image_states", "failed_selection", "training_job"]
 
 
 def image_states(project: Project, ids: Sequence[str]) -> dict[str, LabelEvent | None]:
@@ -26,12 +27,6 @@ def image_states(project: Project, ids: Sequence[str]) -> dict[str, LabelEvent |
     """
     current = project.store.current()
     return {image_id: current.get(image_id) for image_id in ids}
-
-
-def selection_job(project: Project) -> JobStatus | None:
-    """The running job that stores the next batch (a selection, else a prefetch), or None."""
-    jobs = project.jobs()
-    return jobs.running("select") or jobs.running("prefetch")
 
 
 def failed_selection(project: Project) -> JobStatus | None:
