@@ -6,21 +6,36 @@ probability vector. Every teacher also reports its full provenance through
 ``describe()`` (a JSON-serialisable dict with at least ``"kind"``, ``"display_name"``
 and ``"spec"``; ``spec`` rebuilds the teacher through
 :func:`activekd_core.teachers.make_teacher`).
+
+Long teacher work reports through :data:`activekd_core.progress.ProgressFn` and stops with
+:class:`activekd_core.progress.Cancelled`, the package's one callback type and cancel
+exception (re-exported here).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from activekd_core.images import ImagePool
+from activekd_core.progress import Cancelled, ProgressFn
 
-ProgressFn = Callable[[int, int, str], None]
-"""``progress(done, total, message)``; may raise to interrupt the work."""
+__all__ = [
+    "TEACHER_NAMES",
+    "Cancelled",
+    "FittableTeacher",
+    "ProgressFn",
+    "Teacher",
+    "TeacherDataError",
+    "TeacherUnavailable",
+    "check_cancel",
+    "check_labels",
+    "softmax_rows",
+    "teacher_name",
+]
 
 
 class TeacherUnavailable(RuntimeError):
@@ -29,10 +44,6 @@ class TeacherUnavailable(RuntimeError):
 
 class TeacherDataError(ValueError):
     """A teacher input file or array is invalid; the message names the file and the problem."""
-
-
-class Cancelled(RuntimeError):
-    """Long teacher work stopped because its cancel flag was set; finished work is kept."""
 
 
 @runtime_checkable

@@ -145,6 +145,16 @@ def test_cancel_keeps_finished_rows(pool: ImagePool, tmp_path: Path) -> None:
     assert t.images_encoded == len(pool)
 
 
+def test_a_teacher_cancel_is_the_package_wide_cancel(pool: ImagePool, tmp_path: Path) -> None:
+    """A job runner recognises a cancelled feature pass with the one shared exception class."""
+    from activekd_core import progress
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(progress.Cancelled):
+        tiny(tmp_path).predict_proba(pool, cancel=cancel)
+
+
 def test_unreadable_image_gives_uniform_row_and_is_reported(pool: ImagePool, tmp_path: Path) -> None:
     root = tmp_path / "imgs"
     root.mkdir()
