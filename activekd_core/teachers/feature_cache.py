@@ -11,6 +11,10 @@ Layout of one cache entry, ``<root>/<key>/``:
   an entry is *complete* only when ``meta.json`` exists. Nothing half-written is ever
   read as complete.
 
+The JSON records go through :func:`activekd_core.atomic.atomic_write_text` (file and folder
+synced); the two renames of the partial matrix are steps of the resume protocol above and
+stay plain renames, followed by a folder sync.
+
 The key is a hash of what produced the features (model name, weights identity, image
 preprocessing, pool fingerprint, storage dtype), so that changing prompts reuses the
 entry and changing the model, weights or images makes a new one.
@@ -28,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from activekd_core.atomic import atomic_write_text, fsync_dir
 
 try:  # POSIX advisory locks; on other platforms concurrent extraction is not guarded.
     import fcntl
@@ -52,9 +58,7 @@ def cache_key(fields: Mapping[str, Any]) -> str:
 
 
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
 class FeatureCache:
@@ -134,6 +138,7 @@ class FeatureWriter:
         d.mkdir(parents=True, exist_ok=True)
         if (d / FEATURES).is_file() and not (d / META).is_file():
             os.replace(d / FEATURES, d / PARTIAL)  # crashed between rename and meta: finish again
+            fsync_dir(d)
         state = cache.progress()
         shape_ok = state is not None and (state.get("n_rows"), state.get("dim"), state.get("dtype")) == (
             self.n_rows,
@@ -194,7 +199,7 @@ class FeatureWriter:
         del self._mm
         self._mm = None
         d = self.cache.dir
-        os.replace(d / PARTIAL, d / FEATURES)
+        os.replace(d / PARTIAL, d / FEATURES)  # made durable by meta.json's folder sync below
         meta = {
             "fields": self.cache.fields,
             "n_rows": self.n_rows,
