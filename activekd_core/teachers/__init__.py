@@ -44,7 +44,6 @@ _LAZY = {
     "fit_clap_prototypes": "clip_few_shot",
     "ClipZeroShotTeacher": "clip_zero_shot",
     "probs_from_features": "clip_zero_shot",
-    "resolve_device": "clip_zero_shot",
     "STANDIN_LABEL": "standin",
     "StandInTeacher": "standin",
     "standin_features": "standin",
@@ -173,7 +172,6 @@ __all__ = [
     "fit_clap_prototypes",
     "make_teacher",
     "probs_from_features",
-    "resolve_device",
     "softmax_rows",
     "standin_features",
 ]

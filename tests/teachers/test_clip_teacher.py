@@ -15,7 +15,8 @@ from PIL import Image
 
 from activekd_core.images import ImagePool
 from activekd_core.teachers import Cancelled, ClipZeroShotTeacher, TeacherUnavailable, make_teacher
-from activekd_core.teachers.clip_zero_shot import probs_from_features, resolve_weights
+from activekd_core.teachers.clip_zero_shot import probs_from_features
+from activekd_core.teachers.weights import resolve_weights
 
 torch.set_num_threads(1)
 TINY = "akd-tiny-clip"
@@ -335,7 +336,7 @@ def test_tag_found_in_local_hf_cache_resolves_to_file(tmp_path: Path, monkeypatc
 
 def test_mobileclip_runs_in_its_inference_form_with_the_same_features() -> None:
     """MobileCLIP's multi-branch blocks are folded on load (faster on CPU); features do not change."""
-    from activekd_core.teachers.clip_zero_shot import load_clip
+    from activekd_core.teachers.clip_model import load_clip
 
     model, _, _, _ = load_clip("MobileCLIP2-S0", None, device=torch.device("cpu"), seed=3)
     branched = [m for m in model.modules() if hasattr(m, "reparam_conv")]
