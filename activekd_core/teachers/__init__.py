@@ -28,11 +28,14 @@ from typing import Any
 from activekd_core.teachers.base import (
     Cancelled,
     FittableTeacher,
+    ImageFeatureTeacher,
     ProgressFn,
     Teacher,
     TeacherDataError,
     TeacherUnavailable,
+    WrapsZeroShot,
     softmax_rows,
+    zero_shot_of,
 )
 from activekd_core.teachers.precomputed import PrecomputedTeacher
 
@@ -163,15 +166,18 @@ __all__ = [
     "ClipFewShotTeacher",
     "ClipZeroShotTeacher",
     "FittableTeacher",
+    "ImageFeatureTeacher",
     "PrecomputedTeacher",
     "ProgressFn",
     "StandInTeacher",
     "Teacher",
     "TeacherDataError",
     "TeacherUnavailable",
+    "WrapsZeroShot",
     "fit_clap_prototypes",
     "make_teacher",
     "probs_from_features",
     "softmax_rows",
     "standin_features",
+    "zero_shot_of",
 ]
