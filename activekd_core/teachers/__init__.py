@@ -12,7 +12,7 @@ Kinds (``describe()["kind"]`` and the ``kind`` of a spec):
 
 Only :mod:`~activekd_core.teachers.base` and :mod:`~activekd_core.teachers.precomputed` are
 imported with this package: the CLIP and stand-in modules pull in torch and open_clip
-(seconds of CPU and ~1 GB), which a process using a precomputed teacher (the selection
+(seconds of CPU time and much memory to import), which a process using a precomputed teacher (the selection
 worker, the Streamlit server) never needs. :func:`make_teacher` imports them in the branch
 that builds them, and their public names (``ClipZeroShotTeacher``, ``StandInTeacher``, ...)
 are still attributes of this package, imported on first access (PEP 562 ``__getattr__``).
