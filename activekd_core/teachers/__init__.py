@@ -9,6 +9,12 @@ Kinds (``describe()["kind"]`` and the ``kind`` of a spec):
 
 :func:`make_teacher` builds any of them from a JSON-able spec; every teacher's
 ``describe()["spec"]`` is such a spec, so a project can store it and rebuild the teacher.
+Callers dispatch on the Protocols of :mod:`.base` (``FittableTeacher``,
+``ImageFeatureTeacher``; :func:`zero_shot_of` finds the CLIP part of any teacher).
+
+The zero-shot CLIP teacher is composed of :mod:`.weights` (where weights come from),
+:mod:`.clip_model` (loading a model), :mod:`.features` (encoding the pool once into the
+resumable :mod:`.feature_cache`, sharded under ``torchrun``) and :mod:`.prompts`.
 
 Only :mod:`~activekd_core.teachers.base` and :mod:`~activekd_core.teachers.precomputed` are
 imported with this package: the CLIP and stand-in modules pull in torch and open_clip
