@@ -28,7 +28,7 @@ Subcommands:
   encodes a contiguous run of whole batches of the pool into its own resumable shard,
   rank 0 merges the shards into the project's ordinary feature cache entry (complete
   only after the merge; the same entry a single process writes) and then computes the
-  probabilities (:func:`activekd_core.teachers.clip_zero_shot.extract_features_sharded`).
+  probabilities (:func:`activekd_core.teachers.features.extract_features_sharded`).
   Only rank 0 opens the database; every rank writes its shard inside the project folder,
   so it must be on a shared filesystem across nodes. Teachers
   without CLIP features (stand-in, precomputed) run on rank 0 only.
@@ -423,8 +423,7 @@ def _extract_features_sharded(folder: Path, info: DistInfo, term: _TerminalProgr
     from activekd_core import distributed
     from activekd_core.images import ImagePool
     from activekd_core.project import Project, ProjectError
-    from activekd_core.teachers import make_teacher
-    from activekd_core.teachers.base import TeacherUnavailable
+    from activekd_core.teachers import TeacherUnavailable, make_teacher, zero_shot_of
 
     rank, world = info.rank, info.world_size
     project = None
@@ -446,11 +445,9 @@ def _extract_features_sharded(folder: Path, info: DistInfo, term: _TerminalProgr
     problem = ""
     try:
         teacher = project.teacher() if project is not None else make_teacher(plan["spec"], cache_dir=plan["cache"])
-        clip = getattr(teacher, "zero_shot", teacher)  # a few-shot teacher shares its zero-shot's features
-        if hasattr(clip, "image_features_distributed"):
+        clip = zero_shot_of(teacher)  # a few-shot teacher shares its zero-shot's features
+        if clip is not None:
             clip.load()
-        else:
-            clip = None
     except (ProjectError, TeacherUnavailable, ValueError, RuntimeError, OSError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
     if not distributed.all_ok(not problem, info):

@@ -17,7 +17,7 @@ gloo otherwise) and :func:`activekd_core.training.train_round` does the rest:
 * only rank 0 reports progress and writes the checkpoint.
 
 Teacher feature extraction (``extract-features``) shards the pool by rank instead; see
-:func:`activekd_core.teachers.clip_zero_shot.extract_features_sharded`.
+:func:`activekd_core.teachers.features.extract_features_sharded`.
 
 Multi-node: run the same torchrun command on every node with ``--nnodes``,
 ``--node_rank`` and a shared ``--rdzv_endpoint`` (or ``--master_addr``/``--master_port``).

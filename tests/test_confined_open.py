@@ -101,7 +101,7 @@ def test_pixel_cache_never_trains_on_the_outside_file(swapped) -> None:
 
 def test_teacher_decoders_never_read_the_outside_file(swapped) -> None:
     pytest.importorskip("torch")
-    from activekd_core.teachers.clip_zero_shot import _PoolImages
+    from activekd_core.teachers.features import _PoolImages
     from activekd_core.teachers.standin import pool_pixels
 
     root, pool = swapped

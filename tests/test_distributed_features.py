@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from activekd_core.teachers.clip_zero_shot import shard_cache, shard_rows
+from activekd_core.teachers.features import shard_cache, shard_rows
 from activekd_core.teachers.feature_cache import FeatureCache
 
 torch.set_num_threads(1)
@@ -122,7 +122,7 @@ def _finished_shard(cache: FeatureCache, start: int, stop: int, rows: np.ndarray
 
 
 def test_interrupted_merge_resumes_and_keeps_failed_rows(tmp_path):
-    from activekd_core.teachers.clip_zero_shot import merge_shards
+    from activekd_core.teachers.features import merge_shards
 
     rows = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
     cache = FeatureCache(tmp_path, {"pool": "p"})
@@ -141,7 +141,7 @@ def test_interrupted_merge_resumes_and_keeps_failed_rows(tmp_path):
 
 
 def test_missing_shard_fails_the_merge_and_says_why(tmp_path):
-    from activekd_core.teachers.clip_zero_shot import merge_shards
+    from activekd_core.teachers.features import merge_shards
 
     rows = np.ones((10, 3), np.float32)
     cache = FeatureCache(tmp_path, {"pool": "p"})

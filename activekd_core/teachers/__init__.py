@@ -9,10 +9,16 @@ Kinds (``describe()["kind"]`` and the ``kind`` of a spec):
 
 :func:`make_teacher` builds any of them from a JSON-able spec; every teacher's
 ``describe()["spec"]`` is such a spec, so a project can store it and rebuild the teacher.
+Callers dispatch on the Protocols of :mod:`.base` (``FittableTeacher``,
+``ImageFeatureTeacher``; :func:`zero_shot_of` finds the CLIP part of any teacher).
+
+The zero-shot CLIP teacher is composed of :mod:`.weights` (where weights come from),
+:mod:`.clip_model` (loading a model), :mod:`.features` (encoding the pool once into the
+resumable :mod:`.feature_cache`, sharded under ``torchrun``) and :mod:`.prompts`.
 
 Only :mod:`~activekd_core.teachers.base` and :mod:`~activekd_core.teachers.precomputed` are
 imported with this package: the CLIP and stand-in modules pull in torch and open_clip
-(seconds of CPU and ~1 GB), which a process using a precomputed teacher (the selection
+(seconds of CPU time and much memory to import), which a process using a precomputed teacher (the selection
 worker, the Streamlit server) never needs. :func:`make_teacher` imports them in the branch
 that builds them, and their public names (``ClipZeroShotTeacher``, ``StandInTeacher``, ...)
 are still attributes of this package, imported on first access (PEP 562 ``__getattr__``).
@@ -28,11 +34,14 @@ from typing import Any
 from activekd_core.teachers.base import (
     Cancelled,
     FittableTeacher,
+    ImageFeatureTeacher,
     ProgressFn,
     Teacher,
     TeacherDataError,
     TeacherUnavailable,
+    WrapsZeroShot,
     softmax_rows,
+    zero_shot_of,
 )
 from activekd_core.teachers.precomputed import PrecomputedTeacher
 
@@ -44,7 +53,6 @@ _LAZY = {
     "fit_clap_prototypes": "clip_few_shot",
     "ClipZeroShotTeacher": "clip_zero_shot",
     "probs_from_features": "clip_zero_shot",
-    "resolve_device": "clip_zero_shot",
     "STANDIN_LABEL": "standin",
     "StandInTeacher": "standin",
     "standin_features": "standin",
@@ -164,16 +172,18 @@ __all__ = [
     "ClipFewShotTeacher",
     "ClipZeroShotTeacher",
     "FittableTeacher",
+    "ImageFeatureTeacher",
     "PrecomputedTeacher",
     "ProgressFn",
     "StandInTeacher",
     "Teacher",
     "TeacherDataError",
     "TeacherUnavailable",
+    "WrapsZeroShot",
     "fit_clap_prototypes",
     "make_teacher",
     "probs_from_features",
-    "resolve_device",
     "softmax_rows",
     "standin_features",
+    "zero_shot_of",
 ]

@@ -6,21 +6,44 @@ probability vector. Every teacher also reports its full provenance through
 ``describe()`` (a JSON-serialisable dict with at least ``"kind"``, ``"display_name"``
 and ``"spec"``; ``spec`` rebuilds the teacher through
 :func:`activekd_core.teachers.make_teacher`).
+
+Long teacher work reports through :data:`activekd_core.progress.ProgressFn` and stops with
+:class:`activekd_core.progress.Cancelled`, the package's one callback type and cancel
+exception (re-exported here).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from activekd_core.images import ImagePool
+from activekd_core.progress import Cancelled, ProgressFn
 
-ProgressFn = Callable[[int, int, str], None]
-"""``progress(done, total, message)``; may raise to interrupt the work."""
+if TYPE_CHECKING:  # annotations only: this module stays free of torch and open_clip
+    from activekd_core.distributed import DistInfo
+    from activekd_core.teachers.feature_cache import FeatureCache
+
+__all__ = [
+    "TEACHER_NAMES",
+    "Cancelled",
+    "FittableTeacher",
+    "ImageFeatureTeacher",
+    "ProgressFn",
+    "Teacher",
+    "TeacherDataError",
+    "TeacherUnavailable",
+    "WrapsZeroShot",
+    "check_cancel",
+    "check_labels",
+    "softmax_rows",
+    "teacher_name",
+    "zero_shot_of",
+]
 
 
 class TeacherUnavailable(RuntimeError):
@@ -29,10 +52,6 @@ class TeacherUnavailable(RuntimeError):
 
 class TeacherDataError(ValueError):
     """A teacher input file or array is invalid; the message names the file and the problem."""
-
-
-class Cancelled(RuntimeError):
-    """Long teacher work stopped because its cancel flag was set; finished work is kept."""
 
 
 @runtime_checkable
@@ -61,6 +80,56 @@ class FittableTeacher(Teacher, Protocol):
     def fit(self, pool: ImagePool, labeled: np.ndarray, y: np.ndarray) -> None:
         """Refit from scratch on all labels: ``labeled`` int64 pool rows, ``y`` int64 class indices."""
         ...
+
+
+@runtime_checkable
+class ImageFeatureTeacher(Teacher, Protocol):
+    """A CLIP teacher: cached image features scored against prompt prototypes (zero-shot CLIP)."""
+
+    def load(self) -> None:
+        """Load the model now; raises :class:`TeacherUnavailable` when it cannot be had."""
+        ...
+
+    def set_prompts(self, class_prompts: Any = None, templates: str | Sequence[str] | None = None) -> None:
+        """Change the prompts; the next prediction reruns the text tower only."""
+        ...
+
+    def feature_cache(self, pool: ImagePool) -> FeatureCache:
+        """The on-disk entry holding this pool's image features."""
+        ...
+
+    def image_features(
+        self, pool: ImagePool, progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> np.ndarray:
+        """L2-normalised image features ``(N, D)``, computed once per pool and cached."""
+        ...
+
+    def image_features_distributed(
+        self, pool: ImagePool, info: DistInfo, progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """:meth:`image_features` shared across the ranks of a ``torchrun`` process group."""
+        ...
+
+
+@runtime_checkable
+class WrapsZeroShot(Teacher, Protocol):
+    """A teacher built on a zero-shot CLIP teacher's features and prompts (few-shot CLAP)."""
+
+    zero_shot: ImageFeatureTeacher
+
+
+def zero_shot_of(teacher: object) -> ImageFeatureTeacher | None:
+    """The zero-shot CLIP teacher whose image features and prompts ``teacher`` uses.
+
+    That is ``teacher`` itself for a zero-shot CLIP teacher, the wrapped one for a
+    few-shot teacher, and None for teachers without CLIP features (stand-in, precomputed).
+    """
+    if isinstance(teacher, WrapsZeroShot):
+        return teacher.zero_shot
+    if isinstance(teacher, ImageFeatureTeacher):
+        return teacher
+    return None
 
 
 def softmax_rows(logits: npt.ArrayLike, temperature: float = 1.0) -> np.ndarray:

@@ -1,361 +1,44 @@
-"""CLIP zero-shot teacher through open_clip, with a resumable on-disk image-feature cache.
+"""The CLIP zero-shot teacher: cached image features scored against class text prototypes.
 
 Logits are ``logit_scale * cos(image, class prototype)`` with ``logit_scale = 100`` by
 default (the CLIP papers' and PCoreSet's value; a trained CLIP's learned scale is
 ``exp(4.6052) = 100`` as well). Pass ``logit_scale=None`` to use the loaded model's own
 ``logit_scale.exp()`` instead (e.g. about 14.3 for a randomly initialised model).
 
-Weights can be given as
-
-- ``model_name`` + a pretrained *tag* (``"ViT-B-32"``, ``"laion2b_s34b_b79k"``): taken from
-  the Hugging Face cache when present, downloaded when online; offline and not cached
-  it fails at once with :class:`TeacherUnavailable` (no ~46 s of retries);
-- ``model_name`` + ``pretrained="/path/to/open_clip_pytorch_model.bin"`` (or
-  ``.safetensors``/``.pt``): a local checkpoint file for that architecture;
-- ``model_name="local-dir:/path/to/folder"``: a folder holding ``open_clip_config.json``
-  and the weights (the layout of open_clip's Hugging Face repos);
-- ``pretrained=None``: random weights, seeded (for tests and benchmarks only; never a
-  useful teacher, and ``describe()`` says so).
-
-Image features are L2-normalised ``encode_image`` outputs, computed once per (model,
-weights, preprocessing, pool content) in batches through a DataLoader and appended to a
-memmap as they go (see :mod:`.feature_cache`), so changing prompts costs a text pass only.
-Under ``torchrun`` the pool is sharded by rank (:func:`extract_features_sharded`): each
-rank encodes a contiguous run of whole batches into its own resumable shard, and rank 0
-merges the shards into the same cache entry a single process would write.
+The teacher composes the modules beside it: where the weights come from
+(:mod:`.weights`), loading the model (:mod:`.clip_model`), encoding the pool once into
+the resumable feature cache, sharded under ``torchrun`` (:mod:`.features`), and the
+prompts (:mod:`.prompts`). Changing prompts reruns the text tower only, for the classes
+whose texts changed; :func:`probs_from_features` turns cached features and prototypes
+into probabilities.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import socket
 import threading
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
 import open_clip
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
-from activekd_core import distributed
+from activekd_core.atomic import atomic_path
+from activekd_core.devices import pick_device
 from activekd_core.distributed import DistInfo
-from activekd_core.images import ImageLoadError, ImagePool, load_image
-from activekd_core.teachers.base import Cancelled, ProgressFn, TeacherUnavailable, check_cancel
+from activekd_core.images import ImagePool
+from activekd_core.teachers.base import ProgressFn, TeacherUnavailable
+from activekd_core.teachers.clip_model import load_clip
 from activekd_core.teachers.feature_cache import FeatureCache, cache_key, default_cache_root
+from activekd_core.teachers.features import extract_features, extract_features_sharded
 from activekd_core.teachers.prompts import ClassPrompts, build_class_texts, prompts_key, resolve_templates
-
-CONFIG_DIR = Path(__file__).with_name("configs")
-open_clip.add_model_config(CONFIG_DIR)  # registers "akd-tiny-clip" (tests and benches)
-
-RANDOM_WEIGHTS = ("random", "none", "")
-
-
-# --------------------------------------------------------------------------- device
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda (``cuda:LOCAL_RANK`` under torchrun), then mps, then cpu.
-
-    Anything else is passed to ``torch.device``.
-    """
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        # Under torchrun each local rank takes its own GPU (cuda:LOCAL_RANK).
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-# --------------------------------------------------------------------------- weights
-
-
-def _hub_online(timeout: float = 2.0) -> bool:
-    """False when offline mode is set or the hub host cannot be reached within ``timeout`` s."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    result: list[bool] = []
-
-    def probe() -> None:  # DNS lookups ignore socket timeouts, hence the thread
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
-def file_identity(path: Path | str) -> dict[str, Any]:
-    """Identity of a weights file: size, mtime and a SHA-256 of its first and last MiB.
-
-    The partial hash keeps multi-GB checkpoints cheap to identify while still telling
-    different files of equal size apart.
-    """
-    path = Path(path).resolve()
-    stat = path.stat()
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read(1 << 20))
-        if stat.st_size > 2 << 20:
-            handle.seek(-(1 << 20), os.SEEK_END)
-            digest.update(handle.read(1 << 20))
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_head_tail": digest.hexdigest()[:24]}
-
-
-def _how_to_supply(model_name: str, pretrained: str | None, cfg: Mapping[str, Any] | None) -> str:
-    where = ""
-    if cfg:
-        if cfg.get("hf_hub"):
-            repo = cfg["hf_hub"].rstrip("/")
-            where = f" (it is published at https://huggingface.co/{repo.rsplit('/', 1)[0] if repo.count('/') > 1 else repo})"
-        elif cfg.get("url"):
-            where = f" (it is published at {cfg['url']})"
-    return (
-        f"To use CLIP without internet, supply the weights locally: download the checkpoint for "
-        f"model {model_name!r} tag {pretrained!r}{where} on a machine with internet, copy it here, then either "
-        f"(a) keep model {model_name!r} and set pretrained to the file path, e.g. "
-        f"pretrained='/models/open_clip_pytorch_model.bin' (.bin/.pt/.safetensors), or "
-        f"(b) put open_clip_config.json and the weights in one folder and set model to 'local-dir:/models/folder', or "
-        f"(c) copy a Hugging Face cache that holds it and point HF_HOME at it. "
-        f"Without CLIP weights, use the offline stand-in teacher (kind 'standin') or precomputed probabilities."
-    )
-
-
-@contextlib.contextmanager
-def _quiet_open_clip_logging() -> Any:
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-def resolve_weights(
-    model_name: str, pretrained: str | None, *, hf_cache_dir: str | None = None, online: bool | None = None
-) -> dict[str, Any]:
-    """Decide where the weights come from without downloading anything; fail fast when they cannot be had.
-
-    Args:
-        model_name: An open_clip model name, ``hf-hub:org/repo`` or ``local-dir:/folder``.
-        pretrained: A tag, a checkpoint file path, or None/"random" for random weights.
-        hf_cache_dir: Hugging Face cache folder (default: the hub's default).
-        online: Override the network check (tests).
-
-    Returns:
-        A dict with ``type`` (``tag``/``file``/``local-dir``/``hf-hub``/``random``), the
-        arguments for open_clip (``create_name``, ``create_pretrained``, ``force``), and an
-        ``identity`` used in cache keys.
-
-    Raises:
-        TeacherUnavailable: Unknown model or tag, missing file, or weights that would
-            need a download while offline. The message says how to supply a checkpoint.
-    """
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(repo: str, filename: str) -> str | None:
-        hit = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir)
-        return hit if isinstance(hit, str) and os.path.isfile(hit) else None
-
-    if model_name.startswith("local-dir:"):
-        folder = Path(model_name[len("local-dir:") :]).expanduser()
-        if not (folder / "open_clip_config.json").is_file():
-            raise TeacherUnavailable(
-                f"local CLIP folder {folder} has no open_clip_config.json. " + _how_to_supply(model_name, pretrained, None)
-            )
-        ckpt = open_clip.factory._find_checkpoint_in_dir(folder)
-        if ckpt is None:
-            raise TeacherUnavailable(
-                f"local CLIP folder {folder} holds no weights (*.safetensors, *.bin or *.pth); "
-                "the model would be random. " + _how_to_supply(model_name, pretrained, None)
-            )
-        config_hash = hashlib.sha256((folder / "open_clip_config.json").read_bytes()).hexdigest()[:16]
-        return {
-            "type": "local-dir",
-            "create_name": f"local-dir:{folder.resolve()}",
-            "create_pretrained": None,
-            "force": {},
-            "identity": {"type": "local-dir", "config_sha256": config_hash, **file_identity(ckpt)},
-        }
-    if model_name.startswith("hf-hub:"):
-        repo = model_name[len("hf-hub:") :]
-        config = cached(repo, "open_clip_config.json")
-        if config is not None and open_clip.factory._find_checkpoint_in_dir(Path(config).parent):
-            # Cached snapshot: load it as a local folder, so nothing asks the network.
-            snapshot = Path(config).parent
-            return {
-                "type": "hf-hub",
-                "create_name": f"local-dir:{snapshot}",
-                "create_pretrained": None,
-                "force": {},
-                "identity": {"type": "hf-hub", "repo": repo, "revision": snapshot.name},
-            }
-        if not (online if online is not None else _hub_online()):
-            raise TeacherUnavailable(
-                f"CLIP model {model_name!r} is not in the local Hugging Face cache and the hub cannot be reached "
-                "(offline or HF_HUB_OFFLINE=1). " + _how_to_supply(model_name, pretrained, None)
-            )
-        return {
-            "type": "hf-hub",
-            "create_name": model_name,
-            "create_pretrained": None,
-            "force": {},
-            "identity": {"type": "hf-hub", "repo": repo},
-        }
-
-    known = open_clip.list_models()
-    if model_name.replace("/", "-") not in known:
-        raise TeacherUnavailable(
-            f"unknown open_clip model {model_name!r}; known names include {known[:8]} ... "
-            "(see open_clip.list_models()), or use 'local-dir:/folder'."
-        )
-    if pretrained is None or str(pretrained).strip().lower() in RANDOM_WEIGHTS:
-        return {
-            "type": "random",
-            "create_name": model_name,
-            "create_pretrained": None,
-            "force": {},
-            "identity": {"type": "random"},
-        }
-    cfg = open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained)
-    if not cfg:
-        path = Path(pretrained).expanduser()
-        if path.is_file():
-            return {
-                "type": "file",
-                "create_name": model_name,
-                "create_pretrained": str(path.resolve()),
-                "force": {},
-                "identity": {"type": "file", **file_identity(path)},
-            }
-        tags = open_clip.list_pretrained_tags_by_model(model_name.replace("/", "-"))
-        looks_like_path = os.sep in str(pretrained) or Path(str(pretrained)).suffix in (".bin", ".pt", ".pth", ".safetensors")
-        what = f"checkpoint file {path} does not exist" if looks_like_path else f"{pretrained!r} is not a known tag for {model_name!r} (tags: {tags})"
-        raise TeacherUnavailable(f"CLIP weights not found: {what}. " + _how_to_supply(model_name, pretrained, None))
-
-    # A known tag: look in the local caches first.
-    force = {
-        "force_quick_gelu": bool(cfg.get("quick_gelu", False)),
-        "force_preprocess_cfg": {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg},
-    }
-    local: str | None = None
-    if cfg.get("file") and os.path.isfile(cfg["file"]):
-        local = cfg["file"]
-    if local is None and cfg.get("hf_hub"):
-        repo, filename = os.path.split(cfg["hf_hub"])
-        filename = filename or "open_clip_pytorch_model.bin"
-        names = [filename]
-        if filename.endswith((".bin", ".pth")):
-            names.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
-        if filename == "open_clip_pytorch_model.bin":
-            names.insert(0, "open_clip_model.safetensors")
-        for name in names:
-            local = cached(repo, name)
-            if local:
-                break
-    if local is None and cfg.get("url"):
-        candidate = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(urlparse(cfg["url"]).path)
-        if candidate.is_file():
-            local = str(candidate)
-    identity = {"type": "tag", "tag": pretrained}
-    if local is not None:
-        return {"type": "tag", "create_name": model_name, "create_pretrained": local, "force": force, "identity": identity}
-    if not (online if online is not None else _hub_online()):
-        raise TeacherUnavailable(
-            f"CLIP weights for model {model_name!r} tag {pretrained!r} are not in the local cache and cannot be "
-            "downloaded here (no internet, or HF_HUB_OFFLINE=1). " + _how_to_supply(model_name, pretrained, cfg)
-        )
-    return {"type": "tag", "create_name": model_name, "create_pretrained": pretrained, "force": {}, "identity": identity}
-
-
-def load_clip(
-    model_name: str,
-    pretrained: str | None,
-    *,
-    device: torch.device,
-    seed: int = 0,
-    hf_cache_dir: str | None = None,
-) -> tuple[torch.nn.Module, Callable[[Any], torch.Tensor], Callable[[list[str]], torch.Tensor], dict[str, Any]]:
-    """Build an open_clip model, its eval transform and tokenizer.
-
-    Returns:
-        ``(model, preprocess, tokenizer, weights_info)``; ``weights_info`` is the
-        :func:`resolve_weights` result.
-
-    Raises:
-        TeacherUnavailable: See :func:`resolve_weights`; also when the checkpoint does
-            not fit the architecture (the message names the file).
-    """
-    info = resolve_weights(model_name, pretrained, hf_cache_dir=hf_cache_dir)
-    try:
-        with _quiet_open_clip_logging(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                info["create_name"], pretrained=info["create_pretrained"], device=device, cache_dir=hf_cache_dir, **info["force"]
-            )
-    except TeacherUnavailable:
-        raise
-    except Exception as exc:  # open_clip raises RuntimeError/ValueError/KeyError for bad files
-        source = info["create_pretrained"] or info["create_name"]
-        raise TeacherUnavailable(
-            f"could not load CLIP model {model_name!r} with weights {source}: {type(exc).__name__}: {exc}. "
-            "Check that the checkpoint belongs to this architecture. " + _how_to_supply(model_name, pretrained, None)
-        ) from exc
-    model.eval()
-    model = inference_form(model)
-    tokenizer = open_clip.get_tokenizer(info["create_name"])
-    return model, preprocess, tokenizer, info
-
-
-CPU_CLIP_MODELS: tuple[tuple[str, str], ...] = (
-    ("ViT-B-32", "the default; 3.4-9.4 images per CPU-second in float32 on the shared 2-core EPYC (load-dependent)"),
-    ("MobileCLIP2-S0", "1.07x ViT-B-32's images per CPU-second here (256 px, 11M image-tower parameters)"),
-)
-"""open_clip architectures to offer a CPU-only user, with what ``bench/teacher.py --models`` measured.
-
-Other MobileCLIP configurations (S1, S2, B) were *slower* than ViT-B-32 in PyTorch on this
-CPU (0.3-0.6x): they are built for mobile accelerators. Weights must be supplied locally
-(no downloads here); see :func:`resolve_weights`.
-"""
-
-
-def inference_form(model: torch.nn.Module) -> torch.nn.Module:
-    """Fold train-time branches into single convolutions (MobileCLIP's FastViT/MobileOne blocks).
-
-    MobileCLIP towers are built in their multi-branch training form; ``timm``'s
-    ``reparameterize_model`` turns them into the plain form they were designed to run in
-    (same function up to float rounding: cosine 1.00000 on random weights). Measured on
-    the 2-core CPU (``bench/teacher.py --models``): 1.9x images per CPU-second for
-    MobileCLIP2-S0, 1.1-1.2x for MobileCLIP-S1/S2. Models without such blocks (ViT,
-    ResNet) are returned unchanged.
-    """
-    if not any(hasattr(m, "reparameterize") for m in model.modules()):
-        return model
-    from timm.utils.model import reparameterize_model
-
-    return reparameterize_model(model, inplace=True)
-
+from activekd_core.teachers.weights import is_random_weights, resolve_weights
 
 # --------------------------------------------------------------------------- re-prompting
 
@@ -438,381 +121,6 @@ def _softmax_into(logits: np.ndarray, dest: np.ndarray) -> None:
     dest *= np.reciprocal(dest.sum(axis=1, keepdims=True))
 
 
-# --------------------------------------------------------------------------- extraction
-
-
-class _PoolImages(Dataset):
-    """Pool rows ``[start, stop)`` as preprocessed tensors; unreadable images become zeros plus a reason."""
-
-    def __init__(self, pool: ImagePool, transform: Callable[[Any], torch.Tensor], start: int, stop: int, size: int) -> None:
-        self.root, self.ids, self.pool = pool.root, pool.ids, pool
-        self.transform, self.start, self.stop, self.size = transform, start, stop, size
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, str]:
-        row = self.start + k
-        try:
-            image_id = self.ids[row]
-            img = load_image(self.root, image_id, draft_size=self.size, recipe=self.pool.recipe,
-                             ref=self.pool.item_ref(image_id))
-            return self.transform(img), row, ""
-        except ImageLoadError as exc:
-            return torch.zeros(3, self.size, self.size), row, exc.reason or "unreadable"
-        except Exception as exc:  # a transform failure must not stop the batch either
-            return torch.zeros(3, self.size, self.size), row, f"{type(exc).__name__}: {exc}"
-
-
-def auto_workers(n_images: int, batch_size: int) -> int:
-    """DataLoader workers: none for tiny jobs, else up to 8 leaving one core to the model."""
-    if n_images < 2 * batch_size:
-        return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
-def encode_rows(
-    model: torch.nn.Module,
-    preprocess: Callable[[Any], torch.Tensor],
-    pool: ImagePool,
-    start: int,
-    stop: int,
-    *,
-    image_size: int,
-    device: torch.device,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    cancel: threading.Event | None = None,
-    on_batch: Callable[[int], None] | None = None,
-) -> Iterator[tuple[int, np.ndarray, list[list[Any]]]]:
-    """Encode pool rows ``[start, stop)`` in order, one batch at a time.
-
-    Images are decoded and preprocessed by DataLoader workers (pinned memory on CUDA);
-    the model runs under bf16 autocast on CUDA. A sharded (multi-process) extraction can
-    call this on its own slice of rows and gather the results into one cache.
-
-    Yields:
-        ``(first_row, features, failed)``: float32 L2-normalised ``(b, D)`` features of
-        rows ``first_row:first_row+b``, and ``[row, id, reason]`` for unreadable images
-        (their feature rows are zeros, so they get uniform probabilities).
-
-    Raises:
-        Cancelled: ``cancel`` was set (checked before each batch).
-    """
-    if start >= stop:
-        return
-    workers = auto_workers(stop - start, batch_size) if num_workers is None else num_workers
-    loader = DataLoader(
-        _PoolImages(pool, preprocess, start, stop, image_size),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if workers else None,
-    )
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    for images, rows, reasons in loader:
-        check_cancel(cancel)
-        if on_batch is not None:
-            on_batch(len(images))
-        with torch.inference_mode(), autocast:
-            feats = model.encode_image(images.to(device, non_blocking=True))
-        feats = F.normalize(feats.float(), dim=-1)
-        bad = [i for i, r in enumerate(reasons) if r]
-        if bad:
-            feats[bad] = 0.0
-        failed = [[int(rows[i]), pool.ids[int(rows[i])], reasons[i]] for i in bad]
-        yield int(rows[0]), feats.cpu().numpy(), failed
-
-
-def extract_features(
-    model: torch.nn.Module,
-    preprocess: Callable[[Any], torch.Tensor],
-    pool: ImagePool,
-    cache: FeatureCache,
-    *,
-    image_size: int,
-    dim: int,
-    dtype: str = "float32",
-    device: torch.device,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-    on_batch: Callable[[int], None] | None = None,
-) -> np.memmap:
-    """Encode every pool image once into ``cache`` (resuming a partial entry) and return the memmap.
-
-    Rows are written in pool order after each batch; progress is saved after each write,
-    so an exception, a cancel or a killed process loses at most the batch in flight.
-
-    Args:
-        model: open_clip model in eval mode on ``device``.
-        preprocess: The model's eval transform (PIL -> tensor).
-        pool: Images to encode.
-        cache: The entry to fill.
-        image_size: Side of the model input (for zero rows of unreadable images).
-        dim: Embedding width.
-        dtype: Storage dtype, ``float32`` or ``float16``.
-        device: Where to run the model.
-        batch_size: Images per batch.
-        num_workers: DataLoader worker processes (None: :func:`auto_workers`).
-        progress: ``progress(done, total, message)``, message with images/s.
-        cancel: Set to stop after the current batch (raises :class:`Cancelled`).
-        on_batch: Called with the batch size before each ``encode_image`` (tests, benches).
-
-    Returns:
-        The finished read-only ``(N, dim)`` memmap.
-    """
-    with cache.lock():
-        if cache.complete:
-            return cache.load()
-        n = len(pool)
-        writer = cache.open_writer(n, dim, dtype)
-        start = writer.done
-        if progress is not None:
-            progress(start, n, f"Encoding images with CLIP: {start:,}/{n:,} (resuming)" if start else "Encoding images with CLIP")
-        np_dtype = np.float16 if dtype == "float16" else np.float32
-        t0 = time.perf_counter()
-        encoded = 0
-        for first, feats, failed in encode_rows(
-            model, preprocess, pool, start, n, image_size=image_size, device=device, batch_size=batch_size,
-            num_workers=num_workers, cancel=cancel, on_batch=on_batch,
-        ):
-            writer.write(first, feats.astype(np_dtype, copy=False), failed)
-            encoded += len(feats)
-            if progress is not None:
-                rate = encoded / max(time.perf_counter() - t0, 1e-9)
-                progress(writer.done, n, f"Encoding images with CLIP: {writer.done:,}/{n:,} ({rate:,.1f} images/s)")
-        return writer.finalize({"device": device.type, "batch_size": batch_size, "resumed_from": writer.resumed_from})
-
-
-# --------------------------------------------------------------------------- sharded extraction
-
-
-SHARDS_DIR = "shards"
-MERGE_CHUNK_ROWS = 4096
-
-
-def shard_rows(n_rows: int, batch_size: int, world_size: int, rank: int) -> tuple[int, int]:
-    """The contiguous pool rows ``[start, stop)`` that ``rank`` encodes in a sharded extraction.
-
-    The pool is cut into whole batches of ``batch_size`` rows (the batches a single
-    process would run), and the batches are split into ``world_size`` contiguous runs as
-    evenly as possible (``numpy.array_split`` semantics on batches). Every batch therefore
-    holds the same images as in a single-process run, so on the same device and thread
-    count the merged features equal the single-process ones bit for bit. A rank can get
-    an empty range when there are fewer batches than ranks.
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    n_batches = -(-int(n_rows) // int(batch_size))
-    base, extra = divmod(n_batches, world_size)
-    first = rank * base + min(rank, extra)
-    last = first + base + (1 if rank < extra else 0)
-    return min(n_rows, first * batch_size), min(n_rows, last * batch_size)
-
-
-def shard_cache(cache: FeatureCache, start: int, stop: int) -> FeatureCache:
-    """The resumable entry holding rows ``[start, stop)`` of ``cache`` (under ``<entry>/shards/``).
-
-    Keyed by the parent's fields plus the row range, so a rerun with the same world size
-    and batch size resumes it, and any other split starts fresh shards.
-    """
-    return FeatureCache(cache.dir / SHARDS_DIR, {**cache.fields, "rows": [int(start), int(stop)]})
-
-
-def _encode_shard(
-    model: torch.nn.Module,
-    preprocess: Callable[[Any], torch.Tensor],
-    pool: ImagePool,
-    shard: FeatureCache,
-    start: int,
-    stop: int,
-    *,
-    image_size: int,
-    dim: int,
-    dtype: str,
-    device: torch.device,
-    batch_size: int,
-    num_workers: int | None,
-    progress: ProgressFn | None,
-    cancel: threading.Event | None,
-    on_batch: Callable[[int], None] | None,
-) -> dict[str, int]:
-    """Fill (or resume) one rank's shard entry; returns rows encoded now and the resume point."""
-    with shard.lock():
-        if shard.complete:
-            return {"encoded": 0, "resumed_from": stop - start}
-        writer = shard.open_writer(stop - start, dim, dtype)
-        np_dtype = np.float16 if dtype == "float16" else np.float32
-        resumed, encoded, t0 = writer.done, 0, time.perf_counter()
-        total = stop - start
-        if progress is not None:
-            progress(resumed, total, f"Encoding rows {start:,}:{stop:,} with CLIP" + (f" (resuming at row {start + resumed:,})" if resumed else ""))
-        for first, feats, failed in encode_rows(
-            model, preprocess, pool, start + writer.done, stop, image_size=image_size, device=device,
-            batch_size=batch_size, num_workers=num_workers, cancel=cancel, on_batch=on_batch,
-        ):
-            writer.write(first - start, feats.astype(np_dtype, copy=False), failed)
-            encoded += len(feats)
-            if progress is not None:
-                rate = encoded / max(time.perf_counter() - t0, 1e-9)
-                progress(writer.done, total, f"Encoding rows {start:,}:{stop:,} with CLIP: {writer.done:,}/{total:,} ({rate:,.1f} images/s)")
-        writer.finalize({"device": device.type, "batch_size": batch_size, "resumed_from": resumed, "rows": [start, stop]})
-        return {"encoded": encoded, "resumed_from": resumed}
-
-
-def merge_shards(cache: FeatureCache, n: int, dim: int, dtype: str, ranges: list[tuple[int, int]], extra: Mapping[str, Any]) -> np.memmap:
-    """Copy finished shard entries, in row order, into ``cache`` and finalise it (rank 0).
-
-    Resumable: the entry's own progress record says how far an interrupted merge got, and
-    shards already copied are skipped. The shards are deleted after ``meta.json`` is written.
-
-    Args:
-        cache: The ordinary (single-process) entry to fill.
-        n: Pool rows.
-        dim: Feature width.
-        dtype: Storage dtype of the shards and the entry.
-        ranges: ``[start, stop)`` of every shard, in row order (see :func:`shard_rows`).
-        extra: Extra ``meta.json`` fields.
-
-    Raises:
-        RuntimeError: A needed shard is missing or unfinished (the message names its
-            folder; ranks on several nodes need a shared filesystem), or has the wrong shape.
-    """
-    import shutil
-
-    with cache.lock():
-        if cache.complete:
-            return cache.load()
-        writer = cache.open_writer(n, dim, dtype)
-        for start, stop in ranges:
-            if stop <= writer.done or start == stop:
-                continue  # already merged (a merge that was interrupted resumes here)
-            shard = shard_cache(cache, start, stop)
-            if not shard.complete:
-                raise RuntimeError(
-                    f"feature shard for rows {start}:{stop} is not complete at {shard.dir}: every rank must write "
-                    "into the same project folder (for several nodes, put it on a shared filesystem)"
-                )
-            rows = shard.load()
-            if rows.shape != (stop - start, dim):
-                raise RuntimeError(f"feature shard {shard.dir} has shape {rows.shape}, expected {(stop - start, dim)}")
-            failed = shard.meta().get("failed", [])
-            while writer.done < stop:
-                a = writer.done
-                b = min(stop, a + MERGE_CHUNK_ROWS)
-                writer.write(a, np.asarray(rows[a - start : b - start]), [f for f in failed if a <= f[0] < b])
-            del rows
-        out = writer.finalize({**dict(extra), "resumed_from": writer.resumed_from})
-    shutil.rmtree(cache.dir / SHARDS_DIR, ignore_errors=True)
-    return out
-
-
-def extract_features_sharded(
-    model: torch.nn.Module,
-    preprocess: Callable[[Any], torch.Tensor],
-    pool: ImagePool,
-    cache: FeatureCache,
-    info: DistInfo,
-    *,
-    image_size: int,
-    dim: int,
-    dtype: str = "float32",
-    device: torch.device,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-    on_batch: Callable[[int], None] | None = None,
-) -> tuple[np.memmap | None, dict[str, Any]]:
-    """Encode the pool across the ranks of a process group into one ordinary cache entry.
-
-    Call it on every rank (it uses collectives of :mod:`activekd_core.distributed`):
-
-    1. the ranks check that they see the same cache key (same model, weights,
-       preprocessing and pool content); if rank 0 finds the entry complete, all return;
-    2. each rank encodes its contiguous run of whole batches (:func:`shard_rows`) into its
-       own resumable shard entry ``<entry>/shards/<key>/`` (:func:`shard_cache`), written
-       batch by batch through :class:`~.feature_cache.FeatureWriter`; a killed rank leaves
-       its progress and a rerun continues there (a rank whose rows a partial
-       single-process run already covered skips them);
-    3. after every rank reports success (an all-reduce, so one failing rank fails all at
-       once instead of a timeout), rank 0 copies the shards in row order into the entry
-       itself, finalises it (``meta.json`` last, so it is complete only after the merge)
-       and deletes the shards. The entry has the same key as a single-process extraction,
-       so the app and single-process code reuse it.
-
-    The ranks must share the project folder (one machine, or a shared filesystem across
-    nodes); rank 0 says so when a shard is missing at merge time.
-
-    Args:
-        model, preprocess, pool, cache, image_size, dim, dtype, device, batch_size,
-            num_workers, progress, cancel, on_batch: As for :func:`extract_features`
-            (``progress`` reports this rank's shard).
-        info: This process's :class:`activekd_core.distributed.DistInfo`.
-
-    Returns:
-        ``(features, report)``: the finished memmap on rank 0 (None on other ranks), and
-        this rank's ``{"rank", "world_size", "rows": [start, stop], "encoded",
-        "resumed_from", "cached"}``.
-
-    Raises:
-        RuntimeError: The ranks disagree on the cache key, or a rank failed (its own
-            exception is re-raised on that rank), or a shard is missing at merge time.
-        Cancelled: ``cancel`` was set on this rank.
-    """
-    n = len(pool)
-    states = distributed.all_gather_object(
-        {"key": cache.key, "complete": cache.complete, "done": (cache.progress() or {}).get("done", 0)}, info
-    )
-    keys = [s["key"] for s in states]
-    if len(set(keys)) != 1:
-        raise RuntimeError(
-            f"ranks see different feature cache keys {keys} for {cache.dir.parent}: every rank must open the same "
-            "pool (same images), model and weights"
-        )
-    start, stop = shard_rows(n, batch_size, info.world_size, info.rank)
-    report: dict[str, Any] = {"rank": info.rank, "world_size": info.world_size, "rows": [start, stop], "encoded": 0,
-                              "resumed_from": 0, "cached": bool(states[0]["complete"])}
-    if states[0]["complete"]:
-        return (cache.load() if info.is_main else None), report
-    main_done = int(states[0]["done"] or 0)
-    error: BaseException | None = None
-    try:
-        if start < stop and stop > main_done:
-            report.update(_encode_shard(
-                model, preprocess, pool, shard_cache(cache, start, stop), start, stop, image_size=image_size, dim=dim,
-                dtype=dtype, device=device, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                cancel=cancel, on_batch=on_batch,
-            ))
-    except BaseException as exc:  # noqa: BLE001 - reported to the other ranks, then re-raised
-        error = exc
-    if not distributed.all_ok(error is None, info):
-        if error is not None:
-            raise error
-        raise RuntimeError("sharded feature extraction failed on another rank (see its output); finished shards are kept")
-    merged: np.memmap | None = None
-    if info.is_main:
-        try:
-            ranges = [shard_rows(n, batch_size, info.world_size, r) for r in range(info.world_size)]
-            merged = merge_shards(cache, n, dim, dtype, ranges, {
-                "device": device.type, "batch_size": batch_size, "world_size": info.world_size,
-                "shards": [list(r) for r in ranges],
-            })
-        except BaseException as exc:  # noqa: BLE001
-            error = exc
-    if not distributed.all_ok(error is None, info):
-        if error is not None:
-            raise error
-        raise RuntimeError("rank 0 failed to merge the feature shards (see its output); the shards are kept")
-    return merged, report
-
-
 # --------------------------------------------------------------------------- teacher
 
 
@@ -827,7 +135,8 @@ class ClipZeroShotTeacher:
         templates: Template set name (``single``, ``simple``, ``openai``) or a list of templates.
         logit_scale: Multiplier of the cosine similarities; None uses the model's own.
         cache_dir: Root of the feature cache (default :func:`default_cache_root`).
-        device: ``auto`` (cuda, mps, cpu) or a torch device string.
+        device: ``auto`` (cuda, mps, cpu) or a torch device string (see
+            :func:`activekd_core.devices.pick_device`).
         batch_size: Images per encode batch.
         num_workers: DataLoader workers (None: automatic).
         feature_dtype: ``float32`` or ``float16`` storage for cached features.
@@ -882,6 +191,7 @@ class ClipZeroShotTeacher:
         self._load_lock = threading.Lock()
         self.weights_info: dict[str, Any] | None = None
         self._text_cache: dict[str, np.ndarray] = {}
+        self._raw_text_cache: dict[tuple[tuple[str, ...], ...], np.ndarray] = {}
         self._last_features: dict[str, Any] | None = None
         self.set_prompts(class_prompts, templates)
 
@@ -898,12 +208,16 @@ class ClipZeroShotTeacher:
         """Load the model now (otherwise done on first use).
 
         Raises:
-            TeacherUnavailable: Weights missing offline, unknown model/tag, bad checkpoint.
+            TeacherUnavailable: Weights missing offline, unknown model/tag, bad checkpoint,
+                or an accelerator asked for that this machine does not have.
         """
         with self._load_lock:
             if self._model is not None:
                 return
-            device = resolve_device(self.device_arg)
+            try:
+                device = pick_device(str(self.device_arg))
+            except ValueError as exc:
+                raise TeacherUnavailable(f"CLIP teacher device: {exc}") from exc
             model, preprocess, tokenizer, info = load_clip(
                 self.model_name, self.pretrained, device=device, seed=self.seed, hf_cache_dir=self.hf_cache_dir
             )
@@ -1039,12 +353,10 @@ class ClipZeroShotTeacher:
                 todo.append(c)
         if todo:
             new = self._encode_class_texts([self.class_texts[c] for c in todo], progress)
-            folder.mkdir(parents=True, exist_ok=True)
             for c, row in zip(todo, new):
                 protos[c] = self._text_cache[keys[c]] = row
-                tmp = folder / f"{keys[c]}.tmp{os.getpid()}.npy"
-                np.save(tmp, row)
-                os.replace(tmp, folder / f"{keys[c]}.npy")
+                with atomic_path(folder / f"{keys[c]}.npy", suffix=".npy") as tmp:
+                    np.save(tmp, row)
         return protos
 
     def raw_text_prototypes(self, progress: ProgressFn | None = None) -> np.ndarray:
@@ -1054,11 +366,10 @@ class ClipZeroShotTeacher:
         strength of that pull). Kept in memory per (class texts) after the first call.
         """
         self.load()
-        cache = self.__dict__.setdefault("_raw_text_cache", {})
         key = tuple(tuple(t) for t in self.class_texts)
-        if key not in cache:
-            cache[key] = self._encode_class_texts(self.class_texts, progress, normalise=False)
-        return np.array(cache[key], dtype=np.float32)
+        if key not in self._raw_text_cache:
+            self._raw_text_cache[key] = self._encode_class_texts(self.class_texts, progress, normalise=False)
+        return np.array(self._raw_text_cache[key], dtype=np.float32)
 
     def _encode_class_texts(
         self, class_texts: list[list[str]], progress: ProgressFn | None = None, batch: int = 256,
@@ -1108,7 +419,7 @@ class ClipZeroShotTeacher:
         """Short human-readable name (says so when the weights are random)."""
         if self.model_name.startswith("local-dir:"):
             return f"CLIP zero-shot (local folder {Path(self.model_name[len('local-dir:'):]).name})"
-        if self.pretrained is None or str(self.pretrained).strip().lower() in RANDOM_WEIGHTS:
+        if is_random_weights(self.pretrained):
             weights = "random weights, not a trained CLIP"
         elif os.sep in str(self.pretrained) or Path(str(self.pretrained)).suffix:
             weights = Path(str(self.pretrained)).name
@@ -1178,17 +489,7 @@ class ClipZeroShotTeacher:
 
 
 __all__ = [
-    "Cancelled",
     "ClipZeroShotTeacher",
-    "encode_rows",
-    "extract_features",
-    "extract_features_sharded",
-    "file_identity",
-    "load_clip",
     "probs_from_features",
-    "resolve_device",
-    "merge_shards",
-    "resolve_weights",
-    "shard_cache",
-    "shard_rows",
+    "resolve_weights",  # where it was first defined; pages/project.py imports it from here
 ]

@@ -11,6 +11,13 @@ Layout of one cache entry, ``<root>/<key>/``:
   an entry is *complete* only when ``meta.json`` exists. Nothing half-written is ever
   read as complete.
 
+``meta.json``, the completion mark, is written with :func:`activekd_core.atomic.atomic_write_text`
+(file and folder synced, so a complete entry survives a power cut). The per-batch
+``progress.json`` and the two renames of the partial matrix are steps of the resume
+protocol and stay plain renames: the rows are flushed before their progress record, and a
+record lost in a power cut only makes the next run encode those rows again, so syncing
+the record after every batch would slow extraction for nothing.
+
 The key is a hash of what produced the features (model name, weights identity, image
 preprocessing, pool fingerprint, storage dtype), so that changing prompts reuses the
 entry and changing the model, weights or images makes a new one.
@@ -28,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from activekd_core.atomic import atomic_write_text, fsync_dir
 
 try:  # POSIX advisory locks; on other platforms concurrent extraction is not guarded.
     import fcntl
@@ -51,10 +60,8 @@ def cache_key(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+def _json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, indent=1, default=str)
 
 
 class FeatureCache:
@@ -134,6 +141,7 @@ class FeatureWriter:
         d.mkdir(parents=True, exist_ok=True)
         if (d / FEATURES).is_file() and not (d / META).is_file():
             os.replace(d / FEATURES, d / PARTIAL)  # crashed between rename and meta: finish again
+            fsync_dir(d)
         state = cache.progress()
         shape_ok = state is not None and (state.get("n_rows"), state.get("dim"), state.get("dtype")) == (
             self.n_rows,
@@ -158,18 +166,19 @@ class FeatureWriter:
             self._save_progress()
 
     def _save_progress(self) -> None:
-        _write_json_atomic(
-            self.cache.dir / PROGRESS,
-            {
-                "done": self.done,
-                "n_rows": self.n_rows,
-                "dim": self.dim,
-                "dtype": self.dtype,
-                "failed": self.failed,
-                "updated": time.time(),
-                "fields": self.cache.fields,
-            },
-        )
+        # Resume record, rewritten after every batch: a rename (never a torn read), not synced.
+        path = self.cache.dir / PROGRESS
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(_json({
+            "done": self.done,
+            "n_rows": self.n_rows,
+            "dim": self.dim,
+            "dtype": self.dtype,
+            "failed": self.failed,
+            "updated": time.time(),
+            "fields": self.cache.fields,
+        }))
+        os.replace(tmp, path)
 
     def write(self, start: int, rows: np.ndarray, failed: list[list[Any]] | None = None) -> None:
         """Write rows ``start:start+len(rows)`` (must continue at :attr:`done`), flush, record progress."""
@@ -194,7 +203,7 @@ class FeatureWriter:
         del self._mm
         self._mm = None
         d = self.cache.dir
-        os.replace(d / PARTIAL, d / FEATURES)
+        os.replace(d / PARTIAL, d / FEATURES)  # made durable by meta.json's folder sync below
         meta = {
             "fields": self.cache.fields,
             "n_rows": self.n_rows,
@@ -204,7 +213,7 @@ class FeatureWriter:
             "finished": time.time(),
             **dict(extra_meta or {}),
         }
-        _write_json_atomic(d / META, meta)
+        atomic_write_text(d / META, _json(meta))
         with contextlib.suppress(FileNotFoundError):
             (d / PROGRESS).unlink()
         return self.cache.load()

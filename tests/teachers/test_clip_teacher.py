@@ -15,7 +15,8 @@ from PIL import Image
 
 from activekd_core.images import ImagePool
 from activekd_core.teachers import Cancelled, ClipZeroShotTeacher, TeacherUnavailable, make_teacher
-from activekd_core.teachers.clip_zero_shot import probs_from_features, resolve_weights
+from activekd_core.teachers.clip_zero_shot import probs_from_features
+from activekd_core.teachers.weights import resolve_weights
 
 torch.set_num_threads(1)
 TINY = "akd-tiny-clip"
@@ -143,6 +144,16 @@ def test_cancel_keeps_finished_rows(pool: ImagePool, tmp_path: Path) -> None:
     assert t.feature_cache(pool).progress()["done"] == 4
     t.predict_proba(pool)
     assert t.images_encoded == len(pool)
+
+
+def test_a_teacher_cancel_is_the_package_wide_cancel(pool: ImagePool, tmp_path: Path) -> None:
+    """A job runner recognises a cancelled feature pass with the one shared exception class."""
+    from activekd_core import progress
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(progress.Cancelled):
+        tiny(tmp_path).predict_proba(pool, cancel=cancel)
 
 
 def test_unreadable_image_gives_uniform_row_and_is_reported(pool: ImagePool, tmp_path: Path) -> None:
@@ -325,7 +336,7 @@ def test_tag_found_in_local_hf_cache_resolves_to_file(tmp_path: Path, monkeypatc
 
 def test_mobileclip_runs_in_its_inference_form_with_the_same_features() -> None:
     """MobileCLIP's multi-branch blocks are folded on load (faster on CPU); features do not change."""
-    from activekd_core.teachers.clip_zero_shot import load_clip
+    from activekd_core.teachers.clip_model import load_clip
 
     model, _, _, _ = load_clip("MobileCLIP2-S0", None, device=torch.device("cpu"), seed=3)
     branched = [m for m in model.modules() if hasattr(m, "reparam_conv")]
