@@ -16,6 +16,7 @@ import numpy as np
 
 from activekd_core.simulation_config import LogFn, SimulationConfig, SimulationError
 from activekd_core.simulation_data import LabeledData, Splits, default_data_dir
+from activekd_core.teachers.base import PixelTeacher
 
 __all__ = ["build_teacher_probs", "few_shot_refit", "teacher_label", "view_bank"]
 
@@ -114,7 +115,7 @@ def view_bank(
     Raises:
         SimulationError: Views asked for with a teacher that cannot score them here.
     """
-    can = teacher is not None and hasattr(teacher, "predict_proba_pixels")
+    can = isinstance(teacher, PixelTeacher)
     n_views = 0 if config.views is None else int(config.views)
     if n_views <= 0:
         return None, None

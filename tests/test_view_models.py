@@ -219,10 +219,27 @@ def test_teacher_bias_inputs(project: Project) -> None:
 
 
 def test_prompt_workshop_starts_from_the_clip_teachers_prompts(project: Project, monkeypatch) -> None:
-    zero_shot = SimpleNamespace(kind="clip_zero_shot", templates=["a {}.", "the {}."],
-                                class_prompts={"red": ["a red square", "crimson"]})
-    few_shot = SimpleNamespace(kind="clip_few_shot", zero_shot=zero_shot,
-                               describe=lambda: {"display_name": "CLIP few-shot", "zero_shot": {"random_weights": True}})
+    class ZeroShot:  # what the page reads of a zero-shot CLIP teacher (its Protocol, teachers.base)
+        classes = ["red", "green"]
+        templates = ["a {}.", "the {}."]
+        class_prompts = {"red": ["a red square", "crimson"]}
+
+        def predict_proba(self, pool, progress=None): ...
+        def describe(self): return {"display_name": "CLIP zero-shot"}
+        def load(self): ...
+        def set_prompts(self, class_prompts=None, templates=None): ...
+        def feature_cache(self, pool): ...
+        def image_features(self, pool, progress=None, cancel=None): ...
+        def image_features_distributed(self, pool, info, progress=None, cancel=None): ...
+
+    class FewShot:  # a few-shot teacher wraps the zero-shot one
+        classes = ["red", "green"]
+        zero_shot = ZeroShot()
+
+        def predict_proba(self, pool, progress=None): ...
+        def describe(self): return {"display_name": "CLIP few-shot", "zero_shot": {"random_weights": True}}
+
+    few_shot = FewShot()
     monkeypatch.setattr(project, "teacher", lambda: few_shot)
     ws = teacher_bias.prompt_workshop(project)
     assert ws.clip and ws.random_weights and ws.teacher_name == "CLIP few-shot"

@@ -22,7 +22,7 @@ from activekd_core.images import ImagePool
 from activekd_core.progress import ProgressFn
 from activekd_core.project.context import ProjectContext, ProjectError
 from activekd_core.store import utc_now
-from activekd_core.teachers.base import FittableTeacher, Teacher
+from activekd_core.teachers.base import FittableTeacher, Teacher, zero_shot_of
 
 TEACHER_HISTORY_SETTING = "teacher_history"
 
@@ -221,15 +221,15 @@ class TeacherProbs:
         spec = self.spec()
         if not str(spec.get("kind", "")).startswith("clip"):
             raise ProjectError(f"the {spec.get('kind')} teacher does not use prompts; only CLIP teachers do")
-        from activekd_core.teachers import ClipZeroShotTeacher  # a CLIP teacher: open_clip is needed anyway
-
         ident = json.dumps({k: v for k, v in spec.items() if k not in ("class_prompts", "templates")},
                            sort_keys=True, default=str)
         with self.ctx.lock:
             if self._candidate is None or self._candidate[0] != ident:
                 self._candidate = (ident, _make_teacher(spec, self.ctx.path("cache", "features")))
             candidate = self._candidate[1]
-            clip = candidate if isinstance(candidate, ClipZeroShotTeacher) else candidate.zero_shot  # type: ignore[attr-defined]
+            clip = zero_shot_of(candidate)
+            if clip is None:
+                raise ProjectError(f"the {spec.get('kind')} teacher does not use prompts; only CLIP teachers do")
             clip.set_prompts(class_prompts, templates)
             pool = self.ctx.pool()
             if fit and isinstance(candidate, FittableTeacher):

@@ -113,6 +113,15 @@ class ImageFeatureTeacher(Teacher, Protocol):
 
 
 @runtime_checkable
+class PixelTeacher(Teacher, Protocol):
+    """A teacher that scores pixels it is handed (augmented views), not only pool images (the stand-in)."""
+
+    def predict_proba_pixels(self, pixels: npt.NDArray[np.uint8]) -> np.ndarray:
+        """Soft labels ``(n, len(classes))`` for uint8 RGB images ``(n, H, W, 3)``."""
+        ...
+
+
+@runtime_checkable
 class WrapsZeroShot(Teacher, Protocol):
     """A teacher built on a zero-shot CLIP teacher's features and prompts (few-shot CLAP)."""
 

@@ -21,6 +21,7 @@ from activekd_core.bias import (
     confidence_vs_correctness,
 )
 from activekd_core.project import ProjectError
+from activekd_core.teachers.base import FittableTeacher, zero_shot_of
 
 if TYPE_CHECKING:
     from activekd_core.project import Project
@@ -145,24 +146,14 @@ def teacher_fittable(project: Project) -> bool:
         Exception: Whatever building the teacher raises (e.g. CLIP weights missing offline;
             the message says how to supply them).
     """
-    return hasattr(project.teacher(), "fit")
+    return isinstance(project.teacher(), FittableTeacher)
 
 
 def read_teacher(project: Project, fit: bool) -> TeacherReading:
     """The teacher's probabilities over the pool (``fit``: fitted on the current labels), then its description."""
     probs = np.asarray(project.teacher_probs(fit=fit), dtype=np.float32)
     teacher = project.teacher()
-    return TeacherReading(probs, teacher.describe() if hasattr(teacher, "describe") else {})
-
-
-def _clip_part(teacher: Any) -> Any | None:
-    """The zero-shot CLIP teacher inside ``teacher`` (itself, or a few-shot teacher's), or None."""
-    kind = getattr(teacher, "kind", "")
-    if kind == "clip_zero_shot":
-        return teacher
-    if kind == "clip_few_shot":
-        return getattr(teacher, "zero_shot", None)
-    return None
+    return TeacherReading(probs, teacher.describe())
 
 
 def _prompt_lines(value: Any) -> str:
@@ -174,9 +165,9 @@ def _prompt_lines(value: Any) -> str:
 def prompt_workshop(project: Project) -> PromptWorkshop:
     """The CLIP teacher's current templates and class prompts (``clip=False`` for another teacher)."""
     teacher = project.teacher()
-    zs = _clip_part(teacher)
+    zs = zero_shot_of(teacher)
     if zs is None:
-        info = teacher.describe() if hasattr(teacher, "describe") else {}
+        info = teacher.describe()
         return PromptWorkshop(False, str(info.get("display_name", info.get("kind", "not CLIP"))))
     desc = teacher.describe()
     random_weights = bool(desc.get("random_weights") or desc.get("zero_shot", {}).get("random_weights"))
