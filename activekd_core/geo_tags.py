@@ -15,15 +15,17 @@ tag, technical or not, reaches an export through this module.
 
 An item record (JSON-ready)::
 
-    {"file": "s2/T32TNS.tif", "window": [x, y, w, h] or None, "crs": "EPSG:32632" or None,
+    {"id": "s2/T32TNS.tif@512,0,512,512", "file": "s2/T32TNS.tif", "window": [512, 0, 512, 512] or None,
+     "crs": "EPSG:32632" or None,
      "epsg": 32632 or None, "geotransform": [x0, dx, rx, y0, ry, dy] or None,
-     "tags": {tag name: values}, "keys": {GeoKey name: value}, "nodata": float or None}
+     "tags": {tag name: values}, "keys": {GeoKey name: value}, "nodata": float, "nan" or None}
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -75,7 +77,9 @@ def _shift_tags(tags: dict[str, Any], x: int, y: int) -> dict[str, Any]:
     return out
 
 
-def _record(file_id: str, geo: Mapping[str, Any], window: tuple[int, int, int, int] | None) -> dict[str, Any]:
+def _record(
+    image_id: str, file_id: str, geo: Mapping[str, Any], window: tuple[int, int, int, int] | None
+) -> dict[str, Any]:
     epsg = _epsg(geo.get("keys") or {})
     transform = geo.get("geotransform")
     tags = geo.get("tags") or {}
@@ -84,6 +88,7 @@ def _record(file_id: str, geo: Mapping[str, Any], window: tuple[int, int, int, i
         transform = raster_images.window_geotransform(transform, x, y) if transform else None
         tags = _shift_tags(dict(tags), x, y)
     return {
+        "id": image_id,
         "file": file_id,
         "window": list(window) if window is not None else None,
         "crs": f"EPSG:{epsg}" if epsg is not None else None,
@@ -91,8 +96,15 @@ def _record(file_id: str, geo: Mapping[str, Any], window: tuple[int, int, int, i
         "geotransform": list(transform) if transform else None,
         "tags": tags,
         "keys": dict(geo.get("keys") or {}),
-        "nodata": geo.get("nodata"),
+        "nodata": _nodata(geo.get("nodata")),
     }
+
+
+def _nodata(value: Any) -> float | str | None:
+    """GDAL_NODATA as a JSON value: a finite number, or its text (``"nan"``, ``"inf"``) otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else str(float(value))
+    return None
 
 
 def _file_geo(image_root: Path | str, file_id: str) -> dict[str, Any] | None:
@@ -137,7 +149,7 @@ def items_geo(
             by_file[ref.file_id] = _file_geo(image_root, ref.file_id)
         geo = by_file[ref.file_id]
         if geo is not None:
-            out[image_id] = _record(ref.file_id, geo, ref.window)
+            out[image_id] = _record(image_id, ref.file_id, geo, ref.window)
     return out
 
 
