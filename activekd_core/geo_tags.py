@@ -107,9 +107,13 @@ def _nodata(value: Any) -> float | str | None:
     return None
 
 
+def _geo_name(file_id: str) -> bool:
+    return os.path.splitext(file_id)[1].lower() in GEO_SUFFIXES
+
+
 def _file_geo(image_root: Path | str, file_id: str) -> dict[str, Any] | None:
     """The geo-reference of one file, read confined to the root; None when it has none or cannot be read."""
-    if os.path.splitext(file_id)[1].lower() not in GEO_SUFFIXES:
+    if not _geo_name(file_id):
         return None
     try:
         with open_image_file(image_root, file_id) as fh:
@@ -142,7 +146,7 @@ def items_geo(
     for image_id in ids:
         ref = refs.get(image_id) if refs else None
         if ref is None:
-            if os.path.splitext(image_id.rsplit("@", 1)[0])[1].lower() not in GEO_SUFFIXES:
+            if not (_geo_name(image_id) or ("@" in image_id and _geo_name(image_id.rsplit("@", 1)[0]))):
                 continue  # neither a TIFF nor a chip of one: no disk access
             ref = item_ref(image_root, image_id)
         if ref.file_id not in by_file:

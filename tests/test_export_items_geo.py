@@ -107,6 +107,9 @@ def test_chip_geo_is_reanchored_at_its_top_left_pixel(root: Path) -> None:
     assert second["tags"]["GeoKeyDirectoryTag"] == GEOKEYS and second["keys"]["ProjectedCSTypeGeoKey"] == 32632
     whole = item_geo(root, "s2.tif")
     assert whole is not None and whole["tags"]["ModelTiepointTag"] == [0.0, 0.0, 0.0, 3e5, 5e6, 0.0]
+    write_geotiff(root / "odd@name.tif")  # a file whose own name holds "@"
+    assert item_geo(root, "odd@name.tif")["window"] is None
+    assert item_geo(root, "odd@name.tif@16,0,16,16")["geotransform"][0] == 3e5 + 160.0
 
 
 def test_transformation_matrix_of_a_chip_moves_its_translation(tmp_path: Path) -> None:
@@ -245,6 +248,16 @@ def test_label_studio_plain_pool_keeps_image_ids_as_paths(root: Path, tmp_path: 
     tasks = json.loads(dest.read_text(encoding="utf-8"))
     assert tasks == label_studio_tasks(["photo.png"], CLASSES, {})
     assert report.document_root == root.resolve() and not old.exists()
+
+
+def test_label_studio_document_root_given_must_hold_images_and_pngs(root: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "exports" / "tasks.json"
+    report = export_label_studio(dest, root, ["photo.png"], CLASSES, {}, render=renderer(root), document_root=tmp_path)
+    task = json.loads(dest.read_text(encoding="utf-8"))[0]
+    assert parse_qs(urlparse(task["data"]["image"]).query)["d"] == ["images/photo.png"]
+    assert report.document_root == tmp_path.resolve()
+    with pytest.raises(ValueError, match="does not hold"):
+        export_label_studio(dest, root, FRAMES, CLASSES, {}, render=renderer(root), document_root=root)
 
 
 def test_label_studio_leaves_out_unreadable_items_with_the_reason(root: Path, tmp_path: Path) -> None:
