@@ -5,7 +5,8 @@ place, so a crash never leaves a half-written export that looks complete.
 
 * Labels: one row per image whose current state is a label, with ``id, path, label,
   annotator, time, round`` (plus ``strategy`` and ``event_id``); ``path`` is the absolute
-  path of the image file at export time. Optional: skipped/unsure images too (empty
+  path of the image file at export time (for a frame ``file#n`` or a chip ``file@x,y,w,h``
+  the file that holds it; the ``id`` says which frame or window). Optional: skipped/unsure images too (empty
   ``label``, ``state`` column says which).
 * ImageFolder: ``<dest>/<class>/<file>`` where ``<file>`` is the image id with ``/``
   replaced by ``__`` (unique because ids are unique); copies or hard links. Images that
@@ -37,7 +38,7 @@ from typing import Any
 from activekd_core.atomic import atomic_path, atomic_write_bytes, fsync_dir
 from activekd_core.csv_safe import SafeDictWriter
 from activekd_core.geo_tags import items_geo
-from activekd_core.images import ImageLoadError, open_image_file
+from activekd_core.images import ImageLoadError, item_ref, open_image_file
 from activekd_core.store import Store
 
 GEO_FILE = "geo.json"
@@ -83,10 +84,11 @@ def label_rows(store: Store, image_root: Path | str, *, include_states: Sequence
         ev = current.get(image_id)
         if ev is None or ev.event not in include_states:
             continue
+        file_id = item_ref(root, image_id).file_id if ("#" in image_id or "@" in image_id) else image_id
         rows.append(
             {
                 "id": image_id,
-                "path": str(root / image_id),
+                "path": str(root / file_id),
                 "label": ev.class_name or "",
                 "annotator": ev.annotator,
                 "time": ev.time,

@@ -22,7 +22,7 @@ import tifffile
 from PIL import Image
 
 from activekd_core.display_recipe import DisplayRecipe
-from activekd_core.export import GEO_FILE, export_imagefolder
+from activekd_core.export import GEO_FILE, export_imagefolder, label_rows
 from activekd_core.geo_tags import item_geo, items_geo
 from activekd_core.hf_dataset import export_hf_dataset
 from activekd_core.images import is_plain_image, load_image, open_image_file
@@ -169,8 +169,11 @@ def test_imagefolder_writes_frames_and_chips_as_display_pngs_with_geo_json(root:
         store.set_classes([(c, f"a {c}") for c in CLASSES])
         store.add_labels(list(LABELS.items()), annotator="expert")
         report = export_imagefolder(store, root, tmp_path / "out", render=renderer(root))
+        rows = {r["id"]: r for r in label_rows(store, root)}
     finally:
         store.close()
+    assert rows["ct/series.dcm#2"]["path"] == str(root / "ct" / "series.dcm")  # the file holding the frame
+    assert rows["s2.tif@14,24,16,16"]["path"] == str(root / "s2.tif") and rows["photo.png"]["path"] == str(root / "photo.png")
     out = tmp_path / "out"
     assert report.count == len(IDS) and report.skipped == []
     for image_id in FRAMES + CHIPS:
