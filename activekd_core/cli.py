@@ -219,6 +219,8 @@ def _export(args: argparse.Namespace) -> int:
         print(f"skipped {image_id!r}: {reason}", file=sys.stderr)
     what = "rows" if args.format in ("csv", "jsonl", "parquet", "label-studio") else "images"
     print(f"wrote {report.count} {what} to {report.dest}" + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
+    if report.document_root is not None:
+        print(f"serve the images with LOCAL_FILES_SERVING_ENABLED=true LOCAL_FILES_DOCUMENT_ROOT={report.document_root}")
     return 0
 
 

@@ -5,13 +5,17 @@ place, so a crash never leaves a half-written export that looks complete.
 
 * Labels: one row per image whose current state is a label, with ``id, path, label,
   annotator, time, round`` (plus ``strategy`` and ``event_id``); ``path`` is the absolute
-  path of the image file at export time. Optional: skipped/unsure images too (empty
+  path of the image file at export time (for a frame ``file#n`` or a chip ``file@x,y,w,h``
+  the file that holds it; the ``id`` says which frame or window). Optional: skipped/unsure images too (empty
   ``label``, ``state`` column says which).
 * ImageFolder: ``<dest>/<class>/<file>`` where ``<file>`` is the image id with ``/``
   replaced by ``__`` (unique because ids are unique); copies or hard links. Images that
   are not plain files (DICOM files, their frames, scientific TIFFs and chips) are written
   as ``<file>.png`` holding the project's display pixels (``render``): a DICOM file is
-  never copied, since it carries patient data.
+  never copied, since it carries patient data. Geo-referenced images (GeoTIFFs and their
+  chips) get their geo-reference in ``<dest>/geo.json``: ``{"version": 1, "items":
+  {exported file path relative to dest (POSIX): record}}`` with the records of
+  :mod:`activekd_core.geo_tags` (a chip's own geotransform and tags).
 * Student: the safetensors checkpoint, a TorchScript module taking uint8 images
   ``(N, S, S, 3)`` and returning class probabilities ``(N, C)``, ONNX of the same when
   the ``onnx`` package is installed, and ``model.json`` describing inputs and classes.
@@ -33,9 +37,11 @@ from typing import Any
 
 from activekd_core.atomic import atomic_path, atomic_write_bytes, fsync_dir
 from activekd_core.csv_safe import SafeDictWriter
-from activekd_core.images import ImageLoadError, open_image_file
+from activekd_core.geo_tags import items_geo
+from activekd_core.images import ImageLoadError, item_ref, open_image_file
 from activekd_core.store import Store
 
+GEO_FILE = "geo.json"
 LABEL_FIELDS = ("id", "path", "label", "annotator", "time", "round", "strategy", "state", "event_id")
 
 
@@ -52,12 +58,15 @@ class ExportReport:
         count: Number of label rows or image files.
         files: Files written (student export).
         skipped: ``(id, reason)`` for images that could not be exported.
+        document_root: For Label Studio tasks: the folder their ``d=`` paths are relative
+            to (``LOCAL_FILES_DOCUMENT_ROOT``); None for other exports.
     """
 
     dest: Path
     count: int
     files: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    document_root: Path | None = None
 
 
 def label_rows(store: Store, image_root: Path | str, *, include_states: Sequence[str] = ("label",)) -> list[dict[str, Any]]:
@@ -75,10 +84,11 @@ def label_rows(store: Store, image_root: Path | str, *, include_states: Sequence
         ev = current.get(image_id)
         if ev is None or ev.event not in include_states:
             continue
+        file_id = item_ref(root, image_id).file_id if ("#" in image_id or "@" in image_id) else image_id
         rows.append(
             {
                 "id": image_id,
-                "path": str(root / image_id),
+                "path": str(root / file_id),
                 "label": ev.class_name or "",
                 "annotator": ev.annotator,
                 "time": ev.time,
@@ -125,7 +135,7 @@ def safe_folder_name(name: str) -> str:
 
 def export_imagefolder(
     store: Store, image_root: Path | str, dest: Path | str, *, mode: str = "copy", exclude: Sequence[str] = (),
-    render: Callable[[str], bytes | None] | None = None,
+    render: Callable[[str], bytes | None] | None = None, geo: bool = True,
 ) -> ExportReport:
     """Write labeled images as an ImageFolder tree ``dest/<class>/<file>``.
 
@@ -137,6 +147,8 @@ def export_imagefolder(
         exclude: Image ids to leave out (e.g. the audit set).
         render: ``render(image_id)`` gives PNG bytes for an image that must not be copied
             as its file (DICOM, frames, scientific TIFF, chips), or None to copy the file.
+        geo: Read the geo-reference of exported GeoTIFFs and chips (confined to the root)
+            and write it to ``geo.json`` at the top of ``dest`` (only when there is one).
 
     Raises:
         ExportError: If ``dest`` is a non-empty folder or a file, or ``mode`` is unknown.
@@ -149,10 +161,13 @@ def export_imagefolder(
     folders = {n: safe_folder_name(n) for n in store.class_names()}
     if len(set(f.casefold() for f in folders.values())) != len(folders):
         raise ExportError(f"{dest}: class names {sorted(folders)} collide once made safe as folder names")
+    if geo and GEO_FILE.casefold() in {f.casefold() for f in folders.values()}:
+        raise ExportError(f"{dest}: a class folder would be named {GEO_FILE!r}, the geo-reference file's name")
     skip = set(exclude)
     staging = Path(tempfile.mkdtemp(prefix=".imagefolder-", dir=str(dest.parent if dest.parent.exists() else _mk(dest.parent))))
     count = 0
     skipped: list[tuple[str, str]] = []
+    exported: dict[str, str] = {}  # image id -> path relative to dest
     try:
         for folder in folders.values():
             (staging / folder).mkdir()
@@ -172,7 +187,14 @@ def export_imagefolder(
                 target.unlink(missing_ok=True)
                 skipped.append((image_id, str(exc)))
                 continue
+            exported[image_id] = target.relative_to(staging).as_posix()
             count += 1
+        if geo:
+            records = items_geo(image_root, exported)
+            if records:
+                payload = {"version": 1, "items": {exported[i]: r for i, r in records.items()}}
+                with open(staging / GEO_FILE, "xb") as out:
+                    out.write(json.dumps(payload, ensure_ascii=False, indent=1, allow_nan=False).encode("utf-8"))
         if dest.exists():
             dest.rmdir()
         os.replace(staging, dest)  # the folder's commit: complete or absent under its final name
