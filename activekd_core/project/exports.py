@@ -8,12 +8,11 @@ student's stored outputs and never compute either.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from activekd_core import export as export_mod
-from activekd_core.atomic import atomic_write_text
+from activekd_core.geo_tags import items_geo
 from activekd_core.images import ImageLoadError, open_image_file
 from activekd_core.project.context import ProjectContext, ProjectError
 from activekd_core.project.rounds import Rounds
@@ -115,7 +114,8 @@ class Exports:
         audit = set() if include_audit else set(self.ctx.store.audit_ids())
         labels = {i: c for i, c in self.ctx.store.current_labels().items() if i not in audit}
         try:
-            count, skipped = export_hf_dataset(labels, self.ctx.classes, dest, self.image_bytes)
+            count, skipped = export_hf_dataset(labels, self.ctx.classes, dest, self.image_bytes,
+                                               geo=items_geo(self.ctx.image_root, labels))
         except FileExistsError as exc:
             raise export_mod.ExportError(str(exc)) from exc
         return export_mod.ExportReport(dest, count, skipped=skipped)
@@ -141,27 +141,32 @@ class Exports:
             audit_ids=self.ctx.store.audit_ids(),
             teacher_probs=self.teacher.cached(),
             student_probs=self.rounds.active_student_probs(),
+            geo=items_geo(self.ctx.image_root, self.ctx.pool().ids),
         )
 
     def export_predictions(self, fmt: str = "csv", dest: Path | str | None = None) -> export_mod.ExportReport:
         """Write :meth:`prediction_table` as ``csv``, ``jsonl`` or ``parquet`` (default: ``exports/predictions.<fmt>``)."""
-        from activekd_core.predictions import PREDICTION_FORMATS, write_predictions
+        from activekd_core.predictions import PREDICTION_FORMATS, geo_sidecar_path, write_predictions
 
         if fmt not in PREDICTION_FORMATS:
             raise ProjectError(f"unknown prediction format {fmt!r}: use one of {', '.join(PREDICTION_FORMATS)}")
         table = self.prediction_table()
+        geo = items_geo(self.ctx.image_root, self.ctx.pool().ids)
         dest = Path(dest) if dest else self.ctx.path("exports", f"predictions.{fmt}")
-        written = write_predictions(table, dest, fmt)  # type: ignore[arg-type]
-        return export_mod.ExportReport(written, len(table), [written])
+        written = write_predictions(table, dest, fmt, geo=geo)  # type: ignore[arg-type]
+        extra = [geo_sidecar_path(written)] if geo and fmt != "parquet" else []
+        return export_mod.ExportReport(written, len(table), [written, *extra])
 
-    def export_label_studio(self, dest: Path | str | None = None, *, image_url: str | None = None
-                            ) -> export_mod.ExportReport:
+    def export_label_studio(self, dest: Path | str | None = None, *, image_url: str | None = None,
+                            document_root: Path | str | None = None) -> export_mod.ExportReport:
         """Label Studio tasks for every image with pre-annotations, plus the labeling config.
 
         The student's prediction is the pre-annotation when a round exists, else the
-        teacher's cached one. Writes ``<dest>`` (JSON) and ``<dest stem>.config.xml``.
+        teacher's cached one. Writes ``<dest>`` (JSON) and ``<dest stem>.config.xml``; frames,
+        chips and formats a browser cannot show are written as PNGs beside them
+        (:func:`activekd_core.label_studio.export_label_studio`).
         """
-        from activekd_core.label_studio import DEFAULT_IMAGE_URL, label_studio_tasks, labeling_config
+        from activekd_core.label_studio import DEFAULT_IMAGE_URL, export_label_studio
 
         probs, version = self.rounds.active_student_probs(), None
         if probs is not None:
@@ -174,13 +179,12 @@ class Exports:
             for i, ev in self.ctx.store.current().items()
             if ev.event == "label" and ev.class_name
         }
-        tasks = label_studio_tasks(self.ctx.pool().ids, self.ctx.classes, labels, probs=probs,
-                                   model_version=version or "activekd", image_url=image_url or DEFAULT_IMAGE_URL)
         dest = Path(dest) if dest else self.ctx.path("exports", "label_studio_tasks.json")
-        config = dest.with_name(dest.stem + ".config.xml")
-        atomic_write_text(dest, json.dumps(tasks, ensure_ascii=False, indent=1))
-        atomic_write_text(config, labeling_config(self.ctx.classes))
-        return export_mod.ExportReport(dest, len(tasks), [dest, config])
+        ids = self.ctx.pool().ids
+        return export_label_studio(dest, self.ctx.image_root, ids, self.ctx.classes, labels, render=self.display_png,
+                                   probs=probs, model_version=version or "activekd",
+                                   image_url=image_url or DEFAULT_IMAGE_URL,
+                                   geo=items_geo(self.ctx.image_root, ids), document_root=document_root)
 
     def review(self, flt: Any = None, *, page: int = 0, per_page: int = 24) -> Any:
         """One page of the pool, filtered and sorted (:func:`activekd_core.review_state.review_page`).

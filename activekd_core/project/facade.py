@@ -364,10 +364,10 @@ class Project(ProjectContext):
         """Write :meth:`prediction_table` as ``csv``, ``jsonl`` or ``parquet``."""
         return self._exports.export_predictions(fmt, dest)
 
-    def export_label_studio(self, dest: Path | str | None = None, *, image_url: str | None = None
-                            ) -> export_mod.ExportReport:
+    def export_label_studio(self, dest: Path | str | None = None, *, image_url: str | None = None,
+                            document_root: Path | str | None = None) -> export_mod.ExportReport:
         """Label Studio tasks for every image with pre-annotations, plus the labeling config."""
-        return self._exports.export_label_studio(dest, image_url=image_url)
+        return self._exports.export_label_studio(dest, image_url=image_url, document_root=document_root)
 
     def review(self, flt: Any = None, *, page: int = 0, per_page: int = 24) -> Any:
         """One page of the pool, filtered and sorted (:func:`activekd_core.review_state.review_page`)."""
