@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from activekd_core import recent
-from activekd_core.image_view import BytesCache, ZoomWindow, fit_image, png_bytes, render_zoom, zoom_window
+from activekd_core.display_recipe import DisplayRecipe
+from activekd_core.image_view import VIEWPORT, BytesCache, ZoomWindow, fit_image, png_bytes, render_zoom, zoom_window
 from activekd_core.images import open_image_file
 from activekd_core.paths import resolve_inside
+from activekd_core.viewer import ViewerSettings, ViewInfo, describe, render_view
 
 if TYPE_CHECKING:
     from activekd_core.project import Project
@@ -28,6 +30,11 @@ __all__ = [
     "image_path",
     "thumbnail_png",
     "zoom_png",
+    "viewer_info",
+    "viewer_png",
+    "viewer_settings",
+    "save_viewer_settings",
+    "save_project_recipe",
     "needs_reopen",
     "is_known_project",
     "remember_project",
@@ -107,6 +114,102 @@ def zoom_png(project: Project, image_id: str, zoom: float, center: tuple[float, 
     key = ("zoom", root, image_id, stat.st_mtime_ns, stat.st_size, window, recipe_key)
     data = cache.get_or_make(key, lambda: png_bytes(render_zoom(project.load_image(image_id), window)))
     return data, window, (width, height)
+
+
+VIEWER_PREF = "viewer"  # name of the focus-mode view in an annotator's view preferences
+_info_cache: dict[tuple, ViewInfo] = {}
+_INFO_CACHE_MAX = 256
+
+
+def viewer_info(project: Project, image_id: str) -> ViewInfo | None:
+    """Which focus-mode controls ``image_id`` gets (see :func:`activekd_core.viewer.describe`),
+    or None for a plain image (PNG, JPEG, 8-bit TIFF...), which only zooms.
+
+    Kept per file identity and recipe (a header read, or a 1024 x 1024 read for a float raster).
+
+    Raises:
+        activekd_core.images.ImageLoadError: When the file cannot be read.
+        activekd_core.paths.PathOutsideRoot: If the id escapes the image root.
+        FileNotFoundError: If the file is gone.
+    """
+    if project.is_plain_image(image_id):
+        return None
+    stat = image_path(project, image_id).stat()
+    recipe = project.recipe
+    key = (str(project.image_root), image_id, stat.st_mtime_ns, stat.st_size, recipe.key())
+    info = _info_cache.get(key)
+    if info is None:
+        info = describe(project.image_root, project.pool().item_ref(image_id), recipe)
+        if len(_info_cache) >= _INFO_CACHE_MAX:
+            _info_cache.clear()
+        _info_cache[key] = info
+    return info
+
+
+def viewer_png(project: Project, image_id: str, settings: ViewerSettings, zoom: float,
+               center: tuple[float, float], cache: BytesCache,
+               viewport: tuple[int, int] = VIEWPORT) -> tuple[bytes, ZoomWindow, tuple[int, int]]:
+    """PNG bytes of the visible window of a DICOM/raster item drawn with the user's ``settings``
+    (:func:`activekd_core.viewer.render_view`), that window and the item's ``(width, height)``.
+
+    Only the visible window is read and drawn, at most ``viewport``. The cache key holds the
+    file's identity, the project's recipe key and the settings, so a saved recipe or a
+    changed file is drawn afresh.
+    """
+    stat = image_path(project, image_id).stat()
+    recipe = project.recipe
+    ref = project.pool().item_ref(image_id)
+    window_key = (round(float(zoom), 4), round(float(center[0]), 4), round(float(center[1]), 4), tuple(viewport))
+    key = ("view", str(project.image_root), image_id, stat.st_mtime_ns, stat.st_size, window_key, recipe.key(), settings)
+    found: dict = {}
+
+    def make() -> bytes:
+        result = render_view(project.image_root, ref, recipe, settings, viewport=viewport, zoom=zoom, center=center)
+        found["result"] = result
+        return png_bytes(Image.fromarray(result.rgb, "RGB"))
+
+    data = cache.get_or_make(key, make)
+    if "result" in found:
+        result = found["result"]
+        return data, result.window, result.size
+    info = viewer_info(project, image_id)  # bytes from the cache: the window follows from the item's size
+    if info is None:
+        raise ValueError(f"{image_id[:200]!r} is a plain image: use zoom_png")
+    return data, zoom_window(info.width, info.height, zoom, center, viewport), (info.width, info.height)
+
+
+def viewer_settings(project: Project, annotator: str) -> ViewerSettings:
+    """``annotator``'s focus-mode view in this project (the default view when none was kept)."""
+    return ViewerSettings.from_dict(project.view_prefs(annotator).get(VIEWER_PREF))
+
+
+def save_viewer_settings(project: Project, annotator: str, settings: ViewerSettings) -> None:
+    """Keep ``annotator``'s focus-mode view in this project; the project's recipe is not touched."""
+    project.set_view_pref(annotator, VIEWER_PREF, settings.to_dict())
+
+
+def save_project_recipe(project: Project, recipe: DisplayRecipe) -> None:
+    """Make ``recipe`` the project's display recipe (the user's "Save as project recipe").
+
+    Written into the project settings the way ``Project.create`` writes it; the pool is
+    re-read with it, so every cache keyed by the recipe (thumbnails, zoomed views, the
+    pixel cache and teacher features through the pool fingerprint) is rebuilt. Only how
+    pixels look may change here: frames, chips and nodata decide which items exist.
+
+    Raises:
+        ValueError: When ``recipe`` changes the frames, chips or nodata.
+    """
+    if not isinstance(recipe, DisplayRecipe):
+        raise ValueError(f"a display recipe is needed, got {type(recipe).__name__}")
+    old = project.recipe
+    for name in ("frames", "chip_size", "chip_overlap", "nodata"):
+        if getattr(old, name) != getattr(recipe, name):
+            raise ValueError(f"the viewer cannot change the recipe's {name} (it decides which images exist)")
+    if recipe == old:
+        return
+    project.config["display_recipe"] = recipe.to_dict()
+    project.store.set_setting("project", project.config)
+    project._pool = None  # the facade has no recipe setter yet: the next pool() reads the new recipe
 
 
 def needs_reopen(project: Project) -> bool:
