@@ -21,7 +21,7 @@ from activekd_core.display_recipe import DisplayRecipe
 from activekd_core.image_view import VIEWPORT, BytesCache, ZoomWindow, fit_image, png_bytes, render_zoom, zoom_window
 from activekd_core.images import open_image_file
 from activekd_core.paths import resolve_inside
-from activekd_core.viewer import ViewerSettings, ViewInfo, describe, render_view
+from activekd_core.viewer import BANDS, FIXED, GREY, ViewerSettings, ViewInfo, describe, render_view
 
 if TYPE_CHECKING:
     from activekd_core.project import Project
@@ -30,8 +30,14 @@ __all__ = [
     "image_path",
     "thumbnail_png",
     "zoom_png",
+    "BANDS",
+    "FIXED",
+    "GREY",
+    "ViewInfo",
+    "ViewerSettings",
     "viewer_info",
     "viewer_png",
+    "viewer_group",
     "viewer_settings",
     "save_viewer_settings",
     "save_project_recipe",
@@ -178,14 +184,23 @@ def viewer_png(project: Project, image_id: str, settings: ViewerSettings, zoom: 
     return data, zoom_window(info.width, info.height, zoom, center, viewport), (info.width, info.height)
 
 
-def viewer_settings(project: Project, annotator: str) -> ViewerSettings:
-    """``annotator``'s focus-mode view in this project (the default view when none was kept)."""
-    return ViewerSettings.from_dict(project.view_prefs(annotator).get(VIEWER_PREF))
+def viewer_group(info: ViewInfo) -> str:
+    """Which kept view an item uses: DICOM, single-band rasters and multi-band rasters each have their own
+    (a CT window in HU means nothing to a 16-bit raster)."""
+    return f"{'dicom' if info.is_dicom else 'raster'}-{info.kind}"
 
 
-def save_viewer_settings(project: Project, annotator: str, settings: ViewerSettings) -> None:
-    """Keep ``annotator``'s focus-mode view in this project; the project's recipe is not touched."""
-    project.set_view_pref(annotator, VIEWER_PREF, settings.to_dict())
+def viewer_settings(project: Project, annotator: str, group: str) -> ViewerSettings | None:
+    """``annotator``'s focus-mode view of ``group`` (:func:`viewer_group`) in this project, or None
+    when they keep the project's view."""
+    data = project.view_prefs(annotator).get(f"{VIEWER_PREF}:{group}")
+    return ViewerSettings.from_dict(data) if isinstance(data, dict) else None
+
+
+def save_viewer_settings(project: Project, annotator: str, group: str, settings: ViewerSettings | None) -> None:
+    """Keep (None: forget) ``annotator``'s focus-mode view of ``group`` in this project; the
+    project's recipe is not touched."""
+    project.set_view_pref(annotator, f"{VIEWER_PREF}:{group}", settings.to_dict() if settings is not None else None)
 
 
 def save_project_recipe(project: Project, recipe: DisplayRecipe) -> None:
