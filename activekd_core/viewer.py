@@ -32,7 +32,15 @@ import numpy.typing as npt
 import tifffile
 from PIL import Image
 
-from activekd_core.dicom_header import check_header, check_pixel_element, middle_frame, read_header
+from activekd_core import decode_budget
+from activekd_core.dicom_header import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_FRAMES,
+    check_header,
+    check_pixel_element,
+    middle_frame,
+    read_header,
+)
 from activekd_core.dicom_pixels import _decode_frame, frame_to_rgb8  # one checked single-frame decoder
 from activekd_core.dicom_tags import first_value, int_tag, library_errors_as_reasons
 from activekd_core.display_pixels import grey_to_rgb, range_to_unit, to_uint8
@@ -42,7 +50,7 @@ from activekd_core.image_items import ItemRef
 from activekd_core.image_open import DEFAULT_MAX_PIXELS, ImageLoadError, open_image_file
 from activekd_core.image_view import VIEWPORT, ZoomWindow, zoom_window
 from activekd_core.paths import PathOutsideRoot
-from activekd_core.raster_header import DEFAULT_MAX_BANDS, check_segments, checked_page, display_bands, open_tiff
+from activekd_core.raster_header import DEFAULT_MAX_BANDS, RasterInfo, check_segments, checked_page, display_bands, open_tiff
 from activekd_core.raster_windows import read_page_window
 from activekd_core.raster_display import bands_to_rgb8, read_raster_rgb
 
@@ -209,7 +217,7 @@ def describe(root: Path | str, ref: ItemRef, recipe: DisplayRecipe, *, max_pixel
 def _describe_dicom(fh: BinaryIO, name: str, recipe: DisplayRecipe, max_pixels: int) -> ViewInfo:
     with library_errors_as_reasons(name, fh):
         header = read_header(fh, name)
-        info = check_header(header, name, max_frames=1 << 30, max_pixels=max_pixels, max_bytes=1 << 62)
+        info = check_header(header, name, max_frames=DEFAULT_MAX_FRAMES, max_pixels=max_pixels, max_bytes=DEFAULT_MAX_BYTES)
     grey = info.samples_per_pixel == 1 and info.photometric in ("MONOCHROME1", "MONOCHROME2")
     bits = int_tag(header, "BitsStored") or 16
     signed = int_tag(header, "PixelRepresentation") == 1
@@ -309,23 +317,27 @@ def _dicom_crop(fh: BinaryIO, name: str, ref: ItemRef, drawn: DisplayRecipe, vie
                 zoom: float, center: tuple[float, float], max_pixels: int) -> tuple[npt.NDArray[np.uint8], ZoomWindow, tuple[int, int]]:
     with library_errors_as_reasons(name, fh):
         header = read_header(fh, name)
-        info = check_header(header, name, max_frames=1 << 30, max_pixels=max_pixels, max_bytes=1 << 62)
+        info = check_header(header, name, max_frames=DEFAULT_MAX_FRAMES, max_pixels=max_pixels, max_bytes=DEFAULT_MAX_BYTES)
         check_pixel_element(fh, header, info, name)
         index = middle_frame(info.n_frames) if ref.frame is None else ref.frame
         if not 0 <= index < info.n_frames:
             raise ImageLoadError(name, f"frame {index + 1} does not exist (the file has {info.n_frames} frames)")
-        arr = _decode_frame(fh, header, info, index, name)
     window = zoom_window(info.columns, info.rows, zoom, center, viewport)
     left, top, right, bottom = window.box
-    try:
-        if drawn.window_values() is None:
-            # The file's own window, VOI LUT or min-max: the whole frame decides, as in the project's view.
-            rgb = frame_to_rgb8(arr, header, drawn, frame=index)[top:bottom, left:right]
-        else:  # a linear window: applied to the crop's modality values only
-            rgb = frame_to_rgb8(arr[top:bottom, left:right], header, drawn, frame=index)
-    except Exception as exc:  # noqa: BLE001 - odd LUTs or values come back as a reason
-        raise ImageLoadError(name, f"cannot apply the display pipeline: {type(exc).__name__}") from exc
-    return rgb, window, (info.columns, info.rows)
+    # The decoded frame plus the float64 modality values of what the pipeline sees.
+    peak = info.rows * info.columns * info.samples_per_pixel * 12
+    with decode_budget.DECODE_BUDGET.reserve(peak):
+        with library_errors_as_reasons(name, fh):
+            arr = _decode_frame(fh, header, info, index, name)
+        try:
+            if drawn.window_values() is None:
+                # The file's own window, VOI LUT or min-max: the whole frame decides, as in the project's view.
+                rgb = frame_to_rgb8(arr, header, drawn, frame=index)[top:bottom, left:right]
+            else:  # a linear window: applied to the crop's modality values only
+                rgb = frame_to_rgb8(arr[top:bottom, left:right], header, drawn, frame=index)
+        except Exception as exc:  # noqa: BLE001 - odd LUTs or values come back as a reason
+            raise ImageLoadError(name, f"cannot apply the display pipeline: {type(exc).__name__}") from exc
+    return np.ascontiguousarray(rgb), window, (info.columns, info.rows)
 
 
 def _tiff_crop(fh: BinaryIO, name: str, ref: ItemRef, drawn: DisplayRecipe, settings: ViewerSettings,
@@ -342,23 +354,32 @@ def _tiff_crop(fh: BinaryIO, name: str, ref: ItemRef, drawn: DisplayRecipe, sett
                                    require_valid=False), window, (w, h)
         bands = display_bands(info.bands, drawn)
         check_segments(tf, page, name, max_pixels)
-        arr = read_page_window(tf, page, info, file_box, bands, name, max_pixels)
-        nodata = drawn.nodata if drawn.nodata is not None else info.nodata
-        valid = np.ones(arr.shape[:2], dtype=bool)
-        if arr.dtype.kind == "f":
-            valid &= np.isfinite(arr).all(axis=2)
-        if nodata is not None and not math.isnan(nodata):
-            valid &= ~(arr == nodata).any(axis=2)
-        invert = page.photometric == tifffile.PHOTOMETRIC.MINISWHITE
-        if len(bands) == 1 and settings.window is not None:
-            c, wd = settings.window
-            rgb = grey_to_rgb(to_uint8(range_to_unit(arr[:, :, 0], c - wd / 2, c + wd / 2)))
-            if invert:
-                rgb = 255 - rgb
-            rgb[~valid] = NODATA_RGB
-        else:
-            rgb = bands_to_rgb8(arr, bands, drawn, valid=valid, invert=invert)
+        with decode_budget.DECODE_BUDGET.reserve(file_box[2] * file_box[3] * len(bands) * 16):
+            rgb = _bands_rgb(tf, page, info, file_box, bands, drawn, settings, name, max_pixels)
     return rgb, window, (w, h)
+
+
+def _bands_rgb(tf: tifffile.TiffFile, page: tifffile.TiffPage, info: RasterInfo, file_box: tuple[int, int, int, int],
+               bands: tuple[int, ...], drawn: DisplayRecipe, settings: ViewerSettings, name: str,
+               max_pixels: int) -> npt.NDArray[np.uint8]:
+    """Read ``bands`` of ``file_box`` and draw them: the user's window for one band, else the recipe's stretch."""
+    arr = read_page_window(tf, page, info, file_box, bands, name, max_pixels)
+    nodata = drawn.nodata if drawn.nodata is not None else info.nodata
+    valid = np.ones(arr.shape[:2], dtype=bool)
+    if arr.dtype.kind == "f":
+        valid &= np.isfinite(arr).all(axis=2)
+    if nodata is not None and not math.isnan(nodata):
+        valid &= ~(arr == nodata).any(axis=2)
+    invert = page.photometric == tifffile.PHOTOMETRIC.MINISWHITE
+    if len(bands) == 1 and settings.window is not None:
+        c, wd = settings.window
+        rgb = grey_to_rgb(to_uint8(range_to_unit(arr[:, :, 0], c - wd / 2, c + wd / 2)))
+        if invert:
+            rgb = 255 - rgb
+        rgb[~valid] = NODATA_RGB
+    else:
+        rgb = bands_to_rgb8(arr, bands, drawn, valid=valid, invert=invert)
+    return rgb
 
 
 def _resample(rgb: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:

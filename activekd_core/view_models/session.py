@@ -10,10 +10,12 @@ opening, :func:`activekd_core.images.open_image_file`). PNG bytes are kept in a
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cachetools import LRUCache
 from PIL import Image
 
 from activekd_core import recent
@@ -123,8 +125,8 @@ def zoom_png(project: Project, image_id: str, zoom: float, center: tuple[float, 
 
 
 VIEWER_PREF = "viewer"  # name of the focus-mode view in an annotator's view preferences
-_info_cache: dict[tuple, ViewInfo] = {}
-_INFO_CACHE_MAX = 256
+_INFO_CACHE: LRUCache = LRUCache(maxsize=256)  # (root, id, mtime, size, recipe key) -> ViewInfo
+_INFO_LOCK = threading.Lock()
 
 
 def viewer_info(project: Project, image_id: str) -> ViewInfo | None:
@@ -143,12 +145,12 @@ def viewer_info(project: Project, image_id: str) -> ViewInfo | None:
     stat = image_path(project, image_id).stat()
     recipe = project.recipe
     key = (str(project.image_root), image_id, stat.st_mtime_ns, stat.st_size, recipe.key())
-    info = _info_cache.get(key)
+    with _INFO_LOCK:
+        info = _INFO_CACHE.get(key)
     if info is None:
         info = describe(project.image_root, project.pool().item_ref(image_id), recipe)
-        if len(_info_cache) >= _INFO_CACHE_MAX:
-            _info_cache.clear()
-        _info_cache[key] = info
+        with _INFO_LOCK:
+            _INFO_CACHE[key] = info
     return info
 
 
