@@ -57,6 +57,8 @@ from activekd_core.raster_display import bands_to_rgb8, read_raster_rgb
 GREY, BANDS, FIXED = "grey", "bands", "fixed"
 """View kinds: window/level controls, band and stretch controls, or no controls."""
 
+CT_RANGE = (-1024.0, 3071.0)
+"""Hounsfield units a CT window may reach (air to dense bone/metal, the 12-bit range scanners store)."""
 _RANGE_SAMPLE_SIDE = 1024  # a float raster's value range is read from at most this square
 
 
@@ -162,7 +164,8 @@ class ViewInfo:
         height: Item height in pixels.
         n_bands: Bands (TIFF samples per pixel; 1 for grey DICOM).
         modality: DICOM Modality (``"CT"``, ``"MR"``...), ``""`` for rasters.
-        value_range: Lowest and highest value a window may reach (modality units).
+        value_range: Lowest and highest value a window may reach (modality units; for CT
+            at most :data:`CT_RANGE`).
         default_window: The window the project shows (recipe, else the file's), or None.
         is_dicom: Whether the item is a DICOM frame.
     """
@@ -225,6 +228,8 @@ def _describe_dicom(fh: BinaryIO, name: str, recipe: DisplayRecipe, max_pixels: 
     slope = float(first_value(header.get("RescaleSlope", 1)) or 1)
     intercept = float(first_value(header.get("RescaleIntercept", 0)) or 0)
     ends = sorted((lo * slope + intercept, hi * slope + intercept))
+    if info.modality == "CT" and ends[0] < CT_RANGE[1] and ends[1] > CT_RANGE[0]:
+        ends = [max(ends[0], CT_RANGE[0]), min(ends[1], CT_RANGE[1])]  # the sliders span what CT values mean
     window = recipe.window_values()
     if window is None and "WindowCenter" in header and "WindowWidth" in header:
         c, w = first_value(header.WindowCenter), first_value(header.WindowWidth)

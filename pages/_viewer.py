@@ -49,21 +49,34 @@ def _key(group: str, name: str) -> str:
 def _controls(project: Project, info: vm.ViewInfo, group: str) -> vm.ViewerSettings:
     """Draw the controls for ``info``'s kind and return the settings they hold now."""
     _seed(project, info, group)
-    st.markdown("**View** (yours; the project's recipe is unchanged until saved)")
-    if info.kind == vm.GREY:
-        _window_controls(project, info, group)
-    else:
-        _band_controls(project, info, group)
-    settings = _settings(info, group)
-    a, b = st.columns(2)
-    a.button("Project view", key=_key(group, "reset"), on_click=_reset, args=(project, group),
-             disabled=settings is None, help="Back to the project's display recipe.")
-    b.button("Save as project recipe", key=_key(group, "save"), on_click=_save_recipe, args=(project, info, group),
-             disabled=settings is None,
-             help="Everyone's grid, the teacher and the student then use this view; caches are rebuilt.")
+    current = _settings(info, group)
+    with st.expander(f"View: {_describe(current, info)}", icon=":material/contrast:"):
+        st.caption("Your own view of these images; the project's recipe (what the grid, the teacher and the "
+                   "student see) changes only when you save it.")
+        if info.kind == vm.GREY:
+            _window_controls(project, info, group)
+        else:
+            _band_controls(project, info, group)
+        settings = _settings(info, group)
+        st.button("Back to the project's view", key=_key(group, "reset"), on_click=_reset, args=(project, group),
+                  disabled=settings is None, help="Forget your own view of these images.")
+        st.button("Save as project recipe", key=_key(group, "save"), on_click=_save_recipe,
+                  args=(project, info, group), disabled=settings is None,
+                  help="Everyone's grid, the teacher and the student then use this view; caches are rebuilt.")
     if K_NOTICE in st.session_state:
         st.caption(md(st.session_state.pop(K_NOTICE), MESSAGE_MAX))
     return settings or vm.ViewerSettings()
+
+
+def _describe(settings: vm.ViewerSettings | None, info: vm.ViewInfo) -> str:
+    """The expander's title: whose view is shown, and its window or bands."""
+    if settings is None:
+        return "the project's"
+    if settings.window is not None:
+        return f"yours, window {settings.window[0]:g}/{settings.window[1]:g}"
+    bands = ",".join(str(b) for b in settings.bands or ())
+    low, high = settings.percentiles or (0, 100)
+    return f"yours, bands {bands}, stretch {low:g}-{high:g} %"
 
 
 def _seed(project: Project, info: vm.ViewInfo, group: str) -> None:

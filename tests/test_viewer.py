@@ -186,7 +186,7 @@ def test_tiff_reads_only_the_visible_window_of_a_chip(tmp_path: Path, monkeypatc
 def test_describe_dicom(ct: Path) -> None:
     info = describe(ct, ItemRef("ct.dcm"), DisplayRecipe())
     assert info.kind == GREY and info.is_dicom and info.modality == "CT"
-    assert info.value_range == (-32768.0 - 1024, 32767.0 - 1024)  # int16 after the rescale
+    assert info.value_range == (-1024.0, 3071.0)  # int16 after the rescale, limited to the HU a CT window means
     assert info.default_window == (-600.0, 1500.0)
     assert describe(ct, ItemRef("ct.dcm"), DisplayRecipe(window="ct_bone")).default_window == (400.0, 1800.0)
 
