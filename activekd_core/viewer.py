@@ -68,7 +68,8 @@ class ViewerSettings:
 
     Attributes:
         window_center: Window centre in modality units (HU for CT) or raw sample values.
-        window_width: Window width (>= 1); set together with ``window_center``.
+        window_width: Window width (> 0; a DICOM window is drawn at least 1 wide); set
+            together with ``window_center``.
         bands: 1-based band numbers shown as R, G, B (3) or grey (1).
         percentiles: Low and high stretch percentiles.
     """
@@ -81,12 +82,17 @@ class ViewerSettings:
     def __post_init__(self) -> None:
         if (self.window_center is None) != (self.window_width is None):
             raise RecipeError("a view window needs both a centre and a width")
-        # The recipe's own checks (finite numbers, width >= 1, 1 or 3 bands, 0 <= low < high <= 100).
-        probe = self.apply(DisplayRecipe())
         set_ = object.__setattr__
         if self.window_center is not None:
-            set_(self, "window_center", probe.window_center)
-            set_(self, "window_width", probe.window_width)
+            for name in ("window_center", "window_width"):
+                value = getattr(self, name)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise RecipeError(f"{name} must be a finite number, got {str(value)[:40]!r}")
+                set_(self, name, float(value))
+            if not self.window_width > 0:  # type: ignore[operator]
+                raise RecipeError(f"window_width must be positive, got {self.window_width}")
+        # The recipe's own checks for the rest (1 or 3 bands, 0 <= low < high <= 100).
+        probe = self.apply(DisplayRecipe())
         if self.bands is not None:
             set_(self, "bands", probe.bands)
         if self.percentiles is not None:
@@ -106,8 +112,8 @@ class ViewerSettings:
         were computed with those); other percentiles stretch the pixels read.
         """
         changes: dict[str, Any] = {}
-        if self.window is not None:
-            changes.update(window="manual", window_center=self.window[0], window_width=self.window[1])
+        if self.window is not None:  # a DICOM LINEAR window is at least 1 wide (rasters use the window as it is)
+            changes.update(window="manual", window_center=self.window[0], window_width=max(1.0, self.window[1]))
         if self.bands is not None:
             changes["bands"] = tuple(self.bands)
         if self.percentiles is not None and tuple(self.percentiles) != recipe.percentiles:
@@ -261,7 +267,7 @@ def _describe_tiff(fh: BinaryIO, name: str, ref: ItemRef, recipe: DisplayRecipe,
         if kind == GREY:
             stored = recipe.band_range(1)
             if stored is not None:
-                window = ((stored[0] + stored[1]) / 2, max(1.0, stored[1] - stored[0]))
+                window = ((stored[0] + stored[1]) / 2, stored[1] - stored[0]) if stored[1] > stored[0] else None
     return ViewInfo(kind, w, h, info.bands, "", value_range, window, False)
 
 

@@ -92,7 +92,7 @@ def _seed(project: Project, info: vm.ViewInfo, group: str) -> None:
     bands = bands if len(bands) == 3 else bands * 3
     pct = (kept.percentiles if kept is not None else None) or project.recipe.percentiles
     values = {"on": kept is not None, "center": _clamp(window[0], lo, hi, info),
-              "width": _clamp(window[1], 1.0, max(1.0, hi - lo), info), "pct": (float(pct[0]), float(pct[1]))}
+              "width": _clamp(window[1], *_width_range(info), info), "pct": (float(pct[0]), float(pct[1]))}
     values.update({c: min(max(int(b), 1), info.n_bands) for c, b in zip("rgb", bands)})
     for name in names:
         st.session_state.setdefault(_key(group, name), values[name])
@@ -108,6 +108,15 @@ def _integral(info: vm.ViewInfo) -> bool:
     return float(lo).is_integer() and float(hi).is_integer() and hi - lo >= 100
 
 
+def _width_range(info: vm.ViewInfo) -> tuple[float, float]:
+    """Narrowest and widest window the width slider offers."""
+    lo, hi = info.value_range
+    if _integral(info):
+        return (1, max(2, int(hi - lo)))
+    span = hi - lo if hi > lo else 1.0
+    return (span / 1000, span)
+
+
 def _window_controls(project: Project, info: vm.ViewInfo, group: str) -> None:
     lo, hi = info.value_range
     presets = window_presets_for(info.modality) if info.is_dicom else []
@@ -116,17 +125,17 @@ def _window_controls(project: Project, info: vm.ViewInfo, group: str) -> None:
                      format_func=lambda n: WINDOW_PRESETS[n].label if n in WINDOW_PRESETS else "choose…",
                      on_change=_apply_preset, args=(project, info, group))
     unit = " (HU)" if info.modality == "CT" else ""
+    low_w, high_w = _width_range(info)
     if _integral(info):
-        lo_i, hi_i = int(lo), int(hi)
-        st.slider(f"Window centre{unit}", lo_i, hi_i, step=1, key=_key(group, "center"),
+        st.slider(f"Window centre{unit}", int(lo), int(hi), step=1, key=_key(group, "center"),
                   on_change=_changed, args=(project, info, group))
-        st.slider(f"Window width{unit}", 1, max(2, hi_i - lo_i), step=1, key=_key(group, "width"),
+        st.slider(f"Window width{unit}", int(low_w), int(high_w), step=1, key=_key(group, "width"),
                   on_change=_changed, args=(project, info, group))
     else:
-        span = max(hi - lo, 1.0)
-        st.slider("Window centre", float(lo), float(hi), step=span / 1000, key=_key(group, "center"),
+        hi = hi if hi > lo else lo + 1.0
+        st.slider("Window centre", float(lo), float(hi), step=(hi - lo) / 1000, key=_key(group, "center"),
                   on_change=_changed, args=(project, info, group))
-        st.slider("Window width", 1.0, float(span), step=span / 1000, key=_key(group, "width"),
+        st.slider("Window width", float(low_w), float(high_w), step=low_w, key=_key(group, "width"),
                   on_change=_changed, args=(project, info, group))
 
 
@@ -170,7 +179,7 @@ def _apply_preset(project: Project, info: vm.ViewInfo, group: str) -> None:
         return
     lo, hi = info.value_range
     st.session_state[_key(group, "center")] = _clamp(preset.center, lo, hi, info)
-    st.session_state[_key(group, "width")] = _clamp(preset.width, 1.0, max(1.0, hi - lo), info)
+    st.session_state[_key(group, "width")] = _clamp(preset.width, *_width_range(info), info)
     st.session_state[_key(group, "preset")] = "—"
     _changed(project, info, group)
 

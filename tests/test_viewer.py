@@ -167,6 +167,20 @@ def test_single_band_uint16_window_level_on_raw_values(tmp_path: Path) -> None:
     assert np.array_equal(view[:, :, 0], stretch(data, 22000, 42000)) and view[3, 7, 0] == 115
 
 
+def test_float_reflectance_window_narrower_than_one(tmp_path: Path) -> None:
+    data = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(8, 8)
+    data[0, 0] = np.nan
+    write_bands(tmp_path / "r.tif", data)
+    info = describe(tmp_path, ItemRef("r.tif"), DisplayRecipe())
+    assert info.kind == GREY and info.value_range == (float(data[0, 1]), 1.0)  # the finite values' range
+    view = render_view(tmp_path, ItemRef("r.tif"), DisplayRecipe(), ViewerSettings(0.5, 0.2),
+                       viewport=(8, 8), zoom=1.0).rgb
+    assert np.array_equal(view[1:, :, 0], stretch(data[1:], 0.4, 0.6))
+    assert tuple(view[0, 0]) == (128, 128, 128)  # NaN: the no-data grey
+    with pytest.raises(RecipeError):
+        ViewerSettings(0.5, 0.0)
+
+
 def test_tiff_reads_only_the_visible_window_of_a_chip(tmp_path: Path, monkeypatch) -> None:
     data = np.zeros((512, 512, 4), dtype=np.uint16)
     data[..., 0] = np.arange(512)[None, :]
