@@ -33,8 +33,8 @@ from pages._session import (
     teacher_suggestions,
     thumbnail,
     use_worker_process,
-    zoom_png,
 )
+from pages._viewer import focus_image
 
 SELECT_POLL_SECONDS = 0.5  # how often the page polls a running batch selection
 GRID_BOX = 320  # thumbnail size in pixels (images are shown at column width)
@@ -309,7 +309,7 @@ def _focus_view(project: Project, image_id: str, score: float | None, pos: int, 
                                 on_change=_save_pref, args=(project, K_ZOOM))
         pan = (st.session_state.setdefault(K_PAN_X, 50) / 100, st.session_state.setdefault(K_PAN_Y, 50) / 100)
         try:
-            data, window, (w, h) = zoom_png(project, image_id, zoom, pan)
+            data, window, (w, h) = focus_image(project, image_id, zoom, pan)  # + viewer controls for DICOM/TIFF
         except Exception as exc:  # outside the root, removed, unreadable: say so, keep the page
             data, window, (w, h) = None, None, (0, 0)
             st.error(f"Cannot show {code(image_id)}: {md(exc, MESSAGE_MAX)}")

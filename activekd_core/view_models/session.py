@@ -10,16 +10,20 @@ opening, :func:`activekd_core.images.open_image_file`). PNG bytes are kept in a
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cachetools import LRUCache
 from PIL import Image
 
 from activekd_core import recent
-from activekd_core.image_view import BytesCache, ZoomWindow, fit_image, png_bytes, render_zoom, zoom_window
+from activekd_core.display_recipe import DisplayRecipe
+from activekd_core.image_view import VIEWPORT, BytesCache, ZoomWindow, fit_image, png_bytes, render_zoom, zoom_window
 from activekd_core.images import open_image_file
 from activekd_core.paths import resolve_inside
+from activekd_core.viewer import BANDS, FIXED, GREY, ViewerSettings, ViewInfo, describe, render_view
 
 if TYPE_CHECKING:
     from activekd_core.project import Project
@@ -28,6 +32,17 @@ __all__ = [
     "image_path",
     "thumbnail_png",
     "zoom_png",
+    "BANDS",
+    "FIXED",
+    "GREY",
+    "ViewInfo",
+    "ViewerSettings",
+    "viewer_info",
+    "viewer_png",
+    "viewer_group",
+    "viewer_settings",
+    "save_viewer_settings",
+    "save_project_recipe",
     "needs_reopen",
     "is_known_project",
     "remember_project",
@@ -107,6 +122,111 @@ def zoom_png(project: Project, image_id: str, zoom: float, center: tuple[float, 
     key = ("zoom", root, image_id, stat.st_mtime_ns, stat.st_size, window, recipe_key)
     data = cache.get_or_make(key, lambda: png_bytes(render_zoom(project.load_image(image_id), window)))
     return data, window, (width, height)
+
+
+VIEWER_PREF = "viewer"  # name of the focus-mode view in an annotator's view preferences
+_INFO_CACHE: LRUCache = LRUCache(maxsize=256)  # (root, id, mtime, size, recipe key) -> ViewInfo
+_INFO_LOCK = threading.Lock()
+
+
+def viewer_info(project: Project, image_id: str) -> ViewInfo | None:
+    """Which focus-mode controls ``image_id`` gets (see :func:`activekd_core.viewer.describe`),
+    or None for a plain image (PNG, JPEG, 8-bit TIFF...), which only zooms.
+
+    Kept per file identity and recipe (a header read, or a 1024 x 1024 read for a float raster).
+
+    Raises:
+        activekd_core.images.ImageLoadError: When the file cannot be read.
+        activekd_core.paths.PathOutsideRoot: If the id escapes the image root.
+        FileNotFoundError: If the file is gone.
+    """
+    if project.is_plain_image(image_id):
+        return None
+    stat = image_path(project, image_id).stat()
+    recipe = project.recipe
+    key = (str(project.image_root), image_id, stat.st_mtime_ns, stat.st_size, recipe.key())
+    with _INFO_LOCK:
+        info = _INFO_CACHE.get(key)
+    if info is None:
+        info = describe(project.image_root, project.pool().item_ref(image_id), recipe)
+        with _INFO_LOCK:
+            _INFO_CACHE[key] = info
+    return info
+
+
+def viewer_png(project: Project, image_id: str, settings: ViewerSettings, zoom: float,
+               center: tuple[float, float], cache: BytesCache,
+               viewport: tuple[int, int] = VIEWPORT) -> tuple[bytes, ZoomWindow, tuple[int, int]]:
+    """PNG bytes of the visible window of a DICOM/raster item drawn with the user's ``settings``
+    (:func:`activekd_core.viewer.render_view`), that window and the item's ``(width, height)``.
+
+    Only the visible window is read and drawn, at most ``viewport``. The cache key holds the
+    file's identity, the project's recipe key and the settings, so a saved recipe or a
+    changed file is drawn afresh.
+    """
+    stat = image_path(project, image_id).stat()
+    recipe = project.recipe
+    ref = project.pool().item_ref(image_id)
+    window_key = (round(float(zoom), 4), round(float(center[0]), 4), round(float(center[1]), 4), tuple(viewport))
+    key = ("view", str(project.image_root), image_id, stat.st_mtime_ns, stat.st_size, window_key, recipe.key(), settings)
+    found: dict = {}
+
+    def make() -> bytes:
+        result = render_view(project.image_root, ref, recipe, settings, viewport=viewport, zoom=zoom, center=center)
+        found["result"] = result
+        return png_bytes(Image.fromarray(result.rgb, "RGB"))
+
+    data = cache.get_or_make(key, make)
+    if "result" in found:
+        result = found["result"]
+        return data, result.window, result.size
+    info = viewer_info(project, image_id)  # bytes from the cache: the window follows from the item's size
+    if info is None:
+        raise ValueError(f"{image_id[:200]!r} is a plain image: use zoom_png")
+    return data, zoom_window(info.width, info.height, zoom, center, viewport), (info.width, info.height)
+
+
+def viewer_group(info: ViewInfo) -> str:
+    """Which kept view an item uses: DICOM, single-band rasters and multi-band rasters each have their own
+    (a CT window in HU means nothing to a 16-bit raster)."""
+    return f"{'dicom' if info.is_dicom else 'raster'}-{info.kind}"
+
+
+def viewer_settings(project: Project, annotator: str, group: str) -> ViewerSettings | None:
+    """``annotator``'s focus-mode view of ``group`` (:func:`viewer_group`) in this project, or None
+    when they keep the project's view."""
+    data = project.view_prefs(annotator).get(f"{VIEWER_PREF}:{group}")
+    return ViewerSettings.from_dict(data) if isinstance(data, dict) else None
+
+
+def save_viewer_settings(project: Project, annotator: str, group: str, settings: ViewerSettings | None) -> None:
+    """Keep (None: forget) ``annotator``'s focus-mode view of ``group`` in this project; the
+    project's recipe is not touched."""
+    project.set_view_pref(annotator, f"{VIEWER_PREF}:{group}", settings.to_dict() if settings is not None else None)
+
+
+def save_project_recipe(project: Project, recipe: DisplayRecipe) -> None:
+    """Make ``recipe`` the project's display recipe (the user's "Save as project recipe").
+
+    Written into the project settings the way ``Project.create`` writes it; the pool is
+    re-read with it, so every cache keyed by the recipe (thumbnails, zoomed views, the
+    pixel cache and teacher features through the pool fingerprint) is rebuilt. Only how
+    pixels look may change here: frames, chips and nodata decide which items exist.
+
+    Raises:
+        ValueError: When ``recipe`` changes the frames, chips or nodata.
+    """
+    if not isinstance(recipe, DisplayRecipe):
+        raise ValueError(f"a display recipe is needed, got {type(recipe).__name__}")
+    old = project.recipe
+    for name in ("frames", "chip_size", "chip_overlap", "nodata"):
+        if getattr(old, name) != getattr(recipe, name):
+            raise ValueError(f"the viewer cannot change the recipe's {name} (it decides which images exist)")
+    if recipe == old:
+        return
+    project.config["display_recipe"] = recipe.to_dict()
+    project.store.set_setting("project", project.config)
+    project._pool = None  # the facade has no recipe setter yet: the next pool() reads the new recipe
 
 
 def needs_reopen(project: Project) -> bool:
