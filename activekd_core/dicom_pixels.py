@@ -88,7 +88,7 @@ def read_dicom_rgb(
         index = middle_frame(info.n_frames) if frame is None else frame
         if not 0 <= index < info.n_frames:
             raise ImageLoadError(label, f"frame {index + 1} does not exist (the file has {info.n_frames} frames)")
-        arr = _decode_frame(fh, header, info, index, label)
+        arr = decode_frame(fh, header, info, index, label)
     try:
         rgb = frame_to_rgb8(arr, header, recipe, frame=index)
     except ImageLoadError:
@@ -98,7 +98,11 @@ def read_dicom_rgb(
     return fit_size(rgb, max_side=max_side, min_side=min_side)
 
 
-def _decode_frame(fh: BinaryIO, header: Dataset, info: DicomInfo, index: int, label: str) -> npt.NDArray:
+def decode_frame(fh: BinaryIO, header: Dataset, info: DicomInfo, index: int, label: str) -> npt.NDArray:
+    """Frame ``index`` of the open DICOM file ``fh`` as stored values (before rescale and window).
+
+    The one checked single-frame decoder: the display pipeline and the viewer both use it.
+    """
     fh.seek(0)
     try:
         if info.transfer_syntax == DeflatedExplicitVRLittleEndian:

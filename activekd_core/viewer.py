@@ -41,7 +41,7 @@ from activekd_core.dicom_header import (
     middle_frame,
     read_header,
 )
-from activekd_core.dicom_pixels import _decode_frame, frame_to_rgb8  # one checked single-frame decoder
+from activekd_core.dicom_pixels import decode_frame, frame_to_rgb8
 from activekd_core.dicom_tags import first_value, int_tag, library_errors_as_reasons
 from activekd_core.display_pixels import grey_to_rgb, range_to_unit, to_uint8
 from activekd_core.display_recipe import NODATA_RGB, WINDOW_PRESETS, DisplayRecipe, RecipeError
@@ -339,7 +339,7 @@ def _dicom_crop(fh: BinaryIO, name: str, ref: ItemRef, drawn: DisplayRecipe, vie
     peak = info.rows * info.columns * info.samples_per_pixel * 12
     with decode_budget.DECODE_BUDGET.reserve(peak):
         with library_errors_as_reasons(name, fh):
-            arr = _decode_frame(fh, header, info, index, name)
+            arr = decode_frame(fh, header, info, index, name)
         try:
             if drawn.window_values() is None:
                 # The file's own window, VOI LUT or min-max: the whole frame decides, as in the project's view.
