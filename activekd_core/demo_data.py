@@ -1,4 +1,4 @@
-"""Demo datasets materialised as real image files in class sub-folders.
+"""Demo datasets materialised as real image files with neutral names, the truth kept apart.
 
 Two datasets work offline:
 
@@ -10,18 +10,37 @@ Two datasets work offline:
   levels, classes ``0``-``9``), upscaled bilinearly to 64x64 PNG, dark digit on a light
   background, so a person can read them.
 
-Layout: ``dest/<name>/<class>/<file>``; the image id is ``<class>/<file>``, so
-:func:`activekd_core.labels_import.labels_from_subfolders` recovers the same labels.
+Layout (version 2) under ``dest/<name>-v2/``::
 
-Idempotent and crash-safe: every file is written under a temporary name and renamed; a
-manifest (``.activekd_demo.json``) is written last and removed before any rebuild. A call
-that finds a complete manifest with the same parameters returns at once (it only checks
-that the files exist); otherwise missing or damaged files are (re)written, files of the
+    images/img_3fa9c2d1.jpg     the image root: one flat folder, neutral names
+    truth.csv                   the ground truth: ``id,label`` per image (the sidecar)
+    manifest.json               what was built (parameters, image count), written last
+
+An image's name is ``img_`` plus the first 8 hex digits of a SHA-256 of the dataset and
+the image's source (its class and original file name): a fixed keyed shuffle, so neither
+the name nor the sorted order of the pool says anything about the class, and a name
+always denotes the same source image whatever subset is materialised. The truth lies
+outside the image root, so no scan, thumbnail, caption or export of a project over that
+root can reach it; it is read only by whoever asks for it on purpose -- the simulated
+oracle (:mod:`activekd_core.simulation_data`) and a user's explicit label import (the
+sidecar is a labels CSV that :func:`activekd_core.labels_import.labels_from_csv` reads).
+
+Version 1 (``dest/<name>/<class>/<file>``, ids revealing the class) is no longer
+written; a folder of that layout is never touched here, so a project created over it
+keeps its image root, ids and labels.
+
+Idempotent and crash-safe: every file is written under a temporary name and renamed; the
+manifest is written last and removed before any rebuild. A call that finds a complete
+manifest with the same parameters returns at once (it reads the sidecar and checks that
+the files exist); otherwise missing or damaged files are (re)written, files of the
 dataset that the new parameters exclude are removed, and other files are left alone.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import itertools
 import json
 import os
@@ -34,11 +53,17 @@ import numpy as np
 from PIL import Image
 
 from activekd_core.atomic import atomic_write_text
+from activekd_core.csv_safe import restore_cell, write_rows
 from activekd_core.progress import ProgressFn
 
-MANIFEST = ".activekd_demo.json"
-MANIFEST_VERSION = 1
+LAYOUT_SUFFIX = "-v2"  # dest/<name>-v2: the neutral-name layout (dest/<name> held version 1)
+IMAGES_DIR = "images"
+TRUTH_FILE = "truth.csv"
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 2
 DIGITS_SIZE = 64
+_NAME_PREFIX = "img_"
+_HASH_DIGITS = 8
 
 
 @dataclass
@@ -47,11 +72,12 @@ class DemoDataset:
 
     Attributes:
         name: ``"textile"`` or ``"digits"``.
-        root: The image root (``dest/name``).
+        root: The image root (``dest/<name>-v2/images``): neutral file names only.
         classes: Class names, in a fixed order.
         prompts: Class -> a CLIP prompt describing it.
-        labels: Image id -> class name (ground truth, for the simulated oracle).
+        labels: Image id -> class name, read from the sidecar (for the simulated oracle).
         description: One line on the source and licence, for the UI.
+        truth_file: The sidecar ``truth.csv`` (``id,label``), outside the image root.
     """
 
     name: str
@@ -60,11 +86,12 @@ class DemoDataset:
     prompts: dict[str, str]
     labels: dict[str, str]
     description: str = ""
+    truth_file: Path | None = None
 
 
 @dataclass(frozen=True)
 class _Item:
-    image_id: str
+    image_id: str  # the neutral file name
     label: str
     write: Callable[[Path], None]  # writes the complete file at the given path
     expected_size: int | None  # bytes, when known in advance (copies)
@@ -76,6 +103,18 @@ class _Spec:
     prompts: dict[str, str]
     description: str
     items: Callable[[], dict[str, list[_Item]]]  # class -> items in source order
+
+
+def neutral_name(dataset: str, source: str, suffix: str) -> str:
+    """The neutral file name of one source image: ``img_<8 hex digits><suffix>``.
+
+    Args:
+        dataset: The demo's name (part of the hash, so two demos never share a name scheme).
+        source: What identifies the source image (its class and original file name).
+        suffix: File ending including the dot (``".jpg"``).
+    """
+    digest = hashlib.sha256(f"activekd-demo/{dataset}/{source}".encode()).hexdigest()
+    return f"{_NAME_PREFIX}{digest[:_HASH_DIGITS]}{suffix.lower()}"
 
 
 def _textile_items() -> dict[str, list[_Item]]:
@@ -93,7 +132,8 @@ def _textile_items() -> dict[str, list[_Item]]:
             raise RuntimeError(f"conformal-clip-data is installed but its folder is missing: {folder}")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         out[label] = [
-            _Item(f"{label}/{src.name}", label, _copier(src), src.stat().st_size) for src in files
+            _Item(neutral_name("textile", f"{label}/{src.name}", src.suffix), label, _copier(src), src.stat().st_size)
+            for src in files
         ]
     return out
 
@@ -112,7 +152,7 @@ def _digits_items() -> dict[str, list[_Item]]:
     out: dict[str, list[_Item]] = {str(d): [] for d in range(10)}
     for index, (image, target) in enumerate(zip(digits.images, digits.target)):
         label = str(int(target))
-        out[label].append(_Item(f"{label}/digit_{index:04d}.png", label, _digit_writer(image), None))
+        out[label].append(_Item(neutral_name("digits", f"{index:04d}", ".png"), label, _digit_writer(image), None))
     return out
 
 
@@ -150,6 +190,11 @@ def demo_names() -> list[str]:
     return list(DEMOS)
 
 
+def demo_folder(name: str, dest: Path | str) -> Path:
+    """The folder :func:`materialize_demo` writes demo ``name`` to (``dest/<name>-v2``)."""
+    return Path(dest) / f"{name}{LAYOUT_SUFFIX}"
+
+
 def _select(by_class: dict[str, list[_Item]], classes: list[str], per_class: int | None, limit: int | None) -> list[_Item]:
     lists = [by_class.get(c, [])[: per_class if per_class is not None else None] for c in classes]
     if limit is None:
@@ -157,6 +202,14 @@ def _select(by_class: dict[str, list[_Item]], classes: list[str], per_class: int
     # Round-robin over classes so a small limit still covers every class.
     interleaved = (item for group in itertools.zip_longest(*lists) for item in group if item is not None)
     return list(itertools.islice(interleaved, limit))
+
+
+def _check_unique(by_class: dict[str, list[_Item]]) -> None:
+    seen: set[str] = set()
+    for item in (i for items in by_class.values() for i in items):
+        if item.image_id in seen:  # never for the shipped datasets; a changed source would be caught here
+            raise RuntimeError(f"two demo images share the neutral name {item.image_id}")
+        seen.add(item.image_id)
 
 
 def materialize_demo(
@@ -167,17 +220,19 @@ def materialize_demo(
     limit: int | None = None,
     progress: ProgressFn | None = None,
 ) -> DemoDataset:
-    """Write a demo dataset as image files under ``dest/name`` (idempotent).
+    """Write a demo dataset under ``dest/<name>-v2`` (idempotent): neutral images, truth apart.
 
     Args:
         name: ``"textile"`` or ``"digits"``.
-        dest: Parent folder; the images go to ``dest/name/<class>/``.
+        dest: Parent folder; the images go to ``dest/<name>-v2/images/``, the truth to
+            ``dest/<name>-v2/truth.csv``.
         per_class: Keep only the first ``per_class`` images of each class (source order).
         limit: Keep at most ``limit`` images in all, taken round-robin over classes.
         progress: ``progress(done, total, message)`` while files are written.
 
     Returns:
-        The dataset: root, classes, prompts and ground-truth labels of the written files.
+        The dataset: image root, classes, prompts, the ground truth of the written files
+        and where the sidecar lies.
 
     Raises:
         ValueError: Unknown name, or a non-positive ``per_class`` / ``limit``.
@@ -189,23 +244,23 @@ def materialize_demo(
         if value is not None and int(value) < 1:
             raise ValueError(f"{arg} must be at least 1, got {value}")
     spec = DEMOS[name]
-    root = Path(dest) / name
+    folder = demo_folder(name, dest)
+    root = folder / IMAGES_DIR
     params = {"name": name, "version": MANIFEST_VERSION, "per_class": per_class, "limit": limit}
-    manifest_path = root / MANIFEST
+    manifest_path = folder / MANIFEST
 
-    done = _read_complete_manifest(manifest_path, params, root)
+    done = _read_complete(folder, params)
     if done is not None:
         if progress is not None:
             progress(len(done), len(done), f"{name}: {len(done)} images already in {root}")
-        return _dataset(spec, name, root, done)
+        return _dataset(spec, name, folder, done)
 
-    items = _select(spec.items(), spec.classes, per_class, limit)
+    by_class = spec.items()
+    _check_unique(by_class)
+    items = _select(by_class, spec.classes, per_class, limit)
     manifest_path.unlink(missing_ok=True)  # from here on the folder is "being built"
     root.mkdir(parents=True, exist_ok=True)
-    for label in spec.classes:
-        (root / label).mkdir(exist_ok=True)
-    wanted = {item.image_id for item in items}
-    _remove_extras(root, spec, wanted)
+    _remove_extras(root, {item.image_id for item in items})
     total = len(items)
     for count, item in enumerate(items, start=1):
         target = root / item.image_id
@@ -217,35 +272,67 @@ def materialize_demo(
             os.replace(tmp, target)
         if progress is not None and (count % 200 == 0 or count == total):
             progress(count, total, f"{name}: wrote {count}/{total} images")
-    labels = {item.image_id: item.label for item in items}
-    atomic_write_text(manifest_path, json.dumps({**params, "labels": labels}, indent=0, sort_keys=True))
-    return _dataset(spec, name, root, labels)
+    labels = dict(sorted((item.image_id, item.label) for item in items))
+    _write_truth(folder / TRUTH_FILE, labels)
+    atomic_write_text(manifest_path, json.dumps({**params, "images": len(labels)}, indent=0, sort_keys=True))
+    return _dataset(spec, name, folder, labels)
 
 
-def _dataset(spec: _Spec, name: str, root: Path, labels: dict[str, str]) -> DemoDataset:
+def read_truth(path: Path | str) -> dict[str, str]:
+    """The ground truth in a demo's sidecar ``truth.csv``: image id -> class name.
+
+    Only the simulated oracle and tests read it; in the app the truth arrives only
+    through a label import the user starts.
+
+    Raises:
+        OSError: The file cannot be read.
+        ValueError: It is not a truth file (no ``id`` and ``label`` columns).
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"id", "label"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: not a demo truth file (needs id,label columns)")
+        return {restore_cell(row["id"]): restore_cell(row["label"]) for row in reader}
+
+
+def truth_for_root(image_root: Path | str) -> dict[str, str]:
+    """The ground truth of the demo whose image root is ``image_root`` (its sidecar lies beside it)."""
+    return read_truth(Path(image_root).parent / TRUTH_FILE)
+
+
+def _write_truth(path: Path, labels: dict[str, str]) -> None:
+    text = io.StringIO()
+    write_rows(text, ["id", "label"], labels.items())
+    atomic_write_text(path, text.getvalue())
+
+
+def _dataset(spec: _Spec, name: str, folder: Path, labels: dict[str, str]) -> DemoDataset:
     return DemoDataset(
         name=name,
-        root=root.resolve(),
+        root=(folder / IMAGES_DIR).resolve(),
         classes=list(spec.classes),
         prompts=dict(spec.prompts),
         labels=dict(sorted(labels.items())),
         description=spec.description,
+        truth_file=(folder / TRUTH_FILE).resolve(),
     )
 
 
-def _read_complete_manifest(path: Path, params: dict, root: Path) -> dict[str, str] | None:
+def _read_complete(folder: Path, params: dict) -> dict[str, str] | None:
+    """The truth of a complete build with ``params``, or None when it must be (re)built."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        labels = read_truth(folder / TRUTH_FILE)
     except (OSError, ValueError):
         return None
-    if any(meta.get(k) != v for k, v in params.items()):
+    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in params.items()):
         return None
-    labels = meta.get("labels")
-    if not isinstance(labels, dict) or not labels:
+    if not labels or meta.get("images") != len(labels):
         return None
-    if not all((root / image_id).is_file() for image_id in labels):
+    root = folder / IMAGES_DIR
+    if not all(_is_ours(image_id) and (root / image_id).is_file() for image_id in labels):
         return None
-    return {str(k): str(v) for k, v in labels.items()}
+    return labels
 
 
 def _intact(path: Path, expected_size: int | None) -> bool:
@@ -256,14 +343,11 @@ def _intact(path: Path, expected_size: int | None) -> bool:
     return size > 0 if expected_size is None else size == expected_size
 
 
-def _remove_extras(root: Path, spec: _Spec, wanted: set[str]) -> None:
+def _remove_extras(root: Path, wanted: set[str]) -> None:
     """Delete leftovers of this dataset: temp files, and images the parameters exclude."""
-    for label in spec.classes:
-        folder = root / label
-        for path in _files(folder):
-            image_id = f"{label}/{path.name}"
-            if path.name.endswith(".tmp") or (image_id not in wanted and _looks_like_ours(path.name)):
-                path.unlink(missing_ok=True)
+    for path in _files(root):
+        if path.name.endswith(".tmp") or (path.name not in wanted and _is_ours(path.name)):
+            path.unlink(missing_ok=True)
 
 
 def _files(folder: Path) -> Iterator[Path]:
@@ -273,5 +357,14 @@ def _files(folder: Path) -> Iterator[Path]:
         return
 
 
-def _looks_like_ours(name: str) -> bool:
-    return (name.startswith("digit_") and name.endswith(".png")) or (name.startswith("textile_") and name.endswith(".jpg"))
+def _is_ours(name: str) -> bool:
+    """A neutral demo image name (``img_<8 hex>.jpg|.png``): the only names written or removed here."""
+    stem, dot, suffix = name.rpartition(".")
+    digits = stem[len(_NAME_PREFIX):]
+    return (
+        bool(dot)
+        and suffix in ("jpg", "jpeg", "png")
+        and stem.startswith(_NAME_PREFIX)
+        and len(digits) == _HASH_DIGITS
+        and all(c in "0123456789abcdef" for c in digits)
+    )

@@ -1,7 +1,9 @@
 """The simulation's data: a labelled dataset decoded to pixels, its splits and the starting labels.
 
-* :func:`load_dataset`: a demo (``digits``, ``textile``) or a class-folder tree, decoded
-  once (cached) to uint8 pixels, with every file left out and why (:func:`report_skipped`).
+* :func:`load_dataset`: a demo (``digits``, ``textile``; neutral file names, the truth
+  read from the demo's sidecar -- the simulated oracle is one of its two readers, a
+  user's label import the other) or a class-folder tree, decoded once (cached) to uint8
+  pixels, with every file left out and why (:func:`report_skipped`).
 * :func:`make_splits`: stratified, disjoint test / reference / pool splits;
   :func:`imbalance_pool` makes the pool imbalanced on purpose.
 * :func:`initial_labels` (one per class, the paper's start) and :func:`random_start`.
@@ -96,9 +98,10 @@ def load_dataset(dataset: str, image_size: int, data_dir: Path, log: LogFn | Non
 
         say(f"materialising the {dataset} demo in {data_dir}")
         demo = materialize_demo(dataset, data_dir)
-        root, classes, labels = demo.root, list(demo.classes), dict(demo.labels)
+        root, classes, labels = demo.root, list(demo.classes), dict(demo.labels)  # labels: the sidecar's truth
         prompts: dict[str, str] | None = dict(demo.prompts)
         name = dataset
+        unlabelled = "not in the demo's truth file (no label)"
     else:
         from activekd_core.labels_import import labels_from_subfolders
 
@@ -110,9 +113,10 @@ def load_dataset(dataset: str, image_size: int, data_dir: Path, log: LogFn | Non
         classes = sorted(set(labels.values()))
         prompts = None
         name = root.name
+        unlabelled = "not inside a class sub-folder (no label)"
     pool = scan_images(root)
     skipped = [(p.id, p.reason) for p in pool.problems]
-    skipped += [(display_id(i), "not inside a class sub-folder (no label)") for i in pool.ids if i not in labels]
+    skipped += [(display_id(i), unlabelled) for i in pool.ids if i not in labels]
     ids = [i for i in pool.ids if i in labels]
     if not ids:
         raise SimulationError(f"{root}: no labelled images (expected one sub-folder per class)")

@@ -303,7 +303,7 @@ def test_failed_round_shows_the_error_and_keeps_labels(home, monkeypatch):
 
 
 def test_project_page_validates_and_switches_to_digits(home, tmp_path):
-    assert (home / "data" / "digits").is_dir()
+    assert (home / "data" / "digits-v2" / "images").is_dir()
     at = _app()
     at.switch_page("pages/project.py").run()
     assert not at.exception, [e.message for e in at.exception]
@@ -382,16 +382,23 @@ def test_cancel_leaves_labels_and_model_untouched(home):
     assert not any("cancelled" in e.value for e in at.error)
 
 
-def test_import_from_subfolders_and_export_csv(home):
+def test_import_demo_truth_csv_and_export_csv(home):
+    from activekd_core.demo_data import read_truth
+
     at = _app()
     at.switch_page("pages/project.py").run()
     at.text_input(key="prj_annotator_input").input("dr. ada").run()
-    at.button(key="prj_import_dirs").click().run()
+    at.button(key="prj_import_dirs").click().run()  # the demo's paths name no class: nothing to import
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("Imported 0 labels" in s.value for s in at.success)
+    truth_file = home / "data" / "textile-v2" / "truth.csv"  # the sidecar, imported on purpose
+    at.file_uploader(key="prj_import_csv").set_value(("truth.csv", truth_file.read_bytes(), "text/csv")).run()
+    at.button(key="prj_import_csv_go").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("Imported 12 labels" in s.value for s in at.success)
     with _db(home) as db:
         labels = db.current_labels()
-    assert len(labels) == 12 and all(i.split("/")[0] == c for i, c in labels.items())
+    assert len(labels) == 12 and labels == read_truth(truth_file)
     at.button(key="prj_exp_csv").click().run()
     out = home / "projects" / "textile" / "exports" / "labels.csv"
     table = pd.read_csv(out)

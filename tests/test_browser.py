@@ -254,11 +254,13 @@ def _open_batch(db):
 
 def test_collapse_warning_and_labels_per_class_in_chromium(tmp_path):
     """An imbalanced project (every label 'nominal'): both pages say the model collapsed, in a real browser."""
+    from activekd_core.demo_data import truth_for_root
     from activekd_core.project import open_demo
 
     with open_demo("textile", base_dir=tmp_path, per_class=4) as project:
         project.update_config(train=TRAIN_FAST)
-        for image_id in [i for i in project.pool().ids if i.startswith("nominal/")]:
+        truth = truth_for_root(project.pool().root)
+        for image_id in [i for i in project.pool().ids if truth[i] == "nominal"]:
             project.label(image_id, "nominal")
         project.retrain()  # the few-shot stand-in teacher has seen one class: it answers 'nominal' everywhere
     server = Server(tmp_path, tmp_path / "server.log")

@@ -81,15 +81,17 @@ def test_module_entry_point_runs_a_no_kd_simulation(tmp_path, data_dir):
 
 
 def _small_project(base: Path) -> Path:
+    from activekd_core.demo_data import truth_for_root
     from activekd_core.project import open_demo
 
     project = open_demo("digits", base, per_class=6, prepare=False)
     try:
         project.update_config(train={"steps": 6, "image_size": 16, "batch_labeled": 8, "batch_unlabeled": 8})
         ids = project.pool().ids
+        truth = truth_for_root(project.pool().root)
         by_class: dict[str, str] = {}
         for image_id in ids:
-            by_class.setdefault(image_id.split("/")[0], image_id)
+            by_class.setdefault(truth[image_id], image_id)
         for cls, image_id in by_class.items():
             project.label(image_id, cls)
         return project.folder

@@ -22,6 +22,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from activekd_core import bias
+from activekd_core.demo_data import truth_for_root
 from activekd_core.project import Project, open_demo
 
 torch.set_num_threads(1)
@@ -33,8 +34,16 @@ TINY_CLIP = {"kind": "clip_zero_shot", "model_name": "akd-tiny-clip", "pretraine
              "device": "cpu", "batch_size": 8, "num_workers": 0}
 
 
+_TRUTH: dict[str, str] = {}  # the demo's ground truth (its sidecar), filled by the demo fixture
+
+
 def _true_class(image_id: str) -> str:
-    return image_id.split("/")[0]
+    return _TRUTH[image_id]
+
+
+def _by_class(project: Project) -> list[str]:
+    """The pool's ids grouped by true class (the order the demo's old class-folder ids had)."""
+    return sorted(project.pool().ids, key=lambda i: (_TRUTH[i], i))
 
 
 def _queue(project: Project, ids: list[str], round_id: int, strategy: str = "pcoreset") -> None:
@@ -46,7 +55,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """Textile demo, 15 images: 5 labels, round 1 trained, a labeled batch, an open query batch."""
     base = tmp_path_factory.mktemp("akd")
     project = open_demo("textile", base_dir=base, per_class=5, prepare=False)
-    ids = project.pool().ids
+    _TRUTH.update(truth_for_root(project.pool().root))
+    ids = _by_class(project)
     first = ids[::3]  # 5 images, every class present
     _queue(project, first, 0)
     for i in first:
@@ -133,8 +143,8 @@ def test_explore_pca_pair_ternary_overlays_and_coverage(demo: Project, pinned) -
                  for r in _rows(t)]
     assert sorted(base_rows) == list(range(n))
     query = next(t for t in scatter["data"] if t["name"] == "current query" and t["xaxis"] == "x")
-    ids = demo.pool().ids
-    assert _rows(query) == sorted(ids.index(i) for i in (ids[4], ids[5], ids[7]))
+    ids, rows = _by_class(demo), demo.pool().ids
+    assert _rows(query) == sorted(rows.index(i) for i in (ids[4], ids[5], ids[7]))
     # the ternary view and the layouts agree on which images were picked
     for name in ("round 0 picks", "round 1 picks", "current query"):
         rows = [_rows(t) for fig in (scatter, tern) for t in fig["data"] if t["name"] == name]
@@ -146,8 +156,8 @@ def test_explore_pca_pair_ternary_overlays_and_coverage(demo: Project, pinned) -
 
 def test_explore_selection_grid_sends_unlabeled_to_queue(demo: Project, pinned) -> None:
     pinned(demo)
-    ids = demo.pool().ids
-    labeled_row, free = ids.index(ids[0]), [ids.index(ids[10]), ids.index(ids[11])]
+    ids, rows = _by_class(demo), demo.pool().ids
+    labeled_row, free = rows.index(ids[0]), [rows.index(ids[10]), rows.index(ids[11])]
     sel = {"selection": {"points": [{"customdata": r} for r in [labeled_row, *free]], "point_indices": [],
                          "box": [], "lasso": []}}
     at = _run(EXPLORE, exp_method="PCA", exp_scatter=sel)
@@ -253,7 +263,7 @@ def test_teacher_bias_renders_every_section(demo: Project, pinned) -> None:
 def test_teacher_bias_audit_set_only(demo: Project, pinned, tmp_path: Path) -> None:
     classes = [(c.name, c.prompt) for c in demo.store.classes()]
     project = Project.create(tmp_path / "audit", demo.image_root, classes, {"kind": "standin"})
-    ids = project.pool().ids
+    ids = _by_class(project)
     for i in ids[::4]:
         project.label(i, _true_class(i))
     audit = project.create_audit_set(4)
@@ -274,7 +284,7 @@ def test_teacher_bias_audit_set_only(demo: Project, pinned, tmp_path: Path) -> N
 def test_prompt_workshop_changes_metrics_then_keep(demo: Project, pinned, tmp_path: Path) -> None:
     classes = [(c.name, c.prompt) for c in demo.store.classes()]
     project = Project.create(tmp_path / "clip", demo.image_root, classes, dict(TINY_CLIP))
-    ids = project.pool().ids
+    ids = _by_class(project)
     for i in ids[::2]:
         project.label(i, _true_class(i))
     pinned(project)
@@ -315,7 +325,7 @@ def test_prompt_workshop_changes_metrics_then_keep(demo: Project, pinned, tmp_pa
 def test_prompt_workshop_discard_keeps_teacher(demo: Project, pinned, tmp_path: Path) -> None:
     classes = [(c.name, c.prompt) for c in demo.store.classes()]
     project = Project.create(tmp_path / "clip2", demo.image_root, classes, dict(TINY_CLIP))
-    for i in project.pool().ids[::3]:
+    for i in _by_class(project)[::3]:
         project.label(i, _true_class(i))
     pinned(project)
     at = _run(BIAS)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from activekd_core.demo_data import truth_for_root
 from activekd_core.explore_state import coverage_inputs, greedy_steps, read_pool_state
 from activekd_core.project import open_demo
 
@@ -14,7 +15,7 @@ def test_pool_state_matches_the_project(tmp_path: Path) -> None:
     project = open_demo("textile", base_dir=tmp_path, per_class=4)
     ids = project.pool().ids
     batch = [it.image_id for it in project.current_batch().batch.items]  # type: ignore[union-attr]
-    truth = {i: i.split("/")[0] for i in ids}
+    truth = truth_for_root(project.pool().root)
     for image_id in batch[:3]:
         project.label(image_id, truth[image_id])
     project.skip(batch[3])

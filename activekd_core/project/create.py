@@ -194,8 +194,14 @@ def open_demo(
 ) -> Project:
     """Open (creating on first use) a ready-to-label demo project.
 
-    The images are written by :func:`activekd_core.demo_data.materialize_demo` under
-    ``base_dir/data/<name>``; the project lives in ``base_dir/projects/<name>``.
+    A new demo's images are written by :func:`activekd_core.demo_data.materialize_demo`
+    under ``base_dir/data/<name>-v2/images`` with neutral names; the ground truth stays
+    in the sidecar beside that folder and never enters the project (import it on the
+    Project page to compare). The project lives in ``base_dir/projects/<name>``.
+
+    A project that already exists there is opened as it is, with the image root and ids
+    its configuration holds: one created before the neutral layout keeps its
+    ``data/<name>/<class>/`` images, ids and labels, and nothing is materialised.
 
     Args:
         name: ``"textile"`` (3 classes, the default) or ``"digits"`` (10 classes).
