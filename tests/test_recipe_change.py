@@ -133,6 +133,7 @@ def test_changing_the_recipe_rekeys_every_cache_and_is_kept_in_the_history(tmp_p
         cache = BytesCache(1 << 24)
         old_thumb = _thumb(project, "ct/ct_a.dcm", cache)
         old_ranges = project.recipe.band_ranges
+        old_fingerprint = project.pool().fingerprint()  # what the CLIP teachers' feature cache is keyed by
         assert old_ranges  # the GeoTIFF's stretch was stored at creation
 
         stored = project.set_display_recipe(replace(project.recipe, window="ct_lung"), note={"source": "test"})
@@ -142,6 +143,7 @@ def test_changing_the_recipe_rekeys_every_cache_and_is_kept_in_the_history(tmp_p
         history = project.display_recipe_history()
         assert len(history) == 1 and history[0]["source"] == "test"
         assert history[0]["before"]["window"] == "ct_soft_tissue" and history[0]["after"]["window"] == "ct_lung"
+        assert project.pool().fingerprint() != old_fingerprint
         # Student inputs: a new pixel cache file, decoded with the lung window (40 HU -> 236).
         assert cache_file(project.pool(), 16, pixels_dir) != old_pixel_file
         after_pixels = decode_pool_with_report(project.pool(), 16, cache_dir=pixels_dir)
