@@ -2,7 +2,8 @@
 
 Decoding allocates about ``width * height * 4`` bytes before any resizing (an 8000x8000
 RGBA PNG of 249 KB holds 256 MB of pixels). Every decode first reserves its estimated
-peak (:func:`estimate_decode_bytes`) from :data:`DECODE_BUDGET`
+peak (:func:`estimate_decode_bytes` for Pillow images, :func:`estimate_array_decode_bytes`
+for DICOM frames and TIFF windows) from :data:`DECODE_BUDGET`
 (``$ACTIVEKD_DECODE_MEMORY_MB``, default an eighth of the RAM, at most 512 MiB), so
 concurrent decoders (pixel cache threads, thumbnails) wait rather than add their peaks;
 one decode larger than the whole budget runs alone. Decoders look the budget up on this
@@ -113,3 +114,14 @@ def estimate_decode_bytes(width: int, height: int, mode: str, *, reduced: bool) 
     per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
     pixels = int(width) * int(height)
     return pixels * per_pixel + (pixels * 4 // 4 if reduced else pixels * 4 * 3)
+
+
+def estimate_array_decode_bytes(width: int, height: int, samples: int, itemsize: int) -> int:
+    """Estimated peak bytes of reading a DICOM frame or a TIFF window to display RGB.
+
+    The decoded samples (``samples`` per pixel, ``itemsize`` bytes each), two float64
+    working copies per sample (modality rescale and window, or band stretch) and the
+    uint8 RGB result.
+    """
+    pixels = int(width) * int(height)
+    return pixels * (int(samples) * int(itemsize) + int(samples) * 16 + 3)

@@ -1,7 +1,8 @@
 """DICOM pixels as 8-bit RGB: decoding one frame and the display pipeline.
 
 Only one frame is decoded (:func:`pydicom.pixels.pixel_array` with ``index``: the other
-frames are not read), after the header checks of :mod:`activekd_core.dicom_header`.
+frames are not read), after the header checks of :mod:`activekd_core.dicom_header`, and
+while holding its estimated peak from :data:`activekd_core.decode_budget.DECODE_BUDGET`.
 
 Pipeline (:func:`frame_to_rgb8`): modality LUT or RescaleSlope/RescaleIntercept (also from
 enhanced multi-frame functional groups), then the recipe's window (preset or manual) or,
@@ -15,6 +16,7 @@ through its lookup tables; more than 8 bits per colour sample are scaled by Bits
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import BinaryIO
 
 import numpy as np
@@ -24,6 +26,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from activekd_core import decode_budget
+from activekd_core.decode_budget import estimate_array_decode_bytes
 from activekd_core.display_pixels import fit_size, grey_to_rgb, linear_window, range_to_unit, to_uint8
 from activekd_core.display_recipe import DisplayRecipe
 from activekd_core.image_items import Source, opened_source
@@ -81,21 +85,34 @@ def read_dicom_rgb(
         ImageLoadError: With the reason (never a patient value).
     """
     label = source_label(source, name)
-    with opened_source(source) as fh, library_errors_as_reasons(label, fh):
-        header = read_header(fh, label)
-        info = check_header(header, label, max_frames=max_frames, max_pixels=max_pixels, max_bytes=max_bytes)
-        check_pixel_element(fh, header, info, label)
-        index = middle_frame(info.n_frames) if frame is None else frame
-        if not 0 <= index < info.n_frames:
-            raise ImageLoadError(label, f"frame {index + 1} does not exist (the file has {info.n_frames} frames)")
-        arr = decode_frame(fh, header, info, index, label)
+    with ExitStack() as held:
+        with opened_source(source) as fh, library_errors_as_reasons(label, fh):
+            header = read_header(fh, label)
+            info = check_header(header, label, max_frames=max_frames, max_pixels=max_pixels, max_bytes=max_bytes)
+            check_pixel_element(fh, header, info, label)
+            index = middle_frame(info.n_frames) if frame is None else frame
+            if not 0 <= index < info.n_frames:
+                raise ImageLoadError(label, f"frame {index + 1} does not exist (the file has {info.n_frames} frames)")
+            # The frame's decode and display pipeline hold their share of the process's decode budget.
+            held.enter_context(decode_budget.DECODE_BUDGET.reserve(estimate_array_decode_bytes(
+                info.columns, info.rows, info.samples_per_pixel, _bytes_per_sample(header))))
+            arr = decode_frame(fh, header, info, index, label)
+        try:
+            rgb = frame_to_rgb8(arr, header, recipe, frame=index)
+        except ImageLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - odd LUTs or values must come back as a reason
+            raise ImageLoadError(label, f"cannot apply the display pipeline: {bounded_error(exc)}") from exc
+        return fit_size(rgb, max_side=max_side, min_side=min_side)
+
+
+def _bytes_per_sample(header: Dataset) -> int:
+    """Bytes of one decoded sample (BitsAllocated rounded up to 1, 2, 4 or 8 bytes)."""
     try:
-        rgb = frame_to_rgb8(arr, header, recipe, frame=index)
-    except ImageLoadError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - odd LUTs or values must come back as a reason
-        raise ImageLoadError(label, f"cannot apply the display pipeline: {bounded_error(exc)}") from exc
-    return fit_size(rgb, max_side=max_side, min_side=min_side)
+        bits = int(header.get("BitsAllocated", 16) or 16)
+    except (TypeError, ValueError):
+        bits = 16
+    return next((n for n in (1, 2, 4) if bits <= 8 * n), 8)
 
 
 def decode_frame(fh: BinaryIO, header: Dataset, info: DicomInfo, index: int, label: str) -> npt.NDArray:

@@ -38,6 +38,7 @@ from activekd_core.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadEr
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
+_FLOAT_CHECK_SIDE = 64  # a float raster is read once at scan time, at most this size where it has overviews
 
 Source = Path | str | BinaryIO
 
@@ -177,9 +178,10 @@ def scan_file(
 ) -> list[ScanEntry] | None:
     """What the image scan does with one candidate file: its items, or None for Pillow.
 
-    Like :func:`scan_entries` (the header checks, no pixel decoded), with each item's
-    size, and deciding the TIFF case with :func:`needs_raster_reader` from the one header
-    read.
+    Like :func:`scan_entries` (the header checks), with each item's size, and deciding
+    the TIFF case with :func:`needs_raster_reader` from the one header read. A whole
+    (unchipped) float raster is also read once (within the decode budget): a file whose
+    every value is NaN, infinite or nodata is refused with that reason.
 
     Args:
         source: A path or a binary file object (read from its start, left open).
@@ -207,6 +209,9 @@ def scan_file(
         return [ScanEntry(ref, (info.columns, info.rows)) for ref in dicom_images.dicom_items(file_id, info, recipe)]
     if not needs_raster_reader(info, recipe, max_pixels=max_pixels):
         return None
+    if recipe.chip_size is None and np.dtype(info.dtype if info.dtype != "unknown" else "u1").kind == "f":
+        # Only the values tell whether a float raster has a valid pixel: NaN-only files are refused here.
+        raster_images.read_raster_rgb(source, recipe, name=name, max_side=_FLOAT_CHECK_SIDE, max_pixels=max_pixels)
     return [ScanEntry(ref, (ref.window[2], ref.window[3]) if ref.window is not None else (info.width, info.height))
             for ref in raster_images.raster_items(file_id, info, recipe)]
 

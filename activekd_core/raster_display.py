@@ -4,7 +4,8 @@ Display (:func:`bands_to_rgb8`): bands mapped to R, G, B by the recipe (1-based 
 numbers), stretched per band (stored pool percentiles, per-image percentiles, min-max or
 the type's range), NaN/inf/nodata pixels shown as :data:`NODATA_RGB`; MINISWHITE is
 inverted and PALETTE images go through their colour map. :func:`read_raster_rgb` reads
-the smallest pyramid level that still gives the size asked for;
+the smallest pyramid level that still gives the size asked for; every read first reserves
+its estimated peak from :data:`activekd_core.decode_budget.DECODE_BUDGET`;
 :func:`compute_band_ranges` samples the pool for a project-wide stretch.
 """
 
@@ -12,12 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import tifffile
 
+from activekd_core import decode_budget
+from activekd_core.decode_budget import estimate_array_decode_bytes
 from activekd_core.display_pixels import fit_size, grey_to_rgb, range_to_unit, shrink_factor, to_uint8
 from activekd_core.display_recipe import NODATA_RGB, DisplayRecipe
 from activekd_core.image_items import Source
@@ -81,17 +86,34 @@ def read_raster_rgb(
         nodata = recipe.nodata if recipe.nodata is not None else info.nodata
         level, level_info, level_window = _pick_level(tf, page, info, window, max_side=max_side, min_side=min_side)
         check_segments(tf, level, label, max_pixels)
-        arr = read_page_window(tf, level, level_info, level_window, bands, label, max_pixels)
-        if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
-            rgb = _palette_rgb(arr[:, :, 0], page.colormap)
-        else:
-            if require_valid is None:
-                require_valid = window is None
-            valid = _valid_mask(arr, nodata)
-            if require_valid and not valid.any():
-                raise ImageLoadError(label, "no valid pixels: every value is NaN, infinite or the nodata value")
-            rgb = bands_to_rgb8(arr, bands, recipe, valid=valid, invert=page.photometric == tifffile.PHOTOMETRIC.MINISWHITE)
-    return fit_size(rgb, max_side=max_side, min_side=min_side)
+        with _reserve(level_info, level_window, len(bands)):  # the window's decode and stretch
+            arr = read_page_window(tf, level, level_info, level_window, bands, label, max_pixels)
+            if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
+                rgb = _palette_rgb(arr[:, :, 0], page.colormap)
+            else:
+                if require_valid is None:
+                    require_valid = window is None
+                valid = _valid_mask(arr, nodata)
+                if require_valid and not valid.any():
+                    raise ImageLoadError(label, "no valid pixels: every value is NaN, infinite or the nodata value")
+                rgb = bands_to_rgb8(arr, bands, recipe, valid=valid,
+                                    invert=page.photometric == tifffile.PHOTOMETRIC.MINISWHITE)
+            del arr
+            return fit_size(rgb, max_side=max_side, min_side=min_side)
+
+
+def _reserve(info: RasterInfo, window: tuple[int, int, int, int] | None, n_bands: int) -> AbstractContextManager[Any]:
+    """A reservation of the process's decode budget for reading ``n_bands`` bands of a window."""
+    if window is None:
+        width, height = info.width, info.height
+    else:
+        x, y, w, h = window
+        width, height = max(0, min(w, info.width - x)), max(0, min(h, info.height - y))
+    try:
+        itemsize = np.dtype(info.dtype).itemsize
+    except TypeError:  # "unknown": count the widest sample
+        itemsize = 8
+    return decode_budget.DECODE_BUDGET.reserve(estimate_array_decode_bytes(width, height, n_bands, itemsize))
 
 
 def _pick_level(
@@ -267,15 +289,16 @@ def compute_band_ranges(
                 page, info = checked_page(tf, "sample", DEFAULT_MAX_BANDS)
                 bands = display_bands(info.bands, recipe)
                 check_segments(tf, page, "sample", max_pixels)
-                arr = read_page_window(tf, page, info, window, bands, "sample", max_pixels)
+                with _reserve(info, window, len(bands)):
+                    arr = read_page_window(tf, page, info, window, bands, "sample", max_pixels)
+                    nodata = recipe.nodata if recipe.nodata is not None else info.nodata
+                    valid = _valid_mask(arr, nodata)
+                    for k, band in enumerate(bands):
+                        values = arr[:, :, k][valid]
+                        if values.size:
+                            pooled.setdefault(band, []).append(_sample(values, values_per_item))
         except (ImageLoadError, OSError):
             continue
-        nodata = recipe.nodata if recipe.nodata is not None else info.nodata
-        valid = _valid_mask(arr, nodata)
-        for k, band in enumerate(bands):
-            values = arr[:, :, k][valid]
-            if values.size:
-                pooled.setdefault(band, []).append(_sample(values, values_per_item))
     result = []
     for band in sorted(pooled):
         low, high = np.percentile(np.concatenate(pooled[band]), recipe.percentiles)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -231,23 +232,83 @@ def _create_section() -> None:
 WINDOW_CHOICES = {"The file's own window (VOI LUT / WindowCenter, WindowWidth)": "auto",
                   **{p.label: p.name for p in WINDOW_PRESETS.values()}}
 FRAME_CHOICES = {"Middle frame (one image per file)": "middle", "Every frame (one image per frame)": "each"}
+BANDS_HELP = "1-based band numbers, e.g. 4, 3, 2 for Sentinel-2 true colour; blank: the first three bands"
 
 
 def _recipe_inputs() -> tuple[DisplayRecipe, list[str]]:
     """The display recipe for DICOM and multi-band images, and what is wrong with the inputs."""
-    with st.expander("DICOM and multi-band images"):
+    with st.expander("DICOM, multi-band images and large scenes"):
         st.caption("How DICOM and 16-bit/multi-band TIFF images become what you, the teacher and the student see.")
         a, b = st.columns(2)
         window = a.selectbox("DICOM window", list(WINDOW_CHOICES), key="prj_new_window")
         frames = b.selectbox("Multi-frame DICOM", list(FRAME_CHOICES), key="prj_new_frames")
         bands_text = st.text_input("Bands shown as red, green, blue (1-based; blank: the first three)",
                                    key="prj_new_bands", max_chars=40, placeholder="4, 3, 2 (Sentinel-2 true colour)")
+        c, d = st.columns(2)
+        chip = c.number_input("Chip size for large scenes (px; 0: keep every image whole)", min_value=0,
+                              max_value=65536, value=0, step=256, key="prj_new_chip",
+                              help="Each TIFF is cut into square chips of this side, each chip an image read "
+                                   "on demand (never copied). Scenes too large to decode at once need chips.")
+        overlap = d.number_input("Chip overlap (px)", min_value=0, max_value=65535, value=0, step=16,
+                                 key="prj_new_overlap", disabled=not chip,
+                                 help="Pixels neighbouring chips share; smaller than the chip size.")
+    problems = []
+    if chip and overlap >= chip:
+        problems.append(f"the chip overlap ({int(overlap)} px) must be smaller than the chip size ({int(chip)} px)")
     try:
-        return DisplayRecipe(window=WINDOW_CHOICES[window], frames=FRAME_CHOICES[frames],
-                             bands=parse_bands(bands_text)), []
+        recipe = DisplayRecipe(window=WINDOW_CHOICES[window], frames=FRAME_CHOICES[frames],
+                               bands=parse_bands(bands_text), chip_size=int(chip) or None,
+                               chip_overlap=int(overlap) if chip else 0) if not problems else DisplayRecipe()
     except RecipeError as exc:
-        st.error(f"Display recipe: {md(exc, MESSAGE_MAX)}")
-        return DisplayRecipe(), [f"display recipe: {exc}"]
+        problems.append(str(exc))
+        recipe = DisplayRecipe()
+    for p in problems:
+        st.error(f"Display recipe: {md(p, MESSAGE_MAX)}")
+    return recipe, [f"display recipe: {p}" for p in problems]
+
+
+def _recipe_section(project: Project) -> None:
+    """Change the project's display recipe (window, bands, stretch); every change is kept in its history."""
+    with st.expander("Display recipe (DICOM window, bands, stretch)"):
+        try:
+            current = project.recipe
+        except ProjectError as exc:
+            st.error(md(exc, MESSAGE_MAX))
+            return
+        st.caption("What you, the teacher and the student see. A change re-reads every image with the new recipe "
+                   "(caches are keyed by it); labels, rounds and students stay. Frames and chips are fixed at "
+                   f"creation (frames: {md(current.frames)}, chips: "
+                   f"{md(f'{current.chip_size} px, overlap {current.chip_overlap}' if current.chip_size else 'none')}).")
+        windows = list(WINDOW_CHOICES)
+        names = list(WINDOW_CHOICES.values())
+        if current.window not in names:  # a manual window saved from focus mode
+            windows.append(f"Manual {current.window_center:g}/{current.window_width:g}")
+            names.append(current.window)
+        a, b = st.columns(2)
+        window = a.selectbox("DICOM window", windows, index=names.index(current.window), key="prj_rcp_window")
+        bands_text = b.text_input("Bands shown as red, green, blue", key="prj_rcp_bands", max_chars=40,
+                                  value=", ".join(str(x) for x in current.bands or ()), help=BANDS_HELP)
+        c, d = st.columns(2)
+        low = c.number_input("Stretch: low percentile", min_value=0.0, max_value=100.0, step=0.5,
+                             value=float(current.percentiles[0]), key="prj_rcp_low")
+        high = d.number_input("Stretch: high percentile", min_value=0.0, max_value=100.0, step=0.5,
+                              value=float(current.percentiles[1]), key="prj_rcp_high")
+        if st.button("Use this recipe", key="prj_rcp_go"):
+            try:
+                new = replace(current, window=names[windows.index(window)], bands=parse_bands(bands_text),
+                              percentiles=(float(low), float(high)))
+                with st.spinner("Checking the images and computing the pool's stretch..."):
+                    stored = project.set_display_recipe(new, note={"source": "Project page"})
+                st.success("Display recipe saved." if stored != current else "That is the recipe in use already.")
+            except (RecipeError, ProjectError) as exc:
+                st.error(f"Recipe not changed: {md(exc, MESSAGE_MAX)}")
+        history = project.display_recipe_history()
+        if history:
+            st.caption(f"{len(history)} earlier change(s), newest last:")
+            st.dataframe([{"when": short_time(h.get("time")), "how": visible(str(h.get("source", "")), NAME_MAX),
+                           "window": visible((h.get("after") or {}).get("window"), NAME_MAX),
+                           "bands": visible((h.get("after") or {}).get("bands"), NAME_MAX)} for h in history[-20:]],
+                         hide_index=True, width="stretch")
 
 
 def _current_section(project: Project) -> None:
@@ -267,6 +328,7 @@ def _current_section(project: Project) -> None:
         st.caption(f"Next round estimate unavailable: {md(exc, MESSAGE_MAX)}")
     _keys_input(project)
     _teacher_section(project)
+    _recipe_section(project)
     if auth_configured():
         st.text_input("Annotator (your sign-in; recorded with every label)", value=annotator(), disabled=True,
                       key="prj_annotator_locked")

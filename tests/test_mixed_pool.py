@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,11 @@ def test_recipe_is_stored_and_keys_the_caches(tmp_path: Path, mixed: Path) -> No
     lung = create(tmp_path, mixed, "lung", recipe=DisplayRecipe(window="ct_lung"))
     plain = create(tmp_path, mixed, "plain", recipe=None)
     try:
-        assert Project.open(tmp_path / "soft").recipe == SOFT_TISSUE
-        assert plain.recipe == DisplayRecipe()
+        ranges = soft.recipe.band_ranges  # the GeoTIFF's pool-wide stretch, stored at creation
+        assert ranges and plain.recipe.band_ranges == ranges
+        with Project.open(tmp_path / "soft") as reopened:
+            assert reopened.recipe == replace(SOFT_TISSUE, band_ranges=ranges)
+        assert plain.recipe == DisplayRecipe(band_ranges=ranges)
         fingerprints = {p.pool().fingerprint() for p in (soft, lung, plain)}
         assert len(fingerprints) == 3
         cache = tmp_path / "cache"
@@ -159,7 +163,7 @@ def test_recipe_is_stored_and_keys_the_caches(tmp_path: Path, mixed: Path) -> No
         assert soft.teacher_cache_key() != lung.teacher_cache_key()
         assert not np.array_equal(np.asarray(soft.load_image("ct/ct_a.dcm")), np.asarray(lung.load_image("ct/ct_a.dcm")))
         # A pool without a recipe is the default recipe's pool: existing caches stay valid.
-        assert scan_images(mixed).fingerprint() == plain.pool().fingerprint()
+        assert scan_images(mixed).fingerprint() == scan_images(mixed, recipe=DisplayRecipe()).fingerprint()
     finally:
         for p in (soft, lung, plain):
             p.close()

@@ -162,6 +162,19 @@ def test_nan_only_image_is_refused_but_nan_only_chip_is_grey(tmp_path: Path) -> 
     assert (chip == NODATA_RGB).all()
 
 
+def test_scan_skips_a_nan_only_float_raster_with_its_reason(tmp_path: Path) -> None:
+    from activekd_core.images import scan_images
+
+    tifffile.imwrite(tmp_path / "nan.tif", np.full((10, 10), np.nan, dtype=np.float32))
+    partly = np.full((10, 10), np.nan, dtype=np.float32)
+    partly[3, 4] = 0.5
+    tifffile.imwrite(tmp_path / "partly.tif", partly)
+    pool = scan_images(tmp_path)
+    assert pool.ids == ["partly.tif"]
+    assert [(p.id, p.reason) for p in pool.problems] == [
+        ("nan.tif", "no valid pixels: every value is NaN, infinite or the nodata value")]
+
+
 # ----------------------------------------------------------------------------- geo tags
 def test_geotiff_tags_kept_for_exports(s2_file: Path) -> None:
     geo = geo_metadata(s2_file)

@@ -24,6 +24,7 @@ from PIL import Image
 from activekd_core.atomic import fsync_dir
 from activekd_core.display_recipe import DisplayRecipe
 from activekd_core.images import ImagePool, open_image_file, scan_images
+from activekd_core.pool_stretch import uses_band_ranges, with_pool_band_ranges
 from activekd_core.progress import ProgressFn
 from activekd_core.project.context import (
     DB_NAME,
@@ -118,6 +119,10 @@ def create_store(
     if problems:
         raise ProjectError("cannot create project: " + "; ".join(problems))
     assert pool is not None
+    if uses_band_ranges(recipe) and not recipe.band_ranges:
+        recipe = with_pool_band_ranges(recipe, pool, seed=int(seed))  # the pool-wide stretch, computed once
+        pool.recipe = recipe
+        pool._fingerprint = None  # the recipe is part of it
     settings = {
         "format": PROJECT_FORMAT,
         "name": name or folder.name,

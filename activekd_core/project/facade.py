@@ -16,6 +16,7 @@ from activekd_core.display_recipe import DisplayRecipe
 from activekd_core.jobs import JobKinds, JobRunner, JobStatus
 from activekd_core.progress import ProgressFn
 from activekd_core.project import audit_set
+from activekd_core.project import recipe as recipe_mod
 from activekd_core.project.batches import Batches, BatchView
 from activekd_core.project.context import DEFAULT_STRATEGY, ProjectContext
 from activekd_core.project.create import create_store, open_store
@@ -87,6 +88,15 @@ class Project(ProjectContext):
         super().update_config(**changes)
         if "teacher_spec" in changes:
             self._teacher.reset()
+
+    def set_display_recipe(self, recipe: DisplayRecipe | dict[str, Any], *,
+                           note: dict[str, Any] | None = None) -> DisplayRecipe:
+        """Make ``recipe`` the project's display recipe (validated, logged, caches re-keyed); returns it as stored."""
+        return recipe_mod.set_display_recipe(self, self._teacher, recipe, note=note)
+
+    def display_recipe_history(self) -> list[dict[str, Any]]:
+        """Every display recipe change, oldest first (``time``, ``before``, ``after`` and the note's fields)."""
+        return recipe_mod.recipe_history(self)
 
     def label(self, image_id: str, class_name: str, *, annotator: str = "expert", session: str | None = None) -> int:
         """Label an image (committed before returning); returns the event id."""

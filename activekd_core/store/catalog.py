@@ -24,6 +24,12 @@ class StoreCatalog(StoreConnection):
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
+    def set_settings(self, values: dict[str, Any]) -> None:
+        """Store several JSON-serialisable values in one transaction (all or none)."""
+        rows = [(key, json.dumps(value)) for key, value in values.items()]
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", rows)
+
     def get_setting(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default``."""
         rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))

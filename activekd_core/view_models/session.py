@@ -24,6 +24,7 @@ from activekd_core.image_view import VIEWPORT, BytesCache, ZoomWindow, fit_image
 from activekd_core.images import open_image_file
 from activekd_core.paths import resolve_inside
 from activekd_core.viewer import BANDS, FIXED, GREY, ViewerSettings, ViewInfo, describe, render_view
+from activekd_core.project import ProjectError
 
 if TYPE_CHECKING:
     from activekd_core.project import Project
@@ -208,25 +209,19 @@ def save_viewer_settings(project: Project, annotator: str, group: str, settings:
 def save_project_recipe(project: Project, recipe: DisplayRecipe) -> None:
     """Make ``recipe`` the project's display recipe (the user's "Save as project recipe").
 
-    Written into the project settings the way ``Project.create`` writes it; the pool is
-    re-read with it, so every cache keyed by the recipe (thumbnails, zoomed views, the
-    pixel cache and teacher features through the pool fingerprint) is rebuilt. Only how
-    pixels look may change here: frames, chips and nodata decide which items exist.
+    Goes through :meth:`Project.set_display_recipe` (validated, kept in the recipe history
+    with ``source: focus mode``, every cache re-keyed). Only how pixels look may change
+    here: frames and chips decide which items exist.
 
     Raises:
-        ValueError: When ``recipe`` changes the frames, chips or nodata.
+        ValueError: When the project refuses the recipe (the message says why).
     """
     if not isinstance(recipe, DisplayRecipe):
         raise ValueError(f"a display recipe is needed, got {type(recipe).__name__}")
-    old = project.recipe
-    for name in ("frames", "chip_size", "chip_overlap", "nodata"):
-        if getattr(old, name) != getattr(recipe, name):
-            raise ValueError(f"the viewer cannot change the recipe's {name} (it decides which images exist)")
-    if recipe == old:
-        return
-    project.config["display_recipe"] = recipe.to_dict()
-    project.store.set_setting("project", project.config)
-    project._pool = None  # the facade has no recipe setter yet: the next pool() reads the new recipe
+    try:
+        project.set_display_recipe(recipe, note={"source": "focus mode"})
+    except ProjectError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def needs_reopen(project: Project) -> bool:
