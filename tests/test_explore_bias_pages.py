@@ -125,7 +125,7 @@ def test_explore_pca_pair_ternary_overlays_and_coverage(demo: Project, pinned) -
     assert panels == {"x", "x2"}
     names = _trace_names(scatter)
     assert {"round 0 picks", "round 1 picks", "current query", "unlabeled"} <= names
-    assert names == _trace_names(tern)
+    assert names == {t.get("name") for t in tern["data"] if t["meta"]["role"] != "vertex"}  # + vertex hovers
     assert "ternary" in tern["layout"] and "ternary2" in tern["layout"]
     # customdata holds pool rows; every image drawn once per panel in the base traces
     n = len(demo.pool())
