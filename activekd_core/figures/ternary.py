@@ -161,6 +161,9 @@ def ternary_pair(
         f"{ax}axis": {"title": {"text": vertex_label(classes[j]), "font": title_font}, "tickfont": tick_font}
         for j, ax in enumerate("abc")
     } for i in range(len(panels))}
-    fig.update_layout(margin={"l": room.side, "r": room.side, "t": room.top, "b": room.bottom}, **axes)
+    fig.update_layout(margin={"l": room.side, "r": room.side, "t": room.top, "b": room.bottom},
+                      # below the panels, not beside them: a legend of long names would squeeze the triangles
+                      legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0},
+                      **axes)
     fig.update_annotations(yshift=room.title_shift)  # the subplot titles, above the top vertex's label
     return fig
