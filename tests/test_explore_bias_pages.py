@@ -172,6 +172,43 @@ def test_explore_selection_grid_sends_unlabeled_to_queue(demo: Project, pinned) 
         _queue(demo, [it.image_id for it in before.items], before.round)
 
 
+def _highlighted(fig: dict) -> dict[str, list[int]]:
+    """Per panel (its x axis or ternary subplot): the pool rows of the "selected" overlay, and those
+    that plotly marks selected in the base traces (``selectedpoints`` are positions in a trace)."""
+    out: dict[str, list[int]] = {}
+    for t in fig["data"]:
+        panel = t.get("xaxis") or t.get("subplot")
+        role = t["meta"]["role"]
+        if role == "selected":
+            out.setdefault(f"{panel} ring", []).extend(_rows(t))
+        elif role == "points" and t.get("selectedpoints") is not None:
+            rows = _arr(t["customdata"]).reshape(-1)
+            out.setdefault(f"{panel} points", []).extend(int(rows[i]) for i in _arr(t["selectedpoints"]).reshape(-1))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("chart", ["exp_scatter", "exp_ternary_chart"])
+def test_explore_selection_on_one_chart_highlights_on_every_panel(demo: Project, pinned, chart: str) -> None:
+    """A lasso/box/click on one chart (one panel of it) marks the same images on the teacher and
+    student maps and on both simplex panels; the grid shows them; "Clear selection" removes it."""
+    pinned(demo)
+    rows = [3, 8, 12]
+    sel = {"selection": {"points": [{"customdata": r} for r in rows], "point_indices": [], "box": [], "lasso": []}}
+    at = _run(EXPLORE, exp_method="PCA", **{chart: sel})
+    charts = _charts(at)
+    for key in ("exp_scatter", "exp_ternary_chart"):
+        marks = _highlighted(charts[key])
+        panels = {"x", "x2"} if key == "exp_scatter" else {"ternary", "ternary2"}
+        assert set(marks) == {f"{p} {what}" for p in panels for what in ("ring", "points")}, (key, marks)
+        assert all(v == rows for v in marks.values()), (key, marks)
+    assert any("3 image(s) selected" in m.value for m in at.markdown)
+    at.button(key="exp_clear").click().run()
+    _no_errors(at)
+    after = _charts(at)
+    assert not _highlighted(after["exp_scatter"]) and not _highlighted(after["exp_ternary_chart"])
+    assert not any("image(s) selected" in m.value for m in at.markdown)
+
+
 def test_explore_four_classes_uniform_teacher_no_ternary(demo: Project, pinned, tmp_path: Path) -> None:
     classes = [("a", ""), ("b", ""), ("c", ""), ("d", "")]
     project = Project.create(tmp_path / "four", demo.image_root, classes, {"kind": "standin"})
