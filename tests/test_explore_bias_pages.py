@@ -476,3 +476,62 @@ def test_pages_in_chromium(demo: Project, tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+# In the page: per plot, per panel, the pool rows of the orange "selected" rings.
+RINGS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => {
+  const out = {};
+  for (const t of (gd._fullData || [])) {
+    if (!t.meta || t.meta.role !== 'selected') continue;
+    out[t.meta.panel] = Array.from(t.customdata).map(Number).sort((a, b) => a - b);
+  }
+  return out;
+})"""
+
+
+def test_explore_box_select_in_chromium_rings_every_panel(demo: Project, tmp_path: Path) -> None:
+    """A real box selection dragged over the teacher map: after the rerun both panels of the map and
+    both simplex panels ring the same images, and the grid lists them."""
+    import signal
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    proc, url = _start_streamlit(demo, tmp_path / "streamlit.log")
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            nav.get_by_text("Explore", exact=True).click()
+            page.get_by_text("PCA", exact=True).first.click()
+            page.get_by_text("Teacher — PCA", exact=True).wait_for()
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3")
+            plot = page.locator(".js-plotly-plot").first
+            plot.scroll_into_view_if_needed()
+            plot.hover()
+            plot.locator('[data-attr="dragmode"][data-val="select"]').first.click()
+            area = plot.locator(".xy .nsewdrag").first.bounding_box()  # the teacher panel's plot area
+            assert area is not None
+            page.mouse.move(area["x"] + 2, area["y"] + 2)
+            page.mouse.down()
+            page.mouse.move(area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.6, steps=8)
+            page.mouse.move(area["x"] + area["width"] * 0.55, area["y"] + area["height"] - 2, steps=8)
+            page.mouse.up()
+            page.get_by_text("image(s) selected").first.wait_for()
+            # the rerun is over when the charts drawn before the selection are gone: map, simplex, coverage
+            page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length === 3 && "
+                                   f"({RINGS_JS})().filter(r => Object.keys(r).length === 2).length === 2")
+            rings = page.evaluate(RINGS_JS)
+            shown = page.get_by_text("image(s) selected").first.inner_text()
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(tmp_path / "explore_selected.png"), full_page=True)
+            browser.close()
+        map_rings, tern_rings = rings[0], rings[1]
+        assert map_rings["0"] and map_rings["0"] == map_rings["1"] == tern_rings["0"] == tern_rings["1"]
+        assert len(map_rings["0"]) < len(demo.pool())  # the box covered part of the map, not all of it
+        assert shown.startswith(f"{len(map_rings['0'])} image(s) selected")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -219,7 +219,7 @@ def _human_names(n: int, classes: Sequence[str], labeled: Any, y: Any) -> np.nda
 
 SELECTED_NAME = "selected"
 SELECTED_COLOR = "#ff7f0e"
-UNSELECTED_OPACITY = 0.15  # points outside a highlighted selection fade on every panel
+UNSELECTED_OPACITY = 0.25  # points outside a highlighted selection fade on every panel
 
 
 @dataclass
