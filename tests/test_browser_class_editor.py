@@ -27,13 +27,25 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwrig
 ROW_PX = 35  # the data editor's header and row height
 
 
+def _settle(page) -> None:
+    """Wait until no element is stale (the rerun has finished drawing)."""
+    page.wait_for_function("!document.querySelector('[data-stale=\"true\"]')")
+    time.sleep(0.5)
+
+
 def _type_in_cell(page, row: int, text: str) -> None:
-    """Click the class-name cell of ``row`` (0 = first data row), type ``text`` and press Tab."""
+    """Select the class-name cell of ``row`` (0 = first data row), type ``text`` and leave it with Tab."""
+    _settle(page)
     grid = page.locator("[data-testid=stDataFrame]").first
+    grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
     assert box is not None
-    page.mouse.click(box["x"] + 60, box["y"] + ROW_PX * (row + 1) + ROW_PX / 2)
-    page.keyboard.type(text, delay=40)
+    x, y = box["x"] + 60, box["y"] + ROW_PX * (row + 1) + ROW_PX / 2
+    page.mouse.click(x, y)  # focuses the grid (and may only do that when another cell was selected)
+    time.sleep(0.4)
+    page.mouse.click(x, y)  # selects the cell, or opens its editor when it was selected already
+    time.sleep(0.4)
+    page.keyboard.type(text, delay=80)  # a printable key opens the editor of a selected cell
     page.keyboard.press("Tab")
 
 
@@ -56,8 +68,7 @@ def test_class_editor_commits_on_tab_and_asks_for_two_classes_on_submit(tmp_path
             hint = page.get_by_text("Add at least two classes.")
             _type_in_cell(page, 0, "scratch")
             # the rerun after the edit keeps the editor open; one class is not an error while typing
-            page.wait_for_function("!document.querySelector('[data-stale=\"true\"]')")
-            time.sleep(1.0)
+            _settle(page)
             assert grid.is_visible()
             assert hint.is_visible()
             assert page.locator("[data-testid=stAlertContentError]").count() == 0
@@ -65,11 +76,12 @@ def test_class_editor_commits_on_tab_and_asks_for_two_classes_on_submit(tmp_path
             error = page.locator("[data-testid=stAlertContentError]").filter(has_text="Not created")
             error.wait_for()
             assert "class" in error.inner_text()
-            grid.scroll_into_view_if_needed()
             _type_in_cell(page, 1, "dent")
-            hint.wait_for(state="detached")  # the page has both names, received on Tab
+            try:
+                hint.wait_for(state="detached")  # the page has both names, received on Tab
+            finally:
+                page.screenshot(path=str(tmp_path / "class_editor.png"), full_page=True)
             assert grid.is_visible()
-            page.screenshot(path=str(tmp_path / "class_editor.png"), full_page=True)
             browser.close()
     finally:
         server.kill()
