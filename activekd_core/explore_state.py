@@ -1,12 +1,17 @@
-"""What the Explore page draws, read from a project as arrays in pool row order.
+"""What the Explore page draws, read from a project as arrays in pool row order, and the
+selection linked across its charts.
 
 Nothing here computes beyond indexing and grouping: probabilities come from the project's
 caches, selection and coverage from :mod:`activekd_core.selection` and
-:mod:`activekd_core.coverage`.
+:mod:`activekd_core.coverage`. :class:`LinkedSelection` is the click/box/lasso selection made on
+any chart, which every chart highlights; :func:`display_rows` picks the rows to draw so that
+the highlighted, labeled and picked images are drawn on every panel even when the pool is
+subsampled for display.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +20,7 @@ import numpy as np
 from activekd_core import coverage as cov
 from activekd_core.figures.common import UNLABELED
 from activekd_core.project import Project, ProjectError
+from activekd_core.projection import DisplaySubset, display_subset
 
 
 @dataclass
@@ -144,3 +150,99 @@ def coverage_inputs(state: PoolState) -> tuple[list[np.ndarray], dict[str, Any],
     keep = [i for i, lab in enumerate(labeled) if lab.size > 0]
     return [labeled[i] for i in keep], {k: (v if isinstance(v, np.ndarray) else [v[i] for i in keep])
                                          for k, v in spaces.items()}, [names[i] for i in keep]
+
+
+def _rows(values: Any) -> tuple[int, ...]:
+    return tuple(sorted({int(v) for v in np.asarray(values if values is not None else [], dtype=np.int64).reshape(-1)}))
+
+
+@dataclass
+class LinkedSelection:
+    """The images selected on one Explore chart, highlighted on every chart (teacher and student
+    maps, teacher and student simplex).
+
+    A chart reports its selection as pool rows (its points' ``customdata``). The page feeds each
+    report to :meth:`observe`: a selection the person made (``user=True``, from the chart's
+    selection callback) replaces the highlight, and an empty one clears it; a value merely read
+    back from a chart (``user=False``) counts only when it differs from what that chart last
+    reported and is not empty, because redrawing a chart with the highlight gives it a fresh,
+    empty selection that must not clear what was just selected elsewhere.
+
+    Attributes:
+        rows: Highlighted pool rows, sorted.
+        source: The chart whose selection they are, or None.
+        seen: Per chart, the rows it last reported.
+    """
+
+    rows: tuple[int, ...] = ()
+    source: str | None = None
+    seen: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def observe(self, chart: str, rows: Any, *, user: bool = False) -> bool:
+        """Take ``chart``'s reported selection into account.
+
+        Args:
+            chart: The chart's name (its widget key).
+            rows: Pool rows it reports selected.
+            user: True when the person just changed that chart's selection.
+
+        Returns:
+            Whether the highlighted rows changed.
+        """
+        new = _rows(rows)
+        if not user and new == self.seen.get(chart, ()):
+            return False
+        self.seen[chart] = new
+        if not new and not user:
+            return False
+        before = self.rows
+        self.rows, self.source = new, (chart if new else None)
+        return self.rows != before
+
+    def clear(self) -> None:
+        """Nothing highlighted (what every chart last reported is kept)."""
+        self.rows, self.source = (), None
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data for a session store."""
+        return {"rows": list(self.rows), "source": self.source, "seen": {k: list(v) for k, v in self.seen.items()}}
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any] | None) -> LinkedSelection:
+        """The selection stored by :meth:`to_state` (an empty one for None or malformed data)."""
+        if not isinstance(data, Mapping):
+            return cls()
+        seen = data.get("seen")
+        try:
+            return cls(_rows(data.get("rows")), data.get("source") if isinstance(data.get("source"), str) else None,
+                       {str(k): _rows(v) for k, v in seen.items()} if isinstance(seen, Mapping) else {})
+        except (TypeError, ValueError):
+            return cls()
+
+    def in_pool(self, n: int) -> np.ndarray:
+        """The highlighted rows that exist in a pool of ``n`` images (a rescan may shrink it)."""
+        rows = np.asarray(self.rows, dtype=np.int64)
+        return rows[(rows >= 0) & (rows < n)]
+
+
+def display_rows(state: PoolState, max_points: int, *, highlight: Any = None,
+                 extra: Sequence[Any] = ()) -> DisplaySubset:
+    """The pool rows to draw: at most about ``max_points``, always including the labeled images,
+    the picks of every round, the open query, the highlighted selection and ``extra`` rows
+    (e.g. overlays), so that each of them is drawn on both panels of every chart.
+
+    Args:
+        state: The pool's arrays.
+        max_points: Target number of drawn points.
+        highlight: Highlighted pool rows.
+        extra: More arrays of pool rows to keep.
+
+    Returns:
+        The display subset (stable across reruns for the same inputs).
+    """
+    keep = np.unique(np.concatenate([
+        np.asarray(a, dtype=np.int64).reshape(-1)
+        for a in (state.human_rows, state.query, *state.picked_rounds.values(),
+                  [] if highlight is None else highlight, *extra)
+    ]))
+    return display_subset(state.n, max_points, keep=keep)

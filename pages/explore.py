@@ -12,8 +12,10 @@ widgets to it):
 * For 3 classes, the probability simplex itself (ternary plot) for teacher and student.
 * A selection demo: the next batch each strategy would pick, and PCoreSet's greedy picks
   one at a time with each pick's distance to the nearest labeled/already-picked point.
-* Box/lasso/click selection on any plot: the selected images as a grid, which can be sent
-  to the labeling queue.
+* Box/lasso/click selection on any plot: the same images are highlighted on every panel of
+  every plot (teacher and student maps, teacher and student simplex; state in
+  :class:`activekd_core.view_models.explore.LinkedSelection`), and shown as a grid, which can be
+  sent to the labeling queue.
 * Coverage per round: mean/max distance from pool images to their nearest labeled image in
   teacher and student probability space (:mod:`activekd_core.coverage`).
 """
@@ -21,6 +23,7 @@ widgets to it):
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,11 +37,12 @@ from activekd_core.view_models.explore import (
     Layout,
     LayoutJob,
     LayoutParams,
+    LinkedSelection,
     PoolState,
     coverage_curve,
     coverage_inputs,
     demo_strategies,
-    display_subset,
+    display_rows,
     greedy_steps,
     layout_cache_dir,
     layout_failed,
@@ -53,6 +57,27 @@ from pages._session import current_project, show_project_error, thumbnail
 
 MAX_GRID = 60  # most images shown in the selection grid
 KEY_PREFIX = "exp_"
+K_SCATTER = KEY_PREFIX + "scatter"
+K_TERNARY = KEY_PREFIX + "ternary_chart"
+K_LINKED = KEY_PREFIX + "linked"  # the selection highlighted on every chart (LinkedSelection.to_state)
+SELECTION_MODES = ("points", "box", "lasso")
+
+
+def _linked() -> LinkedSelection:
+    return LinkedSelection.from_state(st.session_state.get(K_LINKED))
+
+
+def _on_select(chart: str) -> None:
+    """A person changed ``chart``'s selection: it becomes the highlight on every chart."""
+    linked = _linked()
+    linked.observe(chart, figs.selected_indices(st.session_state.get(chart)), user=True)
+    st.session_state[K_LINKED] = linked.to_state()
+
+
+def _clear_selection() -> None:
+    linked = _linked()
+    linked.clear()
+    st.session_state[K_LINKED] = linked.to_state()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,9 +270,9 @@ def render(project: Project) -> None:
         elif lay is not None and lay.note and not lay.pending:
             st.caption(f"{name}: {md(lay.note, MESSAGE_MAX)}")
 
-    keep = np.unique(np.concatenate([state.human_rows, state.query, *state.picked_rounds.values(),
-                                     *[ov.indices for ov in overlays]]).astype(np.int64))
-    subset = display_subset(state.n, opts["max_points"], keep=keep)
+    linked = _linked()
+    highlight = linked.in_pool(state.n)
+    subset = display_rows(state, opts["max_points"], highlight=highlight, extra=[ov.indices for ov in overlays])
     st.caption(f"{subset.caption()} · layouts ready in {layout_s:.2f} s"
                + (" · **subsampled for display**" if subset.subsampled else ""))
 
@@ -262,23 +287,25 @@ def render(project: Project) -> None:
 
     common = dict(color_by=opts["color_by"], labeled=state.human_rows, y=state.human_y,
                   picked_rounds=state.picked_rounds, query=state.query, overlays=overlays, ids=state.ids,
-                  indices=subset.indices)
+                  indices=subset.indices, highlight=highlight)
     student_title = f"Student round {state.student_round}" if state.student_round else "Student"
     fig = figs.scatter_pair(t_layout.coords, None if s_layout is None else s_layout.coords, state.classes,
                             teacher_probs=state.teacher, student_probs=state.student,
                             titles=(title("Teacher", t_layout), title(student_title, s_layout)), **common)
     fig.update_layout(height=520)
-    ev = st.plotly_chart(fig, key=KEY_PREFIX + "scatter", on_select="rerun",
-                         selection_mode=("points", "box", "lasso"))
-    selected = [figs.selected_indices(ev)]
+    ev = st.plotly_chart(fig, key=K_SCATTER, on_select=partial(_on_select, K_SCATTER), selection_mode=SELECTION_MODES)
+    changed = linked.observe(K_SCATTER, figs.selected_indices(ev))
     if opts["ternary"]:
         st.subheader("The probability simplex (no projection)")
         st.caption("Selection happens in this space: PCoreSet covers it with farthest-first picks.")
         tfig = figs.ternary_pair(state.teacher, state.student, state.classes, **common)
         tfig.update_layout(height=460)
-        tev = st.plotly_chart(tfig, key=KEY_PREFIX + "ternary_chart", on_select="rerun",
-                              selection_mode=("points", "box", "lasso"))
-        selected.append(figs.selected_indices(tev))
+        tev = st.plotly_chart(tfig, key=K_TERNARY, on_select=partial(_on_select, K_TERNARY),
+                              selection_mode=SELECTION_MODES)
+        changed = linked.observe(K_TERNARY, figs.selected_indices(tev)) or changed
+    st.session_state[K_LINKED] = linked.to_state()
+    if changed:  # a selection read back from a chart (not from its callback): draw it on every chart
+        st.rerun()
 
     if trace is not None and step:
         st.plotly_chart(figs.greedy_trace_figure(trace, upto=step), key=KEY_PREFIX + "greedy")
@@ -286,10 +313,12 @@ def render(project: Project) -> None:
         frame.insert(2, "image", [state.ids[int(i)] for i in frame["index"]])
         st.dataframe(frame, hide_index=True, key=KEY_PREFIX + "greedy_table")
 
-    rows = np.unique(np.concatenate(selected)) if selected else np.zeros(0, dtype=np.int64)
     st.subheader("Selected images")
-    if rows.size:
-        _image_grid(project, state, rows, key=KEY_PREFIX + "queue")
+    if highlight.size:
+        where = {K_SCATTER: "the maps", K_TERNARY: "the simplex"}.get(linked.source or "", "a plot")
+        st.caption(f"Selected on {where}; highlighted (orange rings) on every panel of every plot above.")
+        st.button("Clear selection", key=KEY_PREFIX + "clear", on_click=_clear_selection)
+        _image_grid(project, state, highlight, key=KEY_PREFIX + "queue")
     else:
         st.caption("Click a point, or use box/lasso select on any plot above, to see the images here.")
 

@@ -521,7 +521,9 @@ def main() -> None:
         _current_section(project)
         _scan_section(project)
     _open_section()
-    with st.expander("Create a project", expanded=project is None):
+    # Its open state is tracked by the server: an untracked expander was drawn anew, closed, by the
+    # rerun that each edit of the class table triggers (Tab or Enter), hiding the table mid-typing.
+    with st.expander("Create a project", expanded=project is None, key="prj_create_open", on_change="rerun"):
         _create_section()
     if project is not None:
         _import_section(project)

@@ -135,7 +135,7 @@ def test_explore_pca_pair_ternary_overlays_and_coverage(demo: Project, pinned) -
     assert panels == {"x", "x2"}
     names = _trace_names(scatter)
     assert {"round 0 picks", "round 1 picks", "current query", "unlabeled"} <= names
-    assert names == _trace_names(tern)
+    assert names == {t.get("name") for t in tern["data"] if t["meta"]["role"] != "vertex"}  # + vertex hovers
     assert "ternary" in tern["layout"] and "ternary2" in tern["layout"]
     # customdata holds pool rows; every image drawn once per panel in the base traces
     n = len(demo.pool())
@@ -180,6 +180,43 @@ def test_explore_selection_grid_sends_unlabeled_to_queue(demo: Project, pinned) 
     finally:  # restore the query batch for the other tests
         assert before is not None
         _queue(demo, [it.image_id for it in before.items], before.round)
+
+
+def _highlighted(fig: dict) -> dict[str, list[int]]:
+    """Per panel (its x axis or ternary subplot): the pool rows of the "selected" overlay, and those
+    that plotly marks selected in the base traces (``selectedpoints`` are positions in a trace)."""
+    out: dict[str, list[int]] = {}
+    for t in fig["data"]:
+        panel = t.get("xaxis") or t.get("subplot")
+        role = t["meta"]["role"]
+        if role == "selected":
+            out.setdefault(f"{panel} ring", []).extend(_rows(t))
+        elif role == "points" and t.get("selectedpoints") is not None:
+            rows = _arr(t["customdata"]).reshape(-1)
+            out.setdefault(f"{panel} points", []).extend(int(rows[i]) for i in _arr(t["selectedpoints"]).reshape(-1))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("chart", ["exp_scatter", "exp_ternary_chart"])
+def test_explore_selection_on_one_chart_highlights_on_every_panel(demo: Project, pinned, chart: str) -> None:
+    """A lasso/box/click on one chart (one panel of it) marks the same images on the teacher and
+    student maps and on both simplex panels; the grid shows them; "Clear selection" removes it."""
+    pinned(demo)
+    rows = [3, 8, 12]
+    sel = {"selection": {"points": [{"customdata": r} for r in rows], "point_indices": [], "box": [], "lasso": []}}
+    at = _run(EXPLORE, exp_method="PCA", **{chart: sel})
+    charts = _charts(at)
+    for key in ("exp_scatter", "exp_ternary_chart"):
+        marks = _highlighted(charts[key])
+        panels = {"x", "x2"} if key == "exp_scatter" else {"ternary", "ternary2"}
+        assert set(marks) == {f"{p} {what}" for p in panels for what in ("ring", "points")}, (key, marks)
+        assert all(v == rows for v in marks.values()), (key, marks)
+    assert any("3 image(s) selected" in m.value for m in at.markdown)
+    at.button(key="exp_clear").click().run()
+    _no_errors(at)
+    after = _charts(at)
+    assert not _highlighted(after["exp_scatter"]) and not _highlighted(after["exp_ternary_chart"])
+    assert not any("image(s) selected" in m.value for m in at.markdown)
 
 
 def test_explore_four_classes_uniform_teacher_no_ternary(demo: Project, pinned, tmp_path: Path) -> None:
@@ -445,6 +482,65 @@ def test_pages_in_chromium(demo: Project, tmp_path: Path) -> None:
             browser.close()
         print(f"\nExplore in Chromium ({len(demo.pool())} images): first plots {first_view:.1f} s, "
               f"UMAP shown {umap_ready:.1f} s, later (cached) view {cached_view:.1f} s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+# In the page: per plot, per panel, the pool rows of the orange "selected" rings.
+RINGS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => {
+  const out = {};
+  for (const t of (gd._fullData || [])) {
+    if (!t.meta || t.meta.role !== 'selected') continue;
+    out[t.meta.panel] = Array.from(t.customdata).map(Number).sort((a, b) => a - b);
+  }
+  return out;
+})"""
+
+
+def test_explore_box_select_in_chromium_rings_every_panel(demo: Project, tmp_path: Path) -> None:
+    """A real box selection dragged over the teacher map: after the rerun both panels of the map and
+    both simplex panels ring the same images, and the grid lists them."""
+    import signal
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    proc, url = _start_streamlit(demo, tmp_path / "streamlit.log")
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            nav.get_by_text("Explore", exact=True).click()
+            page.get_by_text("PCA", exact=True).first.click()
+            page.get_by_text("Teacher — PCA", exact=True).wait_for()
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3")
+            plot = page.locator(".js-plotly-plot").first
+            plot.scroll_into_view_if_needed()
+            plot.hover()
+            plot.locator('[data-attr="dragmode"][data-val="select"]').first.click()
+            area = plot.locator(".xy .nsewdrag").first.bounding_box()  # the teacher panel's plot area
+            assert area is not None
+            page.mouse.move(area["x"] + 2, area["y"] + 2)
+            page.mouse.down()
+            page.mouse.move(area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.6, steps=8)
+            page.mouse.move(area["x"] + area["width"] * 0.55, area["y"] + area["height"] - 2, steps=8)
+            page.mouse.up()
+            page.get_by_text("image(s) selected").first.wait_for()
+            # the rerun is over when the charts drawn before the selection are gone: map, simplex, coverage
+            page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length === 3 && "
+                                   f"({RINGS_JS})().filter(r => Object.keys(r).length === 2).length === 2")
+            rings = page.evaluate(RINGS_JS)
+            shown = page.get_by_text("image(s) selected").first.inner_text()
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(tmp_path / "explore_selected.png"), full_page=True)
+            browser.close()
+        map_rings, tern_rings = rings[0], rings[1]
+        assert map_rings["0"] and map_rings["0"] == map_rings["1"] == tern_rings["0"] == tern_rings["1"]
+        assert len(map_rings["0"]) < len(demo.pool())  # the box covered part of the map, not all of it
+        assert shown.startswith(f"{len(map_rings['0'])} image(s) selected")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

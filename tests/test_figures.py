@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -196,3 +197,41 @@ def test_names_in_figures_are_text_not_plotly_html(pool):
         assert "&lt;a href=" in text
     legend = [tr.name for tr in figs_[0].data if tr.meta["role"] == "points"]
     assert "&lt;b&gt;dog&lt;/b&gt; &amp; co" in legend
+
+
+def test_ternary_vertex_labels_are_bounded_escaped_and_fit_the_margins(pool):
+    """Long hostile class names at the simplex's vertices: cut with an ellipsis, escaped, full name on hover,
+    and margins / panel gap / title offset sized so the labels neither clip nor collide."""
+    from activekd_core.figures import ternary
+
+    t, s, labeled, y, _ = pool
+    names = ["<b>an extremely long class name & more</b>", "short", "another-quite-long-class-name-here"]
+    fig = figures.ternary_pair(t, s, names, labeled=labeled, y=y)
+    lay = fig.layout
+    for axes in (lay.ternary, lay.ternary2):
+        titles = [axes.aaxis.title, axes.baxis.title, axes.caxis.title]
+        for title, name in zip(titles, names):
+            assert title.font.size == ternary.VERTEX_FONT
+            assert "<" not in title.text and len(html.unescape(title.text)) <= ternary.VERTEX_MAX
+        assert titles[0].text.startswith("&lt;b&gt;an extreme") and titles[0].text.endswith("…")
+        assert titles[1].text == "short"
+        assert len(titles[2].text) == ternary.VERTEX_MAX and titles[2].text.endswith("…")
+    # the full names are in the hover of a marker at each vertex, escaped
+    vertices = [tr for tr in fig.data if tr.meta["role"] == "vertex"]
+    assert len(vertices) == 2 and all(tr.customdata is None for tr in vertices)
+    assert "&lt;b&gt;an extremely long class name &amp; more&lt;/b&gt;" in vertices[0].hovertext[0]
+    assert "another-quite-long-class-name-here" in vertices[1].hovertext[2]
+    # room: a bottom label is centred on its vertex, so half its width must fit in the side margin,
+    # both halves (left panel's c, right panel's b) in the gap between the panels at the narrowest width
+    half = ternary.CHAR_WIDTH * ternary.VERTEX_FONT * ternary.VERTEX_MAX / 2
+    assert lay.margin.l >= half and lay.margin.r >= half
+    gap_px = (lay.ternary2.domain.x[0] - lay.ternary.domain.x[1]) * ternary.MIN_WIDTH
+    assert gap_px >= 2 * half
+    assert lay.margin.b >= ternary.VERTEX_FONT + ternary.TICK_FONT
+    # the subplot titles are raised above the top vertex's label and still inside the top margin
+    shifts = [a.yshift for a in lay.annotations]
+    assert len(shifts) == 2 and all(sh >= ternary.VERTEX_FONT + ternary.TICK_FONT for sh in shifts)
+    assert lay.margin.t >= shifts[0] + ternary.VERTEX_FONT
+    # short names need less room than long ones (margins follow the labels)
+    small = figures.ternary_pair(t, s, CLASSES).layout
+    assert small.margin.l < lay.margin.l

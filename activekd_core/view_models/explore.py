@@ -1,5 +1,5 @@
 """The Explore page's view model (no Streamlit): the pool's arrays, the 2-D layouts, the selection
-demo's strategies and the coverage curve.
+demo's strategies, the coverage curve and the selection linked across the charts.
 
 The arrays come from :mod:`activekd_core.explore_state` (re-exported here); layouts from
 :mod:`activekd_core.projection`: PCA at once, UMAP from a warm background worker
@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 from activekd_core import projection
 from activekd_core.coverage import GreedyTrace, coverage_curve
 from activekd_core.explore_state import (
+    LinkedSelection,
     PoolState,
     coverage_inputs,
+    display_rows,
     greedy_steps,
     read_pool_state,
     selection_space_probs,
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PoolState",
+    "LinkedSelection",
+    "display_rows",
     "read_pool_state",
     "selection_space_probs",
     "greedy_steps",
