@@ -1,0 +1,74 @@
+"""Chromium: in the compact card layout the image dominates each card, and a click still labels its image.
+
+One server on a 12-image textile demo (batches of 10) at 1440x900; the label is read back
+from the project database.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from browser_support import ARGS, CHROMIUM, Server  # noqa: E402
+from label_layout import MEASURE_JS  # noqa: E402
+from test_browser import _settled, _wait, home, playwright_api  # noqa: E402,F401
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: install Debian's chromium package"),
+]
+
+MIN_IMAGE_SHARE = 0.6  # of the card's height (the classic card: about a third)
+KEY_HINT_JS = "el => getComputedStyle(el, '::before').content"
+
+
+def test_compact_card_image_dominates_and_a_click_labels_that_image(home: Path, tmp_path: Path) -> None:
+    from activekd_core.store import Store
+
+    db_path = home / "projects" / "textile" / "project.db"
+    with Store.open(db_path) as s:
+        batch = s.open_batch_current()
+        classes = s.class_names()
+    ids = [it.image_id for it in batch.items]
+    key = f"lbl_batch-{batch.id}"
+    server = Server(home, tmp_path / "streamlit.log")
+    url = server.start()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.locator(".st-key-lbl_card_0 img").wait_for(state="visible", timeout=90_000)
+            _settled(page)
+            page.wait_for_function("[...document.images].every(i => i.complete)")
+            cards = page.evaluate(MEASURE_JS)["cards"]
+            assert len(cards) == len(ids)
+            shares = [c["img_h"] / c["h"] for c in cards]
+            assert min(shares) >= MIN_IMAGE_SHARE, shares
+            assert sum(c["bottom"] <= 900 for c in cards) >= 1  # a whole card above the fold
+            # each class button shows its key in front of the name (a style rule, not the label text)
+            button = page.locator(f".st-key-{key}_3_c2 button p").first
+            assert button.evaluate(KEY_HINT_JS) == '"3"' and button.inner_text() == classes[2]
+
+            page.locator(f".st-key-{key}_3_c2 button:visible").click()
+            _wait(lambda: _labels(db_path) == {ids[3]: classes[2]}, 30, "the label of card #4")
+            card = page.locator(".st-key-lbl_card_3")
+            _wait(lambda: f"labeled {classes[2]}" in card.inner_text(), 30, "card #4 to show its label")
+            kinds = [page.locator(f".st-key-{key}_3_c{k} button:visible").first.get_attribute("data-testid")
+                     for k in range(len(classes))]
+            assert kinds == ["stBaseButton-secondary", "stBaseButton-secondary", "stBaseButton-primary"]  # chosen
+            browser.close()
+    finally:
+        server.kill()
+
+
+def _labels(db_path: Path) -> dict[str, str]:
+    from activekd_core.store import Store
+
+    with Store.open(db_path) as s:
+        return s.current_labels()
