@@ -1,7 +1,8 @@
-"""Chromium: in the compact card layout the image dominates each card, and a click still labels its image.
+"""Chromium: in the compact card layout the image dominates each card, and a click still labels its image;
+the sidebar's counts include what the page just did (a label, an import).
 
-One server on a 12-image textile demo (batches of 10) at 1440x900; the label is read back
-from the project database.
+One server per test (a 12-image textile demo, batches of 10, at 1440x900; or a small
+project in class sub-folders); labels are read back from the project database.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def test_compact_card_image_dominates_and_a_click_labels_that_image(home: Path, 
             kinds = [page.locator(f".st-key-{key}_3_c{k} button:visible").first.get_attribute("data-testid")
                      for k in range(len(classes))]
             assert kinds == ["stBaseButton-secondary", "stBaseButton-secondary", "stBaseButton-primary"]  # chosen
+            _wait(lambda: "1/12 labeled" in _sidebar(page), 30, "the sidebar to count the label")
             browser.close()
     finally:
         server.kill()
@@ -72,3 +74,41 @@ def _labels(db_path: Path) -> dict[str, str]:
 
     with Store.open(db_path) as s:
         return s.current_labels()
+
+
+def _sidebar(page) -> str:
+    return page.locator("[data-testid='stSidebar']").inner_text()
+
+
+def test_sidebar_counts_include_an_import_made_on_the_project_page(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from activekd_core.project import Project
+
+    root = tmp_path / "images"
+    for name, color in (("red", (220, 30, 30)), ("green", (30, 200, 40))):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), tuple(c + 5 * i for c in color)).save(root / name / f"{i}.png")
+    folder = tmp_path / "proj"
+    Project.create(folder, root, [("red", ""), ("green", "")], teacher_spec={"kind": "standin"},
+                   batch_size=4, strategy="random").close()
+    server = Server(tmp_path / "home", tmp_path / "streamlit.log", env={"ACTIVEKD_PROJECT": str(folder)})
+    url = server.start()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(url + "/project")
+            page.locator(".st-key-prj_import_dirs button:visible").wait_for(timeout=90_000)
+            _settled(page)
+            assert "0/6 labeled" in _sidebar(page)
+            page.locator(".st-key-prj_import_dirs button:visible").click()
+            page.get_by_text("Imported 6 labels from sub-folder names.").wait_for()
+            _settled(page)
+            assert "6/6 labeled" in _sidebar(page)  # the same run as the import, not the next click
+            browser.close()
+    finally:
+        server.kill()
+    assert len(_labels(folder / "project.db")) == 6
