@@ -23,14 +23,17 @@ ROW = "lbl_cbtns_"  # key prefix of a card's class-button row
 SIDE = "lbl_cside_"  # key prefix of a card's skip/unsure/zoom row
 
 
-def compact_style(keys: Sequence[str]) -> None:
-    """The compact cards' style: tight spacing, short buttons, each class button's key in front."""
-    hints = key_hint_css(f'[class*="st-key-{ROW}"]', keys)
+def compact_style(classes: Sequence[str], keys: Sequence[str]) -> None:
+    """The compact cards' style: tight spacing, short buttons, each class button's key in front
+    (not where the class name is its key already, e.g. digits named "0".."9")."""
+    shown = ["" if key.lower() == name.strip().lower() else key for name, key in zip(classes, keys)]
+    hints = key_hint_css(f'[class*="st-key-{ROW}"]', shown)
+    basis = "2.25rem" if max((len(c) for c in classes), default=0) <= 2 else "3.5rem"  # "0".."9": 5 a row
     st.html(  # style only: Streamlit puts it out of the layout (no empty row above the grid)
         f"""<style>
         [class*="st-key-lbl_card_"] {{ gap: 0.35rem; padding: 0.5rem; }}
         [class*="st-key-{ROW}"], [class*="st-key-{SIDE}"] {{ gap: 0.2rem; }}
-        [class*="st-key-{ROW}"] > div {{ flex: 1 1 3.5rem; min-width: 0; }}
+        [class*="st-key-{ROW}"] > div {{ flex: 1 1 {basis}; min-width: 0; }}
         [class*="st-key-{ROW}"] button {{ min-height: 2rem; padding: 0 0.25rem; }}
         [class*="st-key-{ROW}"] button p::before {{ opacity: 0.6; margin-right: 0.2em; font-size: 0.85em; }}
         [class*="st-key-{SIDE}"] {{ flex-wrap: nowrap; }}

@@ -427,7 +427,7 @@ def main() -> None:
         _focus_view(project, image_id, score, focus, ids, states[image_id], key, strategy, suggestions)
         return
     if compact:
-        compact_style(keys)
+        compact_style(classes, keys)
     for start in range(0, len(items), n_cols):
         cols = st.columns(n_cols)
         for j, (image_id, score) in enumerate(items[start:start + n_cols]):

@@ -63,6 +63,10 @@ def test_compact_card_image_dominates_and_a_click_labels_that_image(home: Path, 
             kinds = [page.locator(f".st-key-{key}_3_c{k} button:visible").first.get_attribute("data-testid")
                      for k in range(len(classes))]
             assert kinds == ["stBaseButton-secondary", "stBaseButton-secondary", "stBaseButton-primary"]  # chosen
+            chosen = page.locator(f".st-key-{key}_3_c2 button:visible").first
+            color = chosen.evaluate("b => getComputedStyle(b).backgroundColor")  # (hovered: a darker shade)
+            red, _, blue = (int(v) for v in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+            assert blue > 120 and blue > 2 * red, color  # the theme's calm blue, not Streamlit's alarm red
             _wait(lambda: "1/12 labeled" in _sidebar(page), 30, "the sidebar to count the label")
             browser.close()
     finally:
