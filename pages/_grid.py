@@ -28,7 +28,7 @@ def compact_style(classes: Sequence[str], keys: Sequence[str]) -> None:
     (not where the class name is its key already, e.g. digits named "0".."9")."""
     shown = ["" if key.lower() == name.strip().lower() else key for name, key in zip(classes, keys)]
     hints = key_hint_css(f'[class*="st-key-{ROW}"]', shown)
-    basis = "2.25rem" if max((len(c) for c in classes), default=0) <= 2 else "3.5rem"  # "0".."9": 5 a row
+    basis = "2.25rem" if max((len(c) for c in classes), default=0) <= 2 else "3rem"  # "0".."9": 5 a row
     st.html(  # style only: Streamlit puts it out of the layout (no empty row above the grid)
         f"""<style>
         [class*="st-key-lbl_card_"] {{ gap: 0.35rem; padding: 0.5rem; }}
