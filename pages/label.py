@@ -7,6 +7,9 @@ While a batch is labeled the next one is prepared in a worker process, so the ne
 appears at once when the last image is done; without a prepared batch the next one is
 selected then (with progress).
 
+Cards come in two layouts, a per-annotator preference: compact (``pages._grid``, the
+default: the image dominates the card) and classic (drawn here).
+
 Keyboard (Streamlit's native button shortcuts; ``R`` and ``C`` belong to Streamlit):
 ``1``-``9`` (``0`` for a tenth class) label the focused image, ``S`` skips, ``U`` marks
 it unsure, ``Z`` undoes the latest event, ``←``/``→`` or ``K``/``J`` move the focus,
