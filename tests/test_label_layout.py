@@ -19,7 +19,8 @@ from test_app_pages import _app, _batch_key, _card_ids, _db, demo_images, home  
 
 def test_card_detail_puts_a_decision_first_and_an_open_state_last() -> None:
     open_line = card_detail(2, True, "not labeled yet", False, "pcoreset", 0.41234, ("nominal", 0.853))
-    assert open_line == "**#3** · :blue[focused] · Teacher suggests **nominal** (85%) · score 0.412 · not labeled yet"
+    assert open_line == ("**#3** · :blue[focused] · Teacher suggests **nominal** (85%) · score 0.412 · "
+                         "not labeled yet")
     done = card_detail(0, False, "labeled **x** by ada", True, "audit", None, None)
     assert done == "**#1** · labeled **x** by ada · audit image"
 
