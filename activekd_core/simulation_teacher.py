@@ -16,7 +16,7 @@ import numpy as np
 
 from activekd_core.simulation_config import LogFn, SimulationConfig, SimulationError
 from activekd_core.simulation_data import LabeledData, Splits, default_data_dir
-from activekd_core.teachers.base import PixelTeacher
+from activekd_core.teachers.base import PixelTeacher, teacher_name
 
 __all__ = ["build_teacher_probs", "few_shot_refit", "teacher_label", "view_bank"]
 
@@ -137,7 +137,7 @@ def view_bank(
 
 
 def teacher_label(describe: dict[str, Any]) -> str:
-    """How outputs name the teacher (the stand-in always says it is not CLIP)."""
+    """How outputs name the teacher: the stand-in by its one name (the pages' too), which says it is not CLIP."""
     if describe.get("kind") == "standin":
-        return "offline stand-in (not CLIP)"
+        return teacher_name("standin")
     return str(describe.get("display_name") or describe.get("kind"))

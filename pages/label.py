@@ -7,6 +7,9 @@ While a batch is labeled the next one is prepared in a worker process, so the ne
 appears at once when the last image is done; without a prepared batch the next one is
 selected then (with progress).
 
+Cards come in two layouts, a per-annotator preference: compact (``pages._grid``, the
+default: the image dominates the card) and classic (drawn here).
+
 Keyboard (Streamlit's native button shortcuts; ``R`` and ``C`` belong to Streamlit):
 ``1``-``9`` (``0`` for a tenth class) label the focused image, ``S`` skips, ``U`` marks
 it unsure, ``Z`` undoes the latest event, ``←``/``→`` or ``K``/``J`` move the focus,
@@ -22,7 +25,8 @@ import streamlit as st
 
 from activekd_core.display_text import MESSAGE_MAX, code, md
 from activekd_core.project import QUEUE_STRATEGIES, REVISIT, BatchView, Project
-from activekd_core.view_models.label import JobBusy, failed_selection, image_states, training_job
+from activekd_core.view_models.label import JobBusy, card_detail, failed_selection, image_states, training_job
+from pages._grid import compact_card, compact_style
 from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import (
     annotator,
@@ -48,6 +52,7 @@ ZOOMS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
 K_FOCUS_MODE = "lbl_focus_mode"
 K_SHOW_TEACHER = "lbl_show_teacher"
 K_COLS = "lbl_cols"
+K_COMPACT = "lbl_compact"
 PER_ROW_CHOICES = [2, 3, 4, 5, 6]
 K_SOURCE = "lbl_source"
 K_NOTICE = "lbl_notice"
@@ -247,6 +252,16 @@ def _card(project: Project, classes: list[str], keys: list[str], image_id: str, 
         _class_buttons(classes, keys, image_id, pos, ids, event, key)
 
 
+def _compact_card(project: Project, classes: list[str], keys: list[str], image_id: str, score: float | None,
+                  pos: int, ids: list[str], event, key: str, strategy: str, suggestions: dict | None,
+                  focused: bool) -> None:
+    """The card of ``pages._grid``: the image dominates, the controls take one short row."""
+    suggestion = suggestions.get(image_id) if suggestions is not None else None
+    detail = card_detail(pos, focused, _state_text(event), event is not None, strategy, score, suggestion)
+    compact_card(project, image_id, pos, classes=classes, keys=keys, ids=ids, event=event, key=key, detail=detail,
+                 why=_why(strategy, score, pos), box=GRID_BOX, act=_act, zoom=_set_focus)
+
+
 def _keyboard_bar(classes: list[str], keys: list[str], ids: list[str], focus: int) -> None:
     """Buttons acting on the focused image, each with a keyboard shortcut."""
     with st.container(key="lbl_keys", horizontal=True):
@@ -287,12 +302,12 @@ def _scroll_to_focus(key: str, focus: int) -> None:
 
 
 def _style(focus: int) -> None:
-    st.markdown(
+    st.html(  # style only: Streamlit puts it out of the layout (no empty row above the grid)
         f"""<style>
         .st-key-lbl_card_{focus} {{ outline: 3px solid #1c83e1; outline-offset: 2px; border-radius: 0.5rem; }}
         .st-key-lbl_hidden_keys {{ position: absolute; left: -10000px; height: 0; overflow: hidden; }}
-        </style>""",
-        unsafe_allow_html=True,
+        [data-testid="stMainBlockContainer"] {{ padding-top: 3.5rem; }}
+        </style>"""
     )
 
 
@@ -385,6 +400,9 @@ def main() -> None:
     show_teacher = top[1].toggle("Show teacher suggestion", key=K_SHOW_TEACHER, on_change=_save_pref,
                                  args=(project, K_SHOW_TEACHER),
                                  help="Hidden by default to avoid anchoring on the teacher's guess.")
+    compact = top[1].toggle("Compact cards", key=K_COMPACT, on_change=_save_pref, args=(project, K_COMPACT),
+                            help="The image takes most of each card; the class buttons form one short row "
+                                 "(each class's key in front, its full name in the tooltip).")
     n_cols = top[2].selectbox("Per row", PER_ROW_CHOICES, key=K_COLS, on_change=_save_pref, args=(project, K_COLS))
     keys = project.class_keys()
     top[3].caption(f"Keys {', '.join(keys)} label the focused image, S skip, U unsure, Z undo, "
@@ -411,20 +429,26 @@ def main() -> None:
         image_id, score = items[focus]
         _focus_view(project, image_id, score, focus, ids, states[image_id], key, strategy, suggestions)
         return
+    if compact:
+        compact_style(classes, keys)
     for start in range(0, len(items), n_cols):
         cols = st.columns(n_cols)
         for j, (image_id, score) in enumerate(items[start:start + n_cols]):
             pos = start + j
             with cols[j]:
-                _card(project, classes, keys, image_id, score, pos, ids, states[image_id], key, strategy, suggestions,
-                      pos == focus)
+                if compact:
+                    _compact_card(project, classes, keys, image_id, score, pos, ids, states[image_id], key, strategy,
+                                  suggestions, pos == focus)
+                else:
+                    _card(project, classes, keys, image_id, score, pos, ids, states[image_id], key, strategy,
+                          suggestions, pos == focus)
     _scroll_to_focus(key, focus)  # after the cards, so the focused one exists in the page
     _timing()
 
 
 # Label page settings remembered per annotator and project (Streamlit forgets a widget's state
 # in any run that does not draw it, e.g. while the next batch was selected): widget key -> default.
-VIEW_PREFS = {K_SHOW_TEACHER: False, K_COLS: 4, K_ZOOM: 1.0}
+VIEW_PREFS = {K_SHOW_TEACHER: False, K_COLS: 4, K_ZOOM: 1.0, K_COMPACT: True}
 
 
 def _seed_view_prefs(project: Project) -> None:
@@ -435,7 +459,8 @@ def _seed_view_prefs(project: Project) -> None:
     stored = project.view_prefs(annotator())
     for k in missing:
         value = stored.get(k, VIEW_PREFS[k])
-        if k == K_COLS and value not in PER_ROW_CHOICES or k == K_ZOOM and value not in ZOOMS:
+        if (k == K_COLS and value not in PER_ROW_CHOICES or k == K_ZOOM and value not in ZOOMS
+                or k in (K_SHOW_TEACHER, K_COMPACT) and not isinstance(value, bool)):
             value = VIEW_PREFS[k]
         st.session_state[k] = value
 
@@ -476,9 +501,9 @@ def _batch_origin(project: Project, view: BatchView) -> None:
         right.button("Dismiss this queue", key="lbl_dismiss_queue", on_click=project.dismiss_queue)
         return
     model = f"the student of round {batch.round}" if batch.round else "the teacher (no student trained yet)"
-    st.caption(f"Chosen by {md(batch.strategy)} on {model} ({md(batch.space)}).")
+    origin, a, b = st.columns([2.6, 1.2, 2.2], vertical_alignment="center")  # one row: the grid starts higher
+    origin.caption(f"Chosen by {md(batch.strategy)} on {model} ({md(batch.space)}).")
     fresh = project.new_labels_since_model()
-    a, b = st.columns([1, 2])
     training = training_job(project)
     if training is not None:
         a.caption(f"Training in the background: {training.fraction:.0%}")

@@ -47,7 +47,7 @@ def test_short_digits_simulation_writes_results(tmp_path, digits_dir):
     assert sorted({int(r["n_labeled"]) for r in table}) == [10, 20]
     for r in table:
         assert 0.0 <= float(r["accuracy"]) <= 1.0
-        assert r["teacher"] == "offline stand-in (not CLIP)"
+        assert r["teacher"] == "Offline stand-in (not CLIP)"  # the name every page shows
         assert int(r["steps"]) == 25 and r["image_size"] == "16"
     # Round 0 uses the same start and training seed for every strategy of a (kd, seed).
     for kd in ("True", "False"):

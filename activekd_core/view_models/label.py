@@ -1,6 +1,6 @@
-"""The Label page's view model (no Streamlit): each on-screen image's decision and the background
-jobs the page reports (a failed selection, a training round); the running selection is
-:meth:`Project.batch_job`.
+"""The Label page's view model (no Streamlit): each on-screen image's decision, the background
+jobs the page reports (a failed selection, a training round; the running selection is
+:meth:`Project.batch_job`), and the one-line texts of a compact card.
 
 Job states come back as :class:`activekd_core.jobs.JobStatus` values (state, progress,
 message, error); :class:`JobBusy` is re-exported for the page's "already running" answers.
@@ -11,13 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from activekd_core.display_text import md
 from activekd_core.jobs import JobBusy, JobStatus
 from activekd_core.store import LabelEvent
 
 if TYPE_CHECKING:
     from activekd_core.project import Project
 
-__all__ = ["JobBusy", "JobStatus", "image_states", "failed_selection", "training_job"]
+__all__ = ["JobBusy", "JobStatus", "image_states", "failed_selection", "training_job", "card_detail",
+           "class_button_help", "key_hint_css", "CLASS_LABEL_MAX"]
+
+CLASS_LABEL_MAX = 40  # characters of a class name on a compact card's button (its tooltip holds it whole)
 
 
 def image_states(project: Project, ids: Sequence[str]) -> dict[str, LabelEvent | None]:
@@ -40,3 +44,47 @@ def failed_selection(project: Project) -> JobStatus | None:
 def training_job(project: Project) -> JobStatus | None:
     """The running training round's job, or None."""
     return project.jobs().running("train")
+
+
+def card_detail(pos: int, focused: bool, state: str, decided: bool, strategy: str, score: float | None,
+                suggestion: tuple[str, float] | None) -> str:
+    """The compact card's one-line caption (Markdown, names escaped): position, focus, decision, teacher, score.
+
+    A decision (``state``, already Markdown) comes right after the position; "not labeled
+    yet" goes last, so a narrow card cuts it first. Example:
+    ``**#3** · :blue[focused] · Teacher suggests **nominal** (85%) · score 0.412 · not labeled yet``.
+    The full "why this image" sentence goes into the line's tooltip.
+    """
+    parts = [f"**#{pos + 1}**"]
+    if focused:
+        parts.append(":blue[focused]")
+    if decided:
+        parts.append(state)
+    if suggestion is not None:
+        cls, p = suggestion
+        parts.append(f"Teacher suggests **{md(cls, CLASS_LABEL_MAX)}** ({100 * p:.0f}%)")
+    if strategy == "audit":
+        parts.append("audit image")
+    elif score is not None:
+        parts.append(f"score {score:.3g}")
+    if not decided:
+        parts.append(state)
+    return " · ".join(parts)
+
+
+def class_button_help(name: str, key: str | None) -> str:
+    """A class button's tooltip: the whole class name (escaped) and its key, when it has one."""
+    return f"Label as {md(name)}" + (f" (key {key} when focused)" if key else "")
+
+
+def key_hint_css(selector: str, keys: Sequence[str]) -> str:
+    """CSS that prefixes the ``k``-th button in each row matched by ``selector`` with ``keys[k]``.
+
+    Only single ASCII letters and digits are written into the style sheet (what
+    :func:`activekd_core.label_keys.parse_class_keys` accepts); anything else gets no hint.
+    """
+    rules = []
+    for k, key in enumerate(keys):
+        if len(key) == 1 and key.isascii() and key.isalnum():
+            rules.append(f'{selector} > div:nth-child({k + 1}) button p::before {{ content: "{key}"; }}')
+    return "\n".join(rules)
