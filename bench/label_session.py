@@ -122,6 +122,9 @@ LABELED_JS = r"""
 # Truthy once a grid of another batch shows a focused open card whose image has loaded.
 TURNOVER_JS = r"""
 (batch) => {
+  for (const e of document.querySelectorAll('[data-testid="stProgress"]')) {
+    if (e.textContent.includes('Selecting the next batch')) window.__akdSelecting = true;
+  }
   const c = Object.values(window.__akd.cards());
   if (window.__akdT0 === undefined || !c.length || c.some(x => x.batch === batch || x.batch === null)) return false;
   const f = c.find(x => x.focused);
@@ -317,6 +320,7 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
                 key = keys[classes.index(cls)]
                 nxt = _next_open(cards, pos)
                 if nxt is None:
+                    page.evaluate("() => { window.__akdSelecting = false; }")
                     page.keyboard.press(key)
                     ms = page.wait_for_function(TURNOVER_JS, arg=card["batch"], timeout=timeout_ms).json_value()
                 else:
@@ -325,6 +329,8 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
                                                 timeout=timeout_ms).json_value()
                 labels.append({"n": n + 1, "batch": card["batch"], "pos": pos, "key": key,
                                "turnover": nxt is None, "ms": float(ms)})
+                if nxt is None:  # did the page show the selection progress (no batch prepared ahead)?
+                    labels[-1]["selecting_shown"] = bool(page.evaluate("() => window.__akdSelecting"))
                 _wait_idle(page, timeout_ms)
                 if n + 1 < args.labels and args.think > 0:
                     time.sleep(args.think)
@@ -345,11 +351,13 @@ def summary(sessions: list[dict[str, Any]]) -> dict[str, float]:
     every = [x["ms"] for s in sessions for x in s["labels"]]
     within = [x["ms"] for s in sessions for x in s["labels"] if not x["turnover"]]
     turn = [x["ms"] for s in sessions for x in s["labels"] if x["turnover"]]
+    ready = [x["ms"] for s in sessions for x in s["labels"] if x["turnover"] and not x.get("selecting_shown")]
     return {
         "labels": len(every), "p50": pct(every, 50), "p95": pct(every, 95), "mean": float(np.mean(every)),
         "within_p50": pct(within, 50), "within_p95": pct(within, 95), "within_mean": float(np.mean(within)),
         "turnovers": len(turn), "turn_p50": pct(turn, 50), "turn_p95": pct(turn, 95),
         "turn_max": max(turn) if turn else float("nan"),
+        "ready": len(ready), "ready_p50": pct(ready, 50), "ready_max": max(ready) if ready else float("nan"),
         "keys_only_s": float(np.mean([sum(x["ms"] for x in s["labels"]) / 1000 for s in sessions])),
         "session_s": float(np.mean([s["session_s"] for s in sessions])),
     }
@@ -363,11 +371,13 @@ def describe(name: str, sessions: list[dict[str, Any]], think: float) -> str:
              f"  classes {s0['classes']} -> keys {s0['keys']}; keys from {s0['keys_from']}",
              f"  truth from {s0['truth_from']}"]
     for k, s in enumerate(sessions, 1):
-        turns = ", ".join(f"{x['ms']:.0f}" for x in s["labels"] if x["turnover"])
+        turns = ", ".join(f"{x['ms']:.0f}" + ("*" if x.get("selecting_shown") else "")
+                          for x in s["labels"] if x["turnover"])
         lines.append(f"  session {k}: first grid {s['first_grid_s']:.1f} s; {len(s['labels'])} labels in "
                      f"{s['session_s']:.1f} s (think {think:g} s/label included); turnovers ms [{turns}]; "
                      f"load {s['load_before']} -> {s['load_after']}")
     lines += [
+        "  (* = the page showed 'Selecting the next batch' during that turnover)",
         f"  per label, all {f['labels']} (key press -> label shown + next card focused; batch end -> next grid):"
         f" p50 {f['p50']:.0f} ms, p95 {f['p95']:.0f} ms, mean {f['mean']:.0f} ms",
         f"  per label within a batch: p50 {f['within_p50']:.0f} ms, p95 {f['within_p95']:.0f} ms, "
@@ -375,6 +385,8 @@ def describe(name: str, sessions: list[dict[str, Any]], think: float) -> str:
         f"  batch turnover ({f['turnovers']}; last label -> next grid's first card focused, image loaded): "
         f"p50 {f['turn_p50']:.0f} ms, p95 {f['turn_p95']:.0f} ms, max {f['turn_max']:.0f} ms "
         f"(target p95 < {TURNOVER_P95_TARGET_MS:.0f} ms)",
+        f"  turnovers with the next batch ready (no 'Selecting' shown): {f['ready']}, p50 {f['ready_p50']:.0f} ms, "
+        f"max {f['ready_max']:.0f} ms",
         f"  keys-only waiting per session (sum of the per-label times): {f['keys_only_s']:.1f} s; "
         f"session incl. think time: {f['session_s']:.1f} s",
     ]
