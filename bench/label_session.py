@@ -202,6 +202,26 @@ def true_class(image_id: str, truth: dict[str, str], classes: list[str]) -> str:
     raise KeyError(f"no ground truth for {image_id!r}")
 
 
+def stored_labels(home: Path, truth: dict[str, str], classes: list[str]) -> str:
+    """What the project database holds afterwards: label events, distinct images, how many match the truth."""
+    import sqlite3
+
+    try:
+        (db_path,) = sorted(home.glob("projects/*/project.db"))
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT image_id, class_name FROM label_events WHERE event = 'label'").fetchall()
+        finally:
+            db.close()
+    except (ValueError, sqlite3.Error) as exc:
+        return f"not checked ({exc})"
+    try:
+        right = sum(1 for image_id, cls in rows if cls == true_class(image_id, truth, classes))
+    except KeyError as exc:
+        return f"{len(rows)} label events; truth not found ({exc})"
+    return f"{len(rows)} label events on {len({r[0] for r in rows})} images, {right} match the truth"
+
+
 class App:
     """``streamlit run app.py`` of one checkout, in its own process group."""
 
@@ -339,6 +359,7 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
                     time.sleep(args.think)
             out["session_s"] = time.perf_counter() - t_session
             out["labels"] = labels
+            out["stored"] = stored_labels(home, truth, classes)
             browser.close()
     finally:
         app.stop()
@@ -379,7 +400,8 @@ def describe(name: str, sessions: list[dict[str, Any]], think: float) -> str:
         turns = ", ".join(f"{x['ms']:.0f}" + ("*" if x.get("selecting_shown") else "")
                           for x in s["labels"] if x["turnover"])
         lines.append(f"  session {k}: first grid {s['first_grid_s']:.1f} s; {len(s['labels'])} labels in "
-                     f"{s['session_s']:.1f} s (think {think:g} s/label included); turnovers ms [{turns}]; "
+                     f"{s['session_s']:.1f} s (think {think:g} s/label included; stored: {s.get('stored', 'n/a')}); "
+                     f"turnovers ms [{turns}]; "
                      f"load {s['load_before']} -> {s['load_after']}")
     lines += [
         "  (* = the page showed 'Selecting the next batch' during that turnover)",
