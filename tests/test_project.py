@@ -993,3 +993,18 @@ def test_labels_per_round_and_collapse_warnings_without_a_round(tmp_path: Path, 
     rows = p.labels_per_round()
     assert rows == [{"round": "now", "strategy": p.strategy, "labels": 3, "round (class)": 2, "green": 1, "blue": 0}]
     assert p.collapse_warnings() == []  # no cached teacher probabilities and no trained student yet
+
+
+def test_row_of_follows_the_pool_and_cannot_be_changed_by_a_caller(tmp_path: Path, images) -> None:
+    root, truth = images
+    p = new_project(tmp_path, root)
+    try:
+        rows = p.row_of()
+        assert dict(rows) == {image_id: r for r, image_id in enumerate(sorted(truth))}
+        with pytest.raises(TypeError):
+            rows["not-an-image.png"] = 0  # shared by every reader: a page must not corrupt it
+        p._pool = None  # the pool is re-read (as after a recipe change): the mapping follows it
+        p.pool().ids = sorted(truth)[1:]
+        assert dict(p.row_of()) == {image_id: r for r, image_id in enumerate(sorted(truth)[1:])}
+    finally:
+        p.close()
