@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from activekd_core import image_open
 from activekd_core.display_recipe import DisplayRecipe
@@ -77,6 +79,8 @@ class ImagePool:
     # (the ids list object, its length, fingerprint) of the last fingerprint() call; holding
     # the list itself (not its id()) so a replaced list can never be mistaken for it.
     _fingerprint: tuple[list[str], int, str] | None = field(default=None, repr=False, compare=False)
+    # (the ids list object, its length, id -> row) of the last index_of() call, same rule.
+    _index: tuple[list[str], int, Mapping[str, int]] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,9 +94,14 @@ class ImagePool:
         ref = self._items.get(image_id)
         return ref if ref is not None else item_ref(self.root, image_id)
 
-    def index_of(self) -> dict[str, int]:
-        """A mapping from image id to pool row."""
-        return {image_id: i for i, image_id in enumerate(self.ids)}
+    def index_of(self) -> Mapping[str, int]:
+        """A read-only mapping from image id to pool row, built once per ``ids`` list (like
+        :meth:`fingerprint`): at 1M images a fresh dict costs 0.4 s, and pages ask often."""
+        cached = self._index
+        if cached is None or cached[0] is not self.ids or cached[1] != len(self.ids):
+            cached = (self.ids, len(self.ids), MappingProxyType({image_id: i for i, image_id in enumerate(self.ids)}))
+            self._index = cached
+        return cached[2]
 
     def image_size(self, image_id: str) -> tuple[int, int] | None:
         """``(width, height)`` of an image as read by a verifying scan, or None when unknown

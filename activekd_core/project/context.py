@@ -11,7 +11,6 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -87,7 +86,6 @@ class ProjectContext:
         self.image_root = Path(self.config["image_root"])
         self.lock = threading.RLock()
         self._pool: ImagePool | None = None
-        self._row_of: tuple[list[str], int, Mapping[str, int]] | None = None
 
     # ---- settings ----------------------------------------------------------------------
 
@@ -213,14 +211,8 @@ class ProjectContext:
         return ScanReport(self.image_root, len(self.pool()), [(r.id, r.reason or "") for r in self.store.skipped_images()])
 
     def row_of(self) -> Mapping[str, int]:
-        """Image id -> pool row (read-only; built once per pool, not per call: at 1M images
-        a fresh dict cost 0.4 s, and reruns and thumbnails ask for it often)."""
-        pool = self.pool()
-        cached = self._row_of
-        if cached is None or cached[0] is not pool.ids or cached[1] != len(pool.ids):
-            cached = (pool.ids, len(pool.ids), MappingProxyType({i: r for r, i in enumerate(pool.ids)}))
-            self._row_of = cached
-        return cached[2]
+        """Image id -> pool row (read-only, built once per pool: :meth:`ImagePool.index_of`)."""
+        return self.pool().index_of()
 
     def load_image(self, image_id: str, *, draft_size: int | None = None) -> Image.Image:
         """One pool image (a file, a DICOM frame or a raster chip) as the RGB everyone sees.
