@@ -64,18 +64,8 @@ def atomic_path(dest: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
 def atomic_write_bytes(dest: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``dest`` atomically (parent folders are created); returns ``dest``."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=str(dest.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(dest.parent)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
     return dest
 
 
