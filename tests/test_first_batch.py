@@ -209,3 +209,20 @@ def test_next_batch_starts_the_teacher_pass_in_its_own_job(tmp_path: Path, digit
     assert project.current_batch() is not None and project.teacher().feature_cache(project.pool()).complete
     assert project.start_teacher_features() is None  # the probabilities are cached: nothing to do
     project.close()
+
+
+def test_after_the_longest_wait_a_smaller_sample_is_enough(tmp_path: Path, digits) -> None:
+    project = _project(tmp_path / "proj", digits)
+    extraction = _Gated(project.folder, GATE_AT)
+    try:
+        teacher = project._teacher
+        part = teacher.partial(40, lambda: True, floor_rows=16, max_wait_s=0.0)  # 24 encoded: above the floor
+        assert part is not None and part.encoded == GATE_AT and part.total == len(project.pool())
+        cancel = threading.Event()
+        cancel.set()
+        with pytest.raises(Cancelled):  # 24 is below the floor: it would wait (for the held extraction)
+            teacher.partial(40, lambda: True, cancel=cancel, floor_rows=32, max_wait_s=0.0)
+    finally:
+        extraction.finish()
+    assert project._teacher.partial(40, lambda: True) is None  # the extraction ended: use all rows
+    project.close()

@@ -11,7 +11,7 @@ Partial batches. Before any student, while the teacher's image features are stil
 extracted in their own job (:data:`~activekd_core.project.teacher_probs.FEATURES_JOB`,
 started by :meth:`Batches.start_next`), a batch is chosen from the images encoded so far
 (a uniform sample of the pool: the cache encodes it in a seeded random order) once
-:func:`partial_min_rows` of them are encoded: only those rows are candidates and seeds,
+enough of them are encoded (:func:`partial_rows`): only those rows are candidates and seeds,
 and the batch keeps a note of it (:meth:`Batches.partial_note`). Once the extraction has
 finished, batches use every row again (a batch prepared ahead from partial rows is then
 dropped).
@@ -44,17 +44,23 @@ PREFETCH_KEY = "prefetched_batch"  # settings key of the batch prepared while th
 PARTIAL_KEY = "partial_batches"  # settings key: batch id -> note of a batch chosen from partly encoded images
 PARTIAL_SPACE = "images encoded so far"  # how the space name of such a batch ends
 PARTIAL_MIN_ROWS = 256  # encoded images a batch chosen during extraction waits for, at least ...
-PARTIAL_ROWS_PER_PICK = 20  # ... and this many per image picked
+PARTIAL_ROWS_PER_PICK = 20  # ... and this many per image picked;
+PARTIAL_MAX_WAIT_S = 30.0  # after this long waiting, fewer are enough:
+PARTIAL_FLOOR_ROWS = 64  # at least this many ...
+PARTIAL_FLOOR_PER_PICK = 5  # ... and this many per image picked
 
 
-def partial_min_rows(k: int) -> int:
-    """Encoded images to wait for before choosing ``k`` images while the teacher's features are extracted.
+def partial_rows(k: int) -> tuple[int, int]:
+    """``(wanted, floor)``: encoded images to choose ``k`` images from while the teacher's features are extracted.
 
-    A uniform sample of ``max(256, 20 k)`` images: enough for k-center to spread ``k``
-    picks over the sample's probability space (256 images take ~15-30 s to encode with
-    ViT-B-32 on a 2-core CPU), small next to a pool of thousands.
+    The selection waits for a uniform sample of ``wanted = max(256, 20 k)`` images (enough
+    for k-center to spread ``k`` picks over the sample's probability space; ~15-30 s of
+    ViT-B-32 on an idle 2-core CPU), but after :data:`PARTIAL_MAX_WAIT_S` seconds of
+    waiting ``floor = max(64, 5 k)`` are enough: on a busy machine the first batch comes
+    from a smaller sample rather than minutes later.
     """
-    return max(PARTIAL_MIN_ROWS, PARTIAL_ROWS_PER_PICK * int(k))
+    return (max(PARTIAL_MIN_ROWS, PARTIAL_ROWS_PER_PICK * int(k)),
+            max(PARTIAL_FLOOR_ROWS, PARTIAL_FLOOR_PER_PICK * int(k)))
 
 _BATCH_LOCKS: dict[str, threading.Lock] = {}  # project folder -> lock held while the next batch is started
 _BATCH_LOCKS_GUARD = threading.Lock()
@@ -184,7 +190,9 @@ class Batches:
         extracted, the teacher's probabilities of the images encoded so far (their rows in the
         last field; the arrays then hold those rows only)."""
         if self.rounds.active() is None:
-            part = self.teacher.partial(partial_min_rows(k), self._extracting, progress)
+            wanted, floor = partial_rows(k)
+            part = self.teacher.partial(wanted, self._extracting, progress, floor_rows=floor,
+                                        max_wait_s=PARTIAL_MAX_WAIT_S)
             if part is not None:
                 name = "teacher-probs" if "features" in needs else "teacher"
                 feats = part.probs if "features" in needs else None

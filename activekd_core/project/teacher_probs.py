@@ -269,15 +269,20 @@ class TeacherProbs:
         return self._partial_source() is not None
 
     def partial(self, min_rows: int, extracting: Callable[[], bool], progress: ProgressFn | None = None,
-                cancel: threading.Event | None = None) -> PartialTeacherProbs | None:
+                cancel: threading.Event | None = None, *, floor_rows: int | None = None,
+                max_wait_s: float | None = None) -> PartialTeacherProbs | None:
         """Probabilities of the images encoded so far, while another job extracts the rest.
 
-        Waits (reporting progress) until ``min_rows`` images are encoded, as long as
-        ``extracting()`` says an extraction runs. Each returned row equals that image's row
-        of the final probabilities (same features, prototypes and scale).
+        Waits (reporting progress) until ``min_rows`` images are encoded, or, after
+        ``max_wait_s`` seconds, ``floor_rows`` (a slow machine then gets a batch from a
+        smaller sample instead of a longer wait), as long as ``extracting()`` says an
+        extraction runs. Each returned row equals that image's row of the final
+        probabilities (same features, prototypes and scale).
 
         Args:
             min_rows: Encoded images to wait for (capped at the pool size).
+            floor_rows: Encoded images that are enough once ``max_wait_s`` has passed.
+            max_wait_s: Seconds after which ``floor_rows`` are enough (None: never).
             extracting: Whether an extraction of this teacher's features is under way
                 (e.g. its job is running); checked while waiting.
             progress: Reports the wait.
@@ -296,12 +301,14 @@ class TeacherProbs:
             pool = self.ctx.pool()
             cache = clip.feature_cache(pool)
         need = max(1, min(int(min_rows), len(pool)))
+        floor = need if floor_rows is None else max(1, min(int(floor_rows), need))
+        deadline = None if max_wait_s is None else time.monotonic() + float(max_wait_s)
         while True:
             if cache.complete:
                 return None
             status = cache.status()
             done = status.done if status is not None else 0
-            if done >= need:
+            if done >= need or (deadline is not None and time.monotonic() >= deadline and done >= floor):
                 break
             if not extracting() and not cache.extracting():
                 return None
