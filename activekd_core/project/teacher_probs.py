@@ -300,6 +300,8 @@ class TeacherProbs:
                 return None
             pool = self.ctx.pool()
             cache = clip.feature_cache(pool)
+            if not cache.complete:
+                clip.text_prototypes(progress)  # the text pass overlaps the image encoding (cached on disk)
         need = max(1, min(int(min_rows), len(pool)))
         floor = need if floor_rows is None else max(1, min(int(floor_rows), need))
         deadline = None if max_wait_s is None else time.monotonic() + float(max_wait_s)
