@@ -24,8 +24,15 @@ import time
 import streamlit as st
 
 from activekd_core.display_text import MESSAGE_MAX, code, md
-from activekd_core.project import QUEUE_STRATEGIES, REVISIT, BatchView, Project
-from activekd_core.view_models.label import JobBusy, card_detail, failed_selection, image_states, training_job
+from activekd_core.project import PARTIAL_SPACE, QUEUE_STRATEGIES, REVISIT, BatchView, Project
+from activekd_core.view_models.label import (
+    JobBusy,
+    card_detail,
+    failed_selection,
+    image_states,
+    partial_batch_caption,
+    training_job,
+)
 from pages._grid import compact_card, compact_style
 from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import (
@@ -503,6 +510,9 @@ def _batch_origin(project: Project, view: BatchView) -> None:
     model = f"the student of round {batch.round}" if batch.round else "the teacher (no student trained yet)"
     origin, a, b = st.columns([2.6, 1.2, 2.2], vertical_alignment="center")  # one row: the grid starts higher
     origin.caption(f"Chosen by {md(batch.strategy)} on {model} ({md(batch.space)}).")
+    partial = partial_batch_caption(project, batch.id) if batch.space.endswith(PARTIAL_SPACE) else None
+    if partial:
+        st.caption(partial)
     fresh = project.new_labels_since_model()
     training = training_job(project)
     if training is not None:

@@ -30,7 +30,7 @@ def _project(tmp_path: Path) -> Project:
 
 
 def test_the_job_kinds_are_the_projects_entry_points() -> None:
-    assert set(JOB_KINDS.entries) == {"train", "select", "prefetch"}
+    assert set(JOB_KINDS.entries) == {"train", "select", "prefetch", "features"}
     assert JOB_KINDS.worker == "activekd_core.project.worker"
 
 

@@ -18,7 +18,7 @@ module per concern:
 
 from __future__ import annotations
 
-from activekd_core.project.batches import MANUAL, PREFETCH_KEY, QUEUE_STRATEGIES, REVISIT, BatchView
+from activekd_core.project.batches import MANUAL, PARTIAL_SPACE, PREFETCH_KEY, QUEUE_STRATEGIES, REVISIT, BatchView
 from activekd_core.project.context import (
     AUTO_RETRAIN_KEY,
     CLASS_KEYS_KEY,
@@ -46,6 +46,7 @@ __all__ = [
     "PREFETCH_KEY",
     "PROJECT_FORMAT",
     "QUEUE_STRATEGIES",
+    "PARTIAL_SPACE",
     "REVISIT",
     "TEACHER_HISTORY_SETTING",
     "UNDECODABLE_LISTED",

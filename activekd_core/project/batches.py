@@ -7,6 +7,15 @@ teacher's probabilities as a stand-in feature space (recorded as the batch's ``s
 Training labels seed the selection; skipped/unsure images and the audit set are removed
 from the candidate pool (never queried again unless their state is undone).
 
+Partial batches. Before any student, while the teacher's image features are still being
+extracted in their own job (:data:`~activekd_core.project.teacher_probs.FEATURES_JOB`,
+started by :meth:`Batches.start_next`), a batch is chosen from the images encoded so far
+(a uniform sample of the pool: the cache encodes it in a seeded random order) once
+enough of them are encoded (:func:`partial_rows`): only those rows are candidates and seeds,
+and the batch keeps a note of it (:meth:`Batches.partial_note`). Once the extraction has
+finished, batches use every row again (a batch prepared ahead from partial rows is then
+dropped).
+
 Starting the next batch in the background (:meth:`Batches.start_next`,
 :meth:`Batches.start_prefetch`) happens here, under a per-project lock shared by every
 session of this process, so two sessions finishing the same batch select one new batch.
@@ -24,7 +33,7 @@ from activekd_core.jobs import JobBusy, JobRunner, JobStatus
 from activekd_core.progress import ProgressFn
 from activekd_core.project.context import ProjectContext, ProjectError
 from activekd_core.project.rounds import Rounds
-from activekd_core.project.teacher_probs import TeacherProbs, uninformative
+from activekd_core.project.teacher_probs import FEATURES_JOB, PartialTeacherProbs, TeacherProbs, uninformative
 from activekd_core.selection import STRATEGIES, select
 from activekd_core.store import LabelEvent, QueryBatch
 
@@ -32,6 +41,26 @@ REVISIT = "revisit"  # strategy name of a batch of skipped/unsure images sent ba
 MANUAL = "manual"  # strategy name of a queue of images chosen by hand (Explore, Review)
 QUEUE_STRATEGIES = (MANUAL, REVISIT)  # batches a retrain keeps open
 PREFETCH_KEY = "prefetched_batch"  # settings key of the batch prepared while the open one is labeled
+PARTIAL_KEY = "partial_batches"  # settings key: batch id -> note of a batch chosen from partly encoded images
+PARTIAL_SPACE = "images encoded so far"  # how the space name of such a batch ends
+PARTIAL_MIN_ROWS = 256  # encoded images a batch chosen during extraction waits for, at least ...
+PARTIAL_ROWS_PER_PICK = 20  # ... and this many per image picked;
+PARTIAL_MAX_WAIT_S = 30.0  # after this long waiting, fewer are enough:
+PARTIAL_FLOOR_ROWS = 64  # at least this many ...
+PARTIAL_FLOOR_PER_PICK = 5  # ... and this many per image picked
+
+
+def partial_rows(k: int) -> tuple[int, int]:
+    """``(wanted, floor)``: encoded images to choose ``k`` images from while the teacher's features are extracted.
+
+    The selection waits for a uniform sample of ``wanted = max(256, 20 k)`` images (enough
+    for k-center to spread ``k`` picks over the sample's probability space; ~15-30 s of
+    ViT-B-32 on an idle 2-core CPU), but after :data:`PARTIAL_MAX_WAIT_S` seconds of
+    waiting ``floor = max(64, 5 k)`` are enough: on a busy machine the first batch comes
+    from a smaller sample rather than minutes later.
+    """
+    return (max(PARTIAL_MIN_ROWS, PARTIAL_ROWS_PER_PICK * int(k)),
+            max(PARTIAL_FLOOR_ROWS, PARTIAL_FLOOR_PER_PICK * int(k)))
 
 _BATCH_LOCKS: dict[str, threading.Lock] = {}  # project folder -> lock held while the next batch is started
 _BATCH_LOCKS_GUARD = threading.Lock()
@@ -151,8 +180,28 @@ class Batches:
             return "teacher-probs", probs, probs, 0
         return "teacher", probs, None, 0
 
+    def _extracting(self) -> bool:
+        """Whether the teacher's feature extraction job is running (its owner alive)."""
+        return JobRunner(self.ctx.store).running(FEATURES_JOB) is not None
+
+    def _space(self, needs: set[str], k: int, progress: ProgressFn | None
+               ) -> tuple[str, np.ndarray | None, np.ndarray | None, int, PartialTeacherProbs | None]:
+        """:meth:`selection_space`, or before any student and while the teacher's features are
+        extracted, the teacher's probabilities of the images encoded so far (their rows in the
+        last field; the arrays then hold those rows only)."""
+        if self.rounds.active() is None:
+            wanted, floor = partial_rows(k)
+            part = self.teacher.partial(wanted, self._extracting, progress, floor_rows=floor,
+                                        max_wait_s=PARTIAL_MAX_WAIT_S)
+            if part is not None:
+                name = "teacher-probs" if "features" in needs else "teacher"
+                feats = part.probs if "features" in needs else None
+                return f"{name}, {PARTIAL_SPACE}", part.probs, feats, 0, part
+        return (*self.selection_space(needs, progress), None)
+
     def _run_strategy(self, strategy: str, k: int, rng: np.random.Generator, progress: ProgressFn | None = None,
-                      *, reserved: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, str, str, int]:
+                      *, reserved: Sequence[str] = ()
+                      ) -> tuple[np.ndarray, np.ndarray, str, str, int, PartialTeacherProbs | None]:
         """Run ``strategy`` over the candidates (training labels seed it), storing nothing.
 
         Args:
@@ -161,8 +210,10 @@ class Batches:
                 Class-aware strategies count them under the predicted class.
 
         Returns:
-            ``(pool rows in pick order, per-pick scores, strategy actually used, space, model round)``.
-            The strategy falls back to ``random`` when its space is uninformative.
+            ``(pool rows in pick order, per-pick scores, strategy actually used, space, model round,
+            the partial teacher probabilities it chose from or None)``. The strategy falls back to
+            ``random`` when its space is uninformative. While the teacher's features are being
+            extracted (no student yet), only the images encoded so far are candidates and seeds.
 
         Raises:
             ProjectError: If no unlabeled image is left to query.
@@ -174,15 +225,24 @@ class Batches:
         candidates = candidates[~np.isin(candidates, reserved_rows)]
         if candidates.size == 0:
             raise ProjectError("no image left to query: every image is labeled, skipped, unsure or in the audit set")
-        k = min(int(k), int(candidates.size))
         needs = set(STRATEGIES[strategy].needs)
-        space, probs, feats, model_round = self.selection_space(needs, progress)
+        space, probs, feats, model_round, part = self._space(needs, int(k), progress)
+        if part is not None and np.isin(candidates, part.rows).any():
+            labeled_y = labeled_y[np.isin(labeled, part.rows)]
+            labeled = labeled[np.isin(labeled, part.rows)]
+            candidates = candidates[np.isin(candidates, part.rows)]
+            reserved_rows = reserved_rows[np.isin(reserved_rows, part.rows)]
+        elif part is not None:  # every encoded image has a state already: wait for them all
+            space, probs, feats, model_round = self.selection_space(needs, progress)
+            part = None
+        k = min(int(k), int(candidates.size))
+        at = (lambda r: r) if part is None else (lambda r: np.searchsorted(part.rows, r))  # pool row -> array row
         if uninformative(probs if "probs" in needs else feats):
             # e.g. a stand-in teacher before any label gives uniform rows: every distance
             # is 0, so farthest-first would just take pool order. Start at random instead.
             strategy, space, feats = "random", f"{space} (uninformative: random start)", None
         if reserved_rows.size:
-            guess = (np.asarray(probs[reserved_rows]).argmax(axis=1) if probs is not None
+            guess = (np.asarray(probs[at(reserved_rows)]).argmax(axis=1) if probs is not None
                      else np.zeros(reserved_rows.size, dtype=np.int64))
             order = np.argsort(np.concatenate([labeled, reserved_rows]), kind="stable")
             labeled = np.concatenate([labeled, reserved_rows])[order]
@@ -191,8 +251,8 @@ class Batches:
         pos = np.searchsorted(subset, labeled)
         sel = select(
             strategy,
-            probs=None if probs is None else probs[subset],
-            features=None if feats is None else feats[subset],
+            probs=None if probs is None else probs[at(subset)],
+            features=None if feats is None else feats[at(subset)],
             labeled=pos,
             labeled_y=labeled_y,
             k=k,
@@ -202,11 +262,28 @@ class Batches:
         if np.isin(picked, labeled).any():
             raise ProjectError(f"strategy {strategy!r} picked an already-labeled image")
         scores = np.asarray(sel.scores, dtype=np.float64) if sel.scores is not None else np.full(len(picked), np.nan)
-        return picked, scores, strategy, space, model_round
+        return picked, scores, strategy, space, model_round, part
 
     def _rng(self) -> np.random.Generator:
         """The random stream of the next stored batch (seed, number of batches so far)."""
         return np.random.default_rng([self.ctx.seed, len(self.ctx.store.batches())])
+
+    def _keep_partial_note(self, batch_id: int, note: dict | None) -> None:
+        """Remember that batch ``batch_id`` was chosen from partly encoded images (``note``)."""
+        if note:
+            notes = dict(self.ctx.store.get_setting(PARTIAL_KEY) or {})
+            notes[str(batch_id)] = dict(note)
+            self.ctx.store.set_setting(PARTIAL_KEY, notes)
+
+    def partial_note(self, batch_id: int) -> dict | None:
+        """How batch ``batch_id`` was chosen while the teacher's features were extracted, or None.
+
+        Returns:
+            ``{"encoded", "total", "rate", "time"}``: images encoded when it was chosen
+            (its only candidates), pool size, images encoded per second then, when.
+        """
+        note = (self.ctx.store.get_setting(PARTIAL_KEY) or {}).get(str(int(batch_id)))
+        return dict(note) if isinstance(note, dict) else None
 
     def _picks(self, picked: np.ndarray, scores: np.ndarray) -> list[tuple[str, float | None]]:
         ids = self.ctx.pool().ids
@@ -220,9 +297,10 @@ class Batches:
         Raises:
             ProjectError: If no unlabeled image is left to query.
         """
-        picked, scores, strategy, space, model_round = self._run_strategy(
+        picked, scores, strategy, space, model_round, part = self._run_strategy(
             self.ctx.strategy, int(k or self.ctx.batch_size), self._rng(), progress)
-        self.ctx.store.open_batch(model_round, strategy, space, self._picks(picked, scores))
+        batch = self.ctx.store.open_batch(model_round, strategy, space, self._picks(picked, scores))
+        self._keep_partial_note(batch.id, part.note() if part is not None else None)
         view = self.current()
         assert view is not None
         return view
@@ -267,7 +345,7 @@ class Batches:
         if view is None:
             return False
         try:
-            picked, scores, strategy, space, model_round = self._run_strategy(
+            picked, scores, strategy, space, model_round, part = self._run_strategy(
                 self.ctx.strategy, self.ctx.batch_size, self._rng(), progress,
                 reserved=[it.image_id for it in view.batch.items])
         except ProjectError:
@@ -278,6 +356,7 @@ class Batches:
             "strategy": strategy,
             "space": space,
             "picks": [list(p) for p in self._picks(picked, scores)],
+            "partial": part.note() if part is not None else None,
         })
         return True
 
@@ -298,7 +377,8 @@ class Batches:
             if view is not None and not view.complete:
                 return None
             active = self.rounds.active()
-            if ready.get("after_batch") != after or ready.get("model_round") != (active.id if active else 0):
+            if ready.get("after_batch") != after or ready.get("model_round") != (active.id if active else 0) or (
+                    ready.get("partial") and not self._still_partial()):
                 store.set_setting(PREFETCH_KEY, None)
                 return None
             _, candidates = self.candidate_rows()
@@ -308,7 +388,8 @@ class Batches:
             store.set_setting(PREFETCH_KEY, None)
             if not picks:
                 return None
-            store.open_batch(int(ready["model_round"]), str(ready["strategy"]), str(ready["space"]), picks)
+            batch = store.open_batch(int(ready["model_round"]), str(ready["strategy"]), str(ready["space"]), picks)
+            self._keep_partial_note(batch.id, ready.get("partial"))
             return self.current()
 
     # ---- queues chosen by hand and revisits ------------------------------------------------
@@ -374,6 +455,32 @@ class Batches:
         """The running job that is choosing the next batch (``select`` or ``prefetch``), or None."""
         return runner.running("select") or runner.running("prefetch")
 
+    def _still_partial(self) -> bool:
+        """Whether the teacher's probabilities still await its pass over the images (errors: assume so)."""
+        try:
+            return self.teacher.needs_pass()
+        except Exception:  # noqa: BLE001 - a teacher that cannot be built is reported by the selection job
+            return True
+
+    def start_features(self, runner: JobRunner) -> int | None:
+        """Start the teacher's pass over the pool's images in a worker process (``features`` job).
+
+        Only before any student, for a CLIP teacher whose probabilities are not cached
+        (:meth:`TeacherProbs.needs_pass`), and when no such job runs; returns its id or None.
+        While it runs, batches are chosen from the images it has encoded so far.
+        """
+        if self.rounds.active() is not None or runner.running(FEATURES_JOB) is not None:
+            return None
+        try:
+            if not self.teacher.needs_pass():
+                return None
+        except Exception:  # noqa: BLE001 - the selection job runs the teacher and reports what is wrong
+            return None
+        try:
+            return runner.start_process(FEATURES_JOB, {"folder": str(self.ctx.folder)})
+        except JobBusy:
+            return None
+
     def start_next(self, runner: JobRunner) -> int | None:
         """Start selecting the next batch in a worker process (``select`` job); returns its id.
 
@@ -387,6 +494,7 @@ class Batches:
         with _batch_lock(str(self.ctx.folder)):
             if self.selection_job(runner) is not None or self.open_view() is not None:
                 return None
+            self.start_features(runner)  # the selection then waits for the first encoded images only
             try:
                 return runner.start_process("select", {"folder": str(self.ctx.folder)})
             except JobBusy:

@@ -24,7 +24,7 @@ from activekd_core.project.exports import Exports
 from activekd_core.project.labels import Labels
 from activekd_core.project.rare_classes import RareClasses
 from activekd_core.project.rounds import Rounds, round_summary
-from activekd_core.project.teacher_probs import TeacherProbs
+from activekd_core.project.teacher_probs import FEATURES_JOB, TeacherProbs
 from activekd_core.store import LabelEvent, RoundRecord, Store
 
 
@@ -312,6 +312,18 @@ class Project(ProjectContext):
         """Start selecting the next batch in a worker process, unless a batch is open or a selection runs."""
         return self._batches.start_next(self.jobs())
 
+    def start_teacher_features(self) -> int | None:
+        """Start the teacher's pass over the images in a worker process (before any student, if needed)."""
+        return self._batches.start_features(self.jobs())
+
+    def teacher_features_job(self) -> JobStatus | None:
+        """The running job of the teacher's pass over the images (``features``), or None."""
+        return self.jobs().running(FEATURES_JOB)
+
+    def batch_partial_note(self, batch_id: int) -> dict[str, Any] | None:
+        """How a batch was chosen from partly encoded images (``encoded``, ``total``, ``rate``), or None."""
+        return self._batches.partial_note(batch_id)
+
     def start_prefetch(self, view: BatchView | None = None) -> int | None:
         """Prepare the batch after the open one in a worker process (once per batch); returns the job id."""
         return self._batches.start_prefetch(self.jobs(), view)
@@ -394,6 +406,16 @@ def retrain_job(*, progress: ProgressFn, cancel: threading.Event, folder: str,
         return round_summary(project.retrain(progress, cancel, keep_batch_in_progress=keep_batch_in_progress))
 
 
+def teacher_features_job(*, progress: ProgressFn, cancel: threading.Event, folder: str) -> dict[str, Any]:
+    """Job ``features``: the teacher's pass over the pool (image features, resumable), then its probabilities.
+
+    Batches chosen meanwhile use the images encoded so far (``Batches.partial_note``).
+    """
+    with Project.open(folder) as project:
+        probs = project.teacher_probs(progress, cancel)
+        return {"rows": int(probs.shape[0])}
+
+
 def select_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: str) -> int:
     """Job ``select`` (a worker process: the server's interpreter stays free); see ``Batches.select_for_job``."""
     with Project.open(folder) as project:
@@ -414,5 +436,6 @@ JOB_KINDS = JobKinds(worker=f"{__package__}.worker", entries={
     "train": retrain_job,
     "select": select_batch_job,
     "prefetch": prefetch_batch_job,
+    FEATURES_JOB: teacher_features_job,
 })
 """The one registry of the project's job kinds (the worker process resolves ``--kind`` through it)."""

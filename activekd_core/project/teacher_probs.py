@@ -4,6 +4,11 @@ Teacher probabilities are cached in ``cache/teacher/probs_<key>.npy`` (with a ``
 note beside), keyed by the teacher's provenance and the pool's fingerprint, plus the
 labels it was fitted on for a teacher that learns from labels
 (:class:`~activekd_core.teachers.base.FittableTeacher`).
+
+While a CLIP teacher's image features are extracted in their own background job
+(:data:`FEATURES_JOB`), :meth:`TeacherProbs.partial` gives the probabilities of the
+images encoded so far (a uniform sample: the cache encodes the pool in a seeded random
+order), so a first query batch need not wait for the whole pool.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import hashlib
 import inspect
 import json
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +27,40 @@ import numpy as np
 
 from activekd_core.atomic import atomic_path, atomic_write_text
 from activekd_core.images import ImagePool
-from activekd_core.progress import ProgressFn
+from activekd_core.progress import Cancelled, ProgressFn
 from activekd_core.project.context import ProjectContext, ProjectError
 from activekd_core.store import utc_now
 from activekd_core.teachers.base import FittableTeacher, Teacher, zero_shot_of
 
 TEACHER_HISTORY_SETTING = "teacher_history"
+FEATURES_JOB = "features"  # job kind: the teacher's pass over the pool (image features, then probabilities)
+PARTIAL_POLL_S = 0.5  # how often a selection waiting for the first encoded images looks again
+
+
+@dataclass(frozen=True)
+class PartialTeacherProbs:
+    """The teacher's probabilities for the images encoded so far (extraction still running).
+
+    Attributes:
+        rows: Pool rows of the encoded images, ascending.
+        probs: Their probabilities ``(len(rows), C)``, in the order of ``rows``.
+        total: Images in the pool.
+        rate: Images encoded per second by the running extraction (None if not known yet).
+    """
+
+    rows: np.ndarray
+    probs: np.ndarray
+    total: int
+    rate: float | None
+
+    @property
+    def encoded(self) -> int:
+        """Images encoded (and scored) so far."""
+        return int(self.rows.size)
+
+    def note(self) -> dict[str, Any]:
+        """The JSON note a batch chosen from these rows keeps (see :meth:`Batches.partial_note`)."""
+        return {"encoded": self.encoded, "total": self.total, "rate": self.rate, "time": utc_now()}
 
 
 def _make_teacher(spec: dict[str, Any], cache_dir: Path | None = None) -> Teacher:
@@ -204,6 +240,93 @@ class TeacherProbs:
                 if probs.shape == (n, c):
                     return probs
             return None
+
+    # ---- while the image features are extracted --------------------------------------------
+
+    def _partial_source(self) -> Any | None:
+        """The zero-shot CLIP teacher whose partial features give this teacher's probabilities, or None.
+
+        That is a zero-shot CLIP teacher, or a few-shot one not fitted on any label yet
+        (its probabilities are then the zero-shot ones); None when the probabilities are
+        cached already or the teacher is of another kind.
+        """
+        teacher = self.teacher()
+        clip = zero_shot_of(teacher)
+        if clip is None or not callable(getattr(clip, "partial_proba", None)):
+            return None
+        if isinstance(teacher, FittableTeacher) and self.ctx.training_labels()[0].size:
+            return None
+        if self.ctx.path("cache", "teacher", f"probs_{self.cache_key()}.npy").is_file():
+            return None
+        return clip
+
+    def needs_pass(self) -> bool:
+        """Whether the teacher's probabilities must still be computed by a pass over the pool's images.
+
+        True for a CLIP teacher (zero-shot, or few-shot before any label) whose
+        probabilities are not cached: what a :data:`FEATURES_JOB` is started for.
+        """
+        return self._partial_source() is not None
+
+    def partial(self, min_rows: int, extracting: Callable[[], bool], progress: ProgressFn | None = None,
+                cancel: threading.Event | None = None, *, floor_rows: int | None = None,
+                max_wait_s: float | None = None) -> PartialTeacherProbs | None:
+        """Probabilities of the images encoded so far, while another job extracts the rest.
+
+        Waits (reporting progress) until ``min_rows`` images are encoded, or, after
+        ``max_wait_s`` seconds, ``floor_rows`` (a slow machine then gets a batch from a
+        smaller sample instead of a longer wait), as long as ``extracting()`` says an
+        extraction runs. Each returned row equals that image's row of the final
+        probabilities (same features, prototypes and scale).
+
+        Args:
+            min_rows: Encoded images to wait for (capped at the pool size).
+            floor_rows: Encoded images that are enough once ``max_wait_s`` has passed.
+            max_wait_s: Seconds after which ``floor_rows`` are enough (None: never).
+            extracting: Whether an extraction of this teacher's features is under way
+                (e.g. its job is running); checked while waiting.
+            progress: Reports the wait.
+            cancel: Stops the wait (raises :class:`~activekd_core.progress.Cancelled`).
+
+        Returns:
+            The partial probabilities, or None when the caller should use
+            :meth:`probs` instead: the features are complete, the probabilities are
+            cached, no extraction runs, or the teacher is not a CLIP teacher whose
+            features can be read partially.
+        """
+        with self.ctx.lock:
+            clip = self._partial_source()
+            if clip is None:
+                return None
+            pool = self.ctx.pool()
+            cache = clip.feature_cache(pool)
+            if not cache.complete:
+                clip.text_prototypes(progress)  # the text pass overlaps the image encoding (cached on disk)
+        need = max(1, min(int(min_rows), len(pool)))
+        floor = need if floor_rows is None else max(1, min(int(floor_rows), need))
+        deadline = None if max_wait_s is None else time.monotonic() + float(max_wait_s)
+        while True:
+            if cache.complete:
+                return None
+            status = cache.status()
+            done = status.done if status is not None else 0
+            if done >= need or (deadline is not None and time.monotonic() >= deadline and done >= floor):
+                break
+            if not extracting() and not cache.extracting():
+                return None
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled while waiting for the teacher's first encoded images")
+            if progress is not None:
+                progress(done, need, f"Waiting for the teacher to encode {need:,} of {len(pool):,} images "
+                                     f"to choose from: {done:,} so far")
+            time.sleep(PARTIAL_POLL_S)
+        with self.ctx.lock:
+            got = clip.partial_proba(pool)
+        if got is None or got[0].rows.size == 0:
+            return None
+        part, probs = got
+        return PartialTeacherProbs(rows=part.rows, probs=np.asarray(probs, dtype=np.float32),
+                                   total=part.status.total, rate=part.status.rate)
 
     # ---- prompts and teacher changes -----------------------------------------------------
 

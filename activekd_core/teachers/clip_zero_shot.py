@@ -35,7 +35,7 @@ from activekd_core.distributed import DistInfo
 from activekd_core.images import ImagePool
 from activekd_core.teachers.base import ProgressFn, TeacherUnavailable
 from activekd_core.teachers.clip_model import load_clip
-from activekd_core.teachers.feature_cache import FeatureCache, cache_key, default_cache_root
+from activekd_core.teachers.feature_cache import FeatureCache, PartialFeatures, cache_key, default_cache_root
 from activekd_core.teachers.features import extract_features, extract_features_sharded
 from activekd_core.teachers.prompts import ClassPrompts, build_class_texts, prompts_key, resolve_templates
 from activekd_core.teachers.weights import is_random_weights, resolve_weights
@@ -414,6 +414,23 @@ class ClipZeroShotTeacher:
         feats = self.image_features(pool, progress=progress, cancel=cancel)
         gpu = self.device if self.device.type == "cuda" else None
         return probs_from_features(feats, self.text_prototypes(progress), self.scale, out=out, device=gpu)
+
+    def partial_proba(self, pool: ImagePool) -> tuple[PartialFeatures, np.ndarray] | None:
+        """Zero-shot probabilities of the images encoded so far while an extraction runs.
+
+        Reads the finished rows of the unfinished feature cache entry (no lock: another
+        process may be writing the rest) and scores them like :meth:`predict_proba` does,
+        so each row equals its row of the final probabilities.
+
+        Returns:
+            ``(partial features, float32 probabilities (len(rows), C))`` in the order of
+            the partial features' pool rows, or None when the entry is complete or has
+            nothing readable yet.
+        """
+        part = self.feature_cache(pool).partial()
+        if part is None:
+            return None
+        return part, probs_from_features(part.features, self.text_prototypes(), self.scale)
 
     def display_name(self) -> str:
         """Short human-readable name (says so when the weights are random)."""

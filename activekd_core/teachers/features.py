@@ -4,9 +4,13 @@ Image features are L2-normalised ``encode_image`` outputs, computed once per (mo
 weights, preprocessing, pool content) in batches through a DataLoader and appended to a
 memmap as they go (see :mod:`.feature_cache`), so changing prompts costs a text pass only.
 
-- :func:`encode_rows`: the extraction loop over a run of pool rows (DataLoader workers,
-  pinned memory and bf16 autocast on CUDA; unreadable images become zero rows);
-- :func:`extract_features`: one process fills (or resumes) one cache entry;
+- :func:`encode_rows`: the extraction loop over a run of pool rows, or of positions of an
+  encode order (DataLoader workers, pinned memory and bf16 autocast on CUDA; unreadable
+  images become zero rows);
+- :func:`extract_features`: one process fills (or resumes) one cache entry, in a seeded
+  random order of the pool (:data:`ENCODE_ORDER_SEED`), so that the rows finished first
+  are a uniform sample that a first query batch can be chosen from while the rest are
+  encoded (:meth:`.feature_cache.FeatureCache.partial`);
 - :func:`extract_features_sharded`: under ``torchrun`` the pool is sharded by rank; each
   rank encodes a contiguous run of whole batches (:func:`shard_rows`) into its own
   resumable shard (:func:`shard_cache`), and rank 0 merges the shards
@@ -36,29 +40,35 @@ from activekd_core.teachers.feature_cache import FeatureCache
 
 SHARDS_DIR = "shards"
 MERGE_CHUNK_ROWS = 4096
+ENCODE_ORDER_SEED = 0  # seed of the encode order of a new single-process entry (recorded in the entry)
 
 
 class _PoolImages(Dataset):
-    """Pool rows ``[start, stop)`` as preprocessed tensors; unreadable images become zeros plus a reason."""
+    """Positions ``[start, stop)`` as preprocessed tensors; unreadable images become zeros plus a reason.
 
-    def __init__(self, pool: ImagePool, transform: Callable[[Any], torch.Tensor], start: int, stop: int, size: int) -> None:
+    A position is a pool row, or with ``order`` the pool row ``order[position]``.
+    """
+
+    def __init__(self, pool: ImagePool, transform: Callable[[Any], torch.Tensor], start: int, stop: int, size: int,
+                 order: np.ndarray | None = None) -> None:
         self.root, self.ids, self.pool = pool.root, pool.ids, pool
-        self.transform, self.start, self.stop, self.size = transform, start, stop, size
+        self.transform, self.start, self.stop, self.size, self.order = transform, start, stop, size, order
 
     def __len__(self) -> int:
         return self.stop - self.start
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int, str]:
-        row = self.start + k
+        pos = self.start + k
+        row = pos if self.order is None else int(self.order[pos])
         try:
             image_id = self.ids[row]
             img = load_image(self.root, image_id, draft_size=self.size, recipe=self.pool.recipe,
                              ref=self.pool.item_ref(image_id))
-            return self.transform(img), row, ""
+            return self.transform(img), pos, ""
         except ImageLoadError as exc:
-            return torch.zeros(3, self.size, self.size), row, exc.reason or "unreadable"
+            return torch.zeros(3, self.size, self.size), pos, exc.reason or "unreadable"
         except Exception as exc:  # a transform failure must not stop the batch either
-            return torch.zeros(3, self.size, self.size), row, f"{type(exc).__name__}: {exc}"
+            return torch.zeros(3, self.size, self.size), pos, f"{type(exc).__name__}: {exc}"
 
 
 def auto_workers(n_images: int, batch_size: int) -> int:
@@ -81,17 +91,22 @@ def encode_rows(
     num_workers: int | None = None,
     cancel: threading.Event | None = None,
     on_batch: Callable[[int], None] | None = None,
+    order: np.ndarray | None = None,
 ) -> Iterator[tuple[int, np.ndarray, list[list[Any]]]]:
     """Encode pool rows ``[start, stop)`` in order, one batch at a time.
+
+    With ``order``, ``[start, stop)`` are positions of that encode order and position
+    ``p`` is pool row ``order[p]``.
 
     Images are decoded and preprocessed by DataLoader workers (pinned memory on CUDA);
     the model runs under bf16 autocast on CUDA. A sharded (multi-process) extraction can
     call this on its own slice of rows and gather the results into one cache.
 
     Yields:
-        ``(first_row, features, failed)``: float32 L2-normalised ``(b, D)`` features of
-        rows ``first_row:first_row+b``, and ``[row, id, reason]`` for unreadable images
-        (their feature rows are zeros, so they get uniform probabilities).
+        ``(first, features, failed)``: float32 L2-normalised ``(b, D)`` features of
+        rows (positions, with ``order``) ``first:first+b``, and ``[pool row, id, reason]``
+        for unreadable images (their feature rows are zeros, so they get uniform
+        probabilities).
 
     Raises:
         Cancelled: ``cancel`` was set (checked before each batch).
@@ -100,7 +115,7 @@ def encode_rows(
         return
     workers = auto_workers(stop - start, batch_size) if num_workers is None else num_workers
     loader = DataLoader(
-        _PoolImages(pool, preprocess, start, stop, image_size),
+        _PoolImages(pool, preprocess, start, stop, image_size, order),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -109,7 +124,7 @@ def encode_rows(
         prefetch_factor=4 if workers else None,
     )
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    for images, rows, reasons in loader:
+    for images, positions, reasons in loader:
         check_cancel(cancel)
         if on_batch is not None:
             on_batch(len(images))
@@ -119,8 +134,9 @@ def encode_rows(
         bad = [i for i, r in enumerate(reasons) if r]
         if bad:
             feats[bad] = 0.0
-        failed = [[int(rows[i]), pool.ids[int(rows[i])], reasons[i]] for i in bad]
-        yield int(rows[0]), feats.cpu().numpy(), failed
+        rows = [int(p) if order is None else int(order[int(p)]) for p in positions]
+        failed = [[rows[i], pool.ids[rows[i]], reasons[i]] for i in bad]
+        yield int(positions[0]), feats.cpu().numpy(), failed
 
 
 def extract_features(
@@ -138,11 +154,16 @@ def extract_features(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     on_batch: Callable[[int], None] | None = None,
+    order_seed: int | None = ENCODE_ORDER_SEED,
 ) -> np.memmap:
     """Encode every pool image once into ``cache`` (resuming a partial entry) and return the memmap.
 
-    Rows are written in pool order after each batch; progress is saved after each write,
-    so an exception, a cancel or a killed process loses at most the batch in flight.
+    Images are encoded in a seeded random order of the pool (the first rows finished are
+    a uniform sample) and written after each batch; progress is saved after each write,
+    so an exception, a cancel or a killed process loses at most the batch in flight. An
+    unfinished entry resumes in the order it was started in (an entry started in pool
+    order by an older version continues in pool order). While another process extracts
+    the same entry, this one waits for it, reporting that process's progress.
 
     Args:
         model: open_clip model in eval mode on ``device``.
@@ -158,15 +179,27 @@ def extract_features(
         progress: ``progress(done, total, message)``, message with images/s.
         cancel: Set to stop after the current batch (raises :class:`Cancelled`).
         on_batch: Called with the batch size before each ``encode_image`` (tests, benches).
+        order_seed: Seed of the encode order of a new entry (None: pool order).
 
     Returns:
         The finished read-only ``(N, dim)`` memmap.
+
+    Raises:
+        Cancelled: ``cancel`` was set (checked before each batch and while waiting).
     """
-    with cache.lock():
+    n = len(pool)
+
+    def waiting() -> None:  # another process holds the entry: say how far it is
+        check_cancel(cancel)
+        status = cache.status()
+        if progress is not None:
+            done = status.done if status is not None else 0
+            progress(done, n, f"Waiting for the image features another job is encoding: {done:,}/{n:,}")
+
+    with cache.lock(waiting):
         if cache.complete:
             return cache.load()
-        n = len(pool)
-        writer = cache.open_writer(n, dim, dtype)
+        writer = cache.open_writer(n, dim, dtype, order_seed=order_seed)
         start = writer.done
         if progress is not None:
             progress(start, n, f"Encoding images with CLIP: {start:,}/{n:,} (resuming)" if start else "Encoding images with CLIP")
@@ -175,7 +208,7 @@ def extract_features(
         encoded = 0
         for first, feats, failed in encode_rows(
             model, preprocess, pool, start, n, image_size=image_size, device=device, batch_size=batch_size,
-            num_workers=num_workers, cancel=cancel, on_batch=on_batch,
+            num_workers=num_workers, cancel=cancel, on_batch=on_batch, order=writer.order if writer.seed is not None else None,
         ):
             writer.write(first, feats.astype(np_dtype, copy=False), failed)
             encoded += len(feats)
@@ -277,7 +310,7 @@ def merge_shards(cache: FeatureCache, n: int, dim: int, dtype: str, ranges: list
     with cache.lock():
         if cache.complete:
             return cache.load()
-        writer = cache.open_writer(n, dim, dtype)
+        writer = cache.open_writer(n, dim, dtype, order_seed=None, keep_order=False)  # shards are in pool order
         for start, stop in ranges:
             if stop <= writer.done or start == stop:
                 continue  # already merged (a merge that was interrupted resumes here)
@@ -355,9 +388,10 @@ def extract_features_sharded(
         Cancelled: ``cancel`` was set on this rank.
     """
     n = len(pool)
-    states = distributed.all_gather_object(
-        {"key": cache.key, "complete": cache.complete, "done": (cache.progress() or {}).get("done", 0)}, info
-    )
+    record = cache.progress() or {}
+    # rows a single-process run already wrote count only when it wrote them in pool order
+    main_rows = record.get("done", 0) if record.get("order") is None else 0
+    states = distributed.all_gather_object({"key": cache.key, "complete": cache.complete, "done": main_rows}, info)
     keys = [s["key"] for s in states]
     if len(set(keys)) != 1:
         raise RuntimeError(
@@ -402,6 +436,7 @@ def extract_features_sharded(
 
 
 __all__ = [
+    "ENCODE_ORDER_SEED",
     "MERGE_CHUNK_ROWS",
     "SHARDS_DIR",
     "auto_workers",

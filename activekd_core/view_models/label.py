@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from activekd_core.project import Project
 
 __all__ = ["JobBusy", "JobStatus", "image_states", "failed_selection", "training_job", "card_detail",
-           "class_button_help", "key_hint_css", "CLASS_LABEL_MAX"]
+           "class_button_help", "key_hint_css", "partial_batch_caption", "CLASS_LABEL_MAX"]
 
 CLASS_LABEL_MAX = 40  # characters of a class name on a compact card's button (its tooltip holds it whole)
 
@@ -44,6 +44,31 @@ def failed_selection(project: Project) -> JobStatus | None:
 def training_job(project: Project) -> JobStatus | None:
     """The running training round's job, or None."""
     return project.jobs().running("train")
+
+
+def partial_batch_caption(project: Project, batch_id: int) -> str | None:
+    """The Label page's line for a batch chosen while the teacher was still encoding images, else None.
+
+    Example: "Chosen from the 1,000 of 10,000 images encoded so far; encoding continues
+    (2,345 done, 9.1 images/s)." Once the encoding job has ended, the line says the next
+    batch is chosen from every image. Read from the batch's note and the jobs table: cheap.
+    """
+    note = project.batch_partial_note(batch_id)
+    if note is None:
+        return None
+    try:
+        encoded, total = int(note["encoded"]), int(note["total"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    rate = note.get("rate")
+    head = f"Chosen from the {encoded:,} of {total:,} images encoded so far"
+    job = project.teacher_features_job()
+    if job is None:
+        return f"{head} (a uniform sample); encoding has ended since, so the next batch is chosen from all images."
+    speed = f", {float(rate):,.1f} images/s" if isinstance(rate, (int, float)) and rate > 0 else ""
+    now = f"{job.step:,} done" if job.total == total else "in progress"
+    return (f"{head} (a uniform sample); encoding continues ({now}{speed}), and the next batches are chosen from "
+            "the images encoded by then. Training waits until every image is encoded.")
 
 
 def card_detail(pos: int, focused: bool, state: str, decided: bool, strategy: str, score: float | None,
