@@ -72,3 +72,37 @@ def share_script_cache() -> None:
     shared = ScriptCache()
     for module in (app_test, local_script_runner):  # the pages manager's and the script runner's
         module.ScriptCache = lambda: shared  # type: ignore[attr-defined]
+
+
+# What the Label page (and the sidebar) reads from the project on every rerun, in page order.
+RERUN_READS = ("undecodable_images", "audit_progress", "current_batch", "counts", "class_keys",
+               "collapse_warnings", "labels_per_round", "new_labels_since_model")
+
+
+def rerun_reads(project: Any, truth: Any, clicks: int = 5) -> dict[str, list[float]]:
+    """Milliseconds of each facade read of a Label rerun, measured right after each of ``clicks`` labels.
+
+    Labels the open batch's images (ground truth, then undoes them so the batch is left
+    open); the first pass after opening (which builds the caches) is not counted.
+
+    Returns:
+        Read name -> wall milliseconds per click (``counts`` runs twice per rerun: page and sidebar).
+    """
+    import time
+
+    for name in RERUN_READS:
+        getattr(project, name)()
+    view = project.current_batch()
+    todo = [it.image_id for it in view.batch.items if view.states.get(it.image_id) is None] if view else []
+    out: dict[str, list[float]] = {name: [] for name in RERUN_READS}
+    done = 0
+    for image_id in todo[:min(clicks, len(todo) - 1)]:  # the batch stays open
+        project.label(image_id, truth(image_id))
+        done += 1
+        for name in RERUN_READS:
+            t0 = time.perf_counter()
+            getattr(project, name)()
+            out[name].append(1000 * (time.perf_counter() - t0))
+    for _ in range(done):
+        project.undo()
+    return out

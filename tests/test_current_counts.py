@@ -125,6 +125,10 @@ def test_current_view_is_a_read_only_mapping() -> None:
     with pytest.raises(TypeError):
         view["a"] = ev(5, "a")  # type: ignore[index]
     assert dict(before) == {"a": ev(1, "a"), "b": ev(2, "b", "skip")}  # the older view is unchanged
+    assert sorted(view.items()) == sorted(dict(view).items()) and list(view.values()) == list(dict(view).values())
+    again = after.apply(5, {"b": None})  # after the overlay was folded into the base by iterating
+    assert dict(again.view()) == {"c": ev(4, "c", "label", "dog")} and dict(view) == dict(after.view())
+    assert len(view) == 2 and "b" in view and again.states == {"label": 1, "skip": 0, "unsure": 0}
     assert after.states == {"label": 1, "skip": 1, "unsure": 0} and after.per_class == {"dog": 1}
     assert state.states == {"label": 1, "skip": 1, "unsure": 0} and state.per_class == {"cat": 1}
 
@@ -221,6 +225,7 @@ def test_counts_do_not_pass_over_every_image_after_a_click(project: Project, mon
         raise AssertionError("a pass over every image")
 
     monkeypatch.setattr(CurrentView, "__iter__", refuse)
+    monkeypatch.setattr(CurrentState, "merged", refuse)
     monkeypatch.setattr(CurrentState, "from_events", refuse)
     p.label(ids[0], next(c for c in CLASSES if c != truth))  # a relabel
     after = p.counts()

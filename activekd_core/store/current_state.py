@@ -6,74 +6,65 @@ effective latest event) as of one label event id, with the number of images per 
 returns the state after a few images changed without copying the whole map: the changes
 sit in a small overlay over a shared, never-mutated base dict, and the overlay is folded
 into a new base only once it has grown past :data:`COMPACT_AT` entries (one full copy per
-that many changes). :class:`CurrentView` is the read-only mapping handed out; a view never
+that many changes) or when something iterates the whole state. :class:`CurrentView` is the read-only mapping handed out; a view never
 changes after it was made, so callers can hold it while labels are added.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 from activekd_core.store.records import LabelEvent
 
 # Overlay entries (changed images) kept before they are folded into a new base dict.
 COMPACT_AT = 4096
-_GONE: Any = None  # an overlay value meaning "this image has no state any more"
 
 
 class CurrentView(Mapping[str, LabelEvent]):
-    """Read-only image id -> current event: a shared base dict under an overlay of later changes."""
+    """Read-only image id -> current event of one :class:`CurrentState` (a snapshot: never changes).
 
-    __slots__ = ("_base", "_patch", "_len")
+    Lookups (``get``, ``[]``, ``in``) cost two dict lookups. Iterating (``keys``,
+    ``values``, ``items``, ``dict(view)``) walks one plain dict: the state's overlay is
+    folded into its base the first time anything iterates it (one copy, then shared).
+    """
 
-    def __init__(self, base: dict[str, LabelEvent], patch: dict[str, LabelEvent | None], size: int) -> None:
-        self._base = base
-        self._patch = patch
-        self._len = size
+    __slots__ = ("_state",)
+
+    def __init__(self, state: CurrentState) -> None:
+        self._state = state
 
     def __getitem__(self, image_id: str) -> LabelEvent:
-        if image_id in self._patch:
-            ev = self._patch[image_id]
-            if ev is _GONE:
-                raise KeyError(image_id)
-            return ev
-        return self._base[image_id]
+        ev = self._state.get(image_id)
+        if ev is None:
+            raise KeyError(image_id)
+        return ev
 
-    def get(self, image_id: str, default: Any = None) -> Any:  # the hot path: two dict lookups
+    def get(self, image_id: str, default: Any = None) -> Any:  # the hot path: no KeyError machinery
         """The current event of ``image_id``, or ``default`` when it has none."""
-        patch = self._patch
-        if image_id in patch:
-            ev = patch[image_id]
-            return default if ev is _GONE else ev
-        return self._base.get(image_id, default)
+        ev = self._state.get(image_id)
+        return default if ev is None else ev
 
     def __contains__(self, image_id: object) -> bool:
-        patch = self._patch
-        if image_id in patch:
-            return patch[image_id] is not _GONE  # type: ignore[index]
-        return image_id in self._base
+        return isinstance(image_id, str) and self._state.get(image_id) is not None
 
     def __iter__(self) -> Iterator[str]:
-        patch = self._patch
-        if not patch:
-            return iter(self._base)
-        return self._iter_patched()
+        return iter(self._state.merged())
 
-    def _iter_patched(self) -> Iterator[str]:
-        patch = self._patch
-        for image_id in self._base:
-            if image_id not in patch:
-                yield image_id
-        for image_id, ev in patch.items():
-            if ev is not _GONE:
-                yield image_id
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        return self._state.merged().keys()
+
+    def values(self) -> ValuesView[LabelEvent]:  # type: ignore[override]
+        return self._state.merged().values()
+
+    def items(self) -> ItemsView[str, LabelEvent]:  # type: ignore[override]
+        return self._state.merged().items()
 
     def __len__(self) -> int:
-        return self._len
+        return len(self._state)
 
     def __repr__(self) -> str:
-        return f"CurrentView({self._len} images)"
+        return f"CurrentView({len(self)} images)"
 
 
 class CurrentState:
@@ -113,13 +104,26 @@ class CurrentState:
 
     def view(self) -> CurrentView:
         """The read-only mapping of this state (never changes afterwards)."""
-        return CurrentView(self._base, self._patch, self._len)
+        return CurrentView(self)
+
+    def __len__(self) -> int:
+        return self._len
 
     def get(self, image_id: str) -> LabelEvent | None:
         """The current event of one image, or None."""
-        if image_id in self._patch:
-            return self._patch[image_id]
+        patch = self._patch
+        if patch and image_id in patch:
+            return patch[image_id]
         return self._base.get(image_id)
+
+    def merged(self) -> dict[str, LabelEvent]:
+        """The whole state as one plain dict (do not modify it): the overlay folded into a copy
+        of the base once, which then becomes this state's base (same content, so views of
+        this state are unaffected)."""
+        if self._patch:
+            self._base = _folded(self._base, self._patch)
+            self._patch = {}
+        return self._base
 
     def apply(self, seen: int, changes: Mapping[str, LabelEvent | None]) -> CurrentState:
         """The state after the images in ``changes`` got a new current event (None: none any more).
@@ -147,11 +151,16 @@ class CurrentState:
             patch[image_id] = new
         base = self._base
         if len(patch) > COMPACT_AT:
-            base = dict(base)
-            for image_id, ev in patch.items():
-                if ev is None:
-                    base.pop(image_id, None)
-                else:
-                    base[image_id] = ev
-            patch = {}
+            base, patch = _folded(base, patch), {}
         return CurrentState(seen, base, patch, size, states, per_class)
+
+
+def _folded(base: dict[str, LabelEvent], patch: Mapping[str, LabelEvent | None]) -> dict[str, LabelEvent]:
+    """A new dict: ``base`` with ``patch`` applied (None removes an image); ``base`` is not changed."""
+    out = dict(base)
+    for image_id, ev in patch.items():
+        if ev is None:
+            out.pop(image_id, None)
+        else:
+            out[image_id] = ev
+    return out
