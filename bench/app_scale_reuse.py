@@ -82,21 +82,28 @@ RERUN_READS = ("undecodable_images", "audit_progress", "current_batch", "counts"
 def rerun_reads(project: Any, truth: Any, clicks: int = 5) -> dict[str, list[float]]:
     """Milliseconds of each facade read of a Label rerun, measured right after each of ``clicks`` labels.
 
-    Labels the open batch's images (ground truth, then undoes them so the batch is left
-    open); the first pass after opening (which builds the caches) is not counted.
+    Labels the open batch's images (or, without one, images that have no state; ground
+    truth), then undoes them so the project is left as it was; the first pass after
+    opening (which builds the caches) is not counted.
 
     Returns:
         Read name -> wall milliseconds per click (``counts`` runs twice per rerun: page and sidebar).
     """
+    import itertools
     import time
 
     for name in RERUN_READS:
         getattr(project, name)()
     view = project.current_batch()
     todo = [it.image_id for it in view.batch.items if view.states.get(it.image_id) is None] if view else []
+    todo = todo[:len(todo) - 1]  # the open batch stays open
+    if len(todo) < clicks:  # no open batch (or a nearly done one): images without a state elsewhere
+        current = project.store.current()
+        todo += [i for i in itertools.islice((i for i in project.pool().ids if i not in current), 2 * clicks)
+                 if view is None or i not in view.states]
     out: dict[str, list[float]] = {name: [] for name in RERUN_READS}
     done = 0
-    for image_id in todo[:min(clicks, len(todo) - 1)]:  # the batch stays open
+    for image_id in todo[:clicks]:
         project.label(image_id, truth(image_id))
         done += 1
         for name in RERUN_READS:
