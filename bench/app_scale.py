@@ -38,7 +38,8 @@ Everything goes under ``--work`` (default ``/tmp/akd_scale_<n>``); the project f
 recreated on every run, the pool is reused. ``--reuse-project PATH`` skips steps 1-6: a fresh
 copy of a project made earlier (e.g. ``<work>/project`` of a 1,000,000-image run) is measured
 in steps 7-8, optionally after ``--import-fraction F`` of its images were labeled (a project
-late in its life); ``--script-cache shared`` keeps compiled scripts between AppTest runs as the
+late in its life; its strategy is then set to ``random`` so that the batches the clicks run
+into are selected in seconds: PCoreSet over 500,000 labeled images is another issue); ``--script-cache shared`` keeps compiled scripts between AppTest runs as the
 server does (AppTest alone recompiles ``app.py`` and the page on every run)::
 
     python bench/app_scale.py --reuse-project /work/bench1m/work/project --work /tmp/akd_1m \
@@ -295,6 +296,8 @@ def reuse_stage(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     project = Project.open(folder)
     with timed() as ti:
         n = import_fraction(project, args.import_fraction, truth, args.seed) if args.import_fraction > 0 else 0
+    if n:  # PCoreSet's cost grows with labeled x pool images (a separate issue): keep batch turnover short
+        project.update_config(strategy="random")
     counts = project.counts()
     reads = rerun_reads(project, truth)
     project.close()
