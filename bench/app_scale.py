@@ -298,6 +298,9 @@ def reuse_stage(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         n = import_fraction(project, args.import_fraction, truth, args.seed) if args.import_fraction > 0 else 0
     if n:  # PCoreSet's cost grows with labeled x pool images (a separate issue): keep batch turnover short
         project.update_config(strategy="random")
+    view = project.current_batch()
+    if view is None or view.complete or view.total - view.done < view.total:  # the clicks start on a fresh batch
+        project.next_batch()
     counts = project.counts()
     reads = rerun_reads(project, truth)
     project.close()
