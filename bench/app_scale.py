@@ -325,6 +325,7 @@ def apptest_stage(folder: Path, clicks: int, explore: bool, explore_timeout: flo
     os.environ["ACTIVEKD_PROJECT"] = str(folder)
     os.environ["ACTIVEKD_HOME"] = str(folder.parent / "home")
     os.environ.pop("ACTIVEKD_TRAIN_IN_THREAD", None)
+    os.environ["ACTIVEKD_SHOW_TIMINGS"] = "1"  # the page keeps its own server-side figure per action
     from streamlit.testing.v1 import AppTest
 
     from activekd_core.project import Project
