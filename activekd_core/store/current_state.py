@@ -6,8 +6,9 @@ effective latest event) as of one label event id, with the number of images per 
 returns the state after a few images changed without copying the whole map: the changes
 sit in a small overlay over a shared, never-mutated base dict, and the overlay is folded
 into a new base only once it has grown past :data:`COMPACT_AT` entries (one full copy per
-that many changes) or when something iterates the whole state. :class:`CurrentView` is the read-only mapping handed out; a view never
-changes after it was made, so callers can hold it while labels are added.
+that many changes) or when something iterates the whole state. :class:`CurrentView` is
+the read-only mapping handed out; a view never changes after it was made, so callers can
+hold it while labels are added.
 """
 
 from __future__ import annotations
