@@ -35,7 +35,15 @@ Usage::
     python bench/app_scale.py --n 20000 --no-standin --browser-clicks 0
 
 Everything goes under ``--work`` (default ``/tmp/akd_scale_<n>``); the project folders are
-recreated on every run, the pool is reused.
+recreated on every run, the pool is reused. ``--reuse-project PATH`` skips steps 1-6: a fresh
+copy of a project made earlier (e.g. ``<work>/project`` of a 1,000,000-image run) is measured
+in steps 7-8, optionally after ``--import-fraction F`` of its images were labeled (a project
+late in its life; its strategy is then set to ``random`` so that the batches the clicks run
+into are selected in seconds: PCoreSet over 500,000 labeled images is another issue); ``--script-cache shared`` keeps compiled scripts between AppTest runs as the
+server does (AppTest alone recompiles ``app.py`` and the page on every run)::
+
+    python bench/app_scale.py --reuse-project /work/bench1m/work/project --work /tmp/akd_1m \
+        --no-explore --no-standin --browser-clicks 0 --import-fraction 0.5
 """
 
 from __future__ import annotations
@@ -62,10 +70,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from app_scale_reuse import copy_project, import_fraction, rerun_reads, share_script_cache  # noqa: E402
 from make_pool import CLASSES, make_pool  # noqa: E402
 
 TURNOVER_P95_TARGET_MS = 300  # the workflow issue: the next grid within 300 ms of the last label
-CLICK_P95_TARGET_MS = 150.0
+CLICK_P95_TARGET_MS = 100.0  # issue 14 (issue 5 asked for 150 ms)
 NEXT_BATCH_TARGET_S = 5.0
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -275,11 +284,36 @@ def core_stages(args: argparse.Namespace, work: Path, pool_root: Path) -> dict[s
     return res
 
 
+def reuse_stage(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """``--reuse-project``: copy the project to ``folder``, optionally label a share of it; its figures."""
+    from activekd_core.project import Project
+
+    if folder.resolve() == args.reuse_project.resolve():
+        raise SystemExit("--reuse-project must not be <work>/project itself: the run changes its copy")
+    with timed() as t:
+        copy_project(args.reuse_project, folder)
+    _say("copy project", t)
+    project = Project.open(folder)
+    with timed() as ti:
+        n = import_fraction(project, args.import_fraction, truth, args.seed) if args.import_fraction > 0 else 0
+    if n:  # PCoreSet's cost grows with labeled x pool images (a separate issue): keep batch turnover short
+        project.update_config(strategy="random")
+    view = project.current_batch()
+    if view is None or view.complete or view.total - view.done < view.total:  # the clicks start on a fresh batch
+        project.next_batch()
+    counts = project.counts()
+    reads = rerun_reads(project, truth)
+    project.close()
+    return {"reused": str(args.reuse_project), "copy": (t.wall, t.cpu), "imported": n, "import": (ti.wall, ti.cpu),
+            "n_images": counts["total"], "labeled": counts["labeled"], "skipped": counts["skipped"],
+            "unsure": counts["unsure"], "rerun_reads_ms": reads}
+
+
 # ---- the app in AppTest (a child process) -----------------------------------------------------
 
 
 def apptest_stage(folder: Path, clicks: int, explore: bool, explore_timeout: float, later_views: int,
-                  gc_freeze: bool = False) -> dict:
+                  gc_freeze: bool = False, shared_script_cache: bool = False) -> dict:
     """Run in a fresh process: the Label page clicks and the Explore page through AppTest.
 
     With ``gc_freeze`` the objects alive after the first page run (imported modules,
@@ -291,11 +325,14 @@ def apptest_stage(folder: Path, clicks: int, explore: bool, explore_timeout: flo
     os.environ["ACTIVEKD_PROJECT"] = str(folder)
     os.environ["ACTIVEKD_HOME"] = str(folder.parent / "home")
     os.environ.pop("ACTIVEKD_TRAIN_IN_THREAD", None)
+    os.environ["ACTIVEKD_SHOW_TIMINGS"] = "1"  # the page keeps its own server-side figure per action
     from streamlit.testing.v1 import AppTest
 
     from activekd_core.project import Project
 
-    out: dict[str, Any] = {"rss_start": rss_mb()}
+    if shared_script_cache:
+        share_script_cache()
+    out: dict[str, Any] = {"rss_start": rss_mb(), "script_cache": "shared" if shared_script_cache else "per-run"}
     watcher = Project.open(folder)  # reads the batch and jobs; the app opens its own
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
     with timed() as t:
@@ -321,6 +358,8 @@ def apptest_stage(folder: Path, clicks: int, explore: bool, explore_timeout: flo
     for _ in range(clicks):
         view = watcher.current_batch()
         if view is None or view.complete:  # a selection is still running: wait, then redraw
+            if watcher.jobs().running("select") is None:
+                at.run()  # AppTest does not tick the page's polling fragment: rerun so it starts or promotes one
             waits.append(_wait_selection(watcher))
             with timed() as t:
                 at.run()
@@ -564,6 +603,24 @@ def report(n: int, core: dict[str, Any], app: dict[str, Any] | None, web: dict[s
     def vs(value: float, target: float) -> str:
         return f"{value / target:.2f}x of target ({'met' if value <= target else 'MISSED'})"
 
+    if "reused" in core:
+        add("project reused (copied) from", core["reused"])
+        add(f"labels imported first ({core['imported']:,} of {core['n_images']:,} images)", _fmt(core["import"]))
+        add("labeled / skipped / unsure after that", f"{core['labeled']:,} / {core['skipped']:,} / {core['unsure']:,}")
+        for name, ms in core["rerun_reads_ms"].items():
+            if ms:
+                add(f"  Label rerun read after a click: {name}()", f"{pct(ms, 50):.1f} ms (max {max(ms):.1f})",
+                    f"median of {len(ms)} clicks")
+    else:
+        _core_rows(core, add, vs)
+    _app_rows(app, web, add, vs)
+    width = max(len(r[0]) for r in rows)
+    lines = [f"| {'measure':<{width}} | value | against the target |", f"|{'-' * (width + 2)}|---|---|"]
+    lines += [f"| {a:<{width}} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def _core_rows(core: dict[str, Any], add: Any, vs: Any) -> None:
     add("images in the project", f"{core['n_images']:,}")
     add("write precomputed teacher file (npz)", _fmt(core["teacher_file"]), f"top-1 {100 * core['teacher_file_top1']:.0f} %")
     add("Project.create (scan + store)", _fmt(core["create"]))
@@ -585,12 +642,18 @@ def report(n: int, core: dict[str, Any], app: dict[str, Any] | None, web: dict[s
             f"top-1 {100 * core['standin_top1']:.0f} %")
         add("stand-in project next_batch (cached probs)", _fmt(core["standin_next_batch"]),
             vs(core["standin_next_batch"][0], NEXT_BATCH_TARGET_S))
+
+
+def _app_rows(app: dict[str, Any] | None, web: dict[str, Any] | None, add: Any, vs: Any) -> None:
     if app:
+        add("AppTest script cache (compiled app.py + page)", app.get("script_cache", "per-run"),
+            "shared: kept between runs as the server does")
         add("AppTest first run of app.py (open project, Label page)", _fmt(app["first_run"]))
         c = app["click_in_batch_ms"]
         p95 = pct(c, 95)
         add(f"AppTest click->rerun, {len(c)} in-batch clicks, p50 / p95 / max",
-            f"{pct(c, 50):.0f} / {p95:.0f} / {max(c):.0f} ms", vs(p95, CLICK_P95_TARGET_MS) + " (p95 < 150 ms)")
+            f"{pct(c, 50):.0f} / {p95:.0f} / {max(c):.0f} ms",
+            vs(p95, CLICK_P95_TARGET_MS) + f" (p95 < {CLICK_P95_TARGET_MS:.0f} ms)")
         allc = c + app["click_completing_ms"]
         add(f"AppTest click->rerun, all {len(allc)} clicks, p50 / p95",
             f"{pct(allc, 50):.0f} / {pct(allc, 95):.0f} ms", vs(pct(allc, 95), CLICK_P95_TARGET_MS))
@@ -641,10 +704,6 @@ def report(n: int, core: dict[str, Any], app: dict[str, Any] | None, web: dict[s
             f"{web['server_rss_after_clicks'].get('VmRSS', 0):.0f} MB ({web['server_rss_after_clicks'].get('VmHWM', 0):.0f} MB peak)")
         if "server_cpu_s" in web:
             add("streamlit server CPU over the run", f"{web['server_cpu_s']:.1f} s")
-    width = max(len(r[0]) for r in rows)
-    lines = [f"| {'measure':<{width}} | value | against the target |", f"|{'-' * (width + 2)}|---|---|"]
-    lines += [f"| {a:<{width}} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(lines)
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -667,13 +726,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gc-freeze", action="store_true",
                     help="what-if: gc.freeze() in the AppTest process after the first run (see the report)")
     ap.add_argument("--json", type=Path, default=None, help="also write all numbers here")
+    ap.add_argument("--reuse-project", type=Path, default=None,
+                    help="skip pool, creation and core stages: measure a fresh copy of this project folder")
+    ap.add_argument("--import-fraction", type=float, default=0.0,
+                    help="with --reuse-project: first label this share of the images (ground truth, one import)")
+    ap.add_argument("--script-cache", choices=["per-run", "shared"], default="per-run",
+                    help="AppTest: compile app.py and pages per run (AppTest's own way) or once (the server's)")
     ap.add_argument("--stage", choices=["apptest", "browser"], help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.stage == "apptest":
         res = apptest_stage(args.folder, args.clicks, args.explore, args.explore_timeout, args.later_views,
-                            args.gc_freeze)
+                            args.gc_freeze, args.script_cache == "shared")
         print("RESULT " + json.dumps(res))
         return 0
     if args.stage == "browser":
@@ -684,19 +749,25 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work or Path(f"/tmp/akd_scale_{args.n}")).expanduser()
     work.mkdir(parents=True, exist_ok=True)
     pool_root = args.pool or work / "pool"
-    print(f"app_scale: N={args.n:,}, work {work}, load average {load_average()} on {os.cpu_count()} CPUs", flush=True)
+    size = f"project {args.reuse_project}" if args.reuse_project else f"N={args.n:,}"
+    print(f"app_scale: {size}, work {work}, load average {load_average()} on {os.cpu_count()} CPUs", flush=True)
     t_all = time.perf_counter()
-    with timed() as t:
-        info = make_pool(pool_root, args.n)
-    print(f"pool: {info['written']} images written ({t.wall:.1f} s)", flush=True)
-    core = core_stages(args, work, pool_root)
+    if args.reuse_project is not None:
+        core = reuse_stage(args, work / "project")
+        args.n = core["n_images"]
+    else:
+        with timed() as t:
+            info = make_pool(pool_root, args.n)
+        print(f"pool: {info['written']} images written ({t.wall:.1f} s)", flush=True)
+        core = core_stages(args, work, pool_root)
     print(f"core stages done ({time.perf_counter() - t_all:.0f} s so far)", flush=True)
     app = web = None
     folder = work / "project"
     if args.clicks > 0 or args.explore:
         shutil.rmtree(folder / "cache" / "layouts", ignore_errors=True)
         app = _child("apptest", ["--folder", str(folder), "--clicks", str(args.clicks),
-                                 "--explore-timeout", str(args.explore_timeout), "--later-views", str(args.later_views)]
+                                 "--explore-timeout", str(args.explore_timeout), "--later-views", str(args.later_views),
+                                 "--script-cache", args.script_cache]
                      + ([] if args.explore else ["--no-explore"]) + (["--gc-freeze"] if args.gc_freeze else []), timeout=args.explore_timeout + 3600)
         print(f"AppTest stage done ({time.perf_counter() - t_all:.0f} s so far)", flush=True)
     if args.browser_clicks > 0:
@@ -712,7 +783,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"N={args.n:,} · {os.cpu_count()} CPUs · load average at the end {load_average()} · "
           f"total {time.perf_counter() - t_all:.0f} s")
     print(report(args.n, core, app, web))
-    print("\nnext_batch profile (cumulative, top functions):\n" + core["next_batch_profile"])
+    if "next_batch_profile" in core:
+        print("\nnext_batch profile (cumulative, top functions):\n" + core["next_batch_profile"])
     if args.json:
         args.json.write_text(json.dumps({"n": args.n, "core": core, "app": app, "browser": web}, indent=1, default=str))
     return 0

@@ -746,30 +746,38 @@ def test_teacher_package_imports_clip_lazily() -> None:
 
 
 def test_counts_cached_on_newest_event(tmp_path: Path, images, monkeypatch) -> None:
-    """counts() reads the labeling state once per new event and stays equal to a recount."""
+    """counts() stays equal to a recount and never passes over the whole current state again
+    (it reads the counts kept with the store's cached state, updated by each event)."""
+    from activekd_core.store.current_state import CurrentView
+
     root, truth = images
     p = new_project(tmp_path, root)
     ids = sorted(truth)
-    reads = []
     real_current = p.store.current
-    monkeypatch.setattr(p.store, "current", lambda: reads.append(1) or real_current())
 
     def recount() -> dict[str, Any]:
-        states = [e.event for e in real_current().values()]
-        labels = [e.class_name for e in real_current().values() if e.event == "label"]
+        states = [e.event for e in dict(real_current()).values()]
+        labels = [e.class_name for e in dict(real_current()).values() if e.event == "label"]
         return {"per_class": {c: labels.count(c) for c, _ in CLASSES}, "labeled": states.count("label"),
                 "skipped": states.count("skip"), "unsure": states.count("unsure"),
                 "unlabeled": len(ids) - len(states), "audit": len(p.store.audit_ids()), "total": len(ids)}
 
     first = p.counts()
-    assert first == recount() and p.counts() == first and len(reads) == 1
+    assert first == recount() and p.counts() == first
     first["per_class"]["red"] = 99  # callers get their own dict
     assert p.counts()["per_class"]["red"] == 0
+    passes = []
+    real_iter = CurrentView.__iter__
+    monkeypatch.setattr(CurrentView, "__iter__", lambda self: passes.append(1) or real_iter(self))
     p.label(ids[0], truth[ids[0]])
     p.skip(ids[1])
-    assert p.counts() == recount() and len(reads) == 2
+    counted = p.counts()
+    assert passes == []
+    assert counted == recount()
     p.store.undo("expert")
-    assert p.counts() == recount() and p.counts()["skipped"] == 0 and len(reads) == 3
+    passes.clear()
+    counted = p.counts()
+    assert passes == [] and counted == recount() and counted["skipped"] == 0
 
 
 def test_create_opens_each_image_once(tmp_path: Path, images, monkeypatch) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from activekd_core.audit import AuditScore
     from activekd_core.project.rounds import Rounds
     from activekd_core.project.teacher_probs import TeacherProbs
+    from activekd_core.store import LabelEvent
 
 
 def create_audit_set(ctx: ProjectContext, size: int | None = None, *, seed: int | None = None) -> list[str]:
@@ -55,11 +56,11 @@ def audit_chunk(ctx: ProjectContext) -> tuple[int, list[str]]:
     expert's keys.
     """
     ids = ctx.store.audit_ids()
-    labels = ctx.store.current_labels()
+    current = ctx.store.current()  # looked up per audit image: no pass over every label
     size = max(1, ctx.batch_size)
     for start in range(0, len(ids), size):
         chunk = ids[start:start + size]
-        if any(i not in labels for i in chunk):
+        if any(not _labeled(current.get(i)) for i in chunk):
             return start // size, chunk
     return -1, []
 
@@ -67,8 +68,13 @@ def audit_chunk(ctx: ProjectContext) -> tuple[int, list[str]]:
 def audit_progress(ctx: ProjectContext) -> tuple[int, int]:
     """``(labeled audit images, audit set size)``."""
     ids = ctx.store.audit_ids()
-    labels = ctx.store.current_labels()
-    return sum(1 for i in ids if i in labels), len(ids)
+    current = ctx.store.current()
+    return sum(1 for i in ids if _labeled(current.get(i))), len(ids)
+
+
+def _labeled(ev: LabelEvent | None) -> bool:
+    """Whether a current state is a label (what :meth:`Store.current_labels` holds)."""
+    return ev is not None and ev.event == "label" and bool(ev.class_name)
 
 
 def _audit_labels(ctx: ProjectContext) -> tuple[np.ndarray, np.ndarray]:

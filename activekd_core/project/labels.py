@@ -19,7 +19,6 @@ class Labels:
 
     def __init__(self, ctx: ProjectContext) -> None:
         self.ctx = ctx
-        self._counts_cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     def _kw(self, image_id: str, annotator: str, session: str | None) -> dict[str, Any]:
         kw: dict[str, Any] = {"annotator": annotator, "session": session}
@@ -49,33 +48,21 @@ class Labels:
     def counts(self) -> dict[str, Any]:
         """Overall progress: per-class label counts, skipped, unsure, unlabeled, audit.
 
-        Cached on the newest label event id (with the classes, audit set size and pool
-        size), so a page rerun that asks several times counts once; returns a fresh dict.
+        Read from the counts the store keeps with its cached current state (updated by
+        each new event), so a page rerun costs O(classes), not a pass over every image.
         """
         store = self.ctx.store
-        key = (store.newest_event_id(), tuple(store.class_names()), len(store.audit_ids()), len(self.ctx.pool()))
-        cached = self._counts_cache
-        if cached is None or cached[0] != key:
-            current = store.current()
-            per_class = dict.fromkeys(key[1], 0)
-            states = {"label": 0, "skip": 0, "unsure": 0}
-            for e in current.values():
-                states[e.event] = states.get(e.event, 0) + 1
-                if e.event == "label" and e.class_name in per_class:
-                    per_class[e.class_name] += 1
-            cached = (key, {
-                "per_class": per_class,
-                "labeled": states["label"],
-                "skipped": states["skip"],
-                "unsure": states["unsure"],
-                "unlabeled": key[3] - len(current),
-                "audit": key[2],
-                "total": key[3],
-            })
-            self._counts_cache = cached
-        out = dict(cached[1])
-        out["per_class"] = dict(out["per_class"])
-        return out
+        states, per_class = store.current_counts()
+        total = len(self.ctx.pool())
+        return {
+            "per_class": per_class,
+            "labeled": states["label"],
+            "skipped": states["skip"],
+            "unsure": states["unsure"],
+            "unlabeled": total - states["label"] - states["skip"] - states["unsure"],
+            "audit": len(store.audit_ids()),
+            "total": total,
+        }
 
     def review_choices(self) -> tuple[list[str], list[int]]:
         """The annotators and rounds that current decisions carry (the Review page's filter choices)."""

@@ -90,8 +90,7 @@ class RareClasses:
             row: dict[str, Any] = {"round": str(rec.id), "strategy": rec.strategy, "labels": rec.n_labeled}
             row.update({col: (int(counts[i]) if ok else None) for i, col in enumerate(columns)})
             rows.append(row)
-        _, y = self.ctx.training_labels()
-        now = np.bincount(y, minlength=len(classes))
-        rows.append({"round": "now", "strategy": self.ctx.strategy, "labels": int(y.size),
+        now = self.ctx.training_label_counts()  # kept counts: no pass over every label per rerun
+        rows.append({"round": "now", "strategy": self.ctx.strategy, "labels": int(now.sum()),
                      **{col: int(now[i]) for i, col in enumerate(columns)}})
         return rows

@@ -51,9 +51,9 @@ class Rounds:
 
     def new_labels_since_model(self) -> int:
         """Training labels added since the active student was trained (all of them before any round)."""
-        rows, _ = self.ctx.training_labels()
+        n_labels = int(self.ctx.training_label_counts().sum())  # kept counts: no pass over every label
         active = self.active()
-        return int(rows.size) - (active.n_labeled if active is not None else 0)
+        return n_labels - (active.n_labeled if active is not None else 0)
 
     def undecodable_images(self) -> list[tuple[str, str]]:
         """``(id, reason)`` of the images the active round left out because they could not be

@@ -39,10 +39,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
+from activekd_core.store.current_state import CurrentState
 from activekd_core.store.records import (
     DatabaseDamagedError,
     DatabaseReplacedError,
-    LabelEvent,
     SchemaVersionError,
     StoreError,
 )
@@ -62,9 +62,9 @@ class StoreConnection:
         self._identity = _file_identity(path)
         self.damage: str | None = None  # set when SQLite reported corruption through this store
         self._lock = threading.RLock()
-        # (newest event id seen, image id -> current event); the dict is never mutated once
-        # handed out (callers get a read-only view of it), see :meth:`current`.
-        self._current_cache: tuple[int, dict[str, LabelEvent]] | None = None
+        # the current state per image as of the newest event seen, with its counts (an
+        # immutable value: a view handed out never changes), see LabelHistory.current
+        self._current_cache: CurrentState | None = None
 
     # ---- opening -------------------------------------------------------------------
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 
 from activekd_core.store.catalog import StoreCatalog
+from activekd_core.store.current_state import CurrentState
 from activekd_core.store.records import LabelEvent, StoreError, event_from_row, utc_now
 
 # LabelHistory.current(): above this many new events, re-read the whole view instead of patching.
@@ -212,45 +212,66 @@ class LabelHistory(StoreCatalog):
     def current(self) -> Mapping[str, LabelEvent]:
         """The current state per image that has one: image id -> its effective latest event.
 
-        Returns a read-only snapshot (``types.MappingProxyType``): it does not change when
-        labels are added later; call again for the new state. Copy it (``dict(...)``) to
-        modify it.
+        Returns a read-only snapshot (a :class:`~activekd_core.store.current_state.CurrentView`):
+        it does not change when labels are added later; call again for the new state. Copy
+        it (``dict(...)``) to modify it.
 
-        Cached on the newest event id and updated incrementally: the history is append-only
-        (an undo row carries the image id of the event it undoes), so only the images named
-        by events newer than the cached id can have changed; each one's state is re-read
-        with :meth:`current_state`'s query and patched into a copy of the cached dict (the
-        previous snapshot stays as it was). Events from any connection or process are seen.
-        A long run of new events (e.g. an import) is read back in full instead.
+        Cached on the newest event id and updated incrementally (see :meth:`_current_state`):
+        a call after a few new events costs O(those events), not O(images with a state).
+        """
+        return self._current_state().view()
+
+    def current_counts(self, exclude: Iterable[str] = ()) -> tuple[dict[str, int], dict[str, int]]:
+        """``(images per state, labeled images per class)`` of one current state, in O(classes + excluded).
+
+        The first dict has the keys ``label``, ``skip`` and ``unsure``; the second every
+        class (zeros included). Both come from the counts kept with the cached current
+        state (see :meth:`_current_state`), so they agree with each other and with
+        :meth:`current` as of the same event.
+
+        Args:
+            exclude: Image ids left out of both counts (e.g. the audit set).
+        """
+        cs = self._current_state()
+        states = {kind: cs.states.get(kind, 0) for kind in ("label", "skip", "unsure")}
+        per_class = {n: cs.per_class.get(n, 0) for n in self.class_names()}
+        for image_id in set(exclude):
+            ev = cs.get(image_id)
+            if ev is not None:
+                states[ev.event] -= 1
+                if ev.event == "label" and ev.class_name in per_class:
+                    per_class[ev.class_name] -= 1
+        return states, per_class
+
+    def _current_state(self) -> CurrentState:
+        """The cached :class:`CurrentState`, brought up to the newest event.
+
+        The history is append-only (an undo row carries the image id of the event it
+        undoes), so only the images named by events newer than the cached id can have
+        changed; each one's state is re-read with :meth:`current_state`'s query and applied
+        to the cached state, which keeps its per-state and per-class counts with it. Events
+        from any connection or process are seen. A long run of new events (e.g. an import)
+        is read back in full instead.
         """
         with self._lock:
             cache = self._current_cache
             if cache is not None:
-                seen, states = cache
                 new = self._query(
                     "SELECT id, image_id FROM label_events WHERE id > ? ORDER BY id LIMIT ?",
-                    (seen, _INCREMENTAL_LIMIT + 1),
+                    (cache.seen, _INCREMENTAL_LIMIT + 1),
                 )
                 if not new:
-                    return MappingProxyType(states)
+                    return cache
                 if len(new) <= _INCREMENTAL_LIMIT:
                     # Events committed after this query have larger ids than ``newest`` and are
                     # picked up next time, so a state read here that already includes one stays exact.
-                    newest = int(new[-1][0])
-                    patched = dict(states)
-                    for image_id in dict.fromkeys(r[1] for r in new):
-                        ev = self.current_state(image_id)
-                        if ev is None:
-                            patched.pop(image_id, None)
-                        else:
-                            patched[image_id] = ev
-                    self._current_cache = (newest, patched)
-                    return MappingProxyType(patched)
+                    changes = {image_id: self.current_state(image_id) for image_id in dict.fromkeys(r[1] for r in new)}
+                    self._current_cache = cache.apply(int(new[-1][0]), changes)
+                    return self._current_cache
             newest = self.newest_event_id()  # read before the view: later events are re-read next time
             rows = self._query("SELECT * FROM current_labels ORDER BY id")
-            states = {r["image_id"]: event_from_row(r) for r in rows}
-            self._current_cache = (newest, states)
-            return MappingProxyType(states)
+            self._current_cache = CurrentState.from_events(newest, (event_from_row(r) for r in rows))
+            return self._current_cache
 
     def current_state(self, image_id: str) -> LabelEvent | None:
         """The current state of one image, or None when unlabeled."""
@@ -265,12 +286,8 @@ class LabelHistory(StoreCatalog):
         return {i: e.class_name for i, e in self.current().items() if e.event == "label" and e.class_name}
 
     def class_counts(self) -> dict[str, int]:
-        """Current number of labeled images per class (all classes, zeros included)."""
-        counts = {n: 0 for n in self.class_names()}
-        for e in self.current().values():
-            if e.event == "label" and e.class_name in counts:
-                counts[e.class_name] += 1
-        return counts
+        """Current number of labeled images per class (all classes, zeros included; O(classes))."""
+        return self.current_counts()[1]
 
 
 def _latest_done_round(c: sqlite3.Connection) -> int:
