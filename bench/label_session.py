@@ -64,20 +64,35 @@ TURNOVER_P95_TARGET_MS = 300.0  # issue 12: the next grid within 300 ms of the l
 PAGE_JS = r"""
 window.__akd = window.__akd || {
   cards() {
+    // Classic card: a "#N · focused" head, caption "<id> — <state>". Compact card: a caption
+    // with the id, then one line "#N · focused · <state> · ..." (state: "labeled X by Y",
+    // "skipped", "marked unsure" or, last, "not labeled yet").
     const out = {};
     for (const el of document.querySelectorAll('[class*="st-key-lbl_card_"]')) {
       const m = el.className.match(/st-key-lbl_card_(\d+)\b/);
       if (!m) continue;
+      const caps = [...el.querySelectorAll('[data-testid="stCaptionContainer"]')].map(e => e.textContent);
       const code = el.querySelector('[data-testid="stCaptionContainer"] code');
-      const cap = code ? code.closest('[data-testid="stCaptionContainer"]').textContent : '';
-      const head = el.querySelector('[data-testid="stMarkdownContainer"]');
+      const classic = caps.find(t => t.includes(' — '));
+      const line = caps.find(t => /^#\d+\b/.test(t.trim()));
+      let state = '', focused = false;
+      if (classic !== undefined) {
+        state = classic.split(' — ').slice(1).join(' — ');
+        const head = el.querySelector('[data-testid="stMarkdownContainer"]');
+        focused = !!(head && /·\s*focused/.test(head.textContent));
+      } else if (line !== undefined) {
+        const parts = line.split(' · ').map(x => x.trim());
+        focused = parts.includes('focused');
+        state = parts.find(x => x.startsWith('labeled ') || x === 'skipped' || x === 'marked unsure'
+                                || x === 'not labeled yet') || '';
+      }
       const btn = el.querySelector('[class*="st-key-lbl_batch-"]');
       const bm = btn ? btn.className.match(/st-key-lbl_batch-(\d+)_/) : null;
       const img = el.querySelector('[data-testid="stImage"] img');
       out[m[1]] = {
         id: code ? code.textContent : null,
-        state: cap.includes(' — ') ? cap.split(' — ').slice(1).join(' — ') : cap,
-        focused: !!(head && /·\s*focused/.test(head.textContent)),
+        state: state,
+        focused: focused,
         batch: bm ? Number(bm[1]) : null,
         img: !!(img && img.complete && img.naturalWidth > 0),
       };

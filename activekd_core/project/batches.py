@@ -392,17 +392,26 @@ class Batches:
             except JobBusy:
                 return None
 
-    def start_prefetch(self, runner: JobRunner, view: BatchView | None = None) -> int | None:
+    def start_prefetch(self, runner: JobRunner, view: BatchView | None = None, *, thumb_box: int = 0) -> int | None:
         """Prepare the next batch in a worker process (``prefetch`` job) while ``view`` is labeled.
 
         Once per open batch: None when :meth:`prefetch_wanted` says no or a selection job runs.
+        With ``thumb_box`` > 0 the worker also renders the prepared batch's thumbnails at that
+        size into the project's on-disk cache (:func:`activekd_core.project.thumbnails.prerender`).
         """
         if not self.prefetch_wanted(view) or self.selection_job(runner) is not None:
             return None
         try:
-            return runner.start_process("prefetch", {"folder": str(self.ctx.folder)})
+            return runner.start_process("prefetch", {"folder": str(self.ctx.folder), "thumb_box": int(thumb_box)})
         except JobBusy:
             return None
+
+    def prefetched_ids(self) -> list[str]:
+        """The images of the batch prepared ahead (pick order), or [] when none is stored."""
+        ready = self.ctx.store.get_setting(PREFETCH_KEY)
+        if not isinstance(ready, dict):
+            return []
+        return [str(p[0]) for p in ready.get("picks", []) if isinstance(p, (list, tuple)) and p]
 
     def select_for_job(self, progress: ProgressFn | None = None) -> int:
         """The work of a ``select`` job: the id of the batch to label next, selecting one if needed.
