@@ -138,9 +138,11 @@ LABELED_JS = r"""
 TURNOVER_JS = r"""
 (batch) => {
   for (const e of document.querySelectorAll('[data-testid="stProgress"]')) {
-    if (e.textContent.includes('Selecting the next batch')) window.__akdSelecting = true;
+    const t = e.textContent;  // the wait for a selection (older pages: 'Selecting the next batch')
+    if (t.includes('Selecting the next batch') || t.includes('Next batch being prepared')) window.__akdSelecting = true;
   }
   const c = Object.values(window.__akd.cards());
+  if (!c.length) window.__akdEmptied = true;  // the grid was gone in this frame
   if (window.__akdT0 === undefined || !c.length || c.some(x => x.batch === batch || x.batch === null)) return false;
   const f = c.find(x => x.focused);
   if (!f || f.state !== 'not labeled yet') return false;
@@ -222,7 +224,7 @@ def stored_labels(home: Path, truth: dict[str, str], classes: list[str]) -> str:
     import sqlite3
 
     try:
-        (db_path,) = sorted(home.glob("projects/*/project.db"))
+        (db_path,) = sorted(home.glob("projects/*/project.db")) or sorted(home.glob("project/project.db"))
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
             rows = db.execute("SELECT image_id, class_name FROM label_events WHERE event = 'label'").fetchall()
@@ -240,8 +242,8 @@ def stored_labels(home: Path, truth: dict[str, str], classes: list[str]) -> str:
 class App:
     """``streamlit run app.py`` of one checkout, in its own process group."""
 
-    def __init__(self, repo: Path, home: Path, per_class: int) -> None:
-        self.repo, self.home, self.per_class = repo, home, per_class
+    def __init__(self, repo: Path, home: Path, per_class: int, project: Path | None = None) -> None:
+        self.repo, self.home, self.per_class, self.project = repo, home, per_class, project
         self.log = home / "streamlit.log"
         self.proc: subprocess.Popen | None = None
         self.url = ""
@@ -253,6 +255,8 @@ class App:
                    HF_HUB_OFFLINE="1", PYTHONPATH=str(self.repo))
         for name in ("ACTIVEKD_PROJECT", "ACTIVEKD_TRAIN_IN_THREAD", "ACTIVEKD_SHOW_TIMINGS"):
             env.pop(name, None)
+        if self.project is not None:
+            env["ACTIVEKD_PROJECT"] = str(self.project)
         cmd = [sys.executable, "-m", "streamlit", "run", str(self.repo / "app.py"), "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
         fh = open(self.log, "ab")
@@ -283,6 +287,32 @@ class App:
 
 
 # ---- one session ------------------------------------------------------------------------------
+
+MAKE_PROJECT = r"""
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from app_scale import CLASSES, write_teacher_file
+from activekd_core.project import Project
+pool, folder, tfile = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+ids = sorted(str(p.relative_to(pool).as_posix()) for p in pool.glob("*/*.png"))
+if not tfile.is_file():
+    write_teacher_file(pool, ids, tfile, 0)
+Project.create(folder, pool, [(c, f"a photo of a {c}") for c in CLASSES], {"kind": "precomputed", "path": str(tfile)},
+               batch_size=10).close()
+"""
+
+
+def make_pool_project(repo: Path, home: Path, pool: Path) -> Path:
+    """A fresh project over ``pool`` under ``home`` (precomputed teacher, batches of 10), created by
+    ``repo``'s own code in a subprocess; the teacher file is written once next to the pool's folder."""
+    folder = home / "project"
+    tfile = pool.resolve().parent / f"{pool.name}_teacher.npz"
+    env = dict(os.environ, PYTHONPATH=str(repo), HF_HUB_OFFLINE="1")
+    subprocess.run([sys.executable, "-c", MAKE_PROJECT, str(pool.resolve()), str(folder), str(tfile),
+                    str(ROOT / "bench")], check=True, env=env, cwd=repo, timeout=3600)
+    return folder
+
 
 
 def _keymap(page: Any) -> tuple[list[str], list[str], str]:
@@ -327,7 +357,8 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
     from playwright.sync_api import sync_playwright
 
     home = Path(tempfile.mkdtemp(prefix="home_", dir=work))
-    app = App(repo, home, args.per_class)
+    project = make_pool_project(repo, home, args.pool) if args.pool else None
+    app = App(repo, home, args.per_class, project)
     out: dict[str, Any] = {"repo": str(repo), "commit": git_head(repo), "load_before": load_average()}
     timeout_ms = args.timeout * 1000
     try:
@@ -357,7 +388,8 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
                 key = keys[classes.index(cls)]
                 nxt = _next_open(cards, pos)
                 if nxt is None:
-                    page.evaluate("() => { window.__akdSelecting = false; window.__akdGridMs = null; }")
+                    page.evaluate("() => { window.__akdSelecting = false; window.__akdGridMs = null; "
+                                  "window.__akdEmptied = false; }")
                     page.keyboard.press(key)
                     ms = page.wait_for_function(TURNOVER_JS, arg=card["batch"], timeout=timeout_ms).json_value()
                 else:
@@ -369,6 +401,7 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
                 if nxt is None:  # did the page show the selection progress (no batch prepared ahead)?
                     labels[-1]["selecting_shown"] = bool(page.evaluate("() => window.__akdSelecting"))
                     labels[-1]["grid_ms"] = page.evaluate("() => window.__akdGridMs")
+                    labels[-1]["emptied"] = bool(page.evaluate("() => window.__akdEmptied"))
                 _wait_idle(page, timeout_ms)
                 if n + 1 < args.labels and args.think > 0:
                     time.sleep(args.think)
@@ -398,6 +431,7 @@ def summary(sessions: list[dict[str, Any]]) -> dict[str, float]:
         "turnovers": len(turn), "turn_p50": pct(turn, 50), "turn_p95": pct(turn, 95),
         "turn_max": max(turn) if turn else float("nan"),
         "grid_p50": pct(grid, 50), "grid_p95": pct(grid, 95),
+        "emptied": sum(1 for s in sessions for x in s["labels"] if x["turnover"] and x.get("emptied")),
         "ready": len(ready), "ready_p50": pct(ready, 50), "ready_max": max(ready) if ready else float("nan"),
         "keys_only_s": float(np.mean([sum(x["ms"] for x in s["labels"]) / 1000 for s in sessions])),
         "session_s": float(np.mean([s["session_s"] for s in sessions])),
@@ -413,13 +447,15 @@ def describe(name: str, sessions: list[dict[str, Any]], think: float) -> str:
              f"  truth from {s0['truth_from']}"]
     for k, s in enumerate(sessions, 1):
         turns = ", ".join(f"{x['ms']:.0f}" + ("*" if x.get("selecting_shown") else "")
+                          + ("E" if x.get("emptied") else "")
                           for x in s["labels"] if x["turnover"])
         lines.append(f"  session {k}: first grid {s['first_grid_s']:.1f} s; {len(s['labels'])} labels in "
                      f"{s['session_s']:.1f} s (think {think:g} s/label included; stored: {s.get('stored', 'n/a')}); "
                      f"turnovers ms [{turns}]; "
                      f"load {s['load_before']} -> {s['load_after']}")
     lines += [
-        "  (* = the page showed 'Selecting the next batch' during that turnover)",
+        "  (* = the page showed 'Selecting the next batch' / 'Next batch being prepared' during that turnover; "
+        "E = the grid was empty in some frame)",
         f"  per label, all {f['labels']} (key press -> label shown + next card focused; batch end -> next grid):"
         f" p50 {f['p50']:.0f} ms, p95 {f['p95']:.0f} ms, mean {f['mean']:.0f} ms",
         f"  per label within a batch: p50 {f['within_p50']:.0f} ms, p95 {f['within_p95']:.0f} ms, "
@@ -430,7 +466,7 @@ def describe(name: str, sessions: list[dict[str, Any]], think: float) -> str:
         f"  of which until the focused card is there (its image not yet drawn): p50 {f['grid_p50']:.0f} ms, "
         f"p95 {f['grid_p95']:.0f} ms",
         f"  turnovers with the next batch ready (no 'Selecting' shown): {f['ready']}, p50 {f['ready_p50']:.0f} ms, "
-        f"max {f['ready_max']:.0f} ms",
+        f"max {f['ready_max']:.0f} ms; turnovers during which the grid was empty in some frame: {f['emptied']}",
         f"  keys-only waiting per session (sum of the per-label times): {f['keys_only_s']:.1f} s; "
         f"session incl. think time: {f['session_s']:.1f} s",
     ]
@@ -447,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--think", type=float, default=1.0, help="seconds spent looking at each image (default 1)")
     ap.add_argument("--per-class", type=int, default=30, help="demo images per class (default 30: 90 images)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for any one page state")
+    ap.add_argument("--pool", type=Path, help="label a project over this bench/make_pool.py pool (precomputed "
+                    "teacher, 10 classes, made afresh per session by the checkout's own code) instead of the demo")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
     ap.add_argument("--json", type=Path, help="also write every timing here")
     args = ap.parse_args(argv)

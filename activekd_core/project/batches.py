@@ -15,7 +15,7 @@ session of this process, so two sessions finishing the same batch select one new
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +129,14 @@ class Batches:
         blocked = set(current) | set(self.ctx.store.audit_ids()) | {i for i, _ in self.rounds.undecodable_images()}
         candidates = [r for r, i in enumerate(self.ctx.pool().ids) if i not in blocked]
         return labeled, labeled_y, np.asarray(candidates, dtype=np.int64)
+
+    def _queryable(self, image_ids: Iterable[str]) -> set[str]:
+        """Those of ``image_ids`` that are candidates (see :meth:`candidate_rows`), checked one by
+        one: the few images of a prepared batch, without a pass over the whole pool."""
+        current = self.ctx.store.current()
+        blocked = set(self.ctx.store.audit_ids()) | {i for i, _ in self.rounds.undecodable_images()}
+        row_of = self.ctx.row_of()
+        return {i for i in image_ids if i in row_of and i not in current and i not in blocked}
 
     def candidate_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """``(labeled rows, candidate rows)``: training labels seed selection; candidates have no
@@ -301,10 +309,9 @@ class Batches:
             if ready.get("after_batch") != after or ready.get("model_round") != (active.id if active else 0):
                 store.set_setting(PREFETCH_KEY, None)
                 return None
-            _, candidates = self.candidate_rows()
-            ids = self.ctx.pool().ids
-            open_ids = {ids[int(r)] for r in candidates}
-            picks = [(i, sc) for i, sc in ready.get("picks", []) if i in open_ids]
+            stored = [(str(i), sc) for i, sc in ready.get("picks", [])]
+            open_ids = self._queryable(i for i, _ in stored)
+            picks = [(i, sc) for i, sc in stored if i in open_ids]
             store.set_setting(PREFETCH_KEY, None)
             if not picks:
                 return None
