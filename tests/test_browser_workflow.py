@@ -196,14 +196,14 @@ def test_a_late_next_batch_keeps_the_finished_grid_read_only(home: Path, tmp_pat
             page.evaluate(WATCH_EMPTY_GRID_JS)
             page.keyboard.press("1")
             page.get_by_text("Next batch being prepared").wait_for(timeout=30_000)
-            assert page.locator(f".st-key-{key}_9_c0 button").is_disabled()  # the finished grid, read-only
-            assert page.locator(".st-key-lbl_key_undo button").is_disabled()
+            assert _button(page, f"{key}_9_c0").is_disabled()  # the finished grid, read-only
+            assert _button(page, "lbl_key_undo").is_disabled()
             _wait(lambda: _open_batch_id(home) != batch.id, 120, "the next batch to be selected")
             next_key = f"lbl_batch-{_open_batch_id(home)}"
             _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
             page.evaluate("() => { window.__akdStop = true; }")
             assert page.evaluate("() => window.__akdEmptied") is False
-            assert not page.locator(f".st-key-{next_key}_0_c0 button").is_disabled()
+            assert not _button(page, f"{next_key}_0_c0").is_disabled()
             browser.close()
     finally:
         server.kill()
