@@ -40,6 +40,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -304,21 +305,34 @@ Project.create(folder, pool, [(c, f"a photo of a {c}") for c in CLASSES], {"kind
 
 
 def make_pool_project(repo: Path, home: Path, pool: Path) -> Path:
-    """A fresh project over ``pool`` under ``home`` (precomputed teacher, batches of 10), created by
-    ``repo``'s own code in a subprocess; the teacher file is written once next to the pool's folder."""
-    folder = home / "project"
-    tfile = pool.resolve().parent / f"{pool.name}_teacher.npz"
-    env = dict(os.environ, PYTHONPATH=str(repo), HF_HUB_OFFLINE="1")
-    subprocess.run([sys.executable, "-c", MAKE_PROJECT, str(pool.resolve()), str(folder), str(tfile),
-                    str(ROOT / "bench")], check=True, env=env, cwd=repo, timeout=3600)
-    return folder
+    """A fresh copy, under ``home``, of a project over ``pool`` (precomputed teacher, batches of 10).
 
+    The project is created once per pool by ``repo``'s code in a subprocess (a 100k-image
+    scan takes minutes) next to the scratch folder, then copied for every session so each
+    starts from the same state; the teacher file is written once next to the pool's folder.
+    """
+    template = home.parent / f"template_{pool.resolve().name}"
+    if not (template / "project.db").is_file():
+        tfile = pool.resolve().parent / f"{pool.resolve().name}_teacher.npz"
+        env = dict(os.environ, PYTHONPATH=str(repo), HF_HUB_OFFLINE="1")
+        shutil.rmtree(template, ignore_errors=True)
+        subprocess.run([sys.executable, "-c", MAKE_PROJECT, str(pool.resolve()), str(template), str(tfile),
+                        str(ROOT / "bench")], check=True, env=env, cwd=repo, timeout=3600)
+    folder = home / "project"
+    shutil.copytree(template, folder)
+    return folder
 
 
 def _keymap(page: Any) -> tuple[list[str], list[str], str]:
     """``(classes, keys, how the keys were found)`` from the keyboard bar of the open Label page."""
-    info = page.evaluate("() => window.__akd.keymap()")
-    buttons = info["buttons"]
+    deadline = time.monotonic() + 30
+    while True:  # a bar still being drawn may lack a name for a moment: read it until it is whole
+        info = page.evaluate("() => window.__akd.keymap()")
+        buttons = info["buttons"]
+        whole = [b["k"] for b in buttons] == list(range(len(buttons))) and all(b["name"] for b in buttons)
+        if (buttons and whole) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     if not buttons:
         raise RuntimeError("the Label page has no keyboard bar (.st-key-lbl_key_c*): it cannot be driven by keys")
     classes = [b["name"] for b in buttons]
@@ -385,6 +399,8 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
                 cards = page.evaluate("() => window.__akd.cards()")
                 pos, card = _focused(cards)
                 cls = true_class(card["id"], truth, classes)
+                if cls not in classes:
+                    raise RuntimeError(f"class {cls!r} of {card['id']!r} is not among the keyboard bar's {classes}")
                 key = keys[classes.index(cls)]
                 nxt = _next_open(cards, pos)
                 if nxt is None:
@@ -505,7 +521,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 s = run_session(repo, work, args)
             except Exception as exc:  # noqa: BLE001 - say why this version could not be driven; go on
-                failures[name] = f"{type(exc).__name__}: {str(exc)[:1500]}"
+                import traceback
+
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                failures[name] = f"{type(exc).__name__}: {str(exc)[:1500]} (line {where.lineno}: {where.line})"
                 print(f"   {name} failed: {failures[name]}", flush=True)
                 continue
             results[name].append(s)
