@@ -240,6 +240,23 @@ def stored_labels(home: Path, truth: dict[str, str], classes: list[str]) -> str:
     return f"{len(rows)} label events on {len({r[0] for r in rows})} images, {right} match the truth"
 
 
+def job_seconds(home: Path) -> str:
+    """How long each batch job (prefetch / select) of the session ran, from the project's jobs table."""
+    import sqlite3
+
+    try:
+        (db_path,) = sorted(home.glob("projects/*/project.db")) or sorted(home.glob("project/project.db"))
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT kind, finished - started FROM jobs WHERE kind IN ('prefetch', 'select') "
+                              "AND finished IS NOT NULL ORDER BY id").fetchall()
+        finally:
+            db.close()
+    except (ValueError, sqlite3.Error) as exc:
+        return f"not read ({exc})"
+    return ", ".join(f"{kind} {sec:.1f}" for kind, sec in rows) or "none"
+
+
 class App:
     """``streamlit run app.py`` of one checkout, in its own process group."""
 
@@ -424,6 +441,7 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
             out["session_s"] = time.perf_counter() - t_session
             out["labels"] = labels
             out["stored"] = stored_labels(home, truth, classes)
+            out["jobs"] = job_seconds(home)
             browser.close()
     finally:
         app.stop()
@@ -467,7 +485,7 @@ def describe(name: str, sessions: list[dict[str, Any]], think: float) -> str:
                           for x in s["labels"] if x["turnover"])
         lines.append(f"  session {k}: first grid {s['first_grid_s']:.1f} s; {len(s['labels'])} labels in "
                      f"{s['session_s']:.1f} s (think {think:g} s/label included; stored: {s.get('stored', 'n/a')}); "
-                     f"turnovers ms [{turns}]; "
+                     f"turnovers ms [{turns}]; batch jobs s [{s.get('jobs', 'n/a')}]; "
                      f"load {s['load_before']} -> {s['load_after']}")
     lines += [
         "  (* = the page showed 'Selecting the next batch' / 'Next batch being prepared' during that turnover; "
