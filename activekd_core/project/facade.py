@@ -404,8 +404,8 @@ def select_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: s
 def prefetch_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: str, thumb_box: int = 0) -> bool:
     """Job ``prefetch``: prepare the next batch (``Batches.prefetch_next``), then render its thumbnails.
 
-    Runs at the server's own CPU priority (not lowered): on a shared machine a lowered
-    priority let the job finish after the open batch was labeled. With ``thumb_box`` > 0
+    Runs at the server's own CPU priority (not lowered): it has the time it takes to label
+    one batch to finish, and the grid waits for it when it is late. With ``thumb_box`` > 0
     the prepared batch's thumbnails go into the project's on-disk cache
     (:func:`activekd_core.project.thumbnails.prerender`), so the rerun that opens the batch
     reads ten files instead of decoding and encoding ten images; a failure there only
