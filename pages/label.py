@@ -79,7 +79,12 @@ def _batch(project: Project) -> tuple[BatchView | None, bool]:
     background and the finished batch stays on screen read-only (``waiting`` True) while a
     fragment polls the selection and reruns the page when it ends: the grid never empties.
     None when no batch was ever opened (the first selection runs) or nothing is left.
+
+    The wait's progress (or error) goes into a container drawn on every run, so the
+    elements below it keep their places when it appears or goes: the frontend replaces
+    each card in place instead of shifting the whole page by one element.
     """
+    slot = st.container()
     view = project.current_batch()
     if view is not None and not view.complete:
         project.start_prefetch(view, thumb_box=GRID_BOX)  # once per batch, with the next grid's thumbnails
@@ -93,13 +98,15 @@ def _batch(project: Project) -> tuple[BatchView | None, bool]:
     if candidates.size == 0:
         return None, False
     latest = failed_selection(project)
-    if latest is not None and not st.session_state.pop(K_RETRY, False):
-        first_line = latest.error.splitlines()[0] if latest.error else "no message"
-        st.error(f"Selecting the next batch failed: {md(first_line, MESSAGE_MAX)}")
-        st.button("Try again", key="lbl_retry_select", on_click=lambda: st.session_state.__setitem__(K_RETRY, True))
-    else:
-        project.start_next_batch()  # a worker process, unless a selection (or the late prefetch) already runs
-        _selection_progress(project)
+    with slot:
+        if latest is not None and not st.session_state.pop(K_RETRY, False):
+            first_line = latest.error.splitlines()[0] if latest.error else "no message"
+            st.error(f"Selecting the next batch failed: {md(first_line, MESSAGE_MAX)}")
+            st.button("Try again", key="lbl_retry_select",
+                      on_click=lambda: st.session_state.__setitem__(K_RETRY, True))
+        else:
+            project.start_next_batch()  # a worker process, unless a selection (or the late prefetch) already runs
+            _selection_progress(project)
     if view is None:
         st.session_state[K_STOP] = True
         return None, False

@@ -196,7 +196,7 @@ def test_a_late_next_batch_keeps_the_finished_grid_read_only(home: Path, tmp_pat
             page.evaluate(WATCH_EMPTY_GRID_JS)
             page.keyboard.press("1")
             page.get_by_text("Next batch being prepared").wait_for(timeout=30_000)
-            assert _button(page, f"{key}_9_c0").is_disabled()  # the finished grid, read-only
+            _wait(lambda: _button(page, f"{key}_9_c0").is_disabled(), 30, "the finished grid, read-only")
             assert _button(page, "lbl_key_undo").is_disabled()
             _wait(lambda: _open_batch_id(home) != batch.id, 120, "the next batch to be selected")
             next_key = f"lbl_batch-{_open_batch_id(home)}"
