@@ -40,6 +40,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,20 +65,35 @@ TURNOVER_P95_TARGET_MS = 300.0  # issue 12: the next grid within 300 ms of the l
 PAGE_JS = r"""
 window.__akd = window.__akd || {
   cards() {
+    // Classic card: a "#N · focused" head, caption "<id> — <state>". Compact card: a caption
+    // with the id, then one line "#N · focused · <state> · ..." (state: "labeled X by Y",
+    // "skipped", "marked unsure" or, last, "not labeled yet").
     const out = {};
     for (const el of document.querySelectorAll('[class*="st-key-lbl_card_"]')) {
       const m = el.className.match(/st-key-lbl_card_(\d+)\b/);
       if (!m) continue;
+      const caps = [...el.querySelectorAll('[data-testid="stCaptionContainer"]')].map(e => e.textContent);
       const code = el.querySelector('[data-testid="stCaptionContainer"] code');
-      const cap = code ? code.closest('[data-testid="stCaptionContainer"]').textContent : '';
-      const head = el.querySelector('[data-testid="stMarkdownContainer"]');
+      const classic = caps.find(t => t.includes(' — '));
+      const line = caps.find(t => /^#\d+\b/.test(t.trim()));
+      let state = '', focused = false;
+      if (classic !== undefined) {
+        state = classic.split(' — ').slice(1).join(' — ');
+        const head = el.querySelector('[data-testid="stMarkdownContainer"]');
+        focused = !!(head && /·\s*focused/.test(head.textContent));
+      } else if (line !== undefined) {
+        const parts = line.split(' · ').map(x => x.trim());
+        focused = parts.includes('focused');
+        state = parts.find(x => x.startsWith('labeled ') || x === 'skipped' || x === 'marked unsure'
+                                || x === 'not labeled yet') || '';
+      }
       const btn = el.querySelector('[class*="st-key-lbl_batch-"]');
       const bm = btn ? btn.className.match(/st-key-lbl_batch-(\d+)_/) : null;
       const img = el.querySelector('[data-testid="stImage"] img');
       out[m[1]] = {
         id: code ? code.textContent : null,
-        state: cap.includes(' — ') ? cap.split(' — ').slice(1).join(' — ') : cap,
-        focused: !!(head && /·\s*focused/.test(head.textContent)),
+        state: state,
+        focused: focused,
         batch: bm ? Number(bm[1]) : null,
         img: !!(img && img.complete && img.naturalWidth > 0),
       };
@@ -123,9 +139,11 @@ LABELED_JS = r"""
 TURNOVER_JS = r"""
 (batch) => {
   for (const e of document.querySelectorAll('[data-testid="stProgress"]')) {
-    if (e.textContent.includes('Selecting the next batch')) window.__akdSelecting = true;
+    const t = e.textContent;  // the wait for a selection (older pages: 'Selecting the next batch')
+    if (t.includes('Selecting the next batch') || t.includes('Next batch being prepared')) window.__akdSelecting = true;
   }
   const c = Object.values(window.__akd.cards());
+  if (!c.length) window.__akdEmptied = true;  // the grid was gone in this frame
   if (window.__akdT0 === undefined || !c.length || c.some(x => x.batch === batch || x.batch === null)) return false;
   const f = c.find(x => x.focused);
   if (!f || f.state !== 'not labeled yet') return false;
@@ -207,7 +225,7 @@ def stored_labels(home: Path, truth: dict[str, str], classes: list[str]) -> str:
     import sqlite3
 
     try:
-        (db_path,) = sorted(home.glob("projects/*/project.db"))
+        (db_path,) = sorted(home.glob("projects/*/project.db")) or sorted(home.glob("project/project.db"))
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
             rows = db.execute("SELECT image_id, class_name FROM label_events WHERE event = 'label'").fetchall()
@@ -222,11 +240,28 @@ def stored_labels(home: Path, truth: dict[str, str], classes: list[str]) -> str:
     return f"{len(rows)} label events on {len({r[0] for r in rows})} images, {right} match the truth"
 
 
+def job_seconds(home: Path) -> str:
+    """How long each batch job (prefetch / select) of the session ran, from the project's jobs table."""
+    import sqlite3
+
+    try:
+        (db_path,) = sorted(home.glob("projects/*/project.db")) or sorted(home.glob("project/project.db"))
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT kind, finished - started FROM jobs WHERE kind IN ('prefetch', 'select') "
+                              "AND finished IS NOT NULL ORDER BY id").fetchall()
+        finally:
+            db.close()
+    except (ValueError, sqlite3.Error) as exc:
+        return f"not read ({exc})"
+    return ", ".join(f"{kind} {sec:.1f}" for kind, sec in rows) or "none"
+
+
 class App:
     """``streamlit run app.py`` of one checkout, in its own process group."""
 
-    def __init__(self, repo: Path, home: Path, per_class: int) -> None:
-        self.repo, self.home, self.per_class = repo, home, per_class
+    def __init__(self, repo: Path, home: Path, per_class: int, project: Path | None = None) -> None:
+        self.repo, self.home, self.per_class, self.project = repo, home, per_class, project
         self.log = home / "streamlit.log"
         self.proc: subprocess.Popen | None = None
         self.url = ""
@@ -238,6 +273,8 @@ class App:
                    HF_HUB_OFFLINE="1", PYTHONPATH=str(self.repo))
         for name in ("ACTIVEKD_PROJECT", "ACTIVEKD_TRAIN_IN_THREAD", "ACTIVEKD_SHOW_TIMINGS"):
             env.pop(name, None)
+        if self.project is not None:
+            env["ACTIVEKD_PROJECT"] = str(self.project)
         cmd = [sys.executable, "-m", "streamlit", "run", str(self.repo / "app.py"), "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
         fh = open(self.log, "ab")
@@ -269,11 +306,50 @@ class App:
 
 # ---- one session ------------------------------------------------------------------------------
 
+MAKE_PROJECT = r"""
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from app_scale import CLASSES, write_teacher_file
+from activekd_core.project import Project
+pool, folder, tfile = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+ids = sorted(str(p.relative_to(pool).as_posix()) for p in pool.glob("*/*.png"))
+if not tfile.is_file():
+    write_teacher_file(pool, ids, tfile, 0)
+Project.create(folder, pool, [(c, f"a photo of a {c}") for c in CLASSES], {"kind": "precomputed", "path": str(tfile)},
+               batch_size=10).close()
+"""
+
+
+def make_pool_project(repo: Path, home: Path, pool: Path) -> Path:
+    """A fresh copy, under ``home``, of a project over ``pool`` (precomputed teacher, batches of 10).
+
+    The project is created once per pool by ``repo``'s code in a subprocess (a 100k-image
+    scan takes minutes) next to the scratch folder, then copied for every session so each
+    starts from the same state; the teacher file is written once next to the pool's folder.
+    """
+    template = home.parent / f"template_{pool.resolve().name}"
+    if not (template / "project.db").is_file():
+        tfile = pool.resolve().parent / f"{pool.resolve().name}_teacher.npz"
+        env = dict(os.environ, PYTHONPATH=str(repo), HF_HUB_OFFLINE="1")
+        shutil.rmtree(template, ignore_errors=True)
+        subprocess.run([sys.executable, "-c", MAKE_PROJECT, str(pool.resolve()), str(template), str(tfile),
+                        str(ROOT / "bench")], check=True, env=env, cwd=repo, timeout=3600)
+    folder = home / "project"
+    shutil.copytree(template, folder)
+    return folder
+
 
 def _keymap(page: Any) -> tuple[list[str], list[str], str]:
     """``(classes, keys, how the keys were found)`` from the keyboard bar of the open Label page."""
-    info = page.evaluate("() => window.__akd.keymap()")
-    buttons = info["buttons"]
+    deadline = time.monotonic() + 30
+    while True:  # a bar still being drawn may lack a name for a moment: read it until it is whole
+        info = page.evaluate("() => window.__akd.keymap()")
+        buttons = info["buttons"]
+        whole = [b["k"] for b in buttons] == list(range(len(buttons))) and all(b["name"] for b in buttons)
+        if (buttons and whole) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     if not buttons:
         raise RuntimeError("the Label page has no keyboard bar (.st-key-lbl_key_c*): it cannot be driven by keys")
     classes = [b["name"] for b in buttons]
@@ -312,7 +388,8 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
     from playwright.sync_api import sync_playwright
 
     home = Path(tempfile.mkdtemp(prefix="home_", dir=work))
-    app = App(repo, home, args.per_class)
+    project = make_pool_project(repo, home, args.pool) if args.pool else None
+    app = App(repo, home, args.per_class, project)
     out: dict[str, Any] = {"repo": str(repo), "commit": git_head(repo), "load_before": load_average()}
     timeout_ms = args.timeout * 1000
     try:
@@ -339,10 +416,13 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
                 cards = page.evaluate("() => window.__akd.cards()")
                 pos, card = _focused(cards)
                 cls = true_class(card["id"], truth, classes)
+                if cls not in classes:
+                    raise RuntimeError(f"class {cls!r} of {card['id']!r} is not among the keyboard bar's {classes}")
                 key = keys[classes.index(cls)]
                 nxt = _next_open(cards, pos)
                 if nxt is None:
-                    page.evaluate("() => { window.__akdSelecting = false; window.__akdGridMs = null; }")
+                    page.evaluate("() => { window.__akdSelecting = false; window.__akdGridMs = null; "
+                                  "window.__akdEmptied = false; }")
                     page.keyboard.press(key)
                     ms = page.wait_for_function(TURNOVER_JS, arg=card["batch"], timeout=timeout_ms).json_value()
                 else:
@@ -354,12 +434,14 @@ def run_session(repo: Path, work: Path, args: argparse.Namespace) -> dict[str, A
                 if nxt is None:  # did the page show the selection progress (no batch prepared ahead)?
                     labels[-1]["selecting_shown"] = bool(page.evaluate("() => window.__akdSelecting"))
                     labels[-1]["grid_ms"] = page.evaluate("() => window.__akdGridMs")
+                    labels[-1]["emptied"] = bool(page.evaluate("() => window.__akdEmptied"))
                 _wait_idle(page, timeout_ms)
                 if n + 1 < args.labels and args.think > 0:
                     time.sleep(args.think)
             out["session_s"] = time.perf_counter() - t_session
             out["labels"] = labels
             out["stored"] = stored_labels(home, truth, classes)
+            out["jobs"] = job_seconds(home)
             browser.close()
     finally:
         app.stop()
@@ -383,6 +465,7 @@ def summary(sessions: list[dict[str, Any]]) -> dict[str, float]:
         "turnovers": len(turn), "turn_p50": pct(turn, 50), "turn_p95": pct(turn, 95),
         "turn_max": max(turn) if turn else float("nan"),
         "grid_p50": pct(grid, 50), "grid_p95": pct(grid, 95),
+        "emptied": sum(1 for s in sessions for x in s["labels"] if x["turnover"] and x.get("emptied")),
         "ready": len(ready), "ready_p50": pct(ready, 50), "ready_max": max(ready) if ready else float("nan"),
         "keys_only_s": float(np.mean([sum(x["ms"] for x in s["labels"]) / 1000 for s in sessions])),
         "session_s": float(np.mean([s["session_s"] for s in sessions])),
@@ -398,13 +481,15 @@ def describe(name: str, sessions: list[dict[str, Any]], think: float) -> str:
              f"  truth from {s0['truth_from']}"]
     for k, s in enumerate(sessions, 1):
         turns = ", ".join(f"{x['ms']:.0f}" + ("*" if x.get("selecting_shown") else "")
+                          + ("E" if x.get("emptied") else "")
                           for x in s["labels"] if x["turnover"])
         lines.append(f"  session {k}: first grid {s['first_grid_s']:.1f} s; {len(s['labels'])} labels in "
                      f"{s['session_s']:.1f} s (think {think:g} s/label included; stored: {s.get('stored', 'n/a')}); "
-                     f"turnovers ms [{turns}]; "
+                     f"turnovers ms [{turns}]; batch jobs s [{s.get('jobs', 'n/a')}]; "
                      f"load {s['load_before']} -> {s['load_after']}")
     lines += [
-        "  (* = the page showed 'Selecting the next batch' during that turnover)",
+        "  (* = the page showed 'Selecting the next batch' / 'Next batch being prepared' during that turnover; "
+        "E = the grid was empty in some frame)",
         f"  per label, all {f['labels']} (key press -> label shown + next card focused; batch end -> next grid):"
         f" p50 {f['p50']:.0f} ms, p95 {f['p95']:.0f} ms, mean {f['mean']:.0f} ms",
         f"  per label within a batch: p50 {f['within_p50']:.0f} ms, p95 {f['within_p95']:.0f} ms, "
@@ -415,7 +500,7 @@ def describe(name: str, sessions: list[dict[str, Any]], think: float) -> str:
         f"  of which until the focused card is there (its image not yet drawn): p50 {f['grid_p50']:.0f} ms, "
         f"p95 {f['grid_p95']:.0f} ms",
         f"  turnovers with the next batch ready (no 'Selecting' shown): {f['ready']}, p50 {f['ready_p50']:.0f} ms, "
-        f"max {f['ready_max']:.0f} ms",
+        f"max {f['ready_max']:.0f} ms; turnovers during which the grid was empty in some frame: {f['emptied']}",
         f"  keys-only waiting per session (sum of the per-label times): {f['keys_only_s']:.1f} s; "
         f"session incl. think time: {f['session_s']:.1f} s",
     ]
@@ -432,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--think", type=float, default=1.0, help="seconds spent looking at each image (default 1)")
     ap.add_argument("--per-class", type=int, default=30, help="demo images per class (default 30: 90 images)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for any one page state")
+    ap.add_argument("--pool", type=Path, help="label a project over this bench/make_pool.py pool (precomputed "
+                    "teacher, 10 classes, made afresh per session by the checkout's own code) instead of the demo")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
     ap.add_argument("--json", type=Path, help="also write every timing here")
     args = ap.parse_args(argv)
@@ -452,7 +539,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 s = run_session(repo, work, args)
             except Exception as exc:  # noqa: BLE001 - say why this version could not be driven; go on
-                failures[name] = f"{type(exc).__name__}: {str(exc)[:1500]}"
+                import traceback
+
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                failures[name] = f"{type(exc).__name__}: {str(exc)[:1500]} (line {where.lineno}: {where.line})"
                 print(f"   {name} failed: {failures[name]}", flush=True)
                 continue
             results[name].append(s)

@@ -46,7 +46,7 @@ def compact_style(classes: Sequence[str], keys: Sequence[str]) -> None:
 
 def compact_card(project: Project, image_id: str, pos: int, *, classes: Sequence[str], keys: Sequence[str],
                  ids: list[str], event, key: str, detail: str, why: str, box: int,
-                 act: Callable[..., None], zoom: Callable[..., None]) -> None:
+                 act: Callable[..., None], zoom: Callable[..., None], disabled: bool = False) -> None:
     """Draw one compact card.
 
     Args:
@@ -61,6 +61,8 @@ def compact_card(project: Project, image_id: str, pos: int, *, classes: Sequence
         box: Thumbnail size in pixels.
         act: ``act(action, image_id, pos, ids, class_name=None)``, the page's label/skip/unsure callback.
         zoom: ``zoom(pos, True)``, opens the focus mode on this image.
+        disabled: Draw the decision buttons disabled (a finished batch shown while the next
+            one is prepared).
     """
     decided = event.event if event is not None else None
     with st.container(border=True, key=f"lbl_card_{pos}"):
@@ -72,9 +74,9 @@ def compact_card(project: Project, image_id: str, pos: int, *, classes: Sequence
             st.caption(code(image_id), wrap=False)
             st.button("", key=f"lbl_{key}_{pos}_skip", on_click=act, args=("skip", image_id, pos, ids),
                       type="primary" if decided == "skip" else "tertiary", icon=":material/skip_next:",
-                      help="Skip this image (key S when focused)")
+                      help="Skip this image (key S when focused)", disabled=disabled)
             st.button("", key=f"lbl_{key}_{pos}_unsure", on_click=act, args=("unsure", image_id, pos, ids),
-                      type="primary" if decided == "unsure" else "tertiary", icon=":material/help:",
+                      type="primary" if decided == "unsure" else "tertiary", icon=":material/help:", disabled=disabled,
                       help="Mark this image unsure (key U when focused)")
             st.button("", key=f"lbl_{key}_{pos}_zoom", on_click=zoom, args=(pos, True), type="tertiary",
                       icon=":material/zoom_in:", help="Open this image in the focus mode (key F when focused)")
@@ -84,5 +86,5 @@ def compact_card(project: Project, image_id: str, pos: int, *, classes: Sequence
                 chosen = decided == "label" and event.class_name == name
                 st.button(md(name, CLASS_LABEL_MAX), key=f"lbl_{key}_{pos}_c{k}",
                           type="primary" if chosen else "secondary", on_click=act,
-                          args=("label", image_id, pos, ids, name), width="stretch", wrap=False,
+                          args=("label", image_id, pos, ids, name), width="stretch", wrap=False, disabled=disabled,
                           help=class_button_help(name, keys[k] if k < len(keys) else None))

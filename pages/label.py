@@ -78,35 +78,46 @@ def _audit_items(project: Project) -> tuple[int, list[tuple[str, float | None]]]
     return chunk, [(i, None) for i in ids]
 
 
-def _batch(project: Project) -> BatchView | None:
-    """The open batch; when none is open or it is complete, select the next one in the background.
+def _batch(project: Project) -> tuple[BatchView | None, bool]:
+    """``(batch to show, waiting)``: the open batch; when it is complete, the next one.
 
-    Returns None while the selection runs (a fragment polls it and reruns the page when
-    it ends) or when nothing is left to query.
+    The next batch was normally prepared while this one was labeled and opens at once.
+    When it is not ready yet, it is selected (or its preparation finishes) in the
+    background and the finished batch stays on screen read-only (``waiting`` True) while a
+    fragment polls the selection and reruns the page when it ends: the grid never empties.
+    None when no batch was ever opened (the first selection runs) or nothing is left.
+
+    The wait's progress (or error) goes into a container drawn on every run, so the
+    elements below it keep their places when it appears or goes: the frontend replaces
+    each card in place instead of shifting the whole page by one element.
     """
+    slot = st.container()
     view = project.current_batch()
     if view is not None and not view.complete:
-        project.start_prefetch(view)  # once per batch: prepared in a worker while this one is labeled
-        return view
+        project.start_prefetch(view, thumb_box=GRID_BOX)  # once per batch, with the next grid's thumbnails
+        return view, False
     if view is not None and view.batch.strategy not in QUEUE_STRATEGIES:
         _auto_retrain(project)
     promoted = project.promote_prefetched()  # prepared while this batch was labeled: no wait
     if promoted is not None:
-        return promoted
+        return promoted, False
     _, candidates = project.candidate_rows()
     if candidates.size == 0:
-        return None
+        return None, False
     latest = failed_selection(project)
-    if latest is not None and not st.session_state.pop(K_RETRY, False):
-        first_line = latest.error.splitlines()[0] if latest.error else "no message"
-        st.error(f"Selecting the next batch failed: {md(first_line, MESSAGE_MAX)}")
-        st.button("Try again", key="lbl_retry_select", on_click=lambda: st.session_state.__setitem__(K_RETRY, True))
+    with slot:
+        if latest is not None and not st.session_state.pop(K_RETRY, False):
+            first_line = latest.error.splitlines()[0] if latest.error else "no message"
+            st.error(f"Selecting the next batch failed: {md(first_line, MESSAGE_MAX)}")
+            st.button("Try again", key="lbl_retry_select",
+                      on_click=lambda: st.session_state.__setitem__(K_RETRY, True))
+        else:
+            project.start_next_batch()  # a worker process, unless a selection (or the late prefetch) already runs
+            _selection_progress(project)
+    if view is None:
         st.session_state[K_STOP] = True
-        return None
-    project.start_next_batch()  # a worker process, unless a selection already runs
-    _selection_progress(project)
-    st.session_state[K_STOP] = True
-    return None
+        return None, False
+    return view, True
 
 
 @st.fragment(run_every=SELECT_POLL_SECONDS)
@@ -114,23 +125,27 @@ def _selection_progress(project: Project) -> None:
     running = project.batch_job()
     if running is None:
         st.rerun()  # the batch is stored (or the job failed): redraw the whole page
-    text = f"Selecting the next batch with {md(project.strategy)}... {running.elapsed:.0f} s"
+    text = f"Next batch being prepared with {md(project.strategy)}... {running.elapsed:.0f} s"
     if running.message:
         text += f" · {md(running.message, MESSAGE_MAX)}"
     st.progress(running.fraction, text=text)
-    st.caption("The other pages stay usable meanwhile.")
+    st.caption("The finished batch stays on screen until the next one opens; the other pages stay usable.")
 
 
 def _items(project: Project, source: str
-           ) -> tuple[str, list[tuple[str, float | None]], str, BatchView | None]:
-    """``(key, [(image id, score)], strategy name, open batch or None)`` of what is on screen."""
+           ) -> tuple[str, list[tuple[str, float | None]], str, BatchView | None, bool]:
+    """``(key, [(image id, score)], strategy name, open batch or None, read-only)`` of what is on screen.
+
+    Read-only: the finished batch, shown while the next one is prepared.
+    """
     if source == "audit":
         chunk, items = _audit_items(project)
-        return f"audit-{chunk}", items, "audit", None
-    view = _batch(project)
+        return f"audit-{chunk}", items, "audit", None, False
+    view, waiting = _batch(project)
     if view is None:
-        return "none", [], project.strategy, None
-    return f"batch-{view.batch.id}", [(it.image_id, it.score) for it in view.batch.items], view.batch.strategy, view
+        return "none", [], project.strategy, None, False
+    items = [(it.image_id, it.score) for it in view.batch.items]
+    return f"batch-{view.batch.id}", items, view.batch.strategy, view, waiting
 
 
 # ---- actions (button callbacks: they run before the rerun draws the page) --------------------
@@ -219,7 +234,7 @@ def _why(strategy: str, score: float | None, pos: int) -> str:
 
 
 def _class_buttons(classes: list[str], keys: list[str], image_id: str, pos: int, ids: list[str], event,
-                   key: str) -> None:
+                   key: str, disabled: bool = False) -> None:
     longest = max(len(c) for c in classes)
     per_row = 5 if longest <= 3 else (2 if longest <= 7 else 1)  # full names, never truncated
     for start in range(0, len(classes), per_row):
@@ -229,20 +244,21 @@ def _class_buttons(classes: list[str], keys: list[str], image_id: str, pos: int,
             chosen = event is not None and event.event == "label" and event.class_name == name
             cols[j].button(
                 md(name), key=f"lbl_{key}_{pos}_c{k}", type="primary" if chosen else "secondary",
-                on_click=_act, args=("label", image_id, pos, ids, name), width="stretch", wrap=True,
+                on_click=_act, args=("label", image_id, pos, ids, name), width="stretch", wrap=True, disabled=disabled,
                 help=f"Label as {md(name)}" + (f" (key {keys[k]} when focused)" if k < len(keys) else ""),
             )
     a, b, c = st.columns(3, gap="small")
     a.button("Skip", key=f"lbl_{key}_{pos}_skip", on_click=_act, args=("skip", image_id, pos, ids),
-             type="primary" if event is not None and event.event == "skip" else "tertiary")
+             type="primary" if event is not None and event.event == "skip" else "tertiary", disabled=disabled)
     b.button("Unsure", key=f"lbl_{key}_{pos}_unsure", on_click=_act, args=("unsure", image_id, pos, ids),
-             type="primary" if event is not None and event.event == "unsure" else "tertiary")
+             type="primary" if event is not None and event.event == "unsure" else "tertiary", disabled=disabled)
     c.button("Zoom", key=f"lbl_{key}_{pos}_zoom", on_click=_set_focus, args=(pos, True), type="tertiary",
              icon=":material/zoom_in:")
 
 
 def _card(project: Project, classes: list[str], keys: list[str], image_id: str, score: float | None, pos: int,
-          ids: list[str], event, key: str, strategy: str, suggestions: dict | None, focused: bool) -> None:
+          ids: list[str], event, key: str, strategy: str, suggestions: dict | None, focused: bool,
+          disabled: bool = False) -> None:
     with st.container(border=True, key=f"lbl_card_{pos}"):
         head = f"**#{pos + 1}**" + (" · :blue[focused]" if focused else "")
         st.markdown(head)
@@ -256,28 +272,32 @@ def _card(project: Project, classes: list[str], keys: list[str], image_id: str, 
             st.caption(f"Teacher suggests **{md(cls)}** ({100 * p:.0f}%)")
         with st.popover("Why this image?", width="stretch"):
             st.write(_why(strategy, score, pos))
-        _class_buttons(classes, keys, image_id, pos, ids, event, key)
+        _class_buttons(classes, keys, image_id, pos, ids, event, key, disabled)
 
 
 def _compact_card(project: Project, classes: list[str], keys: list[str], image_id: str, score: float | None,
                   pos: int, ids: list[str], event, key: str, strategy: str, suggestions: dict | None,
-                  focused: bool) -> None:
+                  focused: bool, disabled: bool = False) -> None:
     """The card of ``pages._grid``: the image dominates, the controls take one short row."""
     suggestion = suggestions.get(image_id) if suggestions is not None else None
     detail = card_detail(pos, focused, _state_text(event), event is not None, strategy, score, suggestion)
     compact_card(project, image_id, pos, classes=classes, keys=keys, ids=ids, event=event, key=key, detail=detail,
-                 why=_why(strategy, score, pos), box=GRID_BOX, act=_act, zoom=_set_focus)
+                 why=_why(strategy, score, pos), box=GRID_BOX, act=_act, zoom=_set_focus, disabled=disabled)
 
 
-def _keyboard_bar(classes: list[str], keys: list[str], ids: list[str], focus: int) -> None:
-    """Buttons acting on the focused image, each with a keyboard shortcut."""
+def _keyboard_bar(classes: list[str], keys: list[str], ids: list[str], focus: int, disabled: bool = False) -> None:
+    """Buttons acting on the focused image, each with a keyboard shortcut (``disabled``: the
+    finished batch shown while the next one is prepared takes no decision and no undo)."""
     with st.container(key="lbl_keys", horizontal=True):
         for k, (name, shortcut) in enumerate(zip(classes, keys)):
-            st.button(md(name), key=f"lbl_key_c{k}", shortcut=shortcut, on_click=_act_focused,
+            st.button(md(name), key=f"lbl_key_c{k}", shortcut=shortcut, on_click=_act_focused, disabled=disabled,
                       args=("label", ids, name), help=f"Label the focused image #{focus + 1} as {md(name)}")
-        st.button("Skip", key="lbl_key_skip", shortcut="S", on_click=_act_focused, args=("skip", ids))
-        st.button("Unsure", key="lbl_key_unsure", shortcut="U", on_click=_act_focused, args=("unsure", ids))
-        st.button("Undo", key="lbl_key_undo", shortcut="Z", on_click=_undo, args=(ids,), icon=":material/undo:")
+        st.button("Skip", key="lbl_key_skip", shortcut="S", on_click=_act_focused, args=("skip", ids),
+                  disabled=disabled)
+        st.button("Unsure", key="lbl_key_unsure", shortcut="U", on_click=_act_focused, args=("unsure", ids),
+                  disabled=disabled)
+        st.button("Undo", key="lbl_key_undo", shortcut="Z", on_click=_undo, args=(ids,), icon=":material/undo:",
+                  disabled=disabled)
         st.button("Prev", key="lbl_key_prev", shortcut="Left", on_click=_move, args=(-1, len(ids)))
         st.button("Next", key="lbl_key_next", shortcut="Right", on_click=_move, args=(1, len(ids)))
         st.button("Focus mode", key="lbl_key_focus", shortcut="F", on_click=_toggle_focus_mode)
@@ -319,7 +339,7 @@ def _style(focus: int) -> None:
 
 
 def _focus_view(project: Project, image_id: str, score: float | None, pos: int, ids: list[str], event,
-                key: str, strategy: str, suggestions: dict | None) -> None:
+                key: str, strategy: str, suggestions: dict | None, disabled: bool = False) -> None:
     """One image with zoom and pan, for careful work.
 
     Only the visible window is rendered, at most the viewport's size, whatever the zoom
@@ -343,7 +363,7 @@ def _focus_view(project: Project, image_id: str, score: float | None, pos: int, 
             cls, p = suggestions[image_id]
             st.caption(f"Teacher suggests **{md(cls)}** ({100 * p:.0f}%)")
         st.caption(_why(strategy, score, pos))
-        _class_buttons(project.classes, project.class_keys(), image_id, pos, ids, event, key + "_fm")
+        _class_buttons(project.classes, project.class_keys(), image_id, pos, ids, event, key + "_fm", disabled)
         st.button("Back to the grid", key="lbl_fm_back", on_click=_toggle_focus_mode)
     if data is not None:
         with left:
@@ -376,7 +396,7 @@ def main() -> None:
         source = st.segmented_control("Images", ["query batch", "audit set"], default="query batch", key=K_SOURCE)
     else:
         source = "query batch"
-    key, items, strategy, view = _items(project, "audit" if source == "audit set" else "batch")
+    key, items, strategy, view, read_only = _items(project, "audit" if source == "audit set" else "batch")
     if K_NOTICE in st.session_state:
         st.toast(md(st.session_state.pop(K_NOTICE), MESSAGE_MAX))  # notices quote names: plain text
     if st.session_state.pop(K_STOP, False):
@@ -430,11 +450,11 @@ def main() -> None:
                            "(selecting a batch or opening Teacher bias runs it).")
 
     classes = project.classes
-    _keyboard_bar(classes, keys, ids, focus)
+    _keyboard_bar(classes, keys, ids, focus, read_only)
     _style(focus)
     if st.session_state.get(K_FOCUS_MODE):
         image_id, score = items[focus]
-        _focus_view(project, image_id, score, focus, ids, states[image_id], key, strategy, suggestions)
+        _focus_view(project, image_id, score, focus, ids, states[image_id], key, strategy, suggestions, read_only)
         return
     if compact:
         compact_style(classes, keys)
@@ -445,10 +465,10 @@ def main() -> None:
             with cols[j]:
                 if compact:
                     _compact_card(project, classes, keys, image_id, score, pos, ids, states[image_id], key, strategy,
-                                  suggestions, pos == focus)
+                                  suggestions, pos == focus, read_only)
                 else:
                     _card(project, classes, keys, image_id, score, pos, ids, states[image_id], key, strategy,
-                          suggestions, pos == focus)
+                          suggestions, pos == focus, read_only)
     _scroll_to_focus(key, focus)  # after the cards, so the focused one exists in the page
     _timing()
 

@@ -160,6 +160,33 @@ def test_completing_a_batch_selects_the_next_one(home):
         assert len(db.batches()) == 2 and db.open_batch_current().id == 2
 
 
+def test_a_late_next_batch_keeps_the_finished_grid_on_screen_read_only(home):
+    at = _app()
+    first = _card_ids(at)
+    key = _batch_key(at)
+    for pos in range(9):
+        at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
+    with Project.open(home / "projects" / "textile") as project:
+        job = project.jobs().latest("prefetch")
+        assert job is not None and project.jobs().wait(job.id, timeout=60).state == "done"
+        project.store.set_setting("prefetched_batch", None)  # as if the preparation had not finished in time
+    at.button(key=f"{key}_9_c0").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert _card_ids(at) == first  # the finished batch stays (before: an empty page with a progress bar)
+    assert any("Next batch being prepared" in str(p.proto) for p in at.get("progress"))
+    decisions = [b for b in at.button if b.key and (b.key.startswith(key) or b.key.startswith("lbl_key_"))
+                 and not b.key.endswith("_zoom") and b.key not in ("lbl_key_prev", "lbl_key_next", "lbl_key_j",
+                                                                  "lbl_key_k", "lbl_key_focus")]
+    assert len(decisions) > 40 and all(b.disabled for b in decisions)  # looking only: no label, skip or undo
+    with Project.open(home / "projects" / "textile") as project:
+        job = project.jobs().latest("select")
+        assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
+    at.run()  # what the polling fragment triggers once the selection has ended
+    second = _card_ids(at)
+    assert len(second) == 2 and not set(second) & set(first)
+    assert not any(b.disabled for b in at.button if b.key and b.key.startswith(_batch_key(at)))
+
+
 def test_focus_mode_and_teacher_toggle(home):
     at = _app()
     ids = _card_ids(at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 
@@ -76,4 +77,36 @@ def test_prefetch_starts_once_per_open_batch(tmp_path: Path) -> None:
     promoted = project.promote_prefetched()
     assert promoted is not None and not {it.image_id for it in promoted.batch.items} & {
         it.image_id for it in view.batch.items}
+    project.close()
+
+
+def test_prefetch_renders_the_next_grid_and_promote_opens_it_after_the_last_label(tmp_path: Path, monkeypatch) -> None:
+    from activekd_core.image_view import BytesCache
+    from activekd_core.project import thumbnails
+
+    project = _project(tmp_path)
+    view = project.ensure_batch()
+    job = project.start_prefetch(view, thumb_box=64)
+    status = project.jobs().wait(job, timeout=120)
+    assert status.state == "done" and status.result is True, status.error
+    ready = project._batches.prefetched_ids()
+    assert len(ready) == 3 and not set(ready) & {it.image_id for it in view.batch.items}
+    assert project.promote_prefetched() is None  # not while the open batch has undecided images
+    for item in view.batch.items[:-1]:
+        project.label(item.image_id, "red")
+    assert project.promote_prefetched() is None
+    project.skip(view.batch.items[-1].image_id)  # the last decision completes the batch
+    promoted = project.promote_prefetched()
+    assert promoted is not None and [it.image_id for it in promoted.batch.items] == ready
+    assert project._batches.prefetched_ids() == []  # used once
+    assert project.current_batch().batch.id == promoted.batch.id and not promoted.complete
+
+    def refuse(*_a, **_k):
+        raise AssertionError("the opened batch's thumbnail was decoded on the server")
+
+    monkeypatch.setattr(thumbnails, "render", refuse)
+    memory = BytesCache(1 << 20)
+    for image_id in ready:  # the worker rendered them: the server only reads files
+        with Image.open(io.BytesIO(thumbnails.thumbnail_png(project, image_id, 64, memory))) as img:
+            assert img.size == (64, 64)  # 8x8 images enlarged 8x into the 64-pixel box
     project.close()

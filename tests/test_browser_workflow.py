@@ -160,7 +160,50 @@ def test_batch_turnover_never_empties_the_grid(home: Path, tmp_path: Path) -> No
             _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
             page.evaluate("() => { window.__akdStop = true; }")
             assert page.evaluate("() => window.__akdEmptied") is False
-            assert page.get_by_text("Selecting the next batch").count() == 0
+            assert page.get_by_text("Next batch being prepared").count() == 0  # no wait shown
+            browser.close()
+    finally:
+        server.kill()
+
+
+def test_a_late_next_batch_keeps_the_finished_grid_read_only(home: Path, tmp_path: Path) -> None:
+    """When the batch prepared ahead is not ready at the last label, the finished grid stays
+    (its decision buttons disabled, "Next batch being prepared") until the next grid replaces it."""
+    from activekd_core.project import Project
+
+    with _store(home) as s:
+        batch = s.open_batch_current()
+    key = f"lbl_batch-{batch.id}"
+    server = Server(home, tmp_path / "streamlit.log")
+    url = server.start()
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+            _settled(page)
+            page.mouse.click(5, 300)  # keys go to the page
+            for pos in range(9):
+                page.keyboard.press("1")  # the focused card; focus moves on by itself
+                _wait(lambda: len(_labels(home)) == pos + 1, 30, f"label {pos + 1}")
+                _settled(page)
+            with Project.open(home / "projects" / "textile") as project:
+                job = project.jobs().latest("prefetch")
+                assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
+                project.store.set_setting("prefetched_batch", None)  # as if it had not finished in time
+            page.evaluate(WATCH_EMPTY_GRID_JS)
+            page.keyboard.press("1")
+            page.get_by_text("Next batch being prepared").wait_for(timeout=30_000)
+            _wait(lambda: _button(page, f"{key}_9_c0").is_disabled(), 30, "the finished grid, read-only")
+            assert _button(page, "lbl_key_undo").is_disabled()
+            _wait(lambda: _open_batch_id(home) != batch.id, 120, "the next batch to be selected")
+            next_key = f"lbl_batch-{_open_batch_id(home)}"
+            _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
+            page.evaluate("() => { window.__akdStop = true; }")
+            assert page.evaluate("() => window.__akdEmptied") is False
+            assert not _button(page, f"{next_key}_0_c0").is_disabled()
             browser.close()
     finally:
         server.kill()

@@ -24,7 +24,7 @@ session of this process, so two sessions finishing the same batch select one new
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,6 +158,14 @@ class Batches:
         blocked = set(current) | set(self.ctx.store.audit_ids()) | {i for i, _ in self.rounds.undecodable_images()}
         candidates = [r for r, i in enumerate(self.ctx.pool().ids) if i not in blocked]
         return labeled, labeled_y, np.asarray(candidates, dtype=np.int64)
+
+    def _queryable(self, image_ids: Iterable[str]) -> set[str]:
+        """Those of ``image_ids`` that are candidates (see :meth:`candidate_rows`), checked one by
+        one: the few images of a prepared batch, without a pass over the whole pool."""
+        current = self.ctx.store.current()
+        blocked = set(self.ctx.store.audit_ids()) | {i for i, _ in self.rounds.undecodable_images()}
+        row_of = self.ctx.row_of()
+        return {i for i in image_ids if i in row_of and i not in current and i not in blocked}
 
     def candidate_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """``(labeled rows, candidate rows)``: training labels seed selection; candidates have no
@@ -381,10 +389,9 @@ class Batches:
                     ready.get("partial") and not self._still_partial()):
                 store.set_setting(PREFETCH_KEY, None)
                 return None
-            _, candidates = self.candidate_rows()
-            ids = self.ctx.pool().ids
-            open_ids = {ids[int(r)] for r in candidates}
-            picks = [(i, sc) for i, sc in ready.get("picks", []) if i in open_ids]
+            stored = [(str(i), sc) for i, sc in ready.get("picks", [])]
+            open_ids = self._queryable(i for i, _ in stored)
+            picks = [(i, sc) for i, sc in stored if i in open_ids]
             store.set_setting(PREFETCH_KEY, None)
             if not picks:
                 return None
@@ -500,17 +507,26 @@ class Batches:
             except JobBusy:
                 return None
 
-    def start_prefetch(self, runner: JobRunner, view: BatchView | None = None) -> int | None:
+    def start_prefetch(self, runner: JobRunner, view: BatchView | None = None, *, thumb_box: int = 0) -> int | None:
         """Prepare the next batch in a worker process (``prefetch`` job) while ``view`` is labeled.
 
         Once per open batch: None when :meth:`prefetch_wanted` says no or a selection job runs.
+        With ``thumb_box`` > 0 the worker also renders the prepared batch's thumbnails at that
+        size into the project's on-disk cache (:func:`activekd_core.project.thumbnails.prerender`).
         """
         if not self.prefetch_wanted(view) or self.selection_job(runner) is not None:
             return None
         try:
-            return runner.start_process("prefetch", {"folder": str(self.ctx.folder)})
+            return runner.start_process("prefetch", {"folder": str(self.ctx.folder), "thumb_box": int(thumb_box)})
         except JobBusy:
             return None
+
+    def prefetched_ids(self) -> list[str]:
+        """The images of the batch prepared ahead (pick order), or [] when none is stored."""
+        ready = self.ctx.store.get_setting(PREFETCH_KEY)
+        if not isinstance(ready, dict):
+            return []
+        return [str(p[0]) for p in ready.get("picks", []) if isinstance(p, (list, tuple)) and p]
 
     def select_for_job(self, progress: ProgressFn | None = None) -> int:
         """The work of a ``select`` job: the id of the batch to label next, selecting one if needed.

@@ -3,7 +3,6 @@ delegates to), and the registry of the project's job kinds (:data:`JOB_KINDS`) w
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from activekd_core.jobs import JobKinds, JobRunner, JobStatus
 from activekd_core.progress import ProgressFn
 from activekd_core.project import audit_set
 from activekd_core.project import recipe as recipe_mod
+from activekd_core.project import thumbnails
 from activekd_core.project.batches import Batches, BatchView
 from activekd_core.project.context import DEFAULT_STRATEGY, ProjectContext
 from activekd_core.project.create import create_store, open_store
@@ -324,9 +324,10 @@ class Project(ProjectContext):
         """How a batch was chosen from partly encoded images (``encoded``, ``total``, ``rate``), or None."""
         return self._batches.partial_note(batch_id)
 
-    def start_prefetch(self, view: BatchView | None = None) -> int | None:
-        """Prepare the batch after the open one in a worker process (once per batch); returns the job id."""
-        return self._batches.start_prefetch(self.jobs(), view)
+    def start_prefetch(self, view: BatchView | None = None, *, thumb_box: int = 0) -> int | None:
+        """Prepare the batch after the open one (and its ``thumb_box`` thumbnails) in a worker process
+        (once per batch); returns the job id."""
+        return self._batches.start_prefetch(self.jobs(), view, thumb_box=thumb_box)
 
     def create_audit_set(self, size: int | None = None, *, seed: int | None = None) -> list[str]:
         """Sample the audit set uniformly from images that have no state and are not in the open batch."""
@@ -422,14 +423,25 @@ def select_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: s
         return project._batches.select_for_job(progress)
 
 
-def prefetch_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: str) -> bool:
-    """Job ``prefetch`` (``Batches.prefetch_next``), at a lower CPU priority: the expert's clicks come first."""
-    try:
-        os.nice(10)
-    except (AttributeError, OSError):  # no nice() on this platform, or not allowed
-        pass
+def prefetch_batch_job(*, progress: ProgressFn, cancel: threading.Event, folder: str, thumb_box: int = 0) -> bool:
+    """Job ``prefetch``: prepare the next batch (``Batches.prefetch_next``), then render its thumbnails.
+
+    Runs at the server's own CPU priority (not lowered): it has the time it takes to label
+    one batch to finish, and the grid waits for it when it is late. With ``thumb_box`` > 0
+    the prepared batch's thumbnails go into the project's on-disk cache
+    (:func:`activekd_core.project.thumbnails.prerender`), so the rerun that opens the batch
+    reads ten files instead of decoding and encoding ten images; a failure there only
+    leaves the page to render them itself.
+    """
     with Project.open(folder) as project:
-        return project.prefetch_wanted() and project.prefetch_next_batch(progress)
+        prepared = project.prefetch_wanted() and project.prefetch_next_batch(progress)
+        if prepared and thumb_box > 0:
+            progress(0, 1, "rendering the next batch's thumbnails")
+            try:
+                thumbnails.prerender(project, project._batches.prefetched_ids(), int(thumb_box))
+            except Exception as exc:  # noqa: BLE001 - the batch is prepared; the page renders what is missing
+                progress(1, 1, f"thumbnails not rendered ahead: {exc}")
+        return prepared
 
 
 JOB_KINDS = JobKinds(worker=f"{__package__}.worker", entries={

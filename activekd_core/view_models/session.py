@@ -20,11 +20,11 @@ from PIL import Image
 
 from activekd_core import recent
 from activekd_core.display_recipe import DisplayRecipe
-from activekd_core.image_view import VIEWPORT, BytesCache, ZoomWindow, fit_image, png_bytes, render_zoom, zoom_window
+from activekd_core.image_view import VIEWPORT, BytesCache, ZoomWindow, png_bytes, render_zoom, zoom_window
 from activekd_core.images import open_image_file
 from activekd_core.paths import resolve_inside
 from activekd_core.viewer import BANDS, FIXED, GREY, ViewerSettings, ViewInfo, describe, render_view
-from activekd_core.project import ProjectError
+from activekd_core.project import ProjectError, thumbnails
 
 if TYPE_CHECKING:
     from activekd_core.project import Project
@@ -72,9 +72,11 @@ def thumbnail_png(project: Project, image_id: str, box: int, cache: BytesCache) 
     """PNG bytes of ``image_id`` fitted into ``box`` pixels (0 = full resolution), kept in ``cache``.
 
     Large images are shrunk to fit; images at most half of ``box`` are enlarged by a
-    whole-number factor with nearest-neighbour sampling (no invented detail). The cache key
-    is the root, the id, the file's modification time and size and the display recipe's
-    key, so a changed file is re-read and an unchanged one never is.
+    whole-number factor with nearest-neighbour sampling (no invented detail). On a miss the
+    thumbnail comes from the project's on-disk cache when the worker that prepared the
+    batch rendered it ahead, else it is decoded now (see
+    :func:`activekd_core.project.thumbnails.thumbnail_png`). Keys hold the file's identity
+    and the display recipe's key, so a changed file is re-read and an unchanged one never is.
 
     Raises:
         activekd_core.paths.PathOutsideRoot: If the file escapes the image root.
@@ -82,15 +84,7 @@ def thumbnail_png(project: Project, image_id: str, box: int, cache: BytesCache) 
         activekd_core.images.ImageLoadError: If it cannot be decoded (or was swapped for a
             link out of the root between the check and the decode).
     """
-    stat = image_path(project, image_id).stat()
-
-    def make() -> bytes:
-        # Opened confined to the root at this moment; decoded at the size the box needs,
-        # DICOM and rasters with the project's display recipe.
-        return png_bytes(fit_image(project.load_image(image_id, draft_size=box if box > 0 else None), box))
-
-    key = ("thumb", str(project.image_root), image_id, stat.st_mtime_ns, stat.st_size, box, project.recipe.key())
-    return cache.get_or_make(key, make)
+    return thumbnails.thumbnail_png(project, image_id, box, cache)
 
 
 def zoom_png(project: Project, image_id: str, zoom: float, center: tuple[float, float],
