@@ -203,6 +203,11 @@ def child(method: str, data: str, labeled: str, k: int, mmap: bool = False) -> N
         picks = _v1_kernel().kcenter_greedy(x, lab, k, device="cpu")
     elif method == "plain":
         picks = plain_running_min(x, lab, k)
+    elif method == "lazy-gemm":  # the seeding before the k-d tree (GEMM against every labeled row)
+        from activekd_core.selection import kcenter as kc
+
+        kc._TREE_MIN_LABELED = 2**62
+        picks = kcenter_greedy(x, lab, k, device="cpu", method="lazy")
     elif method == "cuda":
         import torch
 
@@ -294,6 +299,29 @@ def part_c(seed: int, methods: list[str], cleanup: bool) -> None:
             print(f"             differs from {ref_name} at picks {diff[:8]} (same set: {set(r['picks']) == set(ref['picks'])})")
 
 
+def part_d(n: int, seed: int, methods: list[str]) -> None:
+    """Half the pool labeled over ten classes, a batch of ten (a project late in its life)."""
+    c, n_labeled, k = 10, n // 2, 10
+    print(f"\nD. many labeled: N={n:,} C={c} labeled={n_labeled:,} k={k} Dirichlet(0.3), one process per method")
+    x, lab = dirichlet_pool(n, c, n_labeled, 0.3, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        data, labeled = Path(tmp) / "x.npy", Path(tmp) / "labeled.npy"
+        np.save(data, x)
+        np.save(labeled, lab)
+        results = {}
+        for method in methods:
+            out = subprocess.run([sys.executable, __file__, "--child", method, str(data), str(labeled), str(k)],
+                                 check=True, capture_output=True, text=True)
+            results[method] = json.loads(out.stdout.strip().splitlines()[-1])
+    ref_name = methods[0]
+    ref = results[ref_name]
+    print(f"  load average {os.getloadavg()[0]:.1f}; reference = {ref_name}")
+    for method, r in results.items():
+        print(f"  {method:10s} {r['seconds']:8.2f} s (CPU {r['cpu_seconds']:7.2f} s)   peak memory above input "
+              f"{r['extra_peak_mb']:7.1f} MB   {ref_name}/this {ref['seconds'] / r['seconds']:6.2f}x "
+              f"(CPU {ref['cpu_seconds'] / r['cpu_seconds']:6.2f}x)   identical picks to {ref_name}: {r['picks'] == ref['picks']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="issue 5 sizes (slow)")
@@ -305,12 +333,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imagenet", action="store_true",
                         help="part C only: N=1,281,167 C=1,000 (5.1 GB memory map under bench/out/, kept for reruns)")
     parser.add_argument("--cleanup", action="store_true", help="with --imagenet: delete the input afterwards")
+    parser.add_argument("--many-labeled", type=int, metavar="N", default=0,
+                        help="part D only: N rows over 10 classes, half labeled, k=10: k-d tree seeding vs GEMM seeding")
     parser.add_argument("--child", nargs=4, metavar=("METHOD", "DATA", "LABELED", "K"), help=argparse.SUPPRESS)
     parser.add_argument("--mmap", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         method, data, labeled, k = args.child
         child(method, data, labeled, int(k), mmap=args.mmap)
+        return
+    if args.many_labeled:
+        print(f"machine: {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f}), numpy {np.__version__}")
+        methods = [m.strip() for m in ("lazy-gemm,lazy" if args.methods == "plain,exact,lazy" else args.methods).split(",")]
+        part_d(args.many_labeled, args.seed, methods)
         return
     if args.imagenet:
         print(f"machine: {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f}), numpy {np.__version__}")

@@ -71,6 +71,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from scipy.spatial import cKDTree
 from threadpoolctl import ThreadpoolController
 
 Metric = Literal["euclidean", "cosine"]
@@ -84,6 +85,8 @@ _SEED_COLS = 1024  # labeled rows per chunk when seeding
 _LAZY_SEED_MIN = 64  # lazy seeding only above this many labeled rows (below, the bound costs as much as the seed)
 _BOUND_CENTERS = 32  # labeled rows in the bounding subset of lazy seeding
 _BOUND_SAMPLE = 4096  # pool rows sampled to choose that subset
+_TREE_MAX_DIM = 16  # tree seeding only for low-dimensional points (probabilities over few classes)
+_TREE_MIN_LABELED = 4096  # ... and only above this many labeled rows (below, the GEMM is cheap)
 _TINY = np.finfo(np.float32).tiny
 _ALIGN = 64
 
@@ -187,6 +190,7 @@ class _Blocks:
         size = self.n_blocks * rows
         self.xxh = np.zeros(size, dtype=np.float32)
         self.labeled = labeled
+        self.tree_seed = d <= _TREE_MAX_DIM and labeled.size >= _TREE_MIN_LABELED
         sub = self._bound_subset(labeled) if labeled.size > _LAZY_SEED_MIN else None
         bound = np.full(size, -np.inf, dtype=np.float32) if sub is not None else None
         for s in range(0, n, _SEED_ROWS):
@@ -232,11 +236,16 @@ class _Blocks:
         return sub, np.einsum("ij,ij->i", sub, sub) * np.float32(0.5)
 
     def prepare_seed(self) -> None:
-        """Mask the labeled rows and keep the labeled rows as center chunks for ``seed_block``."""
+        """Mask the labeled rows and keep them as center chunks (or a k-d tree) for ``seed_block``."""
         self._seed_chunks = []
-        for c0 in range(0, self.labeled.size, _SEED_COLS):
-            lab = self.labeled[c0 : c0 + _SEED_COLS]
-            self._seed_chunks.append((np.ascontiguousarray(self.x[lab]), self.xxh[lab].copy()))
+        self._tree: cKDTree | None = None
+        self._llh_max = float(self.xxh[self.labeled].max()) if self.labeled.size else 0.0
+        if self.tree_seed:
+            self._tree = cKDTree(np.asarray(self.x[self.labeled], dtype=np.float64))
+        else:
+            for c0 in range(0, self.labeled.size, _SEED_COLS):
+                lab = self.labeled[c0 : c0 + _SEED_COLS]
+                self._seed_chunks.append((np.ascontiguousarray(self.x[lab]), self.xxh[lab].copy()))
         self.run[self.labeled] = np.inf
 
     def seed_block(self, b: int) -> None:
@@ -247,8 +256,26 @@ class _Blocks:
         thread count (OpenBLAS: one thread vs two differ), not on when it runs. One thread
         also makes the picks independent of the machine's core count (multi-threaded
         OpenBLAS calls of this size spin idle threads, which doubled the CPU time).
+
+        With many labeled rows in few dimensions (``tree_seed``: a project with hundreds of
+        thousands of labels over ten classes) the GEMM against every labeled row would take
+        hours; a k-d tree finds each row's nearest labeled row instead (float64 distances,
+        exact), and the row's value is computed against that one center with the same
+        float32 formula. Rows of a near-tie between two labeled rows may then hold the
+        value of the other one (a few ulps apart), so such picks can differ from the GEMM
+        seeding's; exact and lazy still agree, as both seed through this call.
         """
         xb, rb = self._x[b], self._rb[b]
+        if self._tree is not None:
+            open_rows = np.flatnonzero(rb != np.inf)
+            if open_rows.size == 0:
+                return
+            xo = np.ascontiguousarray(xb[open_rows])
+            _, nn = self._tree.query(xo.astype(np.float64), k=1)
+            near = self.labeled[np.asarray(nn, dtype=np.int64)]
+            g = np.einsum("ij,ij->i", xo, np.asarray(self.x[near], dtype=np.float32)) - self.xxh[near]
+            rb[open_rows] = np.maximum(rb[open_rows], g)
+            return
         for centers, llh in self._seed_chunks:
             g = xb @ centers.T
             g -= llh[None, :]
@@ -265,8 +292,7 @@ class _Blocks:
         if self.bound is None:
             return np.full(self.n_blocks, np.inf)
         d = self.x.shape[1]
-        cc = self._seed_chunks
-        cmax = max(float(llh.max()) for _, llh in cc) if cc else 0.0
+        cmax = self._llh_max
         bound = self.bound.astype(np.float64)
         bound[self.labeled] = -np.inf
         xxh = self.xxh.astype(np.float64)

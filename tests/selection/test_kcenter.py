@@ -190,3 +190,33 @@ def test_lazy_seeding_with_duplicates_keeps_lowest_index(monkeypatch: pytest.Mon
     lazy = kcenter_greedy(p, labeled, 60, method="lazy", block_rows=8)
     np.testing.assert_array_equal(lazy, exact)
     assert lazy[:21].tolist() == brute_force(p, labeled, 21, "euclidean")[0]
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_tree_seeding_with_many_labeled_matches_brute_force(monkeypatch: pytest.MonkeyPatch, metric: str) -> None:
+    """Many labeled rows in few dimensions seed through a k-d tree: same picks as the published loop."""
+    monkeypatch.setattr(kc, "_TREE_MIN_LABELED", 50)
+    rng = np.random.default_rng(21)
+    p = rng.dirichlet(np.full(6, 0.5), size=700).astype(np.float32)
+    labeled = sorted(rng.choice(700, 300, replace=False).tolist())
+    x = kc._prepare_points(p, metric)
+    blocks = kc._Blocks(x, 32, 25, np.asarray(labeled, dtype=np.int64))
+    assert blocks.tree_seed  # the case under test
+    ref = brute_force(p, labeled, 25, metric)
+    for method in ("exact", "lazy"):
+        picks, scores = kcenter_greedy(p, labeled, 25, metric, return_scores=True, method=method, block_rows=32)
+        assert picks.tolist() == ref[0]
+        np.testing.assert_allclose(scores, ref[1], rtol=1e-4, atol=1e-6)
+
+
+def test_tree_seeding_lazy_equals_exact_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kc, "_TREE_MIN_LABELED", 100)
+    rng = np.random.default_rng(22)
+    p = rng.dirichlet(np.full(10, 0.2), size=6000).astype(np.float32)
+    labeled = rng.choice(6000, 2500, replace=False)
+    exact = kcenter_greedy(p, labeled, 150, return_scores=True, method="exact")
+    lazy = kcenter_greedy(p, labeled, 150, return_scores=True, method="lazy")
+    np.testing.assert_array_equal(lazy[0], exact[0])
+    np.testing.assert_array_equal(lazy[1], exact[1])
+    monkeypatch.setattr(kc, "_TREE_MIN_LABELED", 10**9)  # the GEMM seeding: same picks on this data
+    np.testing.assert_array_equal(kcenter_greedy(p, labeled, 150, method="lazy"), exact[0])
