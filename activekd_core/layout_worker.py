@@ -111,7 +111,7 @@ def _keep_reducer(reducers: OrderedDict[str, Any], key: str, reducer: Any, p: np
         reducers.popitem(last=False)
 
 
-def _sampled(p: np.ndarray, n_fit: int, params: LayoutParams, key: str, fit_key: str, cache_dir: str,
+def _sampled(p: np.ndarray, n_fit: int, params: LayoutParams, fit_key: str, cache_dir: str,
              reducers: OrderedDict[str, Any]) -> tuple[np.ndarray, str, str, dict[str, Any]]:
     """A large pool's UMAP: fit on the first ``n_fit`` rows of ``p`` (its seeded sample) unless the
     fit is still in memory, save that fit under ``fit_key``, and place the other rows (labeled,
@@ -186,7 +186,7 @@ def _worker_main(requests: Any, results: Any, threads: int | None, warm_metrics:
             meta: dict[str, Any] = {"input_hash": array_hash(p), "n": int(p.shape[0]), "num_classes": int(p.shape[1])}
             note = ""
             if kind == "sampled":
-                coords, used, note, meta = _sampled(p, int(n_fit), params, key, base_key, cache_dir, reducers)
+                coords, used, note, meta = _sampled(p, int(n_fit), params, base_key, cache_dir, reducers)
             elif kind == "fit":
                 if p.shape[0] >= MIN_UMAP_POINTS:
                     check_umap_memory(p.shape[0], p.shape[1], params.n_neighbors)
