@@ -4,7 +4,7 @@ What the page shows (all numbers come from :mod:`activekd_core`; this script onl
 widgets to it):
 
 * 2-D layouts (UMAP or PCA, :mod:`activekd_core.projection`) of the teacher's probability
-  vectors and of the latest student's, over the whole pool, with the same encodings in both
+  vectors and of the latest student's, over the whole pool (a seeded sample above 200,000 images, the page says so), with the same encodings in both
   (:mod:`activekd_core.figures.explore`): colour by human label (unlabeled grey) or by predicted
   class, open circles for images picked in each round, open diamonds for the current query.
   UMAP runs in a warm background worker (``LayoutJob``) and is cached on disk; PCA is shown
@@ -50,6 +50,7 @@ from activekd_core.view_models.explore import (
     make_layout_job,
     pca_layouts,
     read_pool_state,
+    sampling_help,
     selection_space_probs,
     umap_layouts,
 )
@@ -135,8 +136,7 @@ def _controls(n_classes: int) -> dict[str, Any]:
                             key=KEY_PREFIX + "color")
         max_points = c4.number_input("Max points drawn", 500, 100_000, 5000, 500, key=KEY_PREFIX + "maxpts",
                                      help="Larger pools are subsampled for drawing (labeled and picked "
-                                          "images are always drawn); layouts use every image up to "
-                                          "200,000 images, a seeded sample of 50,000 above.")
+                                          f"images are always drawn); {sampling_help()}.")
         ternary = c4.checkbox("Ternary simplex", value=n_classes == 3, disabled=n_classes != 3,
                               key=KEY_PREFIX + "ternary", help="Only for exactly 3 classes.")
     return {

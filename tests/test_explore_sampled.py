@@ -3,6 +3,7 @@ page saying so. Tested on small pools with the size threshold lowered (never at 
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,35 @@ def test_large_pool_umap_is_fitted_on_the_sample_and_places_labeled_rows_by_tran
     outside = np.setdiff1d(rows, state.fit_rows)
     assert outside.size and t2.meta["n_transformed"] == outside.size and t2.meta["n_fit"] == FIT
     assert f"UMAP fitted on {FIT} of 3,000 images" in t2.note
+
+
+def test_explore_page_on_a_pool_above_the_threshold_says_it_fitted_on_a_sample(tmp_path: Path, monkeypatch) -> None:
+    import json as _json
+
+    from streamlit.testing.v1 import AppTest
+
+    from activekd_core.project import open_demo
+
+    project = open_demo("textile", base_dir=tmp_path, per_class=4)
+    n = len(project.pool().ids)
+    monkeypatch.setattr(projection_sample, "LARGE_POOL", 5)
+    monkeypatch.setattr(projection_sample, "FIT_SAMPLE", 6)
+    monkeypatch.setenv("ACTIVEKD_PROJECT", str(project.folder))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "explore.py"), default_timeout=120)
+    at.session_state["exp_method"] = "PCA"
+    at.run()
+    assert not at.exception and not at.error, [e.message for e in at.exception]
+    captions = " ".join(c.value for c in at.caption)
+    assert f"layouts fitted on 6 of {n} images (seeded sample)" in captions
+    assert f"PCA fitted on 6 of {n} images" in captions
+    charts = [_json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    scatter = next(c for c in charts if any(t.get("meta", {}).get("role") == "points" for t in c["data"]))
+    drawn: list[int] = []
+    for t in scatter["data"]:
+        if t.get("meta", {}).get("role") == "points":
+            cd = t["customdata"]
+            if isinstance(cd, dict):  # plotly's base64 typed array
+                cd = np.frombuffer(base64.b64decode(cd["bdata"]), dtype=np.dtype(cd["dtype"]))
+            drawn += [int(r) for r in np.asarray(cd).reshape(-1)]
+    assert sorted(drawn) == list(range(n))  # every image drawn once per panel, customdata = pool rows
+    project.close()

@@ -53,9 +53,16 @@ __all__ = [
     "pca_layouts",
     "umap_layouts",
     "sample_note",
+    "sampling_help",
     "layout_failed",
     "layout_wait",
 ]
+
+def sampling_help() -> str:
+    """What the page's help says about layouts of large pools (from the thresholds in force)."""
+    return (f"layouts use every image up to {projection_sample.LARGE_POOL:,} images; larger pools are laid "
+            f"out from a seeded sample of {projection_sample.FIT_SAMPLE:,}")
+
 
 DEMO_STRATEGIES = ("pcoreset", "entropy", "random", "coreset")  # what the selection demo offers, in order
 
