@@ -15,9 +15,9 @@ holds the process that runs them off the Streamlit script run:
   ``superseded``; a listener thread turns them into :class:`LayoutStatus` entries.
 * **Groups**: queued requests of one group (e.g. ``"teacher"``) are superseded by the
   newest one before they start (a user moving a slider).
-* **Large pools** (:meth:`LayoutJob.request_sampled`): UMAP is fitted on a seeded sample and
-  the drawn rows outside it are placed with ``transform``; the memory a fit needs is
-  estimated and checked before it starts (:mod:`activekd_core.projection_sample`).
+* **Memory**: a fit whose estimated memory exceeds half of what is free fails at once with
+  both figures (:func:`activekd_core.projection_sample.check_umap_memory`); large pools are
+  fitted on a seeded sample (:mod:`activekd_core.projection_sample`).
 * **Transforms**: the worker keeps the last few fitted reducers in memory (never pickled
   to disk: loading a pickle runs code from the project folder) and can place new points on
   an existing map (:meth:`LayoutJob.request_transform`), with a trustworthiness score next
@@ -105,39 +105,6 @@ def _warm_up(metrics: Sequence[str]) -> None:
         reducer.transform(x[:20])
 
 
-def _keep_reducer(reducers: OrderedDict[str, Any], key: str, reducer: Any, p: np.ndarray) -> None:
-    reducers[key] = (reducer, p)
-    while len(reducers) > 4:
-        reducers.popitem(last=False)
-
-
-def _sampled(p: np.ndarray, n_fit: int, params: LayoutParams, fit_key: str, cache_dir: str,
-             reducers: OrderedDict[str, Any]) -> tuple[np.ndarray, str, str, dict[str, Any]]:
-    """A large pool's UMAP: fit on the first ``n_fit`` rows of ``p`` (its seeded sample) unless the
-    fit is still in memory, save that fit under ``fit_key``, and place the other rows (labeled,
-    picked, queried images outside the sample) on it with ``transform``.
-
-    Returns:
-        Coordinates of every row of ``p``, the method, a note and metadata.
-    """
-    fit_p, extra = p[:n_fit], p[n_fit:]
-    if fit_key not in reducers:
-        check_umap_memory(n_fit, p.shape[1], params.n_neighbors)
-        t0 = time.perf_counter()
-        fit_coords, reducer = umap_layout(fit_p, params)
-        _keep_reducer(reducers, fit_key, reducer, fit_p)
-        fit_meta = {"input_hash": array_hash(fit_p), "n": n_fit, "num_classes": int(p.shape[1])}
-        LayoutCache(cache_dir).save(Layout(fit_coords, params, fit_key, "umap",
-                                           seconds=time.perf_counter() - t0, meta=fit_meta))
-    reducer, _ = reducers[fit_key]
-    coords = np.asarray(reducer.embedding_, dtype=np.float32)
-    if extra.shape[0]:
-        coords = np.concatenate([coords, np.asarray(reducer.transform(extra), dtype=np.float32)])
-    meta = {"input_hash": array_hash(p), "n": int(p.shape[0]), "num_classes": int(p.shape[1]),
-            "base_key": fit_key, "n_fit": n_fit, "n_transformed": int(extra.shape[0])}
-    return coords, "umap-sample", f"UMAP fitted on a sample of {n_fit:,} images", meta
-
-
 def _worker_main(requests: Any, results: Any, threads: int | None, warm_metrics: Sequence[str]) -> None:
     """Worker process loop: fit/transform UMAP layouts and write them to the cache."""
     if threads:
@@ -170,7 +137,7 @@ def _worker_main(requests: Any, results: Any, threads: int | None, warm_metrics:
             if msg[6] is not None:
                 latest[msg[6]] = msg[1]
         msg = pending.pop(0)
-        kind, key, probs_file, params_dict, base_key, cache_dir, group, n_fit = msg
+        kind, key, probs_file, params_dict, base_key, cache_dir, group = msg
         if group is not None and latest.get(group) != key:
             Path(probs_file).unlink(missing_ok=True)
             results.put(("superseded", key, 0.0, ""))
@@ -185,13 +152,13 @@ def _worker_main(requests: Any, results: Any, threads: int | None, warm_metrics:
                 Path(probs_file).unlink(missing_ok=True)
             meta: dict[str, Any] = {"input_hash": array_hash(p), "n": int(p.shape[0]), "num_classes": int(p.shape[1])}
             note = ""
-            if kind == "sampled":
-                coords, used, note, meta = _sampled(p, int(n_fit), params, base_key, cache_dir, reducers)
-            elif kind == "fit":
+            if kind == "fit":
                 if p.shape[0] >= MIN_UMAP_POINTS:
-                    check_umap_memory(p.shape[0], p.shape[1], params.n_neighbors)
+                    check_umap_memory(p.shape[0], p.shape[1], params.n_neighbors)  # refuse before starting
                     coords, reducer = umap_layout(p, params)
-                    _keep_reducer(reducers, key, reducer, p)
+                    reducers[key] = (reducer, p)
+                    while len(reducers) > 4:
+                        reducers.popitem(last=False)
                     used = "umap"
                 else:
                     coords, used = pca_layout(p, params.metric), "pca"
@@ -360,8 +327,7 @@ class LayoutJob:
     # -- requests ----------------------------------------------------------------------------
 
     def _submit(
-        self, kind: str, key: str, p: np.ndarray, params: LayoutParams, base_key: str | None, group: str | None,
-        n_fit: int = 0,
+        self, kind: str, key: str, p: np.ndarray, params: LayoutParams, base_key: str | None, group: str | None
     ) -> None:
         with self._lock:
             st = self._status.get(key)
@@ -370,7 +336,7 @@ class LayoutJob:
             self._status[key] = LayoutStatus(key=key, state="queued", submitted=time.time())
         self._ensure_worker()
         probs_file = self._write_request(key, p)
-        self._requests.put((kind, key, str(probs_file), asdict(params), base_key, str(self.cache.root), group, n_fit))
+        self._requests.put((kind, key, str(probs_file), asdict(params), base_key, str(self.cache.root), group))
 
     def _write_request(self, key: str, p: np.ndarray) -> Path:
         """Write a request's probabilities where the worker reads them (it deletes the file)."""
@@ -467,39 +433,6 @@ class LayoutJob:
             return self._stand_in(p, base.params, key, f"transform unavailable: {st.error}")
         self._submit("transform", key, p, base.params, base.key, group)
         return self._stand_in(p, base.params, key, self._pending_note(key))
-
-    def request_sampled(
-        self, fit_probs: npt.ArrayLike, extra_probs: npt.ArrayLike, params: LayoutParams, *,
-        group: str | None = None, retry: bool = False,
-    ) -> tuple[Layout | None, str]:
-        """A large pool's UMAP: fitted on its sample ``fit_probs``, with ``extra_probs`` (drawn rows
-        outside the sample) placed by ``transform``; never blocks.
-
-        Args:
-            fit_probs: ``(n_fit, C)`` probabilities of the fit rows (the seeded sample).
-            extra_probs: ``(m, C)`` probabilities of the other rows to place (may be empty).
-            params: UMAP parameters.
-            group: As in ``request``.
-            retry: Resubmit a layout that failed before.
-
-        Returns:
-            ``(layout, key)``: the finished layout (coordinates of the fit rows, then the extra
-            rows) or None while it computes or after it failed (see ``status(key)``).
-        """
-        fit_p, extra = as_probs(fit_probs), as_probs(extra_probs)
-        fit_key = layout_key(fit_p, params)
-        key = layout_key(extra, params, base_key=fit_key) if extra.shape[0] else fit_key
-        hit = self.cache.load(key)
-        if hit is not None:
-            if key != fit_key or hit.method_used != "umap":
-                return hit, key
-            return Layout(hit.coords, params, key, "umap-sample", from_cache=True,
-                          note=f"UMAP fitted on a sample of {fit_p.shape[0]:,} images", meta=hit.meta), key
-        st = self.status(key)
-        if st is not None and st.state == "failed" and not retry:
-            return None, key
-        self._submit("sampled", key, np.concatenate([fit_p, extra]), params, fit_key, group, n_fit=fit_p.shape[0])
-        return None, key
 
     def _pending_note(self, key: str) -> str:
         if not self.is_warm:

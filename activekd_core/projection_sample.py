@@ -24,6 +24,7 @@ __all__ = [
     "fit_rows",
     "rows_of",
     "SampledPca",
+    "place_by_neighbours",
     "umap_bytes",
     "available_bytes",
     "UmapTooLarge",
@@ -110,6 +111,35 @@ class SampledPca:
         if k:
             out[:, :k] = (np.asarray(x, dtype=np.float64) - self.mean) @ self.components.T
         return out
+
+
+def place_by_neighbours(fit_probs: np.ndarray, fit_coords: np.ndarray, probs: np.ndarray, *,
+                        metric: str = "euclidean", k: int = 15) -> np.ndarray:
+    """2-D positions of new rows on a layout of the fit rows: the inverse-distance weighted mean
+    of the layout positions of their ``k`` nearest fit rows in probability space (Hellinger:
+    Euclidean on ``sqrt(p)``), the way UMAP's own ``transform`` starts before it refines.
+
+    Args:
+        fit_probs: ``(n, C)`` probabilities of the fit rows.
+        fit_coords: ``(n, 2)`` their layout.
+        probs: ``(m, C)`` rows to place.
+        metric: ``"euclidean"`` or ``"hellinger"``.
+        k: Neighbours averaged.
+
+    Returns:
+        ``(m, 2)`` float32.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    if probs.shape[0] == 0:
+        return np.zeros((0, 2), dtype=np.float32)
+    prep = (lambda p: np.sqrt(np.clip(p, 0.0, None))) if metric == "hellinger" else (lambda p: p)
+    k = max(1, min(int(k), fit_probs.shape[0]))
+    nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(np.asarray(prep(fit_probs), dtype=np.float32))
+    dist, idx = nn.kneighbors(np.asarray(prep(probs), dtype=np.float32))
+    w = 1.0 / (dist + 1e-6)
+    w /= w.sum(axis=1, keepdims=True)
+    return np.einsum("mk,mkd->md", w, np.asarray(fit_coords, dtype=np.float64)[idx]).astype(np.float32)
 
 
 def umap_bytes(n: int, num_classes: int, n_neighbors: int = 15) -> int:

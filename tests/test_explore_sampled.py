@@ -117,10 +117,22 @@ def test_large_pool_umap_is_fitted_on_the_sample_and_places_labeled_rows_by_tran
         assert job.wait(t.key, timeout=600) is not None, job.status(t.key)
         t2, _ = umap_layouts(job, state, params, rows=rows)
     assert not t2.pending and t2.method_used == "umap-sample" and t2.key == t.key
-    assert np.all(np.isfinite(t2.coords[rows]))
+    assert np.all(np.isfinite(t2.coords[rows])) and np.isnan(np.delete(t2.coords, rows, axis=0)[:, 0]).sum() > 0
     outside = np.setdiff1d(rows, state.fit_rows)
-    assert outside.size and t2.meta["n_transformed"] == outside.size and t2.meta["n_fit"] == FIT
-    assert f"UMAP fitted on {FIT} of 3,000 images" in t2.note
+    assert outside.size and t2.meta["n_placed"] == outside.size and t2.meta["n_fit"] == FIT
+    assert f"UMAP fitted on {FIT} of 3,000 images" in t2.note and "nearest sampled neighbours" in t2.note
+    fit = job.cache.load(t.key)
+    assert fit is not None and fit.n == FIT  # the worker laid out the sample only
+
+
+def test_rows_outside_the_sample_land_next_to_their_nearest_sampled_neighbours() -> None:
+    fit_p = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=np.float32)
+    fit_xy = np.array([[-10.0, 0.0], [10.0, 0.0], [0.0, 5.0]], dtype=np.float32)
+    new = np.array([[0.99, 0.01], [0.02, 0.98]], dtype=np.float32)
+    xy = projection_sample.place_by_neighbours(fit_p, fit_xy, new, k=1)
+    assert np.allclose(xy, [[-10.0, 0.0], [10.0, 0.0]])
+    both = projection_sample.place_by_neighbours(fit_p, fit_xy, new[:1], k=2)
+    assert -10.0 < both[0, 0] < -4.0  # weighted towards the nearer neighbour
 
 
 def test_explore_page_on_a_pool_above_the_threshold_says_it_fitted_on_a_sample(tmp_path: Path, monkeypatch) -> None:

@@ -143,23 +143,26 @@ def pca_layouts(state: PoolState, params: LayoutParams, rows: np.ndarray | None 
 
 def _sampled_umap(job: LayoutJob, state: PoolState, probs: np.ndarray, params: LayoutParams, rows: np.ndarray,
                   group: str, retry: bool) -> Layout:
-    """A large pool's UMAP: fitted on the fit rows in the worker, the other drawn rows placed by
-    ``transform``; a sampled PCA stand-in while it computes or after it failed."""
+    """A large pool's UMAP: fitted on the fit rows in the worker (cached on disk under the key of
+    that sample); the other drawn rows placed on it here by their nearest fit rows. A sampled PCA
+    stand-in while the fit computes or after it failed."""
     assert state.fit_rows is not None
-    extra = np.setdiff1d(rows, state.fit_rows)
-    lay, key = job.request_sampled(projection_sample.rows_of(probs, state.fit_rows),
-                                   projection_sample.rows_of(probs, extra), params, group=group, retry=retry)
-    if lay is None:
-        status = job.status(key)
+    fit_p = projection_sample.rows_of(probs, state.fit_rows)
+    fit = job.request(fit_p, params, group=group, retry=retry)
+    if fit.pending:
+        status = job.status(fit.key)
         failed = status is not None and status.state == "failed"
         note = f"UMAP failed: {status.error}" if failed and status is not None else (
             sample_note(state, "UMAP") + ": computing; PCA shown meanwhile")
-        return _sampled_pca(state, probs, params, rows, key=key, pending=True, note=note)
-    n_fit = int(state.fit_rows.size)
-    coords = _spread(state, [(state.fit_rows, lay.coords[:n_fit]), (extra, lay.coords[n_fit:])])
-    return Layout(coords, params, key, "umap-sample", from_cache=lay.from_cache,
-                  note=sample_note(state, "UMAP") + (f"; {extra.size:,} labeled/picked images placed by transform"
-                                                     if extra.size else ""), meta=lay.meta)
+        return _sampled_pca(state, probs, params, rows, key=fit.key, pending=True, note=note)
+    extra = np.setdiff1d(rows, state.fit_rows)
+    placed = projection_sample.place_by_neighbours(fit_p, fit.coords, projection_sample.rows_of(probs, extra),
+                                                   metric=params.metric, k=params.n_neighbors)
+    coords = _spread(state, [(state.fit_rows, fit.coords), (extra, placed)])
+    note = sample_note(state, "UMAP") + (f"; {extra.size:,} labeled/picked images outside the sample placed by "
+                                         "their nearest sampled neighbours" if extra.size else "")
+    return Layout(coords, params, fit.key, "umap-sample", from_cache=fit.from_cache, note=note,
+                  meta=dict(fit.meta, n_fit=int(state.fit_rows.size), n_placed=int(extra.size)))
 
 
 def umap_layouts(job: LayoutJob, state: PoolState, params: LayoutParams,
@@ -170,7 +173,7 @@ def umap_layouts(job: LayoutJob, state: PoolState, params: LayoutParams,
     A new student is first placed on last round's map (when the worker still holds that
     fit), so the page shows it at once while the refit computes. A large pool
     (``state.sampled``) gets UMAP fitted on its fit rows with the drawn ``rows`` outside them
-    placed by ``transform``: coordinates for the fit rows and ``rows`` only.
+    placed by their nearest fit rows: coordinates for the fit rows and ``rows`` only.
     """
     if state.sampled:
         drawn = np.asarray(state.fit_rows if rows is None else rows, dtype=np.int64)
