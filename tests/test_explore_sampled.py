@@ -165,3 +165,20 @@ def test_explore_page_on_a_pool_above_the_threshold_says_it_fitted_on_a_sample(t
             drawn += [int(r) for r in np.asarray(cd).reshape(-1)]
     assert sorted(drawn) == list(range(n))  # every image drawn once per panel, customdata = pool rows
     project.close()
+
+
+def test_a_subsampled_simplex_is_built_over_drawn_rows_and_keeps_pool_rows_in_customdata(monkeypatch) -> None:
+    state = _state()
+    p3 = np.random.default_rng(4).dirichlet(np.ones(3), N).astype(np.float32)
+    rows = display_rows(state, 150).indices
+    kw = dict(color_by="human", labeled=state.human_rows, y=state.human_y % 3, picked_rounds=state.picked_rounds,
+              query=state.query, ids=state.ids, indices=rows, highlight=np.array([int(rows[10])]))
+    compact = figs.ternary_pair(p3, p3[::-1].copy(), ["a", "b", "c"], **kw)
+    monkeypatch.setattr(figs, "COMPACT_FRACTION", 0.0)
+    full = figs.ternary_pair(p3, p3[::-1].copy(), ["a", "b", "c"], **kw)
+    assert len(compact.data) == len(full.data)
+    for a, b in zip(compact.data, full.data):
+        assert a.name == b.name
+        if b.customdata is not None:
+            assert np.array_equal(np.asarray(a.customdata), np.asarray(b.customdata))
+            assert np.allclose(np.asarray(a.a, dtype=float), np.asarray(b.a, dtype=float))
