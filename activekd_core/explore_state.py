@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from activekd_core import coverage as cov
+from activekd_core import projection_sample
 from activekd_core.figures.common import UNLABELED
 from activekd_core.project import Project, ProjectError
 from activekd_core.projection import DisplaySubset, display_subset
-from activekd_core import projection_sample
 
 
 @dataclass

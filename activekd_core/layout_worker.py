@@ -50,7 +50,6 @@ import numpy as np
 import numpy.typing as npt
 
 from activekd_core.atomic import atomic_path
-from activekd_core.projection_sample import check_umap_memory
 from activekd_core.projection import (
     MIN_UMAP_POINTS,
     Layout,
@@ -65,6 +64,7 @@ from activekd_core.projection import (
     transform_faithfulness,
     umap_layout,
 )
+from activekd_core.projection_sample import check_umap_memory
 
 __all__ = ["LayoutJob", "LayoutStatus"]
 

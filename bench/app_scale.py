@@ -403,8 +403,8 @@ def _explore(at: Any, folder: Path, timeout: float, later_views: int) -> dict[st
     t0 = time.perf_counter()
     umap_s = None
     while time.perf_counter() - t0 < timeout:
-        # a large pool's layout is written in two steps (the sample's fit, then the drawn rows
-        # placed on it): done once a page run no longer says it is computing
+        # done once a page run no longer says UMAP is computing (the teacher's and the student's
+        # layouts may land at different times)
         if _layout_files(folder) - before:
             at.run()
             if not any("UMAP computing" in str(getattr(e, "value", "")) for e in at.info):
