@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from activekd_core import coverage as cov
+from activekd_core import projection_sample
 from activekd_core.figures.common import UNLABELED
 from activekd_core.project import Project, ProjectError
 from activekd_core.projection import DisplaySubset, display_subset
@@ -42,6 +43,10 @@ class PoolState:
         query: Rows of the open query batch.
         rounds: Ids of finished rounds in order, with their student probabilities.
         label_round: Per seed row, the model round active when it was labeled.
+        fit_rows: For a pool above ``projection_sample.LARGE_POOL`` images, the seeded sample
+            its layouts are fitted on and its drawn random points come from; None otherwise
+            (layouts then cover every image). Probability arrays are read-only memory maps:
+            read rows of them, never the whole array, for large pools.
     """
 
     ids: list[str]
@@ -58,14 +63,24 @@ class PoolState:
     query: np.ndarray
     rounds: list[tuple[int, np.ndarray]] = field(default_factory=list)
     label_round: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fit_rows: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         """Pool size."""
         return len(self.ids)
 
-    def human_names(self) -> list[str]:
-        """Human label name per pool row (``"unlabeled"`` where none)."""
+    @property
+    def sampled(self) -> bool:
+        """Whether layouts are fitted on a sample (a pool above ``projection_sample.LARGE_POOL``)."""
+        return self.fit_rows is not None
+
+    def human_names(self, rows: Any = None) -> list[str]:
+        """Human label name per pool row, or per row of ``rows`` (``"unlabeled"`` where none)."""
+        if rows is not None:
+            label = dict(zip(self.human_rows.tolist(), self.human_y.tolist()))
+            return [self.classes[label[r]] if r in label else UNLABELED
+                    for r in np.asarray(rows, dtype=np.int64).reshape(-1).tolist()]
         names = [UNLABELED] * self.n
         for r, c in zip(self.human_rows, self.human_y):
             names[int(r)] = self.classes[int(c)]
@@ -114,6 +129,7 @@ def read_pool_state(project: Project) -> PoolState:
         candidates=candidates,
         picked_rounds={r: np.unique(np.asarray(v, dtype=np.int64)) for r, v in sorted(picked.items())},
         query=query, rounds=rounds, label_round=label_round,
+        fit_rows=projection_sample.fit_rows(len(ids)) if len(ids) > projection_sample.LARGE_POOL else None,
     )
 
 
@@ -134,17 +150,30 @@ def greedy_steps(state: PoolState, k: int) -> cov.GreedyTrace:
     return trace
 
 
+def coverage_rows(state: PoolState) -> np.ndarray | None:
+    """The rows coverage is measured over: every row (None), or for a large pool its fit sample
+    plus every labeled row (so the curve is an estimate over a seeded sample)."""
+    if state.fit_rows is None:
+        return None
+    return np.union1d(state.fit_rows, state.seed_rows)
+
+
 def coverage_inputs(state: PoolState) -> tuple[list[np.ndarray], dict[str, Any], list[str]]:
     """Labeled rows and spaces per round for :func:`coverage.coverage_curve`.
 
     Round 0 is the teacher-only phase; round ``r`` uses the labels made while model ``r``
-    (or an earlier one) was active, i.e. the picks that model's queries produced.
+    (or an earlier one) was active, i.e. the picks that model's queries produced. A large pool
+    is measured over :func:`coverage_rows` only (labeled rows renumbered within them).
     """
     round_ids = [0] + [rid for rid, _ in state.rounds]
     labeled = [state.seed_rows[state.label_round <= rid] for rid in round_ids]
-    student = [None] + [p for _, p in state.rounds]
     names = ["teacher only"] + [f"round {rid}" for rid in round_ids[1:]]
-    spaces: dict[str, Any] = {"teacher": state.teacher}
+    rows = coverage_rows(state)
+    if rows is not None:  # a large pool: measured over its fit sample plus the labeled rows
+        labeled = [np.searchsorted(rows, lab) for lab in labeled]
+    take = (lambda p: p) if rows is None else (lambda p: projection_sample.rows_of(p, rows))
+    student = [None] + [take(p) for _, p in state.rounds]
+    spaces: dict[str, Any] = {"teacher": take(state.teacher)}
     if state.rounds:
         spaces["student"] = student
     keep = [i for i, lab in enumerate(labeled) if lab.size > 0]
@@ -245,4 +274,4 @@ def display_rows(state: PoolState, max_points: int, *, highlight: Any = None,
         for a in (state.human_rows, state.query, *state.picked_rounds.values(),
                   [] if highlight is None else highlight, *extra)
     ]))
-    return display_subset(state.n, max_points, keep=keep)
+    return display_subset(state.n, max_points, keep=keep, within=state.fit_rows)

@@ -15,6 +15,9 @@ holds the process that runs them off the Streamlit script run:
   ``superseded``; a listener thread turns them into :class:`LayoutStatus` entries.
 * **Groups**: queued requests of one group (e.g. ``"teacher"``) are superseded by the
   newest one before they start (a user moving a slider).
+* **Memory**: a fit whose estimated memory exceeds half of what is free fails at once with
+  both figures (:func:`activekd_core.projection_sample.check_umap_memory`); large pools are
+  fitted on a seeded sample (:mod:`activekd_core.projection_sample`).
 * **Transforms**: the worker keeps the last few fitted reducers in memory (never pickled
   to disk: loading a pickle runs code from the project folder) and can place new points on
   an existing map (:meth:`LayoutJob.request_transform`), with a trustworthiness score next
@@ -61,6 +64,7 @@ from activekd_core.projection import (
     transform_faithfulness,
     umap_layout,
 )
+from activekd_core.projection_sample import check_umap_memory
 
 __all__ = ["LayoutJob", "LayoutStatus"]
 
@@ -150,6 +154,7 @@ def _worker_main(requests: Any, results: Any, threads: int | None, warm_metrics:
             note = ""
             if kind == "fit":
                 if p.shape[0] >= MIN_UMAP_POINTS:
+                    check_umap_memory(p.shape[0], p.shape[1], params.n_neighbors)  # refuse before starting
                     coords, reducer = umap_layout(p, params)
                     reducers[key] = (reducer, p)
                     while len(reducers) > 4:

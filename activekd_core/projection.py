@@ -19,9 +19,10 @@ Decisions (also the page's help text):
   a pickle runs code from the project folder (unsafe if a folder is shared or downloaded) and
   ties the file to exact umap/numba versions; the layout worker keeps recent reducers in memory
   instead.
-* **Large N**: layouts are always computed for every point; ``display_subset`` picks the points
-  to draw (all labeled/picked/query points plus a seeded random sample) and says whether it
-  subsampled.
+* **Large N**: ``display_subset`` picks the points to draw (all labeled/picked/query points
+  plus a seeded random sample) and says whether it subsampled. Up to
+  ``projection_sample.LARGE_POOL`` images layouts cover every point; above it they are fitted
+  on a seeded sample and cover the drawn points only (:mod:`activekd_core.projection_sample`).
 * **Background**: the long-lived UMAP worker process (``LayoutJob``, ``LayoutStatus``) lives in
   :mod:`activekd_core.layout_worker`, a service above this module.
 """
@@ -431,7 +432,8 @@ class DisplaySubset:
 
 
 def display_subset(
-    n: int, max_points: int = 5000, *, keep: Sequence[int] | npt.ArrayLike | None = None, seed: int = 0
+    n: int, max_points: int = 5000, *, keep: Sequence[int] | npt.ArrayLike | None = None, seed: int = 0,
+    within: npt.ArrayLike | None = None,
 ) -> DisplaySubset:
     """Pick the points to draw when a pool is too large for a responsive plot.
 
@@ -440,6 +442,8 @@ def display_subset(
         max_points: Target number of drawn points (``keep`` may exceed it).
         keep: Pool rows always drawn (labeled, picked, current query...).
         seed: Sampling seed (stable across reruns).
+        within: Sorted pool rows the random points are drawn from (a large pool's fit rows,
+            see :mod:`activekd_core.projection_sample`); default every row.
 
     Returns:
         A ``DisplaySubset``.
@@ -451,7 +455,8 @@ def display_subset(
         raise ValueError(f"projection: keep index out of range [0, {n})")
     if n <= max_points:
         return DisplaySubset(np.arange(n, dtype=np.int64), n, False)
-    rest = np.setdiff1d(np.arange(n, dtype=np.int64), keep_arr, assume_unique=True)
+    pool = np.arange(n, dtype=np.int64) if within is None else np.asarray(within, dtype=np.int64).reshape(-1)
+    rest = np.setdiff1d(pool, keep_arr, assume_unique=True)
     m = max(0, max_points - keep_arr.size)
     sample = np.random.default_rng(seed).choice(rest, size=min(m, rest.size), replace=False)
     idx = np.sort(np.concatenate([keep_arr, sample.astype(np.int64)]))

@@ -4,7 +4,7 @@ What the page shows (all numbers come from :mod:`activekd_core`; this script onl
 widgets to it):
 
 * 2-D layouts (UMAP or PCA, :mod:`activekd_core.projection`) of the teacher's probability
-  vectors and of the latest student's, over the whole pool, with the same encodings in both
+  vectors and of the latest student's, over the whole pool (a seeded sample above 200,000 images, the page says so), with the same encodings in both
   (:mod:`activekd_core.figures.explore`): colour by human label (unlabeled grey) or by predicted
   class, open circles for images picked in each round, open diamonds for the current query.
   UMAP runs in a warm background worker (``LayoutJob``) and is cached on disk; PCA is shown
@@ -50,6 +50,7 @@ from activekd_core.view_models.explore import (
     make_layout_job,
     pca_layouts,
     read_pool_state,
+    sampling_help,
     selection_space_probs,
     umap_layouts,
 )
@@ -94,11 +95,12 @@ def layout_job(cache_dir: str) -> LayoutJob:
 
 
 def get_layouts(project: Project, state: PoolState, params: LayoutParams,
-                retry: bool = False) -> tuple[Layout, Layout | None]:
-    """Teacher and student layouts: at once for PCA; cached or pending (PCA stand-in) for UMAP."""
+                retry: bool = False, rows: np.ndarray | None = None) -> tuple[Layout, Layout | None]:
+    """Teacher and student layouts: at once for PCA; cached or pending (PCA stand-in) for UMAP
+    (a large pool's cover the drawn ``rows``, fitted on a sample)."""
     if params.method == "pca":
-        return pca_layouts(state, params)
-    return umap_layouts(layout_job(layout_cache_dir(project)), state, params, retry=retry)
+        return pca_layouts(state, params, rows)
+    return umap_layouts(layout_job(layout_cache_dir(project)), state, params, retry=retry, rows=rows)
 
 
 def _failed(project: Project, layout: Layout) -> bool:
@@ -134,7 +136,7 @@ def _controls(n_classes: int) -> dict[str, Any]:
                             key=KEY_PREFIX + "color")
         max_points = c4.number_input("Max points drawn", 500, 100_000, 5000, 500, key=KEY_PREFIX + "maxpts",
                                      help="Larger pools are subsampled for drawing (labeled and picked "
-                                          "images are always drawn); layouts use every image.")
+                                          f"images are always drawn); {sampling_help()}.")
         ternary = c4.checkbox("Ternary simplex", value=n_classes == 3, disabled=n_classes != 3,
                               key=KEY_PREFIX + "ternary", help="Only for exactly 3 classes.")
     return {
@@ -190,18 +192,16 @@ def _demo_controls(project: Project, state: PoolState) -> tuple[list[figs.Overla
 
 def _image_grid(project: Project, state: PoolState, rows: np.ndarray, *, key: str) -> None:
     """Selected images as a grid, and a button that sends the unlabeled ones to the labeling queue."""
-    human = state.human_names()
-    t_top = state.teacher.argmax(axis=1)
-    s_top = state.student.argmax(axis=1) if state.student is not None else None
     shown = rows[:MAX_GRID]
+    human = dict(zip(shown.tolist(), state.human_names(shown)))
     st.markdown(f"**{rows.size} image(s) selected**" + (f" (first {MAX_GRID} shown)" if rows.size > MAX_GRID else ""))
     cols = st.columns(6)
     for j, r in enumerate(shown):
         r = int(r)
         cap = [md(state.ids[r]), f"human: {md(human[r])}",
-               f"teacher: {md(state.classes[int(t_top[r])])} {state.teacher[r].max():.2f}"]
-        if s_top is not None:
-            cap.append(f"student: {md(state.classes[int(s_top[r])])} {state.student[r].max():.2f}")  # type: ignore[index]
+               f"teacher: {md(state.classes[int(state.teacher[r].argmax())])} {state.teacher[r].max():.2f}"]
+        if state.student is not None:
+            cap.append(f"student: {md(state.classes[int(state.student[r].argmax())])} {state.student[r].max():.2f}")
         with cols[j % 6]:
             try:
                 st.image(thumbnail(project, state.ids[r], 160), caption=" · ".join(cap))
@@ -246,16 +246,21 @@ def render(project: Project) -> None:
     if opts["color_by"] == "student" and state.student is None:
         st.caption("No student yet (train a round first): colouring by human label.")
         opts["color_by"] = "human"
-    if float(np.ptp(state.teacher, axis=0).max()) < 1e-6:
+    probe = state.teacher if state.fit_rows is None else state.teacher[state.fit_rows[:5000]]
+    if float(np.ptp(probe, axis=0).max()) < 1e-6:
         st.warning("The teacher gives every image the same probabilities (e.g. the offline stand-in before "
                    "any label): its map is a single point until it has labels.")
 
     overlays, trace, step = _demo_controls(project, state)
 
+    linked = _linked()
+    highlight = linked.in_pool(state.n)
+    subset = display_rows(state, opts["max_points"], highlight=highlight, extra=[ov.indices for ov in overlays])
+
     params: LayoutParams = opts["params"]
     t0 = time.perf_counter()
     retry = bool(st.session_state.pop(KEY_PREFIX + "retry", False))
-    t_layout, s_layout = get_layouts(project, state, params, retry=retry)
+    t_layout, s_layout = get_layouts(project, state, params, retry=retry, rows=subset.indices)
     layout_s = time.perf_counter() - t0
     pending = [lay.key for lay in (t_layout, s_layout) if lay is not None and lay.pending and not _failed(project, lay)]
     if pending:
@@ -270,18 +275,18 @@ def render(project: Project) -> None:
         elif lay is not None and lay.note and not lay.pending:
             st.caption(f"{name}: {md(lay.note, MESSAGE_MAX)}")
 
-    linked = _linked()
-    highlight = linked.in_pool(state.n)
-    subset = display_rows(state, opts["max_points"], highlight=highlight, extra=[ov.indices for ov in overlays])
     st.caption(f"{subset.caption()} · layouts ready in {layout_s:.2f} s"
-               + (" · **subsampled for display**" if subset.subsampled else ""))
+               + (" · **subsampled for display**" if subset.subsampled else "")
+               + (f" · layouts fitted on {state.fit_rows.size:,} of {state.n:,} images (seeded sample)"
+                  if state.fit_rows is not None else ""))
 
     def title(who: str, lay: Layout | None) -> str:
         if lay is None:
             return f"{who}: no student yet"
         if lay.pending and _failed(project, lay):
             return f"{who} — PCA (UMAP failed)"
-        how = "PCA (UMAP computing...)" if lay.pending else {"umap-transform": "UMAP (placed on last map)"}.get(
+        how = "PCA (UMAP computing...)" if lay.pending else {"umap-transform": "UMAP (placed on last map)",
+                                                             "umap-sample": "UMAP (fitted on a sample)"}.get(
             lay.method_used, lay.method_used.upper())
         return f"{who} — {how}"
 
@@ -330,7 +335,9 @@ def render(project: Project) -> None:
         curve = coverage_curve(labeled, spaces)
         st.plotly_chart(figs.coverage_figure(curve), key=KEY_PREFIX + "coverage")
         st.caption("Mean (solid) and max (dashed) L2 distance from every pool image to its nearest labeled "
-                   "image; PCoreSet drives the max down in the student's space. Rounds: " + ", ".join(names))
+                   "image; PCoreSet drives the max down in the student's space. Rounds: " + ", ".join(names)
+                   + (f". Estimated over a seeded sample of {state.fit_rows.size:,} of {state.n:,} images plus "
+                      "every labeled one" if state.fit_rows is not None else ""))
 
 
 try:

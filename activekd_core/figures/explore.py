@@ -20,6 +20,7 @@ Also the coverage curve and PCoreSet's greedy step-through.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -44,7 +45,7 @@ from activekd_core.figures.pair import (
     round_overlays,
     strategy_overlays,
 )
-from activekd_core.figures.ternary import ternary_pair
+from activekd_core.figures.ternary import ternary_pair as _ternary_pair
 
 __all__ = [
     "GL_THRESHOLD",
@@ -111,6 +112,18 @@ def scatter_pair(
         A figure with one trace per colour category and overlay per panel; every trace's
         ``customdata`` holds pool rows.
     """
+    n_all = np.shape(teacher_xy)[0]
+    overlays = [*round_overlays(picked_rounds, query), *overlays]
+    rows = _compact_rows(n_all, indices, overlays, highlight)
+    if rows is not None:  # a large pool: build the figure over the drawn rows only
+        fig = scatter_pair(
+            _take(teacher_xy, rows), None if student_xy is None else _take(student_xy, rows), classes,
+            color_by=color_by, **_compact_args(rows, labeled, y, overlays, highlight, ids),
+            teacher_probs=None if teacher_probs is None else _take(teacher_probs, rows),
+            student_probs=None if student_probs is None else _take(student_probs, rows),
+            titles=titles, gl=gl, marker_size=marker_size,
+        )
+        return _restore_rows(fig, rows)
     t = np.asarray(teacher_xy, dtype=np.float64)
     if t.ndim != 2 or t.shape[1] != 2:
         raise ValueError(f"figures: teacher_xy must be (N, 2), got {t.shape}")
@@ -123,9 +136,69 @@ def scatter_pair(
     return pair_figure(
         panels, list(titles)[: len(panels)], classes, n=t.shape[0], color_by=color_by, labeled=labeled, y=y,
         teacher_probs=teacher_probs, student_probs=student_probs,
-        overlays=[*round_overlays(picked_rounds, query), *overlays], ids=ids, indices=indices, gl=gl,
-        marker_size=marker_size, highlight=highlight,
+        overlays=overlays, ids=ids, indices=indices, gl=gl, marker_size=marker_size, highlight=highlight,
     )
+
+
+COMPACT_FRACTION = 0.5
+"""A figure is built over its drawn rows only when they are fewer than this share of the pool."""
+
+
+def _compact_rows(n: int, indices: Any, overlays: Sequence[Overlay], highlight: Any) -> np.ndarray | None:
+    """The sorted rows a subsampled figure needs (drawn, overlaid, highlighted), or None to use all."""
+    if indices is None:
+        return None
+    parts = [np.asarray(indices, dtype=np.int64).reshape(-1), *[ov.indices for ov in overlays]]
+    if highlight is not None:
+        parts.append(np.asarray(highlight, dtype=np.int64).reshape(-1))
+    rows = np.unique(np.concatenate(parts))
+    if rows.size >= COMPACT_FRACTION * n or (rows.size and (rows[0] < 0 or rows[-1] >= n)):
+        return None  # small or unsubsampled figures (and bad rows, reported by the full path) as before
+    return rows
+
+
+def _take(values: Any, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]`` (rows sorted): only those rows of a memory map are read."""
+    return np.asarray((values if isinstance(values, np.ndarray) else np.asarray(values))[rows])
+
+
+def _compact_args(rows: np.ndarray, labeled: Any, y: Any, overlays: Sequence[Overlay], highlight: Any,
+                  ids: Sequence[str] | None) -> dict[str, Any]:
+    """Figure arguments renumbered to positions within ``rows``."""
+    lab = np.asarray([] if labeled is None else labeled, dtype=np.int64).reshape(-1)
+    yy = np.asarray([] if y is None else y, dtype=np.int64).reshape(-1)
+    inside = np.isin(lab, rows)
+    return {
+        "labeled": np.searchsorted(rows, lab[inside]), "y": yy[inside] if yy.size == lab.size else yy,
+        "overlays": [dataclasses.replace(ov, indices=np.searchsorted(rows, ov.indices)) for ov in overlays],
+        "highlight": None if highlight is None else np.searchsorted(rows, np.asarray(highlight, dtype=np.int64)),
+        "ids": None if ids is None else [ids[int(r)] for r in rows],
+        "indices": np.arange(rows.size, dtype=np.int64),
+    }
+
+
+def _restore_rows(fig: go.Figure, rows: np.ndarray) -> go.Figure:
+    """Put pool rows back into every trace's ``customdata`` of a figure built over ``rows``."""
+    for trace in fig.data:
+        if getattr(trace, "customdata", None) is not None:
+            trace.customdata = rows[np.asarray(trace.customdata, dtype=np.int64)]
+    return fig
+
+
+def ternary_pair(teacher_probs: npt.ArrayLike, student_probs: npt.ArrayLike | None, classes: Sequence[str],
+                 **kw: Any) -> go.Figure:
+    """:func:`activekd_core.figures.ternary.ternary_pair`, built over the drawn rows only when
+    ``indices`` subsamples a large pool (``customdata`` still holds pool rows)."""
+    overlays = [*round_overlays(kw.pop("picked_rounds", None), kw.pop("query", None)), *kw.pop("overlays", ())]
+    rows = _compact_rows(np.shape(teacher_probs)[0], kw.get("indices"), overlays, kw.get("highlight"))
+    if rows is None:
+        return _ternary_pair(teacher_probs, student_probs, classes, overlays=overlays, **kw)
+    args = _compact_args(rows, kw.pop("labeled", None), kw.pop("y", None), overlays, kw.pop("highlight", None),
+                         kw.pop("ids", None))
+    kw.pop("indices", None)
+    fig = _ternary_pair(_take(teacher_probs, rows), None if student_probs is None else _take(student_probs, rows),
+                        classes, **args, **kw)
+    return _restore_rows(fig, rows)
 
 
 
