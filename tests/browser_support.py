@@ -9,7 +9,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -69,3 +72,24 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+@contextmanager
+def served_browser(server: Server, viewport: tuple[int, int] = (1500, 1300)) -> Iterator[tuple[str, Any, Any]]:
+    """Start ``server``, launch headless Chromium with one page of ``viewport`` size.
+
+    Yields ``(url, browser, page)``; the browser is closed and the server's process group
+    killed on the way out, also when the test fails.
+    """
+    from playwright import sync_api
+
+    url = server.start()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                yield url, browser, browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            finally:
+                browser.close()
+    finally:
+        server.kill()

@@ -20,10 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path("/tmp/shots")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 TRAIN_FAST = {"steps": 4, "batch_labeled": 8, "batch_unlabeled": 8, "image_size": 16, "augment": False}
 
 # In the page: click the visible button, then poll each animation frame until the card shows `text`.
@@ -41,14 +38,14 @@ CLICK_TO_RERUN_JS = """([buttonSel, cardSel, text]) => new Promise((resolve, rej
   requestAnimationFrame(check);
 })"""
 
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_support import ARGS, CHROMIUM, Server, served_browser  # noqa: E402
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: install Debian's chromium package"),
 ]
-
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_support import Server  # noqa: E402
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
@@ -264,22 +261,15 @@ def test_collapse_warning_and_labels_per_class_in_chromium(tmp_path):
             project.label(image_id, "nominal")
         project.retrain()  # the few-shot stand-in teacher has seen one class: it answers 'nominal' everywhere
     server = Server(tmp_path, tmp_path / "server.log")
-    try:
-        url = server.start()
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1300})
-            page.goto(url + "/train")
-            warning = page.get_by_text("The teacher predicts 'nominal' for almost everything")
-            warning.wait_for(timeout=90_000)
-            assert "12 of 12 images" in warning.inner_text()
-            page.get_by_text("The teacher predicts 'global defect' for nothing").wait_for()
-            page.get_by_text("Labels found per class").first.wait_for()
-            SHOTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(SHOTS / "10_collapse_train.png"), full_page=True)
-            page.goto(url)
-            page.get_by_text("The teacher predicts 'nominal' for almost everything").wait_for(timeout=90_000)
-            page.get_by_text("Labels found per class per round").wait_for()
-            browser.close()
-    finally:
-        server.kill()
+    with served_browser(server) as (url, browser, page):
+        page.goto(url + "/train")
+        warning = page.get_by_text("The teacher predicts 'nominal' for almost everything")
+        warning.wait_for(timeout=90_000)
+        assert "12 of 12 images" in warning.inner_text()
+        page.get_by_text("The teacher predicts 'global defect' for nothing").wait_for()
+        page.get_by_text("Labels found per class").first.wait_for()
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOTS / "10_collapse_train.png"), full_page=True)
+        page.goto(url)
+        page.get_by_text("The teacher predicts 'nominal' for almost everything").wait_for(timeout=90_000)
+        page.get_by_text("Labels found per class per round").wait_for()

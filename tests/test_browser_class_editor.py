@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_support import ARGS, CHROMIUM, Server  # noqa: E402
+from browser_support import CHROMIUM, Server, served_browser  # noqa: E402
 
 pytestmark = [
     pytest.mark.browser,
@@ -52,36 +52,29 @@ def _type_in_cell(page, row: int, text: str) -> None:
 def test_class_editor_commits_on_tab_and_asks_for_two_classes_on_submit(tmp_path: Path) -> None:
     server = Server(tmp_path / "home", tmp_path / "streamlit.log")
     (tmp_path / "home").mkdir()
-    url = server.start()
-    try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(90_000)
-            page.goto(url + "/project")
-            page.get_by_text("Demo: textile").first.wait_for()  # a project is open: the expander starts closed
-            page.get_by_text("Create a project", exact=True).first.click()
-            grid = page.locator("[data-testid=stDataFrame]").first
-            grid.wait_for()
-            grid.scroll_into_view_if_needed()
-            time.sleep(0.5)
-            hint = page.get_by_text("Add at least two classes.")
-            _type_in_cell(page, 0, "scratch")
-            # the rerun after the edit keeps the editor open; one class is not an error while typing
-            _settle(page)
-            assert grid.is_visible()
-            assert hint.is_visible()
-            assert page.locator("[data-testid=stAlertContentError]").count() == 0
-            page.get_by_role("button", name="Create project").click()
-            error = page.locator("[data-testid=stAlertContentError]").filter(has_text="Not created")
-            error.wait_for()
-            assert "class" in error.inner_text()
-            _type_in_cell(page, 1, "dent")
-            try:
-                hint.wait_for(state="detached")  # the page has both names, received on Tab
-            finally:
-                page.screenshot(path=str(tmp_path / "class_editor.png"), full_page=True)
-            assert grid.is_visible()
-            browser.close()
-    finally:
-        server.kill()
+    with served_browser(server, (1400, 1000)) as (url, browser, page):
+        page.set_default_timeout(90_000)
+        page.goto(url + "/project")
+        page.get_by_text("Demo: textile").first.wait_for()  # a project is open: the expander starts closed
+        page.get_by_text("Create a project", exact=True).first.click()
+        grid = page.locator("[data-testid=stDataFrame]").first
+        grid.wait_for()
+        grid.scroll_into_view_if_needed()
+        time.sleep(0.5)
+        hint = page.get_by_text("Add at least two classes.")
+        _type_in_cell(page, 0, "scratch")
+        # the rerun after the edit keeps the editor open; one class is not an error while typing
+        _settle(page)
+        assert grid.is_visible()
+        assert hint.is_visible()
+        assert page.locator("[data-testid=stAlertContentError]").count() == 0
+        page.get_by_role("button", name="Create project").click()
+        error = page.locator("[data-testid=stAlertContentError]").filter(has_text="Not created")
+        error.wait_for()
+        assert "class" in error.inner_text()
+        _type_in_cell(page, 1, "dent")
+        try:
+            hint.wait_for(state="detached")  # the page has both names, received on Tab
+        finally:
+            page.screenshot(path=str(tmp_path / "class_editor.png"), full_page=True)
+        assert grid.is_visible()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_support import ARGS, CHROMIUM, Server, free_port  # noqa: E402
+from browser_support import ARGS, CHROMIUM, Server, free_port, served_browser  # noqa: E402
 from test_browser import _settled, _wait, home, playwright_api  # noqa: E402,F401
 
 pytestmark = [
@@ -36,33 +36,26 @@ def _first_label_button(page, pos: int = 0):
 
 def test_reload_keeps_project_and_annotator_in_chromium(home: Path, tmp_path: Path) -> None:
     server = Server(home, tmp_path / "streamlit.log")
-    url = server.start()
-    try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.set_default_timeout(60_000)
-            page.goto(url + "/project")
-            box = page.locator(".st-key-prj_annotator_input input")
-            box.wait_for(state="visible", timeout=90_000)
-            box.fill("dr. ada")
-            box.press("Enter")
-            page.wait_for_function("new URLSearchParams(location.search).get('annotator') === 'dr. ada'", timeout=30_000)
-            page.goto(page.url.replace("/project", "/"))  # what a bookmark of the URL does
-            _first_label_button(page).wait_for(state="visible", timeout=90_000)
-            _settled(page)
-            _first_label_button(page).click()
-            _wait(lambda: len(_events(home)) == 1, 30, "the first label")
-            page.reload()
-            _first_label_button(page, 1).wait_for(state="visible", timeout=90_000)
-            _settled(page)
-            _first_label_button(page, 1).click()
-            _wait(lambda: len(_events(home)) == 2, 30, "the label after the reload")
-            assert _events(home) == [("label", "dr. ada"), ("label", "dr. ada")]
-            assert "demo=textile" in page.url
-            browser.close()
-    finally:
-        server.kill()
+    with served_browser(server, (1400, 1200)) as (url, browser, page):
+        page.set_default_timeout(60_000)
+        page.goto(url + "/project")
+        box = page.locator(".st-key-prj_annotator_input input")
+        box.wait_for(state="visible", timeout=90_000)
+        box.fill("dr. ada")
+        box.press("Enter")
+        page.wait_for_function("new URLSearchParams(location.search).get('annotator') === 'dr. ada'", timeout=30_000)
+        page.goto(page.url.replace("/project", "/"))  # what a bookmark of the URL does
+        _first_label_button(page).wait_for(state="visible", timeout=90_000)
+        _settled(page)
+        _first_label_button(page).click()
+        _wait(lambda: len(_events(home)) == 1, 30, "the first label")
+        page.reload()
+        _first_label_button(page, 1).wait_for(state="visible", timeout=90_000)
+        _settled(page)
+        _first_label_button(page, 1).click()
+        _wait(lambda: len(_events(home)) == 2, 30, "the label after the reload")
+        assert _events(home) == [("label", "dr. ada"), ("label", "dr. ada")]
+        assert "demo=textile" in page.url
 
 
 def test_oidc_login_and_refused_login_in_chromium(home: Path, tmp_path: Path) -> None:

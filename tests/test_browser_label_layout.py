@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from browser_support import ARGS, CHROMIUM, Server  # noqa: E402
+from browser_support import CHROMIUM, Server, served_browser  # noqa: E402
 from label_layout import MEASURE_JS  # noqa: E402
 from test_browser import _settled, _wait, home, playwright_api  # noqa: E402,F401
 
@@ -37,40 +37,33 @@ def test_compact_card_image_dominates_and_a_click_labels_that_image(home: Path, 
     ids = [it.image_id for it in batch.items]
     key = f"lbl_batch-{batch.id}"
     server = Server(home, tmp_path / "streamlit.log")
-    url = server.start()
-    try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(url)
-            page.locator(".st-key-lbl_card_0 img").wait_for(state="visible", timeout=90_000)
-            _settled(page)
-            page.wait_for_function("[...document.images].every(i => i.complete)")
-            cards = page.evaluate(MEASURE_JS)["cards"]
-            assert len(cards) == len(ids)
-            shares = [c["img_h"] / c["h"] for c in cards]
-            assert min(shares) >= MIN_IMAGE_SHARE, shares
-            assert sum(c["bottom"] <= 900 for c in cards) >= 1  # a whole card above the fold
-            # each class button shows its key in front of the name (a style rule, not the label text)
-            button = page.locator(f".st-key-{key}_3_c2 button p").first
-            assert button.evaluate(KEY_HINT_JS) == '"3"' and button.inner_text() == classes[2]
+    with served_browser(server, (1440, 900)) as (url, browser, page):
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.locator(".st-key-lbl_card_0 img").wait_for(state="visible", timeout=90_000)
+        _settled(page)
+        page.wait_for_function("[...document.images].every(i => i.complete)")
+        cards = page.evaluate(MEASURE_JS)["cards"]
+        assert len(cards) == len(ids)
+        shares = [c["img_h"] / c["h"] for c in cards]
+        assert min(shares) >= MIN_IMAGE_SHARE, shares
+        assert sum(c["bottom"] <= 900 for c in cards) >= 1  # a whole card above the fold
+        # each class button shows its key in front of the name (a style rule, not the label text)
+        button = page.locator(f".st-key-{key}_3_c2 button p").first
+        assert button.evaluate(KEY_HINT_JS) == '"3"' and button.inner_text() == classes[2]
 
-            page.locator(f".st-key-{key}_3_c2 button:visible").click()
-            _wait(lambda: _labels(db_path) == {ids[3]: classes[2]}, 30, "the label of card #4")
-            card = page.locator(".st-key-lbl_card_3")
-            _wait(lambda: f"labeled {classes[2]}" in card.inner_text(), 30, "card #4 to show its label")
-            kinds = [page.locator(f".st-key-{key}_3_c{k} button:visible").first.get_attribute("data-testid")
-                     for k in range(len(classes))]
-            assert kinds == ["stBaseButton-secondary", "stBaseButton-secondary", "stBaseButton-primary"]  # chosen
-            chosen = page.locator(f".st-key-{key}_3_c2 button:visible").first
-            color = chosen.evaluate("b => getComputedStyle(b).backgroundColor")  # (hovered: a darker shade)
-            red, _, blue = (int(v) for v in color[color.index("(") + 1:color.index(")")].split(",")[:3])
-            assert blue > 120 and blue > 2 * red, color  # the theme's calm blue, not Streamlit's alarm red
-            _wait(lambda: "1/12 labeled" in _sidebar(page), 30, "the sidebar to count the label")
-            browser.close()
-    finally:
-        server.kill()
+        page.locator(f".st-key-{key}_3_c2 button:visible").click()
+        _wait(lambda: _labels(db_path) == {ids[3]: classes[2]}, 30, "the label of card #4")
+        card = page.locator(".st-key-lbl_card_3")
+        _wait(lambda: f"labeled {classes[2]}" in card.inner_text(), 30, "card #4 to show its label")
+        kinds = [page.locator(f".st-key-{key}_3_c{k} button:visible").first.get_attribute("data-testid")
+                 for k in range(len(classes))]
+        assert kinds == ["stBaseButton-secondary", "stBaseButton-secondary", "stBaseButton-primary"]  # chosen
+        chosen = page.locator(f".st-key-{key}_3_c2 button:visible").first
+        color = chosen.evaluate("b => getComputedStyle(b).backgroundColor")  # (hovered: a darker shade)
+        red, _, blue = (int(v) for v in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+        assert blue > 120 and blue > 2 * red, color  # the theme's calm blue, not Streamlit's alarm red
+        _wait(lambda: "1/12 labeled" in _sidebar(page), 30, "the sidebar to count the label")
 
 
 def _labels(db_path: Path) -> dict[str, str]:
@@ -98,21 +91,14 @@ def test_sidebar_counts_include_an_import_made_on_the_project_page(tmp_path: Pat
     Project.create(folder, root, [("red", ""), ("green", "")], teacher_spec={"kind": "standin"},
                    batch_size=4, strategy="random").close()
     server = Server(tmp_path / "home", tmp_path / "streamlit.log", env={"ACTIVEKD_PROJECT": str(folder)})
-    url = server.start()
-    try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(url + "/project")
-            page.locator(".st-key-prj_import_dirs button:visible").wait_for(timeout=90_000)
-            _settled(page)
-            assert "0/6 labeled" in _sidebar(page)
-            page.locator(".st-key-prj_import_dirs button:visible").click()
-            page.get_by_text("Imported 6 labels from sub-folder names.").wait_for()
-            _settled(page)
-            assert "6/6 labeled" in _sidebar(page)  # the same run as the import, not the next click
-            browser.close()
-    finally:
-        server.kill()
+    with served_browser(server, (1440, 900)) as (url, browser, page):
+        page.set_default_timeout(60_000)
+        page.goto(url + "/project")
+        page.locator(".st-key-prj_import_dirs button:visible").wait_for(timeout=90_000)
+        _settled(page)
+        assert "0/6 labeled" in _sidebar(page)
+        page.locator(".st-key-prj_import_dirs button:visible").click()
+        page.get_by_text("Imported 6 labels from sub-folder names.").wait_for()
+        _settled(page)
+        assert "6/6 labeled" in _sidebar(page)  # the same run as the import, not the next click
     assert len(_labels(folder / "project.db")) == 6

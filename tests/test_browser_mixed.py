@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from browser_support import ARGS, CHROMIUM, Server  # noqa: E402
+from browser_support import CHROMIUM, Server, served_browser  # noqa: E402
 from test_browser import _settled, _wait, playwright_api  # noqa: E402,F401
 from test_mixed_pool import SECRETS, make_mixed  # noqa: E402
 
@@ -81,70 +81,63 @@ def test_mixed_formats_label_train_explore_without_patient_data(tmp_path: Path) 
     texts: list[str] = []
     server = Server(tmp_path / "home", tmp_path / "streamlit.log", env={"ACTIVEKD_PROJECT": str(folder)})
     (tmp_path / "home").mkdir()
-    url = server.start()
-    try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1300})
-            page.set_default_timeout(60_000)
-            # No native save dialog: the grid's CSV export falls back to an ordinary download.
-            page.add_init_script("window.showSaveFilePicker = undefined;")
-            # --- Project page: the scan report names every skipped file, with its reason
-            page.goto(url + "/project")
-            page.get_by_text("Scan report: 10 usable images, 3 skipped").wait_for(timeout=90_000)
+    with served_browser(server, (1500, 1300)) as (url, browser, page):
+        page.set_default_timeout(60_000)
+        # No native save dialog: the grid's CSV export falls back to an ordinary download.
+        page.add_init_script("window.showSaveFilePicker = undefined;")
+        # --- Project page: the scan report names every skipped file, with its reason
+        page.goto(url + "/project")
+        page.get_by_text("Scan report: 10 usable images, 3 skipped").wait_for(timeout=90_000)
+        _settled(page)
+        report = page.locator("[data-testid='stExpander']").filter(has_text="Scan report").first
+        grid = report.locator("[data-testid='stDataFrame']")
+        grid.wait_for()
+        grid.hover()  # the grid draws on a canvas: read its rows through its own CSV download
+        with page.expect_download() as download:
+            # the toolbar overlaps the expander's summary: click the button itself, not a point on screen
+            grid.get_by_role("button", name="Download as CSV").evaluate("b => b.click()")
+        shown = Path(download.value.path()).read_text(encoding="utf-8-sig")
+        texts.append(shown)
+        for name in SKIPPED:
+            assert name in shown, (name, shown)
+        assert "truncated" in shown and "no valid pixels" in shown and "DICOMDIR" in shown
+        texts.append(page.inner_text("body"))
+        # --- Label page: every image of the batch shown and labeled by a click
+        page.get_by_role("link", name="Label").click()
+        key = f"lbl_batch-{batch.id}"
+        page.locator(f".st-key-{key}_0_c0 button:visible").wait_for(state="visible", timeout=90_000)
+        _wait(lambda: page.locator("[class*='st-key-lbl_card_'] img").count() == len(items), 60, "every image")
+        expected: dict[str, str] = {}
+        for pos, image_id in enumerate(items):
+            k = 0 if image_id.startswith("ct/") else 1
+            button = page.locator(f".st-key-{key}_{pos}_c{k} button:visible")
+            button.scroll_into_view_if_needed()
             _settled(page)
-            report = page.locator("[data-testid='stExpander']").filter(has_text="Scan report").first
-            grid = report.locator("[data-testid='stDataFrame']")
-            grid.wait_for()
-            grid.hover()  # the grid draws on a canvas: read its rows through its own CSV download
-            with page.expect_download() as download:
-                # the toolbar overlaps the expander's summary: click the button itself, not a point on screen
-                grid.get_by_role("button", name="Download as CSV").evaluate("b => b.click()")
-            shown = Path(download.value.path()).read_text(encoding="utf-8-sig")
-            texts.append(shown)
-            for name in SKIPPED:
-                assert name in shown, (name, shown)
-            assert "truncated" in shown and "no valid pixels" in shown and "DICOMDIR" in shown
-            texts.append(page.inner_text("body"))
-            # --- Label page: every image of the batch shown and labeled by a click
-            page.get_by_role("link", name="Label").click()
-            key = f"lbl_batch-{batch.id}"
-            page.locator(f".st-key-{key}_0_c0 button:visible").wait_for(state="visible", timeout=90_000)
-            _wait(lambda: page.locator("[class*='st-key-lbl_card_'] img").count() == len(items), 60, "every image")
-            expected: dict[str, str] = {}
-            for pos, image_id in enumerate(items):
-                k = 0 if image_id.startswith("ct/") else 1
-                button = page.locator(f".st-key-{key}_{pos}_c{k} button:visible")
-                button.scroll_into_view_if_needed()
-                _settled(page)
-                button.click()
-                expected[image_id] = CLASSES[k][0]
-                _wait(lambda: labels() == expected, 30, f"the label of {image_id}")
-            _settled(page)
-            texts.append(page.inner_text("body"))
-            # --- Train page: one round on the labels
-            page.get_by_role("link", name="Train").click()
-            start = page.locator(".st-key-trn_start button:visible")
-            start.wait_for(timeout=90_000)
-            start.click()
-            page.get_by_text("finished in").wait_for(timeout=300_000)
-            _settled(page)
-            texts.append(page.inner_text("body"))
-            with Store.open(folder / "project.db") as s:
-                assert [(r.status, r.n_labeled) for r in s.rounds()] == [("done", len(items))]
-            # --- Explore page: the probability space is drawn
-            page.get_by_role("link", name="Explore").click()
-            page.get_by_text("Explore the probability spaces").wait_for(timeout=90_000)
-            page.locator("[data-testid='stPlotlyChart']").first.wait_for(timeout=120_000)
-            _settled(page)
-            texts.append(page.inner_text("body"))
-            # --- Review page
-            page.get_by_role("link", name="Review").click()
-            _settled(page)
-            texts.append(page.inner_text("body"))
-            browser.close()
-    finally:
-        server.kill()
+            button.click()
+            expected[image_id] = CLASSES[k][0]
+            _wait(lambda: labels() == expected, 30, f"the label of {image_id}")
+        _settled(page)
+        texts.append(page.inner_text("body"))
+        # --- Train page: one round on the labels
+        page.get_by_role("link", name="Train").click()
+        start = page.locator(".st-key-trn_start button:visible")
+        start.wait_for(timeout=90_000)
+        start.click()
+        page.get_by_text("finished in").wait_for(timeout=300_000)
+        _settled(page)
+        texts.append(page.inner_text("body"))
+        with Store.open(folder / "project.db") as s:
+            assert [(r.status, r.n_labeled) for r in s.rounds()] == [("done", len(items))]
+        # --- Explore page: the probability space is drawn
+        page.get_by_role("link", name="Explore").click()
+        page.get_by_text("Explore the probability spaces").wait_for(timeout=90_000)
+        page.locator("[data-testid='stPlotlyChart']").first.wait_for(timeout=120_000)
+        _settled(page)
+        texts.append(page.inner_text("body"))
+        # --- Review page
+        page.get_by_role("link", name="Review").click()
+        _settled(page)
+        texts.append(page.inner_text("body"))
     with Project.open(folder) as project:
         assert project.undecodable_images() == []  # every pool image decoded for training
         for fmt in ("csv", "json", "jsonl", "parquet"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_support import ARGS, CHROMIUM, Server  # noqa: E402
+from browser_support import ARGS, CHROMIUM, Server, served_browser  # noqa: E402
 from test_browser import _settled, _wait, home, playwright_api  # noqa: E402,F401
 
 pytestmark = [
@@ -89,43 +89,36 @@ def test_review_relabel_and_bulk_label_in_chromium(home: Path, tmp_path: Path) -
         classes = project.classes
         project.label(ids[0], classes[0], annotator="someone")
     server = Server(home, tmp_path / "streamlit.log")
-    url = server.start()
-    try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1300})
-            page.set_default_timeout(60_000)
-            page.goto(f"{url}/review?demo=textile&annotator=reviewer")
-            page.get_by_text("12 image(s) match").wait_for(timeout=90_000)
-            _settled(page)
-            # relabel the first card through its selectbox
-            page.locator(".st-key-rev_relabel_0").click()
-            page.get_by_role("option", name=classes[2], exact=True).click()
-            _wait(lambda: _labels(home).get(ids[0]) == classes[2], 30, "the relabel")
-            _settled(page)
-            # bulk: every unlabeled image as classes[1], after a confirmation that states the count
-            page.locator(".st-key-rev_states").click()
-            page.get_by_role("option", name="unlabeled", exact=True).click()
-            page.keyboard.press("Escape")
-            page.get_by_text("11 image(s) match").wait_for()
-            _settled(page)
-            page.locator(".st-key-rev_target").get_by_text("every matching image").click()
-            _settled(page)
-            page.locator(".st-key-rev_bulk_class").click()
-            page.get_by_role("option", name=classes[1], exact=True).click()
-            _settled(page)
-            _button(page, "rev_bulk_go").click()
-            page.get_by_text("Confirm: label 11 image(s)").wait_for()
-            assert len(_labels(home)) == 1  # nothing before the confirmation
-            _button(page, "rev_bulk_yes").click()
-            _wait(lambda: len(_labels(home)) == 12, 30, "the bulk label")
-            labels = _labels(home)
-            assert sum(1 for c in labels.values() if c == classes[1]) == 11 and labels[ids[0]] == classes[2]
-            with _store(home) as s:
-                assert {e.annotator for e in s.events()} == {"someone", "reviewer"}
-            browser.close()
-    finally:
-        server.kill()
+    with served_browser(server, (1500, 1300)) as (url, browser, page):
+        page.set_default_timeout(60_000)
+        page.goto(f"{url}/review?demo=textile&annotator=reviewer")
+        page.get_by_text("12 image(s) match").wait_for(timeout=90_000)
+        _settled(page)
+        # relabel the first card through its selectbox
+        page.locator(".st-key-rev_relabel_0").click()
+        page.get_by_role("option", name=classes[2], exact=True).click()
+        _wait(lambda: _labels(home).get(ids[0]) == classes[2], 30, "the relabel")
+        _settled(page)
+        # bulk: every unlabeled image as classes[1], after a confirmation that states the count
+        page.locator(".st-key-rev_states").click()
+        page.get_by_role("option", name="unlabeled", exact=True).click()
+        page.keyboard.press("Escape")
+        page.get_by_text("11 image(s) match").wait_for()
+        _settled(page)
+        page.locator(".st-key-rev_target").get_by_text("every matching image").click()
+        _settled(page)
+        page.locator(".st-key-rev_bulk_class").click()
+        page.get_by_role("option", name=classes[1], exact=True).click()
+        _settled(page)
+        _button(page, "rev_bulk_go").click()
+        page.get_by_text("Confirm: label 11 image(s)").wait_for()
+        assert len(_labels(home)) == 1  # nothing before the confirmation
+        _button(page, "rev_bulk_yes").click()
+        _wait(lambda: len(_labels(home)) == 12, 30, "the bulk label")
+        labels = _labels(home)
+        assert sum(1 for c in labels.values() if c == classes[1]) == 11 and labels[ids[0]] == classes[2]
+        with _store(home) as s:
+            assert {e.annotator for e in s.events()} == {"someone", "reviewer"}
 
 
 def test_batch_turnover_never_empties_the_grid(home: Path, tmp_path: Path) -> None:
@@ -135,35 +128,28 @@ def test_batch_turnover_never_empties_the_grid(home: Path, tmp_path: Path) -> No
         batch = s.open_batch_current()
     key = f"lbl_batch-{batch.id}"
     server = Server(home, tmp_path / "streamlit.log")
-    url = server.start()
-    try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1300})
-            page.set_default_timeout(60_000)
-            page.goto(url)
-            _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+    with served_browser(server, (1500, 1300)) as (url, browser, page):
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+        _settled(page)
+        for pos in range(9):
+            _button(page, f"{key}_{pos}_c{pos % 3}").scroll_into_view_if_needed()
+            _button(page, f"{key}_{pos}_c{pos % 3}").click()
+            _wait(lambda: len(_labels(home)) == pos + 1, 30, f"label {pos + 1}")
             _settled(page)
-            for pos in range(9):
-                _button(page, f"{key}_{pos}_c{pos % 3}").scroll_into_view_if_needed()
-                _button(page, f"{key}_{pos}_c{pos % 3}").click()
-                _wait(lambda: len(_labels(home)) == pos + 1, 30, f"label {pos + 1}")
-                _settled(page)
-            with Project.open(home / "projects" / "textile") as project:  # prepared while we labeled
-                job = project.jobs().latest("prefetch")
-                assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
-            page.evaluate(WATCH_EMPTY_GRID_JS)
-            _button(page, f"{key}_9_c0").scroll_into_view_if_needed()
-            _button(page, f"{key}_9_c0").click()
-            _wait(lambda: _open_batch_id(home) != batch.id, 30, "the next batch to open")
-            next_key = f"lbl_batch-{_open_batch_id(home)}"
-            _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
-            page.evaluate("() => { window.__akdStop = true; }")
-            assert page.evaluate("() => window.__akdEmptied") is False
-            assert page.get_by_text("Next batch being prepared").count() == 0  # no wait shown
-            browser.close()
-    finally:
-        server.kill()
+        with Project.open(home / "projects" / "textile") as project:  # prepared while we labeled
+            job = project.jobs().latest("prefetch")
+            assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
+        page.evaluate(WATCH_EMPTY_GRID_JS)
+        _button(page, f"{key}_9_c0").scroll_into_view_if_needed()
+        _button(page, f"{key}_9_c0").click()
+        _wait(lambda: _open_batch_id(home) != batch.id, 30, "the next batch to open")
+        next_key = f"lbl_batch-{_open_batch_id(home)}"
+        _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
+        page.evaluate("() => { window.__akdStop = true; }")
+        assert page.evaluate("() => window.__akdEmptied") is False
+        assert page.get_by_text("Next batch being prepared").count() == 0  # no wait shown
 
 
 def test_a_late_next_batch_keeps_the_finished_grid_read_only(home: Path, tmp_path: Path) -> None:
@@ -175,38 +161,31 @@ def test_a_late_next_batch_keeps_the_finished_grid_read_only(home: Path, tmp_pat
         batch = s.open_batch_current()
     key = f"lbl_batch-{batch.id}"
     server = Server(home, tmp_path / "streamlit.log")
-    url = server.start()
-    try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1300})
-            page.set_default_timeout(60_000)
-            page.goto(url)
-            _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+    with served_browser(server, (1500, 1300)) as (url, browser, page):
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+        _settled(page)
+        page.mouse.click(5, 300)  # keys go to the page
+        for pos in range(9):
+            page.keyboard.press("1")  # the focused card; focus moves on by itself
+            _wait(lambda: len(_labels(home)) == pos + 1, 30, f"label {pos + 1}")
             _settled(page)
-            page.mouse.click(5, 300)  # keys go to the page
-            for pos in range(9):
-                page.keyboard.press("1")  # the focused card; focus moves on by itself
-                _wait(lambda: len(_labels(home)) == pos + 1, 30, f"label {pos + 1}")
-                _settled(page)
-            with Project.open(home / "projects" / "textile") as project:
-                job = project.jobs().latest("prefetch")
-                assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
-                project.store.set_setting("prefetched_batch", None)  # as if it had not finished in time
-            page.evaluate(WATCH_EMPTY_GRID_JS)
-            page.keyboard.press("1")
-            page.get_by_text("Next batch being prepared").wait_for(timeout=30_000)
-            _wait(lambda: _button(page, f"{key}_9_c0").is_disabled(), 30, "the finished grid, read-only")
-            assert _button(page, "lbl_key_undo").is_disabled()
-            _wait(lambda: _open_batch_id(home) != batch.id, 120, "the next batch to be selected")
-            next_key = f"lbl_batch-{_open_batch_id(home)}"
-            _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
-            page.evaluate("() => { window.__akdStop = true; }")
-            assert page.evaluate("() => window.__akdEmptied") is False
-            assert not _button(page, f"{next_key}_0_c0").is_disabled()
-            browser.close()
-    finally:
-        server.kill()
+        with Project.open(home / "projects" / "textile") as project:
+            job = project.jobs().latest("prefetch")
+            assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
+            project.store.set_setting("prefetched_batch", None)  # as if it had not finished in time
+        page.evaluate(WATCH_EMPTY_GRID_JS)
+        page.keyboard.press("1")
+        page.get_by_text("Next batch being prepared").wait_for(timeout=30_000)
+        _wait(lambda: _button(page, f"{key}_9_c0").is_disabled(), 30, "the finished grid, read-only")
+        assert _button(page, "lbl_key_undo").is_disabled()
+        _wait(lambda: _open_batch_id(home) != batch.id, 120, "the next batch to be selected")
+        next_key = f"lbl_batch-{_open_batch_id(home)}"
+        _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
+        page.evaluate("() => { window.__akdStop = true; }")
+        assert page.evaluate("() => window.__akdEmptied") is False
+        assert not _button(page, f"{next_key}_0_c0").is_disabled()
 
 
 def _open_batch_id(home: Path) -> int | None:
