@@ -667,6 +667,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gc-freeze", action="store_true",
                     help="what-if: gc.freeze() in the AppTest process after the first run (see the report)")
     ap.add_argument("--json", type=Path, default=None, help="also write all numbers here")
+    ap.add_argument("--create-only", action="store_true",
+                    help="only time Project.create (bench/create_scale.py), against --reference when given")
+    ap.add_argument("--reference", type=Path, default=None, help="with --create-only: a reference checkout")
+    ap.add_argument("--cold", action="store_true", help="with --create-only: drop the pool from the page cache first")
     ap.add_argument("--stage", choices=["apptest", "browser"], help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -686,6 +690,15 @@ def main(argv: list[str] | None = None) -> int:
     pool_root = args.pool or work / "pool"
     print(f"app_scale: N={args.n:,}, work {work}, load average {load_average()} on {os.cpu_count()} CPUs", flush=True)
     t_all = time.perf_counter()
+    if args.create_only:  # a complete pool (its manifest exists) is used as it is: no pass over its files
+        from create_scale import compare
+
+        if not (pool_root / "pool.json").is_file():
+            make_pool(pool_root, args.n)
+        out = compare(pool_root.resolve(), work.resolve(), args.reference, cold=args.cold)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
+        return 0
     with timed() as t:
         info = make_pool(pool_root, args.n)
     print(f"pool: {info['written']} images written ({t.wall:.1f} s)", flush=True)
