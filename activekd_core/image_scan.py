@@ -278,16 +278,17 @@ def _quick_pngs(
     """
     chunks = [paths[i:i + _QUICK_CHUNK] for i in range(0, len(paths), _QUICK_CHUNK)]
     hints = None
-    if len(chunks) > 2 and hasattr(os, "posix_fadvise"):
+    if len(chunks) > 2 and hasattr(os, "posix_fadvise") and any(path is not None for path in paths):
         hints = ThreadPoolExecutor(_READ_AHEAD_THREADS, thread_name_prefix="scan-read-ahead")
     reached = [0]  # the chunk being checked: hints for chunks behind it are dropped
+    hinted = 0  # chunks handed to the hint threads so far
     try:
         for k, chunk in enumerate(chunks):
             reached[0] = k
-            if hints is not None:
-                for ahead in range(k + 1, min(len(chunks), k + 1 + _READ_AHEAD_CHUNKS)) if k == 0 else (
-                        (k + _READ_AHEAD_CHUNKS,) if k + _READ_AHEAD_CHUNKS < len(chunks) else ()):
-                    hints.submit(_hint_chunk, chunks[ahead], ahead, reached)
+            while hints is not None and hinted < min(len(chunks), k + 1 + _READ_AHEAD_CHUNKS):
+                if hinted > k:  # the current chunk is read right now: no hint
+                    hints.submit(_hint_chunk, chunks[hinted], hinted, reached)
+                hinted += 1
             for path in chunk:
                 yield None if path is None else _quick_png(root, path, max_pixels)
     finally:
