@@ -136,7 +136,7 @@ def scan_images(
     order: dict[str, tuple[str, int]] = {}  # (file id, position in the file): frames in frame order
     effective = recipe if recipe is not None else DisplayRecipe()
     total = len(candidates)
-    quick_paths = [path_text if quick and plain and path_text[-4:].lower() == ".png"
+    quick_paths = [path_text if quick and plain and os.path.splitext(path_text)[1].lower() == ".png"
                    and (non_utf8_names == "keep" or is_portable_id(path_text[prefix:])) else None
                    for path_text, plain in candidates]
     quick_results = _quick_pngs(root_text, quick_paths, pixel_limit)

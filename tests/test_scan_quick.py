@@ -162,6 +162,7 @@ def build_png_zoo(root: Path) -> None:
     dicom_like[128:132] = b"DICM"  # inside the text chunk: its CRC no longer matches, and the sniff says DICOM
     (root / "nested" / "dicm_at_128.png").write_bytes(bytes(dicom_like))
     (root / "nested" / "UPPER.PNG").write_bytes(sample_pngs()["rgb"])
+    (root / "nested" / ".png").write_bytes(sample_pngs()["rgb"])  # no suffix (a dot file): not DICOM, ignored
     buf = io.BytesIO()
     Image.new("RGB", (5, 5)).save(buf, "TIFF")
     (root / "nested" / "tiff_named.png").write_bytes(buf.getvalue())
@@ -204,6 +205,8 @@ def test_scan_results_are_the_same_with_and_without_the_quick_path(
     assert "nested/link_to_good.png" in quick["ids"]  # type: ignore[operator]
     assert "nested/dicm_at_128.png" in reasons  # sniffed as DICOM, refused by the DICOM reader
     assert quick["sizes"]["nested/rgb.png"] == (13, 9)  # type: ignore[index]
+    assert quick["sizes"]["nested/UPPER.PNG"] == (13, 9)  # type: ignore[index]
+    assert "nested/.png" not in quick["ids"] and "nested/.png" not in reasons  # type: ignore[operator]
 
 
 def test_scan_read_ahead_path_gives_the_same_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
