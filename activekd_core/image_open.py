@@ -49,14 +49,66 @@ class ImageLoadError(Exception):
 
 
 def open_plain_file(path: Path) -> BinaryIO:
-    """Open a file by its plain path for reading, not confined (files that are not pool images,
-    and files a scan found by walking the root).
+    """Open a file by its plain path for reading, not confined (files that are not pool images;
+    a scan opens the files it finds with :func:`open_scanned`).
 
     The one place such files are opened: a seam where tests inject I/O failures. Callers
     look it up on this module at call time (``image_open.open_plain_file``) so that an
     injected failure reaches every one of them.
     """
     return open(path, "rb")  # noqa: SIM115 - closed by the caller's context manager
+
+
+def open_scanned(root: str, path: str, *, follow_links: bool = False) -> tuple[int, os.stat_result]:
+    """Open a file a scan found under ``root``, confined to ``root`` at the moment of opening.
+
+    The lean form of :func:`open_image_file` for a path that came from listing ``root``
+    (no ``..``, no id to resolve): the file is opened without following a final symbolic
+    link (unless ``follow_links``: a link the scan checked), must be a regular file, and the
+    descriptor actually opened must lie inside ``root`` (its path through ``/proc/self/fd``
+    on Linux, else its device and inode against the path). A folder swapped for a link
+    after the listing is therefore never read through. Scans call it as
+    ``image_open.open_scanned`` at call time (a seam where tests inject I/O failures).
+
+    Args:
+        root: The image root, resolved (no symbolic link in it).
+        path: The file's path under ``root``.
+        follow_links: Follow a final symbolic link (then the file it leads to is checked).
+
+    Returns:
+        ``(descriptor, its fstat)``; the caller closes the descriptor.
+
+    Raises:
+        activekd_core.paths.PathOutsideRoot: The file opened lies outside ``root``.
+        OSError: It cannot be opened or is not a regular file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = _os_open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_links:
+            raise PathOutsideRoot(root, path, "replaced by a symbolic link while being opened") from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if stat_module.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        if not stat_module.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (device, pipe or socket)", path)
+        opened = _descriptor_path(fd)
+        if opened is not None:
+            if not opened.startswith(root.rstrip(os.sep) + os.sep):
+                raise PathOutsideRoot(root, path, f"the file opened lies outside (at {opened})")
+        else:  # no /proc: the file opened must be the one at the path
+            now = os.stat(path, follow_symlinks=follow_links)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise PathOutsideRoot(root, path, "the file changed while being opened")
+        return fd, st  # a regular file: O_NONBLOCK has no effect on its reads
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def os_error_reason(exc: OSError) -> str:
@@ -127,7 +179,7 @@ def open_image_file(root: Path | str, image_id: str) -> BinaryIO:
         raise
 
 
-def _os_open(path: Path, flags: int) -> int:
+def _os_open(path: Path | str, flags: int) -> int:
     """``os.open`` (a seam so tests can swap a file between the check and the open)."""
     return os.open(path, flags)
 

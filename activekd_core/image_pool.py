@@ -76,6 +76,9 @@ class ImagePool:
     _stats: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
     # (width, height) per id, read from the header by a verifying scan (so nobody reopens files for it).
     _sizes: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
+    # Files a scan sniffed as TIFF (None: not known, e.g. a pool built by hand). With 0 a
+    # project's pool-wide stretch has no raster to survey (activekd_core.pool_stretch).
+    _tiff_files: int | None = field(default=None, repr=False, compare=False)
     # (the ids list object, its length, fingerprint) of the last fingerprint() call; holding
     # the list itself (not its id()) so a replaced list can never be mistaken for it.
     _fingerprint: tuple[list[str], int, str] | None = field(default=None, repr=False, compare=False)

@@ -744,6 +744,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --reuse-project: first label this share of the images (ground truth, one import)")
     ap.add_argument("--script-cache", choices=["per-run", "shared"], default="per-run",
                     help="AppTest: compile app.py and pages per run (AppTest's own way) or once (the server's)")
+    ap.add_argument("--create-only", action="store_true",
+                    help="only time Project.create (bench/create_scale.py), against --reference when given")
+    ap.add_argument("--reference", type=Path, default=None, help="with --create-only: a reference checkout")
+    ap.add_argument("--cold", action="store_true", help="with --create-only: drop the pool from the page cache first")
     ap.add_argument("--stage", choices=["apptest", "browser"], help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -764,6 +768,15 @@ def main(argv: list[str] | None = None) -> int:
     size = f"project {args.reuse_project}" if args.reuse_project else f"N={args.n:,}"
     print(f"app_scale: {size}, work {work}, load average {load_average()} on {os.cpu_count()} CPUs", flush=True)
     t_all = time.perf_counter()
+    if args.create_only:  # a complete pool (its manifest exists) is used as it is: no pass over its files
+        from create_scale import compare
+
+        if not (pool_root / "pool.json").is_file():
+            make_pool(pool_root, args.n)
+        out = compare(pool_root.resolve(), work.resolve(), args.reference, cold=args.cold)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
+        return 0
     if args.reuse_project is not None:
         core = reuse_stage(args, work / "project")
         args.n = core["n_images"]

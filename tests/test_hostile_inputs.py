@@ -330,18 +330,26 @@ def test_non_utf8_id_is_usable_when_kept(zoo: tuple[Path, dict[str, dict[str, st
 
 def test_unreadable_file_reported_via_injected_permission_error(zoo: tuple[Path, dict[str, dict[str, str]]], monkeypatch: pytest.MonkeyPatch) -> None:
     """We run as root here, and chmod 000 does not stop root from reading, so the
-    permission failure is injected at the single place plain files are opened
+    permission failure is injected at the two places files are opened by path: the
+    scan's confined opener (image_open.open_scanned) and the plain one
     (image_open.open_plain_file)."""
     root, _ = zoo
     target = (root / "name with spaces.png").resolve()
     real_open = image_open.open_plain_file
+    real_scanned = image_open.open_scanned
 
     def guarded(path: Path):  # type: ignore[no-untyped-def]
         if Path(path).resolve() == target:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path)
 
+    def guarded_scanned(root_text: str, path: str, **kw: bool):  # type: ignore[no-untyped-def]
+        if Path(path).resolve() == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scanned(root_text, path, **kw)
+
     monkeypatch.setattr(image_open, "open_plain_file", guarded)
+    monkeypatch.setattr(image_open, "open_scanned", guarded_scanned)
     pool = scan_with_timeout(root)
     reasons = {p.id: p.reason for p in pool.problems}
     assert "permission denied" in reasons["name with spaces.png"]

@@ -781,21 +781,27 @@ def test_counts_cached_on_newest_event(tmp_path: Path, images, monkeypatch) -> N
 
 
 def test_create_opens_each_image_once(tmp_path: Path, images, monkeypatch) -> None:
-    """Project.create stores every image's size from the scan, without reopening the files."""
+    """Project.create stores every image's size from the scan, without reopening the files.
+
+    Opens are counted where every image file is opened (confined): the scan reads a plain
+    PNG itself, without Pillow, so counting ``Image.open`` would miss them."""
+    from activekd_core import image_open
+
     root, truth = images
     opened: list[str] = []
-    real_open = Image.open
+    real_open = image_open._os_open
 
-    def counting_open(fp, *a, **kw):
-        opened.append(str(getattr(fp, "name", fp)))
-        return real_open(fp, *a, **kw)
+    def counting_open(path, flags):  # type: ignore[no-untyped-def]
+        opened.append(str(path))
+        return real_open(path, flags)
 
-    monkeypatch.setattr(Image, "open", counting_open)
+    monkeypatch.setattr(image_open, "_os_open", counting_open)
     p = new_project(tmp_path, root)
     recs = {r.id: r for r in p.store.images() if r.readable}
     assert set(recs) == set(truth) and all((r.width, r.height) == (24, 20) for r in recs.values())
-    scanned = [n for n in opened if str(root.resolve()) in n]
-    assert len(scanned) == len(truth), f"{len(scanned)} opens for {len(truth)} images"
+    base = str(root.resolve()) + os.sep
+    scanned = [n[len(base):] for n in opened if n.startswith(base) and n[len(base):] in truth]
+    assert sorted(scanned) == sorted(truth), f"{len(scanned)} opens for {len(truth)} images"  # each exactly once
 
 
 # ---- images that cannot be decoded at training time (issue 9 item 7) --------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,8 @@ from activekd_core.project.context import (
     check_train_overrides,
 )
 from activekd_core.project.teacher_probs import check_teacher
-from activekd_core.store import ImageRecord, Store, StoreError, utc_now, validate_class_names
+from activekd_core.store import Store, StoreError, utc_now, validate_class_names
+from activekd_core.store.catalog import ImageRow
 
 if TYPE_CHECKING:
     from activekd_core.project.facade import Project
@@ -119,8 +120,10 @@ def create_store(
     if problems:
         raise ProjectError("cannot create project: " + "; ".join(problems))
     assert pool is not None
-    if uses_band_ranges(recipe) and not recipe.band_ranges:
-        recipe = with_pool_band_ranges(recipe, pool, seed=int(seed))  # the pool-wide stretch, computed once
+    # The pool-wide stretch, computed once; a pool in which the scan sniffed no TIFF has no
+    # raster to survey (the survey would open thousands of files to find none).
+    if uses_band_ranges(recipe) and not recipe.band_ranges and pool._tiff_files != 0:
+        recipe = with_pool_band_ranges(recipe, pool, seed=int(seed))
         pool.recipe = recipe
         pool._fingerprint = None  # the recipe is part of it
     settings = {
@@ -153,7 +156,7 @@ def _write_store(folder: Path, pool: ImagePool, classes: list[tuple[str, str]], 
     store = None
     try:
         store = Store.create(db)
-        store.add_images(_image_records(pool))
+        store.add_image_rows(_image_rows(pool))
         store.set_classes(classes)
         store.set_setting("project", settings)
         store.set_setting("scan", {"root": str(pool.root), "n_images": len(pool), "n_skipped": len(pool.problems),
@@ -262,26 +265,35 @@ def _check_student_weights(arch: str, train: dict[str, Any], problems: list[str]
         problems.append(f"student: {exc}")
 
 
-def _image_records(pool: ImagePool) -> list[ImageRecord]:
-    records = []
+def _image_rows(pool: ImagePool) -> Iterator[ImageRow]:
+    """The ``images`` table's rows of a scanned pool: usable images in pool order, then skipped files.
+
+    Plain tuples made one at a time (no record object per image: at 1M images those cost
+    seconds); a plain id is its own file id, so its path is the root's text joined to it.
+    """
+    root = pool.root
+    prefix = str(root).rstrip(os.sep) + os.sep
     for row, image_id in enumerate(pool.ids):
-        ref = pool.item_ref(image_id)
-        path = pool.root / ref.file_id
+        if "#" in image_id or "@" in image_id:  # maybe a frame or a chip: its file is part of the id
+            file_id = pool.item_ref(image_id).file_id
+            path = str(root / file_id)
+        else:
+            file_id = image_id
+            path = prefix + image_id
         size = pool.image_size(image_id)  # read by the verifying scan: no second open
         if size is not None:
             width, height = size
-        elif ref.file_id != image_id:
+        elif file_id != image_id:
             width = height = None
         else:
             try:
-                with open_image_file(pool.root, image_id) as fh, Image.open(fh) as img:
+                with open_image_file(root, image_id) as fh, Image.open(fh) as img:
                     width, height = img.size
             except Exception:  # scanned as readable a moment ago; size is informative only
                 width = height = None
-        records.append(ImageRecord(image_id, row, str(path), width, height, True, None))
+        yield (image_id, row, path, width, height, 1, None)
     for p in pool.problems:
-        records.append(ImageRecord(p.id, None, str(p.path), None, None, False, p.reason))
-    return records
+        yield (p.id, None, str(p.path), None, None, 0, p.reason)
 
 
 def _inside(parent: Path, child: Path) -> bool:

@@ -14,6 +14,11 @@ from activekd_core.store.connection import StoreConnection
 from activekd_core.store.records import ClassRecord, ImageRecord, StoreError, image_from_row, validate_class_names
 
 
+# One row of the ``images`` table: id, pool row (None when skipped), path, width, height,
+# readable (1/0) and the reason a file was skipped.
+ImageRow = tuple[str, int | None, str, int | None, int | None, int, str | None]
+
+
 class StoreCatalog(StoreConnection):
     """Settings, images and classes of one project database."""
 
@@ -43,13 +48,21 @@ class StoreCatalog(StoreConnection):
 
     def add_images(self, records: Iterable[ImageRecord]) -> int:
         """Insert scanned images (usable and skipped) in one transaction; returns the count."""
-        rows = [(r.id, r.row, r.path, r.width, r.height, int(r.readable), r.reason) for r in records]
+        return self.add_image_rows((r.id, r.row, r.path, r.width, r.height, int(r.readable), r.reason) for r in records)
+
+    def add_image_rows(self, rows: Iterable[ImageRow]) -> int:
+        """Insert scanned images given as ``(id, row, path, width, height, readable 0/1, reason)``
+        tuples, all in one transaction (all or none); returns the count.
+
+        The rows are consumed as they are inserted (no list of them is built), so a
+        project creation at 1M images holds no second copy of its catalog.
+        """
         with self.transaction() as c:
-            c.executemany(
+            cursor = c.executemany(
                 "INSERT INTO images(id, row, path, width, height, readable, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        return len(rows)
+            return max(0, cursor.rowcount)
 
     def images(self, *, readable: bool | None = True) -> list[ImageRecord]:
         """Images in pool-row order (readable), or the skipped ones (``readable=False``), or all."""
