@@ -130,11 +130,14 @@ class ImagePool:
         if not recheck and cached is not None and cached[0] is self.ids and cached[1] == len(self.ids):
             return cached[2]
         digest = hashlib.sha256()
+        stats = self._stats
+        root = os.fspath(self.root) + os.sep
         for image_id in self.ids:
-            entry = None if recheck else self._stats.get(image_id)
-            if entry is None:
-                entry = _stat_entry(self.root / self.item_ref(image_id).file_id)
-                self._stats[image_id] = entry
+            entry = None if recheck else stats.get(image_id)
+            if entry is None:  # a plain id is its file's path: a string join, no Path or ItemRef per file
+                plain = "#" not in image_id and "@" not in image_id
+                entry = _os_stat_entry(root + image_id) if plain else _stat_entry(self.root / self.item_ref(image_id).file_id)
+                stats[image_id] = entry
             digest.update(id_to_bytes(image_id) + f"\0{entry[0]}\0{entry[1]}\n".encode())
         if self.recipe is not None and self.recipe != DisplayRecipe():
             digest.update(b"recipe\0" + self.recipe.key().encode())
@@ -165,9 +168,14 @@ def item_ref(root: Path | str, image_id: str) -> ItemRef:
 
 
 def _stat_entry(path: Path) -> tuple[int, int]:
+    return _os_stat_entry(os.fspath(path))
+
+
+def _os_stat_entry(path: str) -> tuple[int, int]:
+    """``(size, mtime_ns)`` of a file (links followed), ``(-1, -1)`` when it cannot be stat-ed."""
     try:
-        st = path.stat()
-    except OSError:
+        st = os.stat(path)
+    except (OSError, ValueError):
         return (-1, -1)
     return (st.st_size, st.st_mtime_ns)
 
