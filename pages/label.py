@@ -92,7 +92,7 @@ def _batch(project: Project) -> tuple[BatchView | None, bool]:
     each card in place instead of shifting the whole page by one element.
     """
     slot = st.container()
-    view = project.current_batch()
+    view = project.current_batch() or _finished_on_screen(project)
     if view is not None and not view.complete:
         project.start_prefetch(view, thumb_box=GRID_BOX)  # once per batch, with the next grid's thumbnails
         return view, False
@@ -118,6 +118,23 @@ def _batch(project: Project) -> tuple[BatchView | None, bool]:
         st.session_state[K_STOP] = True
         return None, False
     return view, True
+
+
+def _finished_on_screen(project: Project) -> BatchView | None:
+    """The batch this session last showed, when it is complete and no batch is open.
+
+    A round that ends while the next batch is being selected closes the finished batch
+    (the next one must come from the new student); the grid keeps showing it, read-only,
+    until the selection opens the next one.
+    """
+    shown = st.session_state.get(K_BATCH)
+    if not isinstance(shown, str) or not shown.startswith("batch-"):
+        return None
+    try:
+        view = project.batch_view(int(shown.removeprefix("batch-")))
+    except ValueError:
+        return None
+    return view if view is not None and view.complete else None
 
 
 @st.fragment(run_every=SELECT_POLL_SECONDS)

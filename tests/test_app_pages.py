@@ -187,6 +187,34 @@ def test_a_late_next_batch_keeps_the_finished_grid_on_screen_read_only(home):
     assert not any(b.disabled for b in at.button if b.key and b.key.startswith(_batch_key(at)))
 
 
+def test_a_round_closing_the_finished_batch_keeps_it_on_screen_until_the_next_opens(home):
+    """A round that ends while the next batch is selected closes the finished batch; the grid
+    keeps showing it, read-only (before: an empty page until the selection ended)."""
+    at = _app()
+    first = _card_ids(at)
+    key = _batch_key(at)
+    for pos in range(9):
+        at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
+    with Project.open(home / "projects" / "textile") as project:
+        job = project.jobs().latest("prefetch")
+        assert job is not None and project.jobs().wait(job.id, timeout=60).state == "done"
+        project.store.set_setting("prefetched_batch", None)  # the next batch is late
+    at.button(key=f"{key}_9_c0").click().run()
+    with Project.open(home / "projects" / "textile") as project:
+        project.store.close_batches()  # what a round that ends now does (Batches.close_after_round)
+        assert project.current_batch() is None
+    at.run()  # a rerun before the selection has stored the next batch
+    assert not at.exception, [e.message for e in at.exception]
+    assert _card_ids(at) == first
+    assert all(b.disabled for b in at.button if b.key and b.key.startswith(f"{key}_") and b.key.endswith("_c0"))
+    with Project.open(home / "projects" / "textile") as project:
+        job = project.jobs().latest("select")
+        assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
+    at.run()
+    second = _card_ids(at)
+    assert second and not set(second) & set(first)
+
+
 def test_focus_mode_and_teacher_toggle(home):
     at = _app()
     ids = _card_ids(at)

@@ -112,8 +112,14 @@ class Batches:
     def current(self) -> BatchView | None:
         """The open batch with each image's current state, or None if there is none."""
         batch = self.ctx.store.open_batch_current()
-        if batch is None:
-            return None
+        return None if batch is None else self._view(batch)
+
+    def view(self, batch_id: int) -> BatchView | None:
+        """Any stored batch (open or closed) with each image's current state, or None."""
+        batch = self.ctx.store.batch(int(batch_id))
+        return None if batch is None else self._view(batch)
+
+    def _view(self, batch: QueryBatch) -> BatchView:
         current = self.ctx.store.current()
         states = {it.image_id: current.get(it.image_id) for it in batch.items}
         if batch.strategy == REVISIT:

@@ -255,6 +255,10 @@ class Project(ProjectContext):
         """The open batch with each image's current state, or None if there is none."""
         return self._batches.current()
 
+    def batch_view(self, batch_id: int) -> BatchView | None:
+        """A stored batch (open or closed) with each image's current state, or None if unknown."""
+        return self._batches.view(batch_id)
+
     def ensure_batch(self, progress: ProgressFn | None = None) -> BatchView:
         """The open batch, selecting a new one when none is open or the open one is complete."""
         return self._batches.ensure(progress)
