@@ -73,8 +73,8 @@ def audit_progress(ctx: ProjectContext) -> tuple[int, int]:
 
 
 def _labeled(ev: LabelEvent | None) -> bool:
-    """Whether a current state is a label (what :meth:`Store.current_labels` holds)."""
-    return ev is not None and ev.event == "label" and bool(ev.class_name)
+    """Whether an image's current state (None: none) is a label."""
+    return ev is not None and ev.is_label
 
 
 def _audit_labels(ctx: ProjectContext) -> tuple[np.ndarray, np.ndarray]:

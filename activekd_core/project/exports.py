@@ -177,7 +177,7 @@ class Exports:
         labels = {
             i: (ev.class_name, ev.annotator)
             for i, ev in self.ctx.store.current().items()
-            if ev.event == "label" and ev.class_name
+            if ev.is_label
         }
         dest = Path(dest) if dest else self.ctx.path("exports", "label_studio_tasks.json")
         ids = self.ctx.pool().ids

@@ -283,7 +283,7 @@ class LabelHistory(StoreCatalog):
 
     def current_labels(self) -> dict[str, str]:
         """Image id -> class name, for images whose current state is a label."""
-        return {i: e.class_name for i, e in self.current().items() if e.event == "label" and e.class_name}
+        return {i: e.class_name for i, e in self.current().items() if e.is_label}
 
     def class_counts(self) -> dict[str, int]:
         """Current number of labeled images per class (all classes, zeros included; O(classes))."""

@@ -51,6 +51,11 @@ class LabelEvent:
     strategy: str | None
     undoes: int | None
 
+    @property
+    def is_label(self) -> bool:
+        """Whether this event gives the image a class (what :meth:`Store.current_labels` holds)."""
+        return self.event == "label" and bool(self.class_name)
+
 
 @dataclass(frozen=True)
 class ImageRecord:
