@@ -160,7 +160,9 @@ def test_completing_a_batch_selects_the_next_one(home):
         assert len(db.batches()) == 2 and db.open_batch_current().id == 2
 
 
-def test_a_late_next_batch_keeps_the_finished_grid_on_screen_read_only(home):
+def _nine_labels_and_a_late_next_batch(home: Path) -> tuple[AppTest, list[str], str]:
+    """The Label page after nine of ten labels, with the batch prepared ahead thrown away (as
+    if it had not finished in time); returns the app, the batch's image ids and its key."""
     at = _app()
     first = _card_ids(at)
     key = _batch_key(at)
@@ -169,7 +171,12 @@ def test_a_late_next_batch_keeps_the_finished_grid_on_screen_read_only(home):
     with Project.open(home / "projects" / "textile") as project:
         job = project.jobs().latest("prefetch")
         assert job is not None and project.jobs().wait(job.id, timeout=60).state == "done"
-        project.store.set_setting("prefetched_batch", None)  # as if the preparation had not finished in time
+        project.store.set_setting("prefetched_batch", None)
+    return at, first, key
+
+
+def test_a_late_next_batch_keeps_the_finished_grid_on_screen_read_only(home):
+    at, first, key = _nine_labels_and_a_late_next_batch(home)
     at.button(key=f"{key}_9_c0").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert _card_ids(at) == first  # the finished batch stays (before: an empty page with a progress bar)
@@ -190,15 +197,7 @@ def test_a_late_next_batch_keeps_the_finished_grid_on_screen_read_only(home):
 def test_a_round_closing_the_finished_batch_keeps_it_on_screen_until_the_next_opens(home):
     """A round that ends while the next batch is selected closes the finished batch; the grid
     keeps showing it, read-only (before: an empty page until the selection ended)."""
-    at = _app()
-    first = _card_ids(at)
-    key = _batch_key(at)
-    for pos in range(9):
-        at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
-    with Project.open(home / "projects" / "textile") as project:
-        job = project.jobs().latest("prefetch")
-        assert job is not None and project.jobs().wait(job.id, timeout=60).state == "done"
-        project.store.set_setting("prefetched_batch", None)  # the next batch is late
+    at, first, key = _nine_labels_and_a_late_next_batch(home)
     at.button(key=f"{key}_9_c0").click().run()
     with Project.open(home / "projects" / "textile") as project:
         project.store.close_batches()  # what a round that ends now does (Batches.close_after_round)
