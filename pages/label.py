@@ -60,6 +60,7 @@ K_FOCUS_MODE = "lbl_focus_mode"
 K_SHOW_TEACHER = "lbl_show_teacher"
 K_COLS = "lbl_cols"
 K_COMPACT = "lbl_compact"
+K_ROUND_TABLE = "lbl_round_table"  # the open state of the labels-per-round expander
 PER_ROW_CHOICES = [2, 3, 4, 5, 6]
 K_SOURCE = "lbl_source"
 K_NOTICE = "lbl_notice"
@@ -453,8 +454,12 @@ def main() -> None:
                    "←/→ or J/K move, F focus mode")
     _counts(project)
     collapse_notes(project)
-    with st.expander("Labels found per class per round"):
-        labels_per_round_table(project)
+    # Drawn only while open: a table that changes with every label costs the browser ~0.1 s
+    # per click to redraw, hidden or not (bench/README.md, batch turnover at 100k).
+    per_round = st.expander("Labels found per class per round", key=K_ROUND_TABLE, on_change="rerun")
+    if per_round.open:
+        with per_round:
+            labels_per_round_table(project)
     suggestions = None
     if show_teacher:
         try:

@@ -600,6 +600,9 @@ def test_pages_warn_on_a_collapsed_student_and_show_labels_found_per_class(home)
     texts = [w.value for w in at.warning]
     assert any("student (round 1) predicts" in t and "almost everything" in t for t in texts), texts
     assert any("predicts" in t and "for nothing" in t for t in texts), texts
+    assert not at.dataframe  # the labels-per-round table is drawn only while its expander is open
+    at.session_state["lbl_round_table"] = True  # as a click on the expander does
+    at.run()
     per_round = at.dataframe[0].value
     assert list(per_round["round"]) == ["1", "now"] and list(per_round[classes[2]]) == [0, 0]
     assert list(per_round[classes[1]]) == [3, 3]

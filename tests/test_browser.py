@@ -272,4 +272,8 @@ def test_collapse_warning_and_labels_per_class_in_chromium(tmp_path):
         page.screenshot(path=str(SHOTS / "10_collapse_train.png"), full_page=True)
         page.goto(url)
         page.get_by_text("The teacher predicts 'nominal' for almost everything").wait_for(timeout=90_000)
-        page.get_by_text("Labels found per class per round").wait_for()
+        expander = page.locator("[data-testid='stExpander']").filter(has_text="Labels found per class per round")
+        expander.wait_for()
+        assert expander.locator("[data-testid='stDataFrame']").count() == 0  # drawn only once opened
+        expander.get_by_text("Labels found per class per round").click()
+        expander.locator("[data-testid='stDataFrame']").wait_for(timeout=30_000)
