@@ -33,6 +33,7 @@ from activekd_core.view_models.label import (
     partial_batch_caption,
     training_job,
 )
+from pages._button_row import action_row, class_row
 from pages._grid import compact_card, compact_style
 from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import (
@@ -255,23 +256,14 @@ def _class_buttons(classes: list[str], keys: list[str], image_id: str, pos: int,
                    key: str, disabled: bool = False) -> None:
     longest = max(len(c) for c in classes)
     per_row = 5 if longest <= 3 else (2 if longest <= 7 else 1)  # full names, never truncated
-    for start in range(0, len(classes), per_row):
-        cols = st.columns(per_row, gap="small") if per_row > 1 else [st]
-        for j, name in enumerate(classes[start:start + per_row]):
-            k = start + j
-            chosen = event is not None and event.event == "label" and event.class_name == name
-            cols[j].button(
-                md(name), key=f"lbl_{key}_{pos}_c{k}", type="primary" if chosen else "secondary",
-                on_click=_act, args=("label", image_id, pos, ids, name), width="stretch", wrap=True, disabled=disabled,
-                help=f"Label as {md(name)}" + (f" (key {keys[k]} when focused)" if k < len(keys) else ""),
-            )
-    a, b, c = st.columns(3, gap="small")
-    a.button("Skip", key=f"lbl_{key}_{pos}_skip", on_click=_act, args=("skip", image_id, pos, ids),
-             type="primary" if event is not None and event.event == "skip" else "tertiary", disabled=disabled)
-    b.button("Unsure", key=f"lbl_{key}_{pos}_unsure", on_click=_act, args=("unsure", image_id, pos, ids),
-             type="primary" if event is not None and event.event == "unsure" else "tertiary", disabled=disabled)
-    c.button("Zoom", key=f"lbl_{key}_{pos}_zoom", on_click=_set_focus, args=(pos, True), type="tertiary",
-             icon=":material/zoom_in:")
+    chosen = event.class_name if event is not None and event.event == "label" else None
+    class_row(f"lbl_{key}_{pos}_classes", classes, keys, chosen,
+              lambda name: _act("label", image_id, pos, ids, name), disabled=disabled, compact=False,
+              per_row=per_row)
+    decided = event.event if event is not None else None
+    action_row(f"lbl_{key}_{pos}_actions", decided,
+               lambda action: _set_focus(pos, True) if action == "zoom" else _act(action, image_id, pos, ids),
+               disabled=disabled)
 
 
 def _card(project: Project, classes: list[str], keys: list[str], image_id: str, score: float | None, pos: int,
@@ -303,13 +295,15 @@ def _compact_card(project: Project, classes: list[str], keys: list[str], image_i
                  why=_why(strategy, score, pos), box=GRID_BOX, act=_act, zoom=_set_focus, disabled=disabled)
 
 
-def _keyboard_bar(classes: list[str], keys: list[str], ids: list[str], focus: int, disabled: bool = False) -> None:
+def _keyboard_bar(classes: list[str], keys: list[str], ids: list[str], disabled: bool = False) -> None:
     """Buttons acting on the focused image, each with a keyboard shortcut (``disabled``: the
     finished batch shown while the next one is prepared takes no decision and no undo)."""
     with st.container(key="lbl_keys", horizontal=True):
         for k, (name, shortcut) in enumerate(zip(classes, keys)):
+            # no tooltip: its text followed the focus, so all ten redrew on every label (the key
+            # badge and the caption above say what the bar does)
             st.button(md(name), key=f"lbl_key_c{k}", shortcut=shortcut, on_click=_act_focused, disabled=disabled,
-                      args=("label", ids, name), help=f"Label the focused image #{focus + 1} as {md(name)}")
+                      args=("label", ids, name))
         st.button("Skip", key="lbl_key_skip", shortcut="S", on_click=_act_focused, args=("skip", ids),
                   disabled=disabled)
         st.button("Unsure", key="lbl_key_unsure", shortcut="U", on_click=_act_focused, args=("unsure", ids),
@@ -447,7 +441,7 @@ def main() -> None:
                                  help="Hidden by default to avoid anchoring on the teacher's guess.")
     compact = top[1].toggle("Compact cards", key=K_COMPACT, on_change=_save_pref, args=(project, K_COMPACT),
                             help="The image takes most of each card; the class buttons form one short row "
-                                 "(each class's key in front, its full name in the tooltip).")
+                                 "(each class's key in front, its whole name in the tooltip).")
     n_cols = top[2].selectbox("Per row", PER_ROW_CHOICES, key=K_COLS, on_change=_save_pref, args=(project, K_COLS))
     keys = project.class_keys()
     top[3].caption(f"Keys {', '.join(keys)} label the focused image, S skip, U unsure, Z undo, "
@@ -472,14 +466,14 @@ def main() -> None:
                            "(selecting a batch or opening Teacher bias runs it).")
 
     classes = project.classes
-    _keyboard_bar(classes, keys, ids, focus, read_only)
+    _keyboard_bar(classes, keys, ids, read_only)
     _style(focus)
     if st.session_state.get(K_FOCUS_MODE):
         image_id, score = items[focus]
         _focus_view(project, image_id, score, focus, ids, states[image_id], key, strategy, suggestions, read_only)
         return
     if compact:
-        compact_style(classes, keys)
+        compact_style()
     for start in range(0, len(items), n_cols):
         cols = st.columns(n_cols)
         for j, (image_id, score) in enumerate(items[start:start + n_cols]):

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
+from button_rows import act, batch_key, button_rows, class_row, class_rows, pick, send  # noqa: E402
 
 from activekd_core.paths import PathOutsideRoot  # noqa: E402
 from activekd_core.project import Project, open_demo  # noqa: E402
@@ -74,8 +75,7 @@ def _card_ids(at: AppTest) -> list[str]:
 
 
 def _batch_key(at: AppTest) -> str:
-    keys = [b.key for b in at.button if b.key and b.key.startswith("lbl_batch-")]
-    return keys[0].rsplit("_", 2)[0]
+    return batch_key(at)
 
 
 def test_label_page_renders_the_open_batch(home):
@@ -86,9 +86,9 @@ def test_label_page_renders_the_open_batch(home):
     assert batch is not None and len(batch.items) == 10
     assert _card_ids(at) == [it.image_id for it in batch.items]
     assert any("0/10 done" in (p.proto.text or "") for p in at.get("progress"))
-    # one class button per class and card, plus the keyboard bar with shortcuts
+    # one class row per card, plus the keyboard bar with shortcuts
     key = _batch_key(at)
-    assert [at.button(key=f"{key}_0_c{k}").label for k in range(3)] == classes
+    assert class_row(at, f"{key}_0").labels == classes and len(class_rows(at)) == 10
     assert at.button(key="lbl_key_c0").proto.shortcut == "1"
     assert at.button(key="lbl_key_undo").proto.shortcut.lower() == "z"
 
@@ -97,7 +97,7 @@ def test_click_records_exactly_that_label_then_undo(home):
     at = _app()
     ids = _card_ids(at)
     key = _batch_key(at)
-    at.button(key=f"{key}_3_c2").click().run()
+    pick(at, f"{key}_3", 2)
     assert not at.exception
     with _db(home) as db:
         classes = db.class_names()
@@ -108,8 +108,9 @@ def test_click_records_exactly_that_label_then_undo(home):
     assert any(f"labeled **{classes[2]}**" in c.value for c in at.caption)
     assert any("1/10 done" in (p.proto.text or "") for p in at.get("progress"))
 
-    at.button(key=f"{key}_5_skip").click().run()
-    at.button(key=f"{key}_6_unsure").click().run()
+    act(at, f"{key}_5", "skip")
+    act(at, f"{key}_6", "unsure")
+    assert class_row(at, f"{key}_5", "actions").chosen == ["skip"]  # shown pressed
     with _db(home) as db:
         assert {i: e.event for i, e in db.current().items()} == {ids[3]: "label", ids[5]: "skip", ids[6]: "unsure"}
 
@@ -142,7 +143,7 @@ def test_completing_a_batch_selects_the_next_one(home):
     first = _card_ids(at)
     key = _batch_key(at)
     for pos in range(9):
-        at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
+        pick(at, f"{key}_{pos}", pos % 3)
         assert not at.exception, [e.message for e in at.exception]
     # the next batch is prepared in a background job while this one is labeled...
     with Project.open(home / "projects" / "textile") as project:
@@ -151,13 +152,25 @@ def test_completing_a_batch_selects_the_next_one(home):
         assert project.jobs().wait(job.id, timeout=60).state == "done"
     # ...so the last label shows the next grid at once (the grid never empties; before this
     # change the page showed selection progress and an empty grid here)
-    at.button(key=f"{key}_9_c0").click().run()
+    old_classes, old_actions = class_row(at, f"{key}_0"), class_row(at, f"{key}_1", "actions")
+    pick(at, f"{key}_9", 0)
     assert not at.exception, [e.message for e in at.exception]
     second = _card_ids(at)
     assert len(second) == 2 and not set(second) & set(first)
     with _db(home) as db:
         assert len(db.current_labels()) == 10
         assert len(db.batches()) == 2 and db.open_batch_current().id == 2
+        n_events = len(db.events())
+    # clicks on cards of the replaced grid (a page that had not drawn the new one yet) are
+    # dropped: they never label or skip the image now at that position
+    send(at, old_classes, old_classes.values[2])
+    send(at, old_actions, "skip")
+    assert not at.exception, [e.message for e in at.exception]
+    with _db(home) as db:
+        assert len(db.events()) == n_events and not set(db.current()) & set(second)
+    pick(at, f"{_batch_key(at)}_0", 2)  # while the new grid's own row labels its image
+    with _db(home) as db:
+        assert db.current_labels()[second[0]] == db.class_names()[2]
 
 
 def _nine_labels_and_a_late_next_batch(home: Path) -> tuple[AppTest, list[str], str]:
@@ -167,7 +180,7 @@ def _nine_labels_and_a_late_next_batch(home: Path) -> tuple[AppTest, list[str], 
     first = _card_ids(at)
     key = _batch_key(at)
     for pos in range(9):
-        at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
+        pick(at, f"{key}_{pos}", pos % 3)
     with Project.open(home / "projects" / "textile") as project:
         job = project.jobs().latest("prefetch")
         assert job is not None and project.jobs().wait(job.id, timeout=60).state == "done"
@@ -177,14 +190,18 @@ def _nine_labels_and_a_late_next_batch(home: Path) -> tuple[AppTest, list[str], 
 
 def test_a_late_next_batch_keeps_the_finished_grid_on_screen_read_only(home):
     at, first, key = _nine_labels_and_a_late_next_batch(home)
-    at.button(key=f"{key}_9_c0").click().run()
+    pick(at, f"{key}_9", 0)
     assert not at.exception, [e.message for e in at.exception]
     assert _card_ids(at) == first  # the finished batch stays (before: an empty page with a progress bar)
     assert any("Next batch being prepared" in str(p.proto) for p in at.get("progress"))
     decisions = [b for b in at.button if b.key and (b.key.startswith(key) or b.key.startswith("lbl_key_"))
                  and not b.key.endswith("_zoom") and b.key not in ("lbl_key_prev", "lbl_key_next", "lbl_key_j",
                                                                   "lbl_key_k", "lbl_key_focus")]
-    assert len(decisions) > 40 and all(b.disabled for b in decisions)  # looking only: no label, skip or undo
+    assert len(decisions) == 6 and all(b.disabled for b in decisions)  # looking only: no label, skip or undo
+    rows = button_rows(at)
+    actions = [r for k, r in rows.items() if k.endswith("_actions")]
+    assert len(rows) == 20 and all(r.disabled == [True, True, False] for r in actions)  # zoom stays: looking is fine
+    assert all(all(r.disabled) for r in class_rows(at).values())
     with Project.open(home / "projects" / "textile") as project:
         job = project.jobs().latest("select")
         assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
@@ -192,20 +209,22 @@ def test_a_late_next_batch_keeps_the_finished_grid_on_screen_read_only(home):
     second = _card_ids(at)
     assert len(second) == 2 and not set(second) & set(first)
     assert not any(b.disabled for b in at.button if b.key and b.key.startswith(_batch_key(at)))
+    assert not any(any(r.disabled) for r in button_rows(at).values())
 
 
 def test_a_round_closing_the_finished_batch_keeps_it_on_screen_until_the_next_opens(home):
     """A round that ends while the next batch is selected closes the finished batch; the grid
     keeps showing it, read-only (before: an empty page until the selection ended)."""
     at, first, key = _nine_labels_and_a_late_next_batch(home)
-    at.button(key=f"{key}_9_c0").click().run()
+    pick(at, f"{key}_9", 0)
     with Project.open(home / "projects" / "textile") as project:
         project.store.close_batches()  # what a round that ends now does (Batches.close_after_round)
         assert project.current_batch() is None
     at.run()  # a rerun before the selection has stored the next batch
     assert not at.exception, [e.message for e in at.exception]
     assert _card_ids(at) == first
-    assert all(b.disabled for b in at.button if b.key and b.key.startswith(f"{key}_") and b.key.endswith("_c0"))
+    rows = [r for k, r in class_rows(at).items() if k.startswith(f"{key}_")]
+    assert len(rows) == 10 and all(all(r.disabled) for r in rows)
     with Project.open(home / "projects" / "textile") as project:
         job = project.jobs().latest("select")
         assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
@@ -218,11 +237,11 @@ def test_focus_mode_and_teacher_toggle(home):
     at = _app()
     ids = _card_ids(at)
     key = _batch_key(at)
-    at.button(key=f"{key}_1_c0").click().run()
+    pick(at, f"{key}_1", 0)
     at.toggle(key="lbl_show_teacher").set_value(True).run()
     assert not at.exception, [e.message for e in at.exception]
     assert sum("Teacher suggests" in c.value for c in at.caption) == 10
-    at.button(key=f"{key}_4_zoom").click().run()
+    act(at, f"{key}_4", "zoom")
     assert not at.exception
     assert any(c.value.startswith(f"`{ids[4]}` ·") and "px" in c.value for c in at.caption)
     at.select_slider(key="lbl_zoom").set_value(2.0).run()
@@ -274,8 +293,8 @@ def test_two_sessions_label_the_same_image_last_write_wins(home):
     ids = _card_ids(a)
     assert _card_ids(b) == ids
     key = _batch_key(a)
-    a.button(key=f"{key}_0_c0").click().run()
-    b.button(key=f"{key}_0_c2").click().run()
+    pick(a, f"{key}_0", 0)
+    pick(b, f"{key}_0", 2)
     a.run()
     with _db(home) as db:
         classes = db.class_names()
@@ -289,7 +308,7 @@ def test_train_page_runs_a_round_and_a_second_start_is_refused(home):
     at = _app()
     key = _batch_key(at)
     for pos in range(4):
-        at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
+        pick(at, f"{key}_{pos}", pos % 3)
     at.switch_page("pages/train.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("No rounds yet" in c.value for c in at.caption)
@@ -339,7 +358,7 @@ def test_train_page_runs_a_round_and_a_second_start_is_refused(home):
 def test_failed_round_shows_the_error_and_keeps_labels(home, monkeypatch):
     at = _app()
     key = _batch_key(at)
-    at.button(key=f"{key}_0_c0").click().run()
+    pick(at, f"{key}_0", 0)
     with Project.open(home / "projects" / "textile") as project:
         project.update_config(train={**TRAIN_FAST, "arch": "no_such_arch"})
     st.cache_resource.clear()
@@ -521,13 +540,13 @@ def test_project_folder_recreated_while_running_gets_the_next_label(home):
     at = _app()
     ids = _card_ids(at)
     key = _batch_key(at)
-    at.button(key=f"{key}_0_c0").click().run()
+    pick(at, f"{key}_0", 0)
     folder = home / "projects" / "textile"
     shutil.rmtree(folder)
     with open_demo("textile", base_dir=home, per_class=4) as fresh:
         fresh.update_config(train=TRAIN_FAST)
         assert fresh.store.events() == []
-    at.button(key=f"{key}_1_c1").click().run()
+    pick(at, f"{key}_1", 1)
     assert not at.exception, [e.message for e in at.exception]
     with _db(home) as db:
         classes = db.class_names()
@@ -567,8 +586,8 @@ def test_undo_in_one_session_never_reverts_another_sessions_label(home):
     a, b = _app(), _app()
     ids, key = _card_ids(a), _batch_key(a)
     assert _card_ids(b) == ids
-    b.button(key=f"{key}_1_c1").click().run()
-    a.button(key=f"{key}_0_c0").click().run()  # A's label is the newest event
+    pick(b, f"{key}_1", 1)
+    pick(a, f"{key}_0", 0)  # A's label is the newest event
     b.button(key="lbl_key_undo").click().run()
     assert not b.exception
     with _db(home) as db:
@@ -583,7 +602,7 @@ def test_pages_warn_on_a_collapsed_student_and_show_labels_found_per_class(home)
     at = _app()
     key = _batch_key(at)
     for pos in range(4):
-        at.button(key=f"{key}_{pos}_c{min(pos, 1)}").click().run()  # classes 0, 1, 1, 1; class 2 not found
+        pick(at, f"{key}_{pos}", min(pos, 1))  # classes 0, 1, 1, 1; class 2 not found
     folder = home / "projects" / "textile"
     with Project.open(folder) as project:
         record = project.retrain()

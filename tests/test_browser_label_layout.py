@@ -24,7 +24,6 @@ pytestmark = [
 ]
 
 MIN_IMAGE_SHARE = 0.6  # of the card's height (the classic card: about a third)
-KEY_HINT_JS = "el => getComputedStyle(el, '::before').content"
 
 
 def test_compact_card_image_dominates_and_a_click_labels_that_image(home: Path, tmp_path: Path) -> None:
@@ -48,19 +47,19 @@ def test_compact_card_image_dominates_and_a_click_labels_that_image(home: Path, 
         shares = [c["img_h"] / c["h"] for c in cards]
         assert min(shares) >= MIN_IMAGE_SHARE, shares
         assert sum(c["bottom"] <= 900 for c in cards) >= 1  # a whole card above the fold
-        # each class button shows its key in front of the name (a style rule, not the label text)
-        button = page.locator(f".st-key-{key}_3_c2 button p").first
-        assert button.evaluate(KEY_HINT_JS) == '"3"' and button.inner_text() == classes[2]
+        # each class button shows its key in front of the name, and the whole name with its key in its tooltip
+        button = page.locator(f".st-key-{key}_3_classes button[data-k='2']:visible").first
+        assert button.locator(".akd-key").inner_text() == "3" and button.locator(".akd-name").inner_text() == classes[2]
+        assert button.get_attribute("title") == f"Label as {classes[2]} (key 3 when focused)"
 
-        page.locator(f".st-key-{key}_3_c2 button:visible").click()
+        button.click()
         _wait(lambda: _labels(db_path) == {ids[3]: classes[2]}, 30, "the label of card #4")
         card = page.locator(".st-key-lbl_card_3")
         _wait(lambda: f"labeled {classes[2]}" in card.inner_text(), 30, "card #4 to show its label")
-        kinds = [page.locator(f".st-key-{key}_3_c{k} button:visible").first.get_attribute("data-testid")
-                 for k in range(len(classes))]
-        assert kinds == ["stBaseButton-secondary", "stBaseButton-secondary", "stBaseButton-primary"]  # chosen
-        chosen = page.locator(f".st-key-{key}_3_c2 button:visible").first
-        color = chosen.evaluate("b => getComputedStyle(b).backgroundColor")  # (hovered: a darker shade)
+        pressed = [page.locator(f".st-key-{key}_3_classes button[data-k='{k}']:visible").first.get_attribute("aria-pressed")
+                   for k in range(len(classes))]
+        assert pressed == ["false", "false", "true"]  # the chosen class, shown pressed
+        color = button.evaluate("b => getComputedStyle(b).backgroundColor")  # (hovered: a darker shade)
         red, _, blue = (int(v) for v in color[color.index("(") + 1:color.index(")")].split(",")[:3])
         assert blue > 120 and blue > 2 * red, color  # the theme's calm blue, not Streamlit's alarm red
         _wait(lambda: "1/12 labeled" in _sidebar(page), 30, "the sidebar to count the label")
@@ -102,3 +101,33 @@ def test_sidebar_counts_include_an_import_made_on_the_project_page(tmp_path: Pat
         _settled(page)
         assert "6/6 labeled" in _sidebar(page)  # the same run as the import, not the next click
     assert len(_labels(folder / "project.db")) == 6
+
+
+def test_compact_class_buttons_stay_one_line_with_the_whole_name_in_the_tooltip(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from activekd_core.project import Project
+
+    long_name = ("an unusually long class name, " * 3).strip()  # cut on its button; whole in its tooltip
+    classes = ["red", "<b>mid</b> **green**", long_name]
+    root = tmp_path / "images"
+    root.mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), (40 * i, 90, 160)).save(root / f"{i}.png")
+    folder = tmp_path / "proj"
+    Project.create(folder, root, [(c, "") for c in classes], teacher_spec={"kind": "standin"},
+                   batch_size=4, strategy="random").close()
+    server = Server(tmp_path / "home", tmp_path / "streamlit.log", env={"ACTIVEKD_PROJECT": str(folder)})
+    with served_browser(server, (1440, 900)) as (url, browser, page):
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.locator(".st-key-lbl_card_0 img").wait_for(state="visible", timeout=90_000)
+        _settled(page)
+        rows = page.evaluate("""() => [...document.querySelectorAll('[class*="st-key-lbl_batch-"][class*="_0_classes"] button')]
+            .map(b => { const name = b.querySelector('.akd-name');
+              return {h: b.getBoundingClientRect().height, cut: b.scrollWidth > b.clientWidth, name: name.textContent,
+                      html: name.innerHTML, title: b.title}; })""")
+    assert len(rows) == 3, rows
+    assert len({round(r["h"]) for r in rows}) == 1, rows  # one line each: the long name does not wrap
+    assert rows[2]["cut"] and rows[2]["title"] == f"Label as {long_name} (key 3 when focused)", rows
+    assert rows[1]["name"] == classes[1] and "<b>" not in rows[1]["html"].replace("&lt;b&gt;", ""), rows  # literal

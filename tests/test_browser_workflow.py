@@ -41,6 +41,11 @@ def _button(page, key: str):
     return page.locator(f".st-key-{key} button:visible").first
 
 
+def _class_button(page, card: str, k: int):
+    """Class ``k``'s button on ``card`` (``f"{batch_key}_{pos}"``)."""
+    return page.locator(f".st-key-{card}_classes button[data-k='{k}']:visible").first
+
+
 def test_two_users_label_and_undo_only_their_own(home: Path, tmp_path: Path) -> None:
     with _store(home) as s:
         batch = s.open_batch_current()
@@ -56,12 +61,12 @@ def test_two_users_label_and_undo_only_their_own(home: Path, tmp_path: Path) -> 
             for page, name in ((ada, "ada"), (bob, "bob")):
                 page.set_default_timeout(60_000)
                 page.goto(f"{url}/?demo=textile&annotator={name}")
-                _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+                _class_button(page, f"{key}_0", 0).wait_for(timeout=90_000)
                 _settled(page)
-            _button(bob, f"{key}_1_c1").click()
+            _class_button(bob, f"{key}_1", 1).click()
             _wait(lambda: len(_labels(home)) == 1, 30, "bob's label")
             _settled(bob)
-            _button(ada, f"{key}_2_c2").click()
+            _class_button(ada, f"{key}_2", 2).click()
             _wait(lambda: len(_labels(home)) == 2, 30, "ada's label")
             _settled(ada)
             bob.mouse.click(5, 300)
@@ -131,22 +136,22 @@ def test_batch_turnover_never_empties_the_grid(home: Path, tmp_path: Path) -> No
     with served_browser(server, (1500, 1300)) as (url, browser, page):
         page.set_default_timeout(60_000)
         page.goto(url)
-        _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+        _class_button(page, f"{key}_0", 0).wait_for(timeout=90_000)
         _settled(page)
         for pos in range(9):
-            _button(page, f"{key}_{pos}_c{pos % 3}").scroll_into_view_if_needed()
-            _button(page, f"{key}_{pos}_c{pos % 3}").click()
+            _class_button(page, f"{key}_{pos}", pos % 3).scroll_into_view_if_needed()
+            _class_button(page, f"{key}_{pos}", pos % 3).click()
             _wait(lambda: len(_labels(home)) == pos + 1, 30, f"label {pos + 1}")
             _settled(page)
         with Project.open(home / "projects" / "textile") as project:  # prepared while we labeled
             job = project.jobs().latest("prefetch")
             assert job is not None and project.jobs().wait(job.id, timeout=120).state == "done"
         page.evaluate(WATCH_EMPTY_GRID_JS)
-        _button(page, f"{key}_9_c0").scroll_into_view_if_needed()
-        _button(page, f"{key}_9_c0").click()
+        _class_button(page, f"{key}_9", 0).scroll_into_view_if_needed()
+        _class_button(page, f"{key}_9", 0).click()
         _wait(lambda: _open_batch_id(home) != batch.id, 30, "the next batch to open")
         next_key = f"lbl_batch-{_open_batch_id(home)}"
-        _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
+        _class_button(page, f"{next_key}_0", 0).wait_for(timeout=30_000)
         page.evaluate("() => { window.__akdStop = true; }")
         assert page.evaluate("() => window.__akdEmptied") is False
         assert page.get_by_text("Next batch being prepared").count() == 0  # no wait shown
@@ -164,7 +169,7 @@ def test_a_late_next_batch_keeps_the_finished_grid_read_only(home: Path, tmp_pat
     with served_browser(server, (1500, 1300)) as (url, browser, page):
         page.set_default_timeout(60_000)
         page.goto(url)
-        _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+        _class_button(page, f"{key}_0", 0).wait_for(timeout=90_000)
         _settled(page)
         page.mouse.click(5, 300)  # keys go to the page
         for pos in range(9):
@@ -178,14 +183,14 @@ def test_a_late_next_batch_keeps_the_finished_grid_read_only(home: Path, tmp_pat
         page.evaluate(WATCH_EMPTY_GRID_JS)
         page.keyboard.press("1")
         page.get_by_text("Next batch being prepared").wait_for(timeout=30_000)
-        _wait(lambda: _button(page, f"{key}_9_c0").is_disabled(), 30, "the finished grid, read-only")
+        _wait(lambda: _class_button(page, f"{key}_9", 0).is_disabled(), 30, "the finished grid, read-only")
         assert _button(page, "lbl_key_undo").is_disabled()
         _wait(lambda: _open_batch_id(home) != batch.id, 120, "the next batch to be selected")
         next_key = f"lbl_batch-{_open_batch_id(home)}"
-        _button(page, f"{next_key}_0_c0").wait_for(timeout=30_000)
+        _class_button(page, f"{next_key}_0", 0).wait_for(timeout=30_000)
         page.evaluate("() => { window.__akdStop = true; }")
         assert page.evaluate("() => window.__akdEmptied") is False
-        assert not _button(page, f"{next_key}_0_c0").is_disabled()
+        assert not _class_button(page, f"{next_key}_0", 0).is_disabled()
 
 
 def _open_batch_id(home: Path) -> int | None:
@@ -206,7 +211,7 @@ def test_keyboard_focus_scrolls_the_focused_card_into_view(home: Path, tmp_path:
             page = browser.new_page(viewport={"width": 1200, "height": 700})  # the last cards are below the fold
             page.set_default_timeout(60_000)
             page.goto(url)
-            _button(page, f"{key}_0_c0").wait_for(timeout=90_000)
+            _class_button(page, f"{key}_0", 0).wait_for(timeout=90_000)
             _settled(page)
             page.mouse.click(5, 300)
             for _ in range(9):  # focus the tenth card with the arrow key

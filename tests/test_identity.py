@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from activekd_core import recent  # noqa: E402
 from activekd_core.store import Store  # noqa: E402
 from test_app_pages import APP, _batch_key, demo_images, home  # noqa: E402,F401 (fixtures)
+from button_rows import pick  # noqa: E402
 
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32, "client_id": "c",
         "client_secret": "s", "server_metadata_url": "http://localhost:1/.well-known/openid-configuration"}
@@ -60,7 +61,7 @@ def test_reload_keeps_project_and_annotator(home: Path) -> None:
     again = AppTest.from_file(APP, default_timeout=60)
     again.query_params = {"demo": "textile", "annotator": "dr. ada"}
     _run(again)
-    again.button(key=f"{_batch_key(again)}_0_c0").click()
+    pick(again, f"{_batch_key(again)}_0", 0)
     _run(again)
     with Store.open(home / "projects" / "textile" / "project.db") as db:
         assert [e.annotator for e in db.events()] == ["dr. ada"]
@@ -110,7 +111,7 @@ def test_login_mode_signed_in_user_is_the_annotator(home: Path) -> None:
     at.user = {"is_logged_in": True, "email": "ada@example.org", "name": "Ada"}
     _run(at)
     assert any("Signed in as ada@example.org" in t.value for t in at.sidebar.text)
-    at.button(key=f"{_batch_key(at)}_0_c0").click()
+    pick(at, f"{_batch_key(at)}_0", 0)
     _run(at)
     at.switch_page("pages/project.py")
     _run(at)

@@ -6,6 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 from activekd_core.project import Project
 from test_app_pages import APP, _batch_key, _card_ids, demo_images, home  # noqa: F401 (fixtures)
+from button_rows import pick  # noqa: E402
 
 
 def _wait_train(home) -> None:
@@ -19,7 +20,7 @@ def test_retrain_now_and_automatic_retrain_after_a_batch(home) -> None:
     at = AppTest.from_file(APP, default_timeout=60).run()
     key = _batch_key(at)
     assert not [b for b in at.button if b.key == "lbl_retrain"]  # no label yet: nothing to train on
-    at.button(key=f"{key}_0_c0").click().run()
+    pick(at, f"{key}_0", 0)
     retrain = next(b for b in at.button if b.key == "lbl_retrain")
     assert "1 new label" in retrain.label
     retrain.click().run()
@@ -32,7 +33,7 @@ def test_retrain_now_and_automatic_retrain_after_a_batch(home) -> None:
     at.run()
     at.toggle(key="lbl_auto_retrain").set_value(True).run()
     for pos in range(1, 10):
-        at.button(key=f"{key}_{pos}_c{pos % 3}").click().run()
+        pick(at, f"{key}_{pos}", pos % 3)
         assert not at.exception, [e.message for e in at.exception]
     with Project.open(home / "projects" / "textile") as project:
         assert project.auto_retrain

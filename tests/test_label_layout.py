@@ -13,8 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from activekd_core.project import Project  # noqa: E402
-from activekd_core.view_models.label import card_detail, class_button_help, key_hint_css  # noqa: E402
+from activekd_core.view_models.label import card_detail, class_button_title  # noqa: E402
 from test_app_pages import _app, _batch_key, _card_ids, _db, demo_images, home  # noqa: E402,F401
+from button_rows import class_row, pick  # noqa: E402
 
 
 def test_card_detail_puts_a_decision_first_and_an_open_state_last() -> None:
@@ -28,15 +29,10 @@ def test_card_detail_puts_a_decision_first_and_an_open_state_last() -> None:
 def test_card_texts_show_hostile_class_names_literally() -> None:
     line = card_detail(0, False, "not labeled yet", False, "random", None, ("**bold** [x](http://e)", 0.5))
     assert "\\*\\*bold\\*\\* \\[x\\]" in line  # escaped: no bold, no link
-    assert class_button_help("a_b*", "1").startswith("Label as a\\_b\\*") and "key 1" in class_button_help("a", "1")
-    assert "key" not in class_button_help("eleventh", None)
-
-
-def test_key_hints_write_only_single_letters_and_digits_into_the_style_sheet() -> None:
-    css = key_hint_css(".row", ["1", '"', "a", "}x", "é"])
-    assert '.row > div:nth-child(1) button p::before { content: "1"; }' in css
-    assert '.row > div:nth-child(3) button p::before { content: "a"; }' in css
-    assert css.count("content") == 2  # the quote, the brace and the non-ASCII letter get no hint
+    # a class button's tooltip is plain text (an HTML title): whole, bounded, invisible characters shown
+    assert class_button_title("**a** [x](y)", "1") == "Label as **a** [x](y) (key 1 when focused)"
+    assert class_button_title("eleventh", None) == "Label as eleventh"
+    assert "\\u202e" in class_button_title("a\u202eb", None) and len(class_button_title("x" * 10**6, None)) < 1000
 
 
 def test_compact_cards_are_the_default_and_a_remembered_choice(home: Path) -> None:
@@ -48,12 +44,13 @@ def test_compact_cards_are_the_default_and_a_remembered_choice(home: Path) -> No
     ids = [it.image_id for it in batch.items]
     assert _card_ids(at) == ids
     key = _batch_key(at)
-    assert [at.button(key=f"{key}_0_c{k}").label for k in range(3)] == classes  # names literal, whole
-    assert "key 2" in at.button(key=f"{key}_0_c1").help
+    row = class_row(at, f"{key}_0")
+    assert row.labels == classes and row.values == classes and row.hints == ["1", "2", "3"]  # names literal, whole; keys in front
+    assert row.titles[1] == f"Label as {classes[1]} (key 2 when focused)"
     assert not any(p.proto.popover.label == "Why this image?" for p in at.get("popover"))  # the why is a tooltip now
     assert any(c.value.startswith("**#1** · :blue[focused]") and c.help for c in at.caption)
 
-    at.button(key=f"{key}_2_c1").click().run()  # a click on a compact card labels that image
+    pick(at, f"{key}_2", 1)  # a click on a compact card labels that image
     assert not at.exception, [e.message for e in at.exception]
     with _db(home) as db:
         assert db.current_labels() == {ids[2]: classes[1]}

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from activekd_core.progress import Cancelled  # noqa: E402
 from activekd_core.project import Project  # noqa: E402
 from test_app_pages import APP, _app, _batch_key, demo_images, home  # noqa: E402,F401
+from button_rows import pick  # noqa: E402
 
 
 def _texts(at: AppTest) -> list[str]:
@@ -31,7 +32,7 @@ def _texts(at: AppTest) -> list[str]:
 
 def test_label_page_shows_no_developer_timing(home: Path) -> None:
     at = _app()
-    at.button(key=f"{_batch_key(at)}_0_c0").click().run()
+    pick(at, f"{_batch_key(at)}_0", 0)
     assert not at.exception, [e.message for e in at.exception]
     assert not any("redrawn in" in t or " ms " in t for t in _texts(at))
 

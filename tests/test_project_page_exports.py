@@ -5,11 +5,12 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from test_app_pages import APP, _batch_key, demo_images, home  # noqa: F401 (fixtures)
+from button_rows import pick  # noqa: E402
 
 
 def test_downloads_belong_to_the_open_project(home) -> None:
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.button(key=f"{_batch_key(at)}_0_c0").click().run()
+    pick(at, f"{_batch_key(at)}_0", 0)
     at.switch_page("pages/project.py").run()
     for name in ("csv", "pred_csv", "pred_parquet", "label_studio", "hf"):
         at.button(key=f"prj_exp_{name}").click().run()

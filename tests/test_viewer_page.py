@@ -22,6 +22,7 @@ from activekd_core.image_view import BytesCache  # noqa: E402
 from activekd_core.project import Project  # noqa: E402
 from activekd_core.view_models import session  # noqa: E402
 from activekd_core.viewer import ViewerSettings  # noqa: E402
+from button_rows import act, batch_key  # noqa: E402
 from test_viewer import ct_bands, linear, write_ct  # noqa: E402
 
 CLASSES = [("scan", "a scan"), ("photo", "a photo")]
@@ -118,12 +119,12 @@ def test_label_page_shows_viewer_controls_for_dicom_not_for_png(tmp_path: Path, 
         assert not at.exception, [e.message for e in at.exception]
         ids = [c.value.split("`")[1] for c in at.caption if c.value.startswith("`")]
         assert sorted(ids) == ["ct.dcm", "s.tif", "x.png"]
-        key = next(b.key for b in at.button if b.key and b.key.startswith("lbl_batch-")).rsplit("_", 2)[0]
+        key = batch_key(at)
 
         def focus(image_id: str) -> AppTest:
             if at.session_state["lbl_focus_mode"] if "lbl_focus_mode" in at.session_state else False:
                 at.button(key="lbl_fm_back").click().run()
-            at.button(key=f"{key}_{ids.index(image_id)}_zoom").click().run()
+            act(at, f"{key}_{ids.index(image_id)}", "zoom")
             assert not at.exception, [e.message for e in at.exception]
             return at
 

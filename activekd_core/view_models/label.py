@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from activekd_core.display_text import md
+from activekd_core.display_text import md, visible
 from activekd_core.jobs import JobBusy, JobStatus
 from activekd_core.store import LabelEvent
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from activekd_core.project import Project
 
 __all__ = ["JobBusy", "JobStatus", "image_states", "failed_selection", "training_job", "card_detail",
-           "class_button_help", "key_hint_css", "partial_batch_caption", "CLASS_LABEL_MAX"]
+           "class_button_title", "partial_batch_caption", "CLASS_LABEL_MAX"]
 
 CLASS_LABEL_MAX = 40  # characters of a class name on a compact card's button (its tooltip holds it whole)
 
@@ -97,19 +97,7 @@ def card_detail(pos: int, focused: bool, state: str, decided: bool, strategy: st
     return " · ".join(parts)
 
 
-def class_button_help(name: str, key: str | None) -> str:
-    """A class button's tooltip: the whole class name (escaped) and its key, when it has one."""
-    return f"Label as {md(name)}" + (f" (key {key} when focused)" if key else "")
-
-
-def key_hint_css(selector: str, keys: Sequence[str]) -> str:
-    """CSS that prefixes the ``k``-th button in each row matched by ``selector`` with ``keys[k]``.
-
-    Only single ASCII letters and digits are written into the style sheet (what
-    :func:`activekd_core.label_keys.parse_class_keys` accepts); anything else gets no hint.
-    """
-    rules = []
-    for k, key in enumerate(keys):
-        if len(key) == 1 and key.isascii() and key.isalnum():
-            rules.append(f'{selector} > div:nth-child({k + 1}) button p::before {{ content: "{key}"; }}')
-    return "\n".join(rules)
+def class_button_title(name: str, key: str | None) -> str:
+    """A class button's tooltip (an HTML ``title``, plain text): the whole class name, shown
+    literally and bounded, and its key when it has one."""
+    return f"Label as {visible(name)}" + (f" (key {visible(key, 3)} when focused)" if key else "")
