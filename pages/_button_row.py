@@ -40,7 +40,7 @@ export default function (component) {
     row = document.createElement('div');
     parentElement.appendChild(row);
   }
-  row.className = 'akd-row akd-' + data.variant;
+  row.className = 'akd-row akd-' + data.variant + (data.focused ? ' akd-focused' : '');
   row.style.setProperty('--akd-per-row', String(data.per_row || 1));
   const n = data.values.length;
   while (row.children.length > n) row.lastChild.remove();
@@ -94,7 +94,17 @@ _CSS = """
 }
 """
 
-_ROW = st.components.v2.component(COMPONENT, js=_JS, css=_CSS, isolate_styles=False)
+# No css= here: Streamlit would add a <style> copy to every row (20 a grid), and a new grid's
+# 20 style sheets cost the browser a restyle of the whole page; row_style() draws it once.
+_ROW = st.components.v2.component(COMPONENT, js=_JS, isolate_styles=False)
+
+
+def row_style() -> None:
+    """The rows' style sheet, once per page (before or after the rows; it never changes, so the
+    browser parses it once), and the focus outline of the card whose row is marked focused."""
+    st.html(f"""<style>{_CSS}
+[class*="st-key-lbl_card_"]:has(.akd-focused) {{ outline: 3px solid #1c83e1; outline-offset: 2px; border-radius: 0.5rem; }}
+</style>""")
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,8 @@ class RowButton:
 
 
 def button_row(key: str, buttons: Sequence[RowButton], on_pick: Callable[[str], None], *,
-               variant: str = "compact", per_row: int = 1, label_limit: int | None = None) -> None:
+               variant: str = "compact", per_row: int = 1, label_limit: int | None = None,
+               focused: bool = False) -> None:
     """Draw one row of buttons.
 
     Args:
@@ -132,6 +143,7 @@ def button_row(key: str, buttons: Sequence[RowButton], on_pick: Callable[[str], 
             labels, wrapped, ``per_row`` a line) or "actions" (small, text-only).
         per_row: Buttons a line for "wide".
         label_limit: Longest label shown (characters); None: the display default.
+        focused: Mark the row focused: :func:`row_style` outlines the card holding it.
     """
     data = {
         "values": [b.value for b in buttons],
@@ -142,6 +154,7 @@ def button_row(key: str, buttons: Sequence[RowButton], on_pick: Callable[[str], 
         "disabled": [b.disabled for b in buttons],
         "variant": variant,
         "per_row": per_row,
+        "focused": focused,
     }
     enabled = {b.value for b in buttons if not b.disabled}
 
@@ -155,7 +168,7 @@ def button_row(key: str, buttons: Sequence[RowButton], on_pick: Callable[[str], 
 
 def class_row(key: str, classes: Sequence[str], keys: Sequence[str], chosen: str | None,
               on_pick: Callable[[str], None], *, disabled: bool = False, compact: bool = True,
-              per_row: int = 1) -> None:
+              per_row: int = 1, focused: bool = False) -> None:
     """A card's class buttons: each class name, its key in front, the whole name and key in its tooltip.
 
     Args:
@@ -169,6 +182,7 @@ def class_row(key: str, classes: Sequence[str], keys: Sequence[str], chosen: str
         compact: Cut names to one line (:data:`CLASS_LABEL_MAX` characters at most); False:
             whole names, wrapped, ``per_row`` a line.
         per_row: Buttons a line when not ``compact``.
+        focused: This card holds the keyboard focus (outlined by :func:`row_style`).
     """
     buttons = []
     for k, name in enumerate(classes):
@@ -176,7 +190,7 @@ def class_row(key: str, classes: Sequence[str], keys: Sequence[str], chosen: str
         hint = shortcut if shortcut and shortcut.lower() != name.strip().lower() else ""
         buttons.append(RowButton(name, name, class_button_title(name, shortcut), hint, name == chosen, disabled))
     button_row(key, buttons, on_pick, variant="compact" if compact else "wide", per_row=per_row,
-               label_limit=CLASS_LABEL_MAX if compact else None)
+               label_limit=CLASS_LABEL_MAX if compact else None, focused=focused)
 
 
 def action_row(key: str, decided: str | None, on_action: Callable[[str], None], *, disabled: bool = False) -> None:

@@ -36,7 +36,8 @@ def compact_style() -> None:
 
 def compact_card(project: Project, image_id: str, pos: int, *, classes: Sequence[str], keys: Sequence[str],
                  ids: list[str], event, key: str, detail: str, why: str, box: int,
-                 act: Callable[..., None], zoom: Callable[..., None], disabled: bool = False) -> None:
+                 act: Callable[..., None], zoom: Callable[..., None], disabled: bool = False,
+                 focused: bool = False) -> None:
     """Draw one compact card.
 
     Args:
@@ -54,6 +55,7 @@ def compact_card(project: Project, image_id: str, pos: int, *, classes: Sequence
         zoom: ``zoom(pos, True)``, opens the focus mode on this image.
         disabled: Draw the decision buttons disabled (a finished batch shown while the next
             one is prepared).
+        focused: This card holds the keyboard focus (outlined).
     """
     decided = event.event if event is not None else None
     with st.container(border=True, key=f"lbl_card_{pos}"):
@@ -69,4 +71,4 @@ def compact_card(project: Project, image_id: str, pos: int, *, classes: Sequence
         st.caption(detail, help=why, wrap=False)
         chosen = event.class_name if decided == "label" else None
         class_row(f"lbl_{key}_{pos}_classes", classes, keys, chosen,
-                  lambda name: act("label", image_id, pos, ids, name), disabled=disabled)
+                  lambda name: act("label", image_id, pos, ids, name), disabled=disabled, focused=focused)

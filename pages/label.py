@@ -33,7 +33,7 @@ from activekd_core.view_models.label import (
     partial_batch_caption,
     training_job,
 )
-from pages._button_row import action_row, class_row
+from pages._button_row import action_row, class_row, row_style
 from pages._grid import compact_card, compact_style
 from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import (
@@ -253,13 +253,13 @@ def _why(strategy: str, score: float | None, pos: int) -> str:
 
 
 def _class_buttons(classes: list[str], keys: list[str], image_id: str, pos: int, ids: list[str], event,
-                   key: str, disabled: bool = False) -> None:
+                   key: str, disabled: bool = False, focused: bool = False) -> None:
     longest = max(len(c) for c in classes)
     per_row = 5 if longest <= 3 else (2 if longest <= 7 else 1)  # full names, never truncated
     chosen = event.class_name if event is not None and event.event == "label" else None
     class_row(f"lbl_{key}_{pos}_classes", classes, keys, chosen,
               lambda name: _act("label", image_id, pos, ids, name), disabled=disabled, compact=False,
-              per_row=per_row)
+              per_row=per_row, focused=focused)
     decided = event.event if event is not None else None
     action_row(f"lbl_{key}_{pos}_actions", decided,
                lambda action: _set_focus(pos, True) if action == "zoom" else _act(action, image_id, pos, ids),
@@ -282,7 +282,7 @@ def _card(project: Project, classes: list[str], keys: list[str], image_id: str, 
             st.caption(f"Teacher suggests **{md(cls)}** ({100 * p:.0f}%)")
         with st.popover("Why this image?", width="stretch"):
             st.write(_why(strategy, score, pos))
-        _class_buttons(classes, keys, image_id, pos, ids, event, key, disabled)
+        _class_buttons(classes, keys, image_id, pos, ids, event, key, disabled, focused)
 
 
 def _compact_card(project: Project, classes: list[str], keys: list[str], image_id: str, score: float | None,
@@ -292,7 +292,8 @@ def _compact_card(project: Project, classes: list[str], keys: list[str], image_i
     suggestion = suggestions.get(image_id) if suggestions is not None else None
     detail = card_detail(pos, focused, _state_text(event), event is not None, strategy, score, suggestion)
     compact_card(project, image_id, pos, classes=classes, keys=keys, ids=ids, event=event, key=key, detail=detail,
-                 why=_why(strategy, score, pos), box=GRID_BOX, act=_act, zoom=_set_focus, disabled=disabled)
+                 why=_why(strategy, score, pos), box=GRID_BOX, act=_act, zoom=_set_focus, disabled=disabled,
+                 focused=focused)
 
 
 def _keyboard_bar(classes: list[str], keys: list[str], ids: list[str], disabled: bool = False) -> None:
@@ -340,14 +341,16 @@ def _scroll_to_focus(key: str, focus: int) -> None:
     )
 
 
-def _style(focus: int) -> None:
+def _style() -> None:
+    """The page's style sheets. They never change from one run to the next (the focused card's
+    outline follows a marker on its class row), so the browser parses them once, not per label."""
     st.html(  # style only: Streamlit puts it out of the layout (no empty row above the grid)
-        f"""<style>
-        .st-key-lbl_card_{focus} {{ outline: 3px solid #1c83e1; outline-offset: 2px; border-radius: 0.5rem; }}
-        .st-key-lbl_hidden_keys {{ position: absolute; left: -10000px; height: 0; overflow: hidden; }}
-        [data-testid="stMainBlockContainer"] {{ padding-top: 3.5rem; }}
+        """<style>
+        .st-key-lbl_hidden_keys { position: absolute; left: -10000px; height: 0; overflow: hidden; }
+        [data-testid="stMainBlockContainer"] { padding-top: 3.5rem; }
         </style>"""
     )
+    row_style()
 
 
 def _focus_view(project: Project, image_id: str, score: float | None, pos: int, ids: list[str], event,
@@ -467,7 +470,7 @@ def main() -> None:
 
     classes = project.classes
     _keyboard_bar(classes, keys, ids, read_only)
-    _style(focus)
+    _style()
     if st.session_state.get(K_FOCUS_MODE):
         image_id, score = items[focus]
         _focus_view(project, image_id, score, focus, ids, states[image_id], key, strategy, suggestions, read_only)

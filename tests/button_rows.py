@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 @dataclass(frozen=True)
 class ButtonRow:
-    """What one row shows: values, labels, key hints, tooltips, pressed and disabled buttons."""
+    """What one row shows: values, labels, key hints, tooltips, pressed and disabled buttons, focus."""
 
     key: str
     element_id: str
@@ -28,6 +28,7 @@ class ButtonRow:
     titles: list[str]
     pressed: list[bool]
     disabled: list[bool]
+    focused: bool
 
     @property
     def chosen(self) -> list[str]:
@@ -45,7 +46,7 @@ def button_rows(at: AppTest) -> dict[str, ButtonRow]:
         key = proto.id.split("-", 2)[2]  # "$$ID-<hash>-<user key>"
         data: dict[str, Any] = json.loads(proto.json)
         rows[key] = ButtonRow(key, proto.id, data["values"], data["labels"], data["hints"], data["titles"],
-                              data["pressed"], data["disabled"])
+                              data["pressed"], data["disabled"], bool(data["focused"]))
     return rows
 
 

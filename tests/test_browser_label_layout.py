@@ -47,6 +47,9 @@ def test_compact_card_image_dominates_and_a_click_labels_that_image(home: Path, 
         shares = [c["img_h"] / c["h"] for c in cards]
         assert min(shares) >= MIN_IMAGE_SHARE, shares
         assert sum(c["bottom"] <= 900 for c in cards) >= 1  # a whole card above the fold
+        outlines = [page.locator(f".st-key-lbl_card_{pos}").evaluate("e => getComputedStyle(e).outlineStyle")
+                    for pos in range(len(ids))]
+        assert outlines == ["solid"] + ["none"] * (len(ids) - 1), outlines  # the focused card, outlined
         # each class button shows its key in front of the name, and the whole name with its key in its tooltip
         button = page.locator(f".st-key-{key}_3_classes button[data-k='2']:visible").first
         assert button.locator(".akd-key").inner_text() == "3" and button.locator(".akd-name").inner_text() == classes[2]

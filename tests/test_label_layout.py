@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from activekd_core.project import Project  # noqa: E402
 from activekd_core.view_models.label import card_detail, class_button_title  # noqa: E402
 from test_app_pages import _app, _batch_key, _card_ids, _db, demo_images, home  # noqa: E402,F401
-from button_rows import class_row, pick  # noqa: E402
+from button_rows import class_row, class_rows, pick  # noqa: E402
 
 
 def test_card_detail_puts_a_decision_first_and_an_open_state_last() -> None:
@@ -47,6 +47,7 @@ def test_compact_cards_are_the_default_and_a_remembered_choice(home: Path) -> No
     row = class_row(at, f"{key}_0")
     assert row.labels == classes and row.values == classes and row.hints == ["1", "2", "3"]  # names literal, whole; keys in front
     assert row.titles[1] == f"Label as {classes[1]} (key 2 when focused)"
+    assert [k for k, r in class_rows(at).items() if r.focused] == [f"{key}_0_classes"]  # the outlined card
     assert not any(p.proto.popover.label == "Why this image?" for p in at.get("popover"))  # the why is a tooltip now
     assert any(c.value.startswith("**#1** · :blue[focused]") and c.help for c in at.caption)
 
