@@ -2,10 +2,10 @@
 component (``st.components.v2``) a row.
 
 Why not ``st.button``: a new grid mounts every card's buttons at once (130 at ten classes),
-each a React tree with its Markdown label and tooltip, and the browser needs ~1-1.6 ms a
-button; that alone kept the batch turnover at 100k images above its 300 ms target
-(bench/README.md). A row here is plain ``<button>`` elements drawn by a few lines of our own
-JavaScript: a row of ten costs under a millisecond.
+each a React tree with its Markdown label and tooltip, and the browser needs ~0.9-1.5 ms a
+button; that alone kept the batch turnover at 100k images 1.7-1.8x slower
+(``bench/button_rows.py``, bench/README.md). A row here is plain ``<button>`` elements drawn
+by a few lines of our own JavaScript: ~0.2 ms a button.
 
 What it keeps from the buttons it replaces:
 
