@@ -301,8 +301,7 @@ def _keyboard_bar(classes: list[str], keys: list[str], ids: list[str], disabled:
     finished batch shown while the next one is prepared takes no decision and no undo)."""
     with st.container(key="lbl_keys", horizontal=True):
         for k, (name, shortcut) in enumerate(zip(classes, keys)):
-            # no tooltip: its text followed the focus, so all ten redrew on every label (the key
-            # badge and the caption above say what the bar does)
+            # no tooltip: its text named the focused card, so all ten redrew on every label
             st.button(md(name), key=f"lbl_key_c{k}", shortcut=shortcut, on_click=_act_focused, disabled=disabled,
                       args=("label", ids, name))
         st.button("Skip", key="lbl_key_skip", shortcut="S", on_click=_act_focused, args=("skip", ids),
@@ -451,8 +450,7 @@ def main() -> None:
                    "←/→ or J/K move, F focus mode")
     _counts(project)
     collapse_notes(project)
-    # Drawn only while open: a table that changes with every label costs the browser ~0.1 s
-    # per click to redraw, hidden or not (bench/README.md, batch turnover at 100k).
+    # drawn only while open: changing with every label, it cost the browser ~0.1 s a click
     per_round = st.expander("Labels found per class per round", key=K_ROUND_TABLE, on_change="rerun")
     if per_round.open:
         with per_round:
