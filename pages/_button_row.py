@@ -58,7 +58,6 @@ export default function (component) {
     }
     b.__akdValue = data.values[k];
     b.dataset.k = String(k);
-    b.dataset.value = data.values[k];
     b.firstChild.textContent = data.hints[k];
     b.lastChild.textContent = data.labels[k];
     b.title = data.titles[k];
@@ -193,13 +192,15 @@ def class_row(key: str, classes: Sequence[str], keys: Sequence[str], chosen: str
                label_limit=CLASS_LABEL_MAX if compact else None, focused=focused)
 
 
-def action_row(key: str, decided: str | None, on_action: Callable[[str], None], *, disabled: bool = False) -> None:
+def action_row(key: str, decided: str | None, on_decide: Callable[[str], None], on_zoom: Callable[[], None], *,
+               disabled: bool = False) -> None:
     """A card's skip, unsure and zoom buttons (zoom stays enabled on a finished grid).
 
     Args:
         key: The row's widget key (see :func:`button_row`).
         decided: The image's latest decision ("skip", "unsure" show pressed), or None.
-        on_action: Called with "skip", "unsure" or "zoom".
+        on_decide: Called with "skip" or "unsure".
+        on_zoom: Called for "zoom".
         disabled: Disable skip and unsure (a finished grid kept on screen).
     """
     button_row(key, [
@@ -208,4 +209,4 @@ def action_row(key: str, decided: str | None, on_action: Callable[[str], None], 
         RowButton("unsure", "Unsure", "Mark this image unsure (key U when focused)", pressed=decided == "unsure",
                   disabled=disabled),
         RowButton("zoom", "Zoom", "Open this image in the focus mode (key F when focused)"),
-    ], on_action, variant="actions")
+    ], lambda value: on_zoom() if value == "zoom" else on_decide(value), variant="actions")

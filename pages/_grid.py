@@ -65,9 +65,8 @@ def compact_card(project: Project, image_id: str, pos: int, *, classes: Sequence
             st.error(f"Cannot show {code(image_id)}: {md(exc, MESSAGE_MAX)}")
         with st.container(horizontal=True, vertical_alignment="center", key=f"{SIDE}{pos}"):
             st.caption(code(image_id), wrap=False)
-            action_row(f"lbl_{key}_{pos}_actions", decided,
-                       lambda action: zoom(pos, True) if action == "zoom" else act(action, image_id, pos, ids),
-                       disabled=disabled)
+            action_row(f"lbl_{key}_{pos}_actions", decided, lambda action: act(action, image_id, pos, ids),
+                       lambda: zoom(pos, True), disabled=disabled)
         st.caption(detail, help=why, wrap=False)
         chosen = event.class_name if decided == "label" else None
         class_row(f"lbl_{key}_{pos}_classes", classes, keys, chosen,

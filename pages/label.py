@@ -261,9 +261,8 @@ def _class_buttons(classes: list[str], keys: list[str], image_id: str, pos: int,
               lambda name: _act("label", image_id, pos, ids, name), disabled=disabled, compact=False,
               per_row=per_row, focused=focused)
     decided = event.event if event is not None else None
-    action_row(f"lbl_{key}_{pos}_actions", decided,
-               lambda action: _set_focus(pos, True) if action == "zoom" else _act(action, image_id, pos, ids),
-               disabled=disabled)
+    action_row(f"lbl_{key}_{pos}_actions", decided, lambda action: _act(action, image_id, pos, ids),
+               lambda: _set_focus(pos, True), disabled=disabled)
 
 
 def _card(project: Project, classes: list[str], keys: list[str], image_id: str, score: float | None, pos: int,

@@ -55,8 +55,18 @@ def class_rows(at: AppTest) -> dict[str, ButtonRow]:
     return {k: r for k, r in button_rows(at).items() if k.endswith("_classes")}
 
 
-def class_row(at: AppTest, card: str, row: str = "classes") -> ButtonRow:
-    """The ``row`` ("classes" or "actions") of ``card`` (``f"{batch_key}_{pos}"``, e.g. ``lbl_batch-3_0``)."""
+def class_row(at: AppTest, card: str) -> ButtonRow:
+    """The class row of ``card`` (``f"{batch_key}_{pos}"``, e.g. ``lbl_batch-3_0``)."""
+    return card_row(at, card, "classes")
+
+
+def actions_row(at: AppTest, card: str) -> ButtonRow:
+    """The skip/unsure/zoom row of ``card``."""
+    return card_row(at, card, "actions")
+
+
+def card_row(at: AppTest, card: str, row: str) -> ButtonRow:
+    """The ``row`` ("classes" or "actions") of ``card``."""
     rows = button_rows(at)
     key = f"{card}_{row}"
     if key not in rows:
@@ -66,7 +76,7 @@ def class_row(at: AppTest, card: str, row: str = "classes") -> ButtonRow:
 
 def pick(at: AppTest, card: str, k: int | str, *, row: str = "classes", timeout: float | None = None) -> AppTest:
     """Click button ``k`` (an index into the row, or a value sent as is) of ``card``'s ``row``, and run."""
-    target = class_row(at, card, row)
+    target = card_row(at, card, row)
     return send(at, target, target.values[k] if isinstance(k, int) else k, timeout=timeout)
 
 

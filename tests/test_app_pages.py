@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from button_rows import act, batch_key, button_rows, class_row, class_rows, pick, send  # noqa: E402
+from button_rows import act, actions_row, button_rows, class_row, class_rows, pick, send  # noqa: E402
+from button_rows import batch_key as _batch_key  # noqa: E402  (other test files import it from here)
 
 from activekd_core.paths import PathOutsideRoot  # noqa: E402
 from activekd_core.project import Project, open_demo  # noqa: E402
@@ -74,10 +75,6 @@ def _card_ids(at: AppTest) -> list[str]:
     return [c.value.split("`")[1] for c in at.caption if c.value.startswith("`")]
 
 
-def _batch_key(at: AppTest) -> str:
-    return batch_key(at)
-
-
 def test_label_page_renders_the_open_batch(home):
     at = _app()
     with _db(home) as db:
@@ -110,7 +107,7 @@ def test_click_records_exactly_that_label_then_undo(home):
 
     act(at, f"{key}_5", "skip")
     act(at, f"{key}_6", "unsure")
-    assert class_row(at, f"{key}_5", "actions").chosen == ["skip"]  # shown pressed
+    assert actions_row(at, f"{key}_5").chosen == ["skip"]  # shown pressed
     with _db(home) as db:
         assert {i: e.event for i, e in db.current().items()} == {ids[3]: "label", ids[5]: "skip", ids[6]: "unsure"}
 
@@ -152,7 +149,7 @@ def test_completing_a_batch_selects_the_next_one(home):
         assert project.jobs().wait(job.id, timeout=60).state == "done"
     # ...so the last label shows the next grid at once (the grid never empties; before this
     # change the page showed selection progress and an empty grid here)
-    old_classes, old_actions = class_row(at, f"{key}_0"), class_row(at, f"{key}_1", "actions")
+    old_classes, old_actions = class_row(at, f"{key}_0"), actions_row(at, f"{key}_1")
     pick(at, f"{key}_9", 0)
     assert not at.exception, [e.message for e in at.exception]
     second = _card_ids(at)
