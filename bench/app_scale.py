@@ -532,18 +532,18 @@ def browser_stage(folder: Path, clicks: int, log: Path) -> dict[str, Any]:
                     t0 = time.perf_counter()
                     _wait_selection(watcher)
                     view = watcher.current_batch()
-                    page.wait_for_selector(f".st-key-lbl_batch-{view.batch.id}_0_classes button", timeout=600_000)
+                    page.wait_for_selector(f".st-key-lbl_batch-{view.batch.id}_0_card .akd-classes button", timeout=600_000)
                     turnover.append(time.perf_counter() - t0)
                 ids = [it.image_id for it in view.batch.items]
                 pos = next(k for k, i in enumerate(ids) if view.states.get(i) is None)
                 name = truth(ids[pos])
                 k = watcher.classes.index(name)
-                sel = f".st-key-lbl_batch-{view.batch.id}_{pos}_classes button[data-k='{k}']"
+                sel = f".st-key-lbl_batch-{view.batch.id}_{pos}_card .akd-classes button[data-k='{k}']"
                 if view.done == view.total - 1:  # completing click: the grid goes; time until the next batch shows
                     t0 = time.perf_counter()
                     page.locator(sel + ":visible").click(timeout=600_000)
                     nv = _wait_new_batch(watcher, view.batch.id)
-                    page.wait_for_selector(f".st-key-lbl_batch-{nv.batch.id}_0_classes button", timeout=600_000)
+                    page.wait_for_selector(f".st-key-lbl_batch-{nv.batch.id}_0_card .akd-classes button", timeout=600_000)
                     turnover.append(time.perf_counter() - t0)
                     continue
                 button = page.locator(sel + ":visible")

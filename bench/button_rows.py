@@ -10,7 +10,8 @@ script run has ended. Variants (one browser tab each, taken in turn):
 * ``st_button_help``: ten ``st.button`` a card with a tooltip (``help=``), the Label
   page's cards before 2026-11-30;
 * ``st_button``: the same without tooltip;
-* ``row``: one ``pages._button_row.class_row`` a card (the Label page now).
+* ``row``: one ``pages._card_panel`` panel a card holding its class row (the Label page's
+  rows since 2026-11-30).
 
 Prints each variant's median and p90, and (variant - none) per button. Run from the
 repository root::
@@ -40,7 +41,7 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 APP = f'''
 import streamlit as st
-from pages._button_row import class_row
+from pages._card_panel import class_buttons, panel, panel_style
 
 CLASSES = {CLASSES!r}
 variant = st.query_params.get("v", "none")
@@ -51,14 +52,15 @@ def bump() -> None:
     st.session_state["n"] = n + 1
 
 
+panel_style()
 st.button("next", key="next", on_click=bump)
 cols = st.columns(4)
 for pos in range(10):
     with cols[pos % 4], st.container(border=True, key=f"card_{{pos}}"):
         st.caption(f"grid {{n}} card {{pos}}")
         if variant == "row":
-            class_row(f"g{{n}}_{{pos}}_classes", CLASSES, [str((k + 1) % 10) for k in range(10)], None,
-                      lambda name: None)
+            panel(f"g{{n}}_{{pos}}_card", [[class_buttons(CLASSES, [str((k + 1) % 10) for k in range(10)], None,
+                                                          lambda name: None)]])
         elif variant.startswith("st_button"):
             with st.container(horizontal=True):
                 for k, c in enumerate(CLASSES):

@@ -65,15 +65,18 @@ TURNOVER_P95_TARGET_MS = 300.0  # issue 12: the next grid within 300 ms of the l
 PAGE_JS = r"""
 window.__akd = window.__akd || {
   cards() {
-    // Classic card: a "#N · focused" head, caption "<id> — <state>". Compact card: a caption
-    // with the id, then one line "#N · focused · <state> · ..." (state: "labeled X by Y",
-    // "skipped", "marked unsure" or, last, "not labeled yet").
+    // Classic card: a "#N · focused" head, caption "<id> — <state>". Compact card: the id (a
+    // caption, or the panel's <code>), then one line "#N · focused · <state> · ..." (a caption,
+    // or the panel's text line; state: "labeled X by Y", "skipped", "marked unsure" or, last,
+    // "not labeled yet").
     const out = {};
     for (const el of document.querySelectorAll('[class*="st-key-lbl_card_"]')) {
       const m = el.className.match(/st-key-lbl_card_(\d+)\b/);
       if (!m) continue;
       const caps = [...el.querySelectorAll('[data-testid="stCaptionContainer"]')].map(e => e.textContent);
-      const code = el.querySelector('[data-testid="stCaptionContainer"] code');
+      const panelLine = el.querySelector('.akd-panel .akd-text');  // compact card since 2026-11-30: one panel
+      if (panelLine) caps.push(panelLine.textContent);
+      const code = el.querySelector('[data-testid="stCaptionContainer"] code, .akd-panel code');
       const classic = caps.find(t => t.includes(' — '));
       const line = caps.find(t => /^#\d+\b/.test(t.trim()));
       let state = '', focused = false;

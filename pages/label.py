@@ -31,9 +31,11 @@ from activekd_core.view_models.label import (
     failed_selection,
     image_states,
     partial_batch_caption,
+    pick_reason,
+    state_segments,
     training_job,
 )
-from pages._button_row import action_row, class_row, row_style
+from pages._card_panel import action_buttons, class_buttons, panel, panel_style
 from pages._grid import compact_card, compact_style
 from pages._rare import collapse_notes, labels_per_round_table
 from pages._session import (
@@ -235,34 +237,26 @@ def _toggle_focus_mode() -> None:
 # ---- drawing ----------------------------------------------------------------------------------
 
 
-def _state_text(event) -> str:
-    if event is None:
-        return "not labeled yet"
-    if event.event == "label":
-        return f"labeled **{md(event.class_name)}** by {md(event.annotator)}"
-    return {"skip": "skipped", "unsure": "marked unsure"}.get(event.event, event.event)
+def _state_text(event) -> str:  # the decision as Markdown: its plain-text segments escaped, the class in bold
+    return "".join(f"**{md(t)}**" if style else md(t) for t, style in state_segments(event))
 
 
-def _why(strategy: str, score: float | None, pos: int) -> str:
-    if strategy == "audit":
-        return "Audit image: a uniform random sample for measuring accuracy (never used to train or select)."
-    label = md(strategy_score_label(strategy))
-    if score is None:
-        return f"Pick #{pos + 1} of {md(strategy)} (no score recorded)."
-    return f"Pick #{pos + 1} of {md(strategy)}. Score {score:.4f}: {label}."
+def _why(strategy: str, score: float | None, pos: int) -> str:  # plain text
+    return pick_reason(strategy, score, pos, strategy_score_label(strategy))
 
 
 def _class_buttons(classes: list[str], keys: list[str], image_id: str, pos: int, ids: list[str], event,
                    key: str, disabled: bool = False, focused: bool = False) -> None:
+    """The classic card's (and focus mode's) buttons: whole class names, wrapped; skip, unsure, zoom."""
     longest = max(len(c) for c in classes)
     per_row = 5 if longest <= 3 else (2 if longest <= 7 else 1)  # full names, never truncated
-    chosen = event.class_name if event is not None and event.event == "label" else None
-    class_row(f"lbl_{key}_{pos}_classes", classes, keys, chosen,
-              lambda name: _act("label", image_id, pos, ids, name), disabled=disabled, compact=False,
-              per_row=per_row, focused=focused)
     decided = event.event if event is not None else None
-    action_row(f"lbl_{key}_{pos}_actions", decided, lambda action: _act(action, image_id, pos, ids),
-               lambda: _set_focus(pos, True), disabled=disabled)
+    chosen = event.class_name if decided == "label" else None
+    panel(f"lbl_{key}_{pos}_card", [
+        [class_buttons(classes, keys, chosen, lambda name: _act("label", image_id, pos, ids, name),
+                       disabled=disabled, compact=False, per_row=per_row)],
+        [action_buttons(decided, lambda action: _act(action, image_id, pos, ids), lambda: _set_focus(pos, True),
+                        disabled=disabled)]], focused=focused)
 
 
 def _card(project: Project, classes: list[str], keys: list[str], image_id: str, score: float | None, pos: int,
@@ -280,7 +274,7 @@ def _card(project: Project, classes: list[str], keys: list[str], image_id: str, 
             cls, p = suggestions[image_id]
             st.caption(f"Teacher suggests **{md(cls)}** ({100 * p:.0f}%)")
         with st.popover("Why this image?", width="stretch"):
-            st.write(_why(strategy, score, pos))
+            st.text(_why(strategy, score, pos))
         _class_buttons(classes, keys, image_id, pos, ids, event, key, disabled, focused)
 
 
@@ -289,7 +283,7 @@ def _compact_card(project: Project, classes: list[str], keys: list[str], image_i
                   focused: bool, disabled: bool = False) -> None:
     """The card of ``pages._grid``: the image dominates, the controls take one short row."""
     suggestion = suggestions.get(image_id) if suggestions is not None else None
-    detail = card_detail(pos, focused, _state_text(event), event is not None, strategy, score, suggestion)
+    detail = card_detail(pos, focused, event, strategy, score, suggestion)
     compact_card(project, image_id, pos, classes=classes, keys=keys, ids=ids, event=event, key=key, detail=detail,
                  why=_why(strategy, score, pos), box=GRID_BOX, act=_act, zoom=_set_focus, disabled=disabled,
                  focused=focused)
@@ -348,7 +342,7 @@ def _style() -> None:
         [data-testid="stMainBlockContainer"] { padding-top: 3.5rem; }
         </style>"""
     )
-    row_style()
+    panel_style()
 
 
 def _focus_view(project: Project, image_id: str, score: float | None, pos: int, ids: list[str], event,
@@ -375,7 +369,7 @@ def _focus_view(project: Project, image_id: str, score: float | None, pos: int, 
         if suggestions is not None and image_id in suggestions:
             cls, p = suggestions[image_id]
             st.caption(f"Teacher suggests **{md(cls)}** ({100 * p:.0f}%)")
-        st.caption(_why(strategy, score, pos))
+        st.caption(md(_why(strategy, score, pos)))
         _class_buttons(project.classes, project.class_keys(), image_id, pos, ids, event, key + "_fm", disabled)
         st.button("Back to the grid", key="lbl_fm_back", on_click=_toggle_focus_mode)
     if data is not None:

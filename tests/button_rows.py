@@ -1,9 +1,12 @@
-"""AppTest access to the Label page's button rows (``pages._button_row``, a custom component):
-each card's class row (``..._classes``) and its skip/unsure/zoom row (``..._actions``).
+"""AppTest access to the Label page's card panels (``pages._card_panel``, a custom component):
+each card's class row and its skip/unsure/zoom row, named as if each were its own widget
+(``lbl_batch-3_0_classes``, ``lbl_batch-3_0_actions``: the panel ``lbl_batch-3_0_card``'s
+rows), and the panel's text lines.
 
 AppTest has no element type for ``st.components.v2`` components, so a click is sent the way
-the browser sends it: the row's trigger ("pick", the value of the button shown) in the
-widget states of the next run. Chromium tests click the real buttons instead.
+the browser sends it: the row's trigger (its event, "classes" or "actions", with the value
+of the button shown) in the widget states of the next run. Chromium tests click the real
+buttons instead.
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ from streamlit.components.v2.bidi_component.main import _make_trigger_id
 from streamlit.testing.v1 import AppTest
 
 
+PANEL_SUFFIX = "_card"
+
+
 @dataclass(frozen=True)
 class ButtonRow:
-    """What one row shows: values, labels, key hints, tooltips, pressed and disabled buttons, focus."""
+    """What one row shows: values, labels, key hints, tooltips, pressed and disabled buttons, focus
+    (the panel's), and the panel element and event that a click on it goes to."""
 
     key: str
     element_id: str
+    event: str
     values: list[str]
     labels: list[str]
     hints: list[str]
@@ -36,18 +44,53 @@ class ButtonRow:
         return [v for v, p in zip(self.values, self.pressed) if p]
 
 
-def button_rows(at: AppTest) -> dict[str, ButtonRow]:
-    """Every button row of the last run, by widget key (``lbl_batch-3_0_classes``)."""
-    rows = {}
+def panels(at: AppTest) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every card panel of the last run: widget key (``lbl_batch-3_0_card``) -> (element id, data)."""
+    out = {}
     for el in at.get("bidi_component"):
         proto = el.proto
-        if proto.component_name != "activekd_button_row":
+        if proto.component_name != "activekd_card_panel":
             continue
-        key = proto.id.split("-", 2)[2]  # "$$ID-<hash>-<user key>"
-        data: dict[str, Any] = json.loads(proto.json)
-        rows[key] = ButtonRow(key, proto.id, data["values"], data["labels"], data["hints"], data["titles"],
-                              data["pressed"], data["disabled"], bool(data["focused"]))
+        out[proto.id.split("-", 2)[2]] = (proto.id, json.loads(proto.json))  # "$$ID-<hash>-<user key>"
+    return out
+
+
+def card_ids(at: AppTest) -> list[str]:
+    """The image ids the compact cards' panels show, in card order ([] for classic cards)."""
+    found = []
+    for key, (_element_id, data) in panels(at).items():
+        code = next((item["code"] for line in data["lines"] for item in line if "code" in item), None)
+        if code is not None:
+            found.append((int(key.removesuffix(PANEL_SUFFIX).rsplit("_", 1)[1]), code))
+    return [code for _pos, code in sorted(found)]
+
+
+def button_rows(at: AppTest) -> dict[str, ButtonRow]:
+    """Every button row of the last run, by its panel's key with the row's name for "_card"
+    (``lbl_batch-3_0_classes``)."""
+    rows = {}
+    for key, (element_id, data) in panels(at).items():
+        for item in (item for line in data["lines"] for item in line if "row" in item):
+            name = f"{key.removesuffix(PANEL_SUFFIX)}_{item['row']}"
+            rows[name] = ButtonRow(name, element_id, item["row"], item["values"], item["labels"], item["hints"],
+                                   item["titles"], item["pressed"], item["disabled"], bool(data["focused"]))
     return rows
+
+
+def panel_texts(at: AppTest, card: str) -> list[str]:
+    """The text lines of ``card``'s panel (``lbl_batch-3_0``) as shown: the image id, then each
+    line of segments joined (``#1 · focused · labeled cat by ada``)."""
+    key = card + PANEL_SUFFIX
+    every = panels(at)
+    if key not in every:
+        raise KeyError(f"no panel {key!r} on the page; panels: {sorted(every)}")
+    out = []
+    for item in (item for line in every[key][1]["lines"] for item in line):
+        if "code" in item:
+            out.append(item["code"])
+        elif "text" in item:
+            out.append("".join(text for text, _style in item["text"]))
+    return out
 
 
 def class_rows(at: AppTest) -> dict[str, ButtonRow]:
@@ -86,7 +129,7 @@ def send(at: AppTest, target: ButtonRow, value: str, *, timeout: float | None = 
     states = at._tree.get_widget_states()
     trigger = states.widgets.add()
     trigger.id = _make_trigger_id(target.element_id, "events")
-    trigger.json_trigger_value = json.dumps([{"event": "pick", "value": value}])
+    trigger.json_trigger_value = json.dumps([{"event": target.event, "value": value}])
     return at._run(states, timeout=timeout)
 
 

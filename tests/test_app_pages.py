@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from button_rows import act, actions_row, button_rows, class_row, class_rows, pick, send  # noqa: E402
+from button_rows import (  # noqa: E402
+    act, actions_row, button_rows, card_ids, class_row, class_rows, panel_texts, pick, send)
 from button_rows import batch_key as _batch_key  # noqa: E402  (other test files import it from here)
 
 from activekd_core.paths import PathOutsideRoot  # noqa: E402
@@ -71,8 +72,8 @@ def _app() -> AppTest:
 
 
 def _card_ids(at: AppTest) -> list[str]:
-    """Image ids shown in the grid, in order (from the cards' captions)."""
-    return [c.value.split("`")[1] for c in at.caption if c.value.startswith("`")]
+    """Image ids shown in the grid, in order (compact cards: their panels; classic cards: their captions)."""
+    return card_ids(at) or [c.value.split("`")[1] for c in at.caption if c.value.startswith("`")]
 
 
 def test_label_page_renders_the_open_batch(home):
@@ -102,7 +103,7 @@ def test_click_records_exactly_that_label_then_undo(home):
         ev = db.current()[ids[3]]
         # single-user mode: the operating-system user is the default annotator (was "expert")
         assert ev.annotator == __import__("getpass").getuser() and ev.session  # the session id is recorded
-    assert any(f"labeled **{classes[2]}**" in c.value for c in at.caption)
+    assert f"labeled {classes[2]} by" in panel_texts(at, f"{key}_3")[1]
     assert any("1/10 done" in (p.proto.text or "") for p in at.get("progress"))
 
     act(at, f"{key}_5", "skip")
@@ -237,7 +238,7 @@ def test_focus_mode_and_teacher_toggle(home):
     pick(at, f"{key}_1", 0)
     at.toggle(key="lbl_show_teacher").set_value(True).run()
     assert not at.exception, [e.message for e in at.exception]
-    assert sum("Teacher suggests" in c.value for c in at.caption) == 10
+    assert sum("Teacher suggests" in panel_texts(at, f"{key}_{pos}")[1] for pos in range(10)) == 10
     act(at, f"{key}_4", "zoom")
     assert not at.exception
     assert any(c.value.startswith(f"`{ids[4]}` ·") and "px" in c.value for c in at.caption)
@@ -298,7 +299,7 @@ def test_two_sessions_label_the_same_image_last_write_wins(home):
         events = [(e.image_id, e.class_name) for e in db.events()]
         assert events == [(ids[0], classes[0]), (ids[0], classes[2])]
         assert db.current_labels() == {ids[0]: classes[2]}
-    assert any(f"labeled **{classes[2]}**" in c.value for c in a.caption)  # visible to both
+    assert f"labeled {classes[2]} by" in panel_texts(a, f"{key}_0")[1]  # visible to both
 
 
 def test_train_page_runs_a_round_and_a_second_start_is_refused(home):

@@ -94,7 +94,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             page = browser.new_page(viewport={"width": 1500, "height": 1300})
             page.set_default_timeout(60_000)
             page.goto(url)
-            page.locator(f".st-key-{key}_0_classes button[data-k='0']:visible").wait_for(state="visible", timeout=90_000)
+            page.locator(f".st-key-{key}_0_card .akd-classes button[data-k='0']:visible").wait_for(state="visible", timeout=90_000)
             page.locator(".st-key-lbl_card_0 img").wait_for(state="visible")
             _settled(page)
             page.screenshot(path=str(SHOTS / "01_label_grid.png"))
@@ -106,9 +106,9 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             times = []
             # --- by click: images #2, #1, #4, #6 (each click waits for the page to show it)
             for pos, k in ((1, 1), (0, 0), (3, 1), (5, 2)):
-                page.locator(f".st-key-{key}_{pos}_classes button[data-k='{k}']:visible").scroll_into_view_if_needed()
+                page.locator(f".st-key-{key}_{pos}_card .akd-classes button[data-k='{k}']:visible").scroll_into_view_if_needed()
                 _settled(page)
-                args = [f".st-key-{key}_{pos}_classes button[data-k='{k}']", f".st-key-lbl_card_{pos}", f"labeled {classes[k]}"]
+                args = [f".st-key-{key}_{pos}_card .akd-classes button[data-k='{k}']", f".st-key-lbl_card_{pos}", f"labeled {classes[k]}"]
                 times.append(page.evaluate(CLICK_TO_RERUN_JS, args) / 1000)
                 expected[ids[pos]] = classes[k]
             click_times = list(times)
@@ -177,7 +177,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             _wait(lambda: _open_batch(db) is not None, 60, "the next batch")
             batch2 = _open_batch(db)
             key2 = f"lbl_batch-{batch2.id}"
-            page.locator(f".st-key-{key2}_0_classes button[data-k='1']:visible").click()
+            page.locator(f".st-key-{key2}_0_card .akd-classes button[data-k='1']:visible").click()
             expected[batch2.items[0].image_id] = classes[1]
             _wait(lambda: _labels(db) == expected, 30, "the label in batch 2")
             page.locator(f".st-key-lbl_card_0").get_by_text(f"labeled {classes[1]}").wait_for()
@@ -200,7 +200,7 @@ def test_label_retrain_kill_restart_in_chromium(home, tmp_path):
             nav = page.locator("[data-testid='stSidebarNav']").inner_text()
             assert "Label" in nav and "Project" in nav and "session" not in nav, nav
             page.get_by_role("link", name="Label").click()
-            page.locator(f".st-key-{key2}_0_classes button[data-k='0']:visible").wait_for(state="visible", timeout=90_000)
+            page.locator(f".st-key-{key2}_0_card .akd-classes button[data-k='0']:visible").wait_for(state="visible", timeout=90_000)
             page.locator(".st-key-lbl_card_0").get_by_text(f"labeled {classes[1]}").wait_for()
             page.locator(".st-key-lbl_card_1").get_by_text("focused").wait_for()  # first open image
             codes = page.locator("[class*='st-key-lbl_card_'] code")

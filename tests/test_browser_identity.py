@@ -31,7 +31,7 @@ def _events(home: Path) -> list[tuple[str, str]]:
 
 
 def _first_label_button(page, pos: int = 0):
-    return page.locator(f"[class*='st-key-lbl_batch-'][class*='_{pos}_classes'] button[data-k='0']:visible").first
+    return page.locator(f"[class*='st-key-lbl_batch-'][class*='_{pos}_card'] .akd-classes button[data-k='0']:visible").first
 
 
 def test_reload_keeps_project_and_annotator_in_chromium(home: Path, tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_compact_card_image_dominates_and_a_click_labels_that_image(home: Path, 
                     for pos in range(len(ids))]
         assert outlines == ["solid"] + ["none"] * (len(ids) - 1), outlines  # the focused card, outlined
         # each class button shows its key in front of the name, and the whole name with its key in its tooltip
-        button = page.locator(f".st-key-{key}_3_classes button[data-k='2']:visible").first
+        button = page.locator(f".st-key-{key}_3_card .akd-classes button[data-k='2']:visible").first
         assert button.locator(".akd-key").inner_text() == "3" and button.locator(".akd-name").inner_text() == classes[2]
         assert button.get_attribute("title") == f"Label as {classes[2]} (key 3 when focused)"
 
@@ -59,7 +59,7 @@ def test_compact_card_image_dominates_and_a_click_labels_that_image(home: Path, 
         _wait(lambda: _labels(db_path) == {ids[3]: classes[2]}, 30, "the label of card #4")
         card = page.locator(".st-key-lbl_card_3")
         _wait(lambda: f"labeled {classes[2]}" in card.inner_text(), 30, "card #4 to show its label")
-        pressed = [page.locator(f".st-key-{key}_3_classes button[data-k='{k}']:visible").first.get_attribute("aria-pressed")
+        pressed = [page.locator(f".st-key-{key}_3_card .akd-classes button[data-k='{k}']:visible").first.get_attribute("aria-pressed")
                    for k in range(len(classes))]
         assert pressed == ["false", "false", "true"]  # the chosen class, shown pressed
         color = button.evaluate("b => getComputedStyle(b).backgroundColor")  # (hovered: a darker shade)
@@ -126,7 +126,7 @@ def test_compact_class_buttons_stay_one_line_with_the_whole_name_in_the_tooltip(
         page.goto(url)
         page.locator(".st-key-lbl_card_0 img").wait_for(state="visible", timeout=90_000)
         _settled(page)
-        rows = page.evaluate("""() => [...document.querySelectorAll('[class*="st-key-lbl_batch-"][class*="_0_classes"] button')]
+        rows = page.evaluate("""() => [...document.querySelectorAll('[class*="st-key-lbl_batch-"][class*="_0_card"] .akd-classes button')]
             .map(b => { const name = b.querySelector('.akd-name');
               return {h: b.getBoundingClientRect().height, cut: b.scrollWidth > b.clientWidth, name: name.textContent,
                       html: name.innerHTML, title: b.title}; })""")

@@ -105,12 +105,12 @@ def test_mixed_formats_label_train_explore_without_patient_data(tmp_path: Path) 
         # --- Label page: every image of the batch shown and labeled by a click
         page.get_by_role("link", name="Label").click()
         key = f"lbl_batch-{batch.id}"
-        page.locator(f".st-key-{key}_0_classes button[data-k='0']:visible").wait_for(state="visible", timeout=90_000)
+        page.locator(f".st-key-{key}_0_card .akd-classes button[data-k='0']:visible").wait_for(state="visible", timeout=90_000)
         _wait(lambda: page.locator("[class*='st-key-lbl_card_'] img").count() == len(items), 60, "every image")
         expected: dict[str, str] = {}
         for pos, image_id in enumerate(items):
             k = 0 if image_id.startswith("ct/") else 1
-            button = page.locator(f".st-key-{key}_{pos}_classes button[data-k='{k}']:visible")
+            button = page.locator(f".st-key-{key}_{pos}_card .akd-classes button[data-k='{k}']:visible")
             button.scroll_into_view_if_needed()
             _settled(page)
             button.click()

@@ -43,7 +43,7 @@ def _button(page, key: str):
 
 def _class_button(page, card: str, k: int):
     """Class ``k``'s button on ``card`` (``f"{batch_key}_{pos}"``)."""
-    return page.locator(f".st-key-{card}_classes button[data-k='{k}']:visible").first
+    return page.locator(f".st-key-{card}_card .akd-classes button[data-k='{k}']:visible").first
 
 
 def test_two_users_label_and_undo_only_their_own(home: Path, tmp_path: Path) -> None:

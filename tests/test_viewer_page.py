@@ -22,7 +22,7 @@ from activekd_core.image_view import BytesCache  # noqa: E402
 from activekd_core.project import Project  # noqa: E402
 from activekd_core.view_models import session  # noqa: E402
 from activekd_core.viewer import ViewerSettings  # noqa: E402
-from button_rows import act, batch_key  # noqa: E402
+from button_rows import act, batch_key, card_ids  # noqa: E402
 from test_viewer import ct_bands, linear, write_ct  # noqa: E402
 
 CLASSES = [("scan", "a scan"), ("photo", "a photo")]
@@ -117,7 +117,7 @@ def test_label_page_shows_viewer_controls_for_dicom_not_for_png(tmp_path: Path, 
     try:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
         assert not at.exception, [e.message for e in at.exception]
-        ids = [c.value.split("`")[1] for c in at.caption if c.value.startswith("`")]
+        ids = card_ids(at)
         assert sorted(ids) == ["ct.dcm", "s.tif", "x.png"]
         key = batch_key(at)
 

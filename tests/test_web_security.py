@@ -295,7 +295,7 @@ def test_hostile_names_render_literally_in_the_browser(server, browser, project_
     with Store.open(project_folder / "project.db") as s:
         batch = s.open_batch_current()
     key = f"lbl_batch-{batch.id}"
-    button = page.locator(f".st-key-{key}_0_classes button[data-k='0']:visible")
+    button = page.locator(f".st-key-{key}_0_card .akd-classes button[data-k='0']:visible")
     button.wait_for(timeout=120_000)
     button.click()  # label the first image as CLASSES[0] by ANNOTATOR
     page.locator(".st-key-lbl_card_0").get_by_text("by ![a]", exact=False).wait_for()

@@ -1,6 +1,6 @@
 """The Label page's view model (no Streamlit): each on-screen image's decision, the background
 jobs the page reports (a failed selection, a training round; the running selection is
-:meth:`Project.batch_job`), and the one-line texts of a compact card.
+:meth:`Project.batch_job`), and the texts of a card (plain text, shown literally).
 
 Job states come back as :class:`activekd_core.jobs.JobStatus` values (state, progress,
 message, error); :class:`JobBusy` is re-exported for the page's "already running" answers.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from activekd_core.display_text import md, visible
+from activekd_core.display_text import SHOW_MAX, visible
 from activekd_core.jobs import JobBusy, JobStatus
 from activekd_core.store import LabelEvent
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from activekd_core.project import Project
 
 __all__ = ["JobBusy", "JobStatus", "image_states", "failed_selection", "training_job", "card_detail",
-           "class_button_title", "partial_batch_caption", "CLASS_LABEL_MAX"]
+           "state_segments", "pick_reason", "class_button_title", "partial_batch_caption", "CLASS_LABEL_MAX",
+           "Segment"]
 
 CLASS_LABEL_MAX = 40  # characters of a class name on a compact card's button (its tooltip holds it whole)
 
@@ -71,30 +72,59 @@ def partial_batch_caption(project: Project, batch_id: int) -> str | None:
             "the images encoded by then. Training waits until every image is encoded.")
 
 
-def card_detail(pos: int, focused: bool, state: str, decided: bool, strategy: str, score: float | None,
-                suggestion: tuple[str, float] | None) -> str:
-    """The compact card's one-line caption (Markdown, names escaped): position, focus, decision, teacher, score.
+Segment = tuple[str, str]  # (plain text, style: "" or "strong" or "focus"), shown with textContent
 
-    A decision (``state``, already Markdown) comes right after the position; "not labeled
-    yet" goes last, so a narrow card cuts it first. Example:
-    ``**#3** · :blue[focused] · Teacher suggests **nominal** (85%) · score 0.412 · not labeled yet``.
-    The full "why this image" sentence goes into the line's tooltip.
+
+def state_segments(event: LabelEvent | None, limit: int = SHOW_MAX) -> list[Segment]:
+    """An image's decision as plain-text segments, e.g. ``labeled`` + **class** + ``by ada``;
+    names shown literally (never Markdown), each cut at ``limit`` characters."""
+    if event is None:
+        return [("not labeled yet", "")]
+    if event.event == "label":
+        return [("labeled ", ""), (visible(event.class_name, limit), "strong"),
+                (f" by {visible(event.annotator, limit)}", "")]
+    return [({"skip": "skipped", "unsure": "marked unsure"}.get(event.event) or visible(event.event, 32), "")]
+
+
+def card_detail(pos: int, focused: bool, event: LabelEvent | None, strategy: str, score: float | None,
+                suggestion: tuple[str, float] | None) -> list[Segment]:
+    """The compact card's one line, as plain-text segments: position, focus, decision, teacher, score.
+
+    A decision comes right after the position; "not labeled yet" goes last, so a narrow card
+    cuts it first. Joined, an open card reads
+    ``#3 · focused · Teacher suggests nominal (85%) · score 0.412 · not labeled yet``, with
+    ``#3`` and the class name "strong" and "focused" styled "focus". The full "why this
+    image" sentence (:func:`pick_reason`) is the line's tooltip.
     """
-    parts = [f"**#{pos + 1}**"]
+    state = state_segments(event)
+    parts: list[list[Segment]] = [[(f"#{pos + 1}", "strong")]]
     if focused:
-        parts.append(":blue[focused]")
-    if decided:
+        parts.append([("focused", "focus")])
+    if event is not None:
         parts.append(state)
     if suggestion is not None:
         cls, p = suggestion
-        parts.append(f"Teacher suggests **{md(cls, CLASS_LABEL_MAX)}** ({100 * p:.0f}%)")
+        parts.append([("Teacher suggests ", ""), (visible(cls, CLASS_LABEL_MAX), "strong"), (f" ({100 * p:.0f}%)", "")])
     if strategy == "audit":
-        parts.append("audit image")
+        parts.append([("audit image", "")])
     elif score is not None:
-        parts.append(f"score {score:.3g}")
-    if not decided:
+        parts.append([(f"score {score:.3g}", "")])
+    if event is None:
         parts.append(state)
-    return " · ".join(parts)
+    out: list[Segment] = []
+    for k, part in enumerate(parts):
+        out.extend(([(" · ", "")] if k else []) + part)
+    return out
+
+
+def pick_reason(strategy: str, score: float | None, pos: int, score_label: str) -> str:
+    """Why an image is on the grid, as plain text (``visible``; escape it for Markdown):
+    "Pick #3 of pcoreset. Score 0.4123: distance to nearest labeled." or the audit sentence."""
+    if strategy == "audit":
+        return "Audit image: a uniform random sample for measuring accuracy (never used to train or select)."
+    if score is None:
+        return f"Pick #{pos + 1} of {visible(strategy, 64)} (no score recorded)."
+    return f"Pick #{pos + 1} of {visible(strategy, 64)}. Score {score:.4f}: {visible(score_label, 120)}."
 
 
 def class_button_title(name: str, key: str | None) -> str:
