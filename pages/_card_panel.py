@@ -167,7 +167,9 @@ def panel_style() -> None:
     """The panels' style sheet, once per page (it never changes, so the browser parses it once),
     and the focus outline of the card whose panel is marked focused."""
     st.html(f"""<style>{_CSS}
-[class*="st-key-lbl_card_"]:has(.akd-focused) {{ outline: 3px solid #1c83e1; outline-offset: 2px; border-radius: 0.5rem; }}
+[class*="st-key-lbl_card_"]:has(.akd-focused) {{
+  outline: 3px solid #1c83e1; outline-offset: 2px; border-radius: 0.5rem;
+}}
 </style>""")
 
 
