@@ -335,7 +335,7 @@ def _scroll_to_focus(key: str, focus: int) -> None:
 
 def _style() -> None:
     """The page's style sheets. They never change from one run to the next (the focused card's
-    outline follows a marker on its class row), so the browser parses them once, not per label."""
+    outline follows a marker on its card panel), so the browser parses them once, not per label."""
     st.html(  # style only: Streamlit puts it out of the layout (no empty row above the grid)
         """<style>
         .st-key-lbl_hidden_keys { position: absolute; left: -10000px; height: 0; overflow: hidden; }
